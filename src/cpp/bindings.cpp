@@ -1,0 +1,405 @@
+// Python bindings of ptbfast._core: validate every argument with a clear Python exception, allocate
+// the results, then run the kernel with the GIL released.
+//
+// Policy for arrays: float arrays must already be float32 and C-contiguous (TypeError / ValueError
+// otherwise: a silent float64 -> float32 copy would hide a 2x memory cost and a precision change);
+// ids may be int32 or int64 and must lie in [0, V) (IndexError). The Python layer
+// (ptbfast.kernels) converts friendlier inputs before calling here.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <omp.h>
+
+#include <climits>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "blas.h"
+#include "kernels.h"
+#include "vecmath.h"
+
+namespace py = pybind11;
+using namespace ptbfast;
+
+namespace {
+
+std::string shape_str(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t d = 0; d < a.ndim(); ++d) s += std::to_string(a.shape(d)) + (a.ndim() == 1 || d + 1 < a.ndim() ? "," : "");
+  return s + ")";
+}
+
+std::string dims_str(const std::vector<py::ssize_t>& dims) {
+  std::string s = "(";
+  for (size_t d = 0; d < dims.size(); ++d)
+    s += (dims[d] < 0 ? std::string("any") : std::to_string(dims[d])) + (dims.size() == 1 || d + 1 < dims.size() ? "," : "");
+  return s + ")";
+}
+
+// A float32, C-contiguous array of the given shape (-1 = any size on that axis).
+const float* float_input(const py::array& a, const char* name, const std::vector<py::ssize_t>& dims) {
+  if (!a.dtype().is(py::dtype::of<float>()))
+    throw py::type_error(std::string(name) + " must be float32, got " + std::string(py::str(a.dtype())) +
+                         " (ptbfast computes in float32: convert with .astype(np.float32))");
+  if (a.ndim() != static_cast<py::ssize_t>(dims.size()))
+    throw py::value_error(std::string(name) + " must have " + std::to_string(dims.size()) + " dimensions " +
+                          dims_str(dims) + ", got shape " + shape_str(a));
+  for (size_t d = 0; d < dims.size(); ++d)
+    if (dims[d] >= 0 && a.shape(d) != dims[d])
+      throw py::value_error(std::string(name) + " must have shape " + dims_str(dims) + ", got " + shape_str(a));
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + " must be C-contiguous (use np.ascontiguousarray)");
+  return static_cast<const float*>(a.data());
+}
+
+float* float_output(py::array& a, const char* name, const std::vector<py::ssize_t>& dims) {
+  float_input(a, name, dims);
+  if (!a.writeable()) throw py::value_error(std::string(name) + " is read-only but is written in place");
+  return static_cast<float*>(a.mutable_data());
+}
+
+void require_int(py::ssize_t value, const char* what) {
+  if (value > INT_MAX)
+    throw py::value_error(std::string(what) + " = " + std::to_string(value) + " is too large (limit " +
+                          std::to_string(INT_MAX) + ")");
+}
+
+// int32 or int64 ids, C-contiguous, each in [0, V).
+void check_ids(const py::array& ids, const char* name, int64_t V) {
+  const bool is_int = ids.dtype().kind() == 'i' && (ids.itemsize() == 4 || ids.itemsize() == 8);
+  if (!is_int)
+    throw py::type_error(std::string(name) + " must be int32 or int64, got " + std::string(py::str(ids.dtype())));
+  if (!(ids.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + " must be C-contiguous (use np.ascontiguousarray)");
+  const int64_t n = ids.size();
+  auto find_bad = [&](auto* p) -> int64_t {
+    for (int64_t k = 0; k < n; ++k)
+      if (p[k] < 0 || p[k] >= V) return k;
+    return -1;
+  };
+  const int64_t bad = ids.itemsize() == 4 ? find_bad(static_cast<const int32_t*>(ids.data()))
+                                          : find_bad(static_cast<const int64_t*>(ids.data()));
+  if (bad >= 0) {
+    const int64_t value = ids.itemsize() == 4 ? static_cast<const int32_t*>(ids.data())[bad]
+                                              : static_cast<const int64_t*>(ids.data())[bad];
+    throw py::index_error(std::string(name) + " has " + std::to_string(value) + " at flat position " +
+                          std::to_string(bad) + ", outside the vocabulary [0, " + std::to_string(V) + ")");
+  }
+}
+
+std::vector<int64_t> targets_as_int64(const py::array& targets) {
+  std::vector<int64_t> out(targets.size());
+  if (targets.itemsize() == 4) {
+    const int32_t* p = static_cast<const int32_t*>(targets.data());
+    for (size_t k = 0; k < out.size(); ++k) out[k] = p[k];
+  } else {
+    const int64_t* p = static_cast<const int64_t*>(targets.data());
+    for (size_t k = 0; k < out.size(); ++k) out[k] = p[k];
+  }
+  return out;
+}
+
+py::array_t<float> new_float_array(std::vector<py::ssize_t> shape) { return py::array_t<float>(shape); }
+
+template <typename Fn>
+void dispatch_ids(const py::array& ids, Fn&& fn) {
+  if (ids.itemsize() == 4)
+    fn(static_cast<const int32_t*>(ids.data()));
+  else
+    fn(static_cast<const int64_t*>(ids.data()));
+}
+
+// ---- embedding -----------------------------------------------------------------------------------
+
+py::array embedding_forward_py(const py::array& params, const py::array& ids) {
+  const float* p = float_input(params, "params", {-1, -1});
+  const int64_t V = params.shape(0), H = params.shape(1);
+  check_ids(ids, "ids", V);
+  std::vector<py::ssize_t> shape(ids.shape(), ids.shape() + ids.ndim());
+  shape.push_back(H);
+  py::array_t<float> out(shape);
+  float* o = out.mutable_data();
+  const int64_t n = ids.size();
+  py::gil_scoped_release nogil;
+  dispatch_ids(ids, [&](auto* id) { embedding_forward(o, p, id, n, H); });
+  return std::move(out);
+}
+
+// d_out has shape ids.shape + (H,)
+int64_t check_d_out(const py::array& d_out, const py::array& ids) {
+  std::vector<py::ssize_t> dims(ids.shape(), ids.shape() + ids.ndim());
+  dims.push_back(-1);
+  float_input(d_out, "d_out", dims);
+  return d_out.shape(d_out.ndim() - 1);
+}
+
+py::tuple embedding_backward_sparse_py(const py::array& d_out, const py::array& ids) {
+  check_ids(ids, "ids", INT64_MAX);
+  const int64_t H = check_d_out(d_out, ids);
+  const float* g = static_cast<const float*>(d_out.data());
+  std::vector<int64_t> unique_ids;
+  std::vector<float> summed;
+  const int64_t n = ids.size();
+  {
+    py::gil_scoped_release nogil;
+    dispatch_ids(ids, [&](auto* id) { embedding_backward_sparse(unique_ids, summed, g, id, n, H); });
+  }
+  const py::ssize_t U = static_cast<py::ssize_t>(unique_ids.size());
+  py::array_t<int64_t> ids_out(U);
+  std::copy(unique_ids.begin(), unique_ids.end(), ids_out.mutable_data());
+  py::array_t<float> rows_out(std::vector<py::ssize_t>{U, static_cast<py::ssize_t>(H)});
+  std::copy(summed.begin(), summed.end(), rows_out.mutable_data());
+  return py::make_tuple(ids_out, rows_out);
+}
+
+void embedding_backward_dense_py(py::array& d_params, const py::array& d_out, const py::array& ids) {
+  float* dp = float_output(d_params, "d_params", {-1, -1});
+  check_ids(ids, "ids", d_params.shape(0));
+  const int64_t H = check_d_out(d_out, ids);
+  if (H != d_params.shape(1))
+    throw py::value_error("d_out's last axis (" + std::to_string(H) + ") must equal d_params' width (" +
+                          std::to_string(d_params.shape(1)) + ")");
+  const float* g = static_cast<const float*>(d_out.data());
+  const int64_t n = ids.size();
+  py::gil_scoped_release nogil;
+  dispatch_ids(ids, [&](auto* id) { embedding_backward_dense(dp, g, id, n, H); });
+}
+
+// ---- LSTM ------------------------------------------------------------------------------------------
+
+struct LstmShape {
+  int T, B, In, H;
+};
+
+LstmShape check_lstm(const py::array& x, const py::array& kernel, const py::array& bias, const py::array& c0,
+                     const py::array& h0) {
+  float_input(x, "x", {-1, -1, -1});
+  float_input(kernel, "kernel", {-1, -1});
+  const py::ssize_t G = kernel.shape(1);
+  if (G % 4 != 0 || G == 0)
+    throw py::value_error("kernel must have shape (In+H, 4H) with H >= 1, got " + shape_str(kernel));
+  const py::ssize_t H = G / 4, In = x.shape(2);
+  if (kernel.shape(0) != In + H)
+    throw py::value_error("kernel has " + std::to_string(kernel.shape(0)) + " rows; expected In + H = " +
+                          std::to_string(In) + " + " + std::to_string(H) + " for x of shape " + shape_str(x));
+  float_input(bias, "bias", {G});
+  float_input(c0, "c0", {x.shape(1), H});
+  float_input(h0, "h0", {x.shape(1), H});
+  require_int(x.shape(0) * x.shape(1), "T * B");
+  require_int(x.shape(0) * x.shape(1) * G, "T * B * 4H");
+  require_int(kernel.size(), "kernel size");
+  return {static_cast<int>(x.shape(0)), static_cast<int>(x.shape(1)), static_cast<int>(In), static_cast<int>(H)};
+}
+
+const float* f(const py::array& a) { return static_cast<const float*>(a.data()); }
+
+py::tuple lstm_forward_py(const py::array& x, const py::array& c0, const py::array& h0, const py::array& kernel,
+                          const py::array& bias, float forget_bias) {
+  const LstmShape s = check_lstm(x, kernel, bias, c0, h0);
+  auto h_all = new_float_array({s.T, s.B, s.H});
+  auto c_all = new_float_array({s.T, s.B, s.H});
+  auto gates = new_float_array({s.T, s.B, 4 * s.H});
+  float *ho = h_all.mutable_data(), *co = c_all.mutable_data(), *go = gates.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    lstm_forward(ho, co, go, f(x), f(c0), f(h0), f(kernel), f(bias), forget_bias, s.T, s.B, s.In, s.H);
+  }
+  return py::make_tuple(h_all, c_all, gates);
+}
+
+py::tuple lstm_backward_py(const py::array& d_h_all, const py::object& d_c_T, const py::object& d_h_T,
+                           const py::array& x, const py::array& c0, const py::array& h0, const py::array& kernel,
+                           const py::array& h_all, const py::array& c_all, const py::array& gates) {
+  const py::array bias_like = py::array_t<float>(kernel.ndim() == 2 ? kernel.shape(1) : 0);
+  const LstmShape s = check_lstm(x, kernel, bias_like, c0, h0);
+  float_input(d_h_all, "d_h_all", {s.T, s.B, s.H});
+  float_input(h_all, "h_all", {s.T, s.B, s.H});
+  float_input(c_all, "c_all", {s.T, s.B, s.H});
+  float_input(gates, "gates", {s.T, s.B, 4 * s.H});
+  const float* dc_T = nullptr;
+  const float* dh_T = nullptr;
+  py::array dc_arr, dh_arr;
+  if (!d_c_T.is_none()) {
+    dc_arr = py::reinterpret_borrow<py::array>(d_c_T);
+    dc_T = float_input(dc_arr, "d_c_T", {s.B, s.H});
+  }
+  if (!d_h_T.is_none()) {
+    dh_arr = py::reinterpret_borrow<py::array>(d_h_T);
+    dh_T = float_input(dh_arr, "d_h_T", {s.B, s.H});
+  }
+  auto dx = new_float_array({s.T, s.B, s.In});
+  auto dc0 = new_float_array({s.B, s.H});
+  auto dh0 = new_float_array({s.B, s.H});
+  auto dkernel = new_float_array({s.In + s.H, 4 * s.H});
+  auto dbias = new_float_array({4 * s.H});
+  float *dxo = dx.mutable_data(), *dco = dc0.mutable_data(), *dho = dh0.mutable_data();
+  float *dko = dkernel.mutable_data(), *dbo = dbias.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    lstm_backward(dxo, dco, dho, dko, dbo, f(d_h_all), dc_T, dh_T, f(x), f(c0), f(h0), f(kernel), f(h_all),
+                  f(c_all), f(gates), s.T, s.B, s.In, s.H);
+  }
+  return py::make_tuple(dx, dc0, dh0, dkernel, dbias);
+}
+
+// ---- output layer ------------------------------------------------------------------------------
+
+// Rows per block so that one block of logits stays near 16 MiB: the whole small-config batch
+// (400 x 10,000) in one block, while a 100,000-word vocabulary still needs only 16 MiB.
+int default_block_rows(int V) { return std::max(1, static_cast<int>((16L << 20) / (4L * std::max(V, 1)))); }
+
+struct OutputShape {
+  int N, H, V;
+};
+
+OutputShape check_output(const py::array& h, const py::array& w, const py::array& b, const py::array& targets) {
+  float_input(h, "h", {-1, -1});
+  float_input(w, "softmax_w", {h.shape(1), -1});
+  float_input(b, "softmax_b", {w.shape(1)});
+  if (w.shape(1) == 0) throw py::value_error("softmax_w must have at least one column (vocabulary size >= 1)");
+  if (targets.ndim() != 1 || targets.shape(0) != h.shape(0))
+    throw py::value_error("targets must have shape (" + std::to_string(h.shape(0)) + ",), got " + shape_str(targets));
+  check_ids(targets, "targets", w.shape(1));
+  require_int(h.shape(0), "N");
+  require_int(w.size(), "softmax_w size");
+  require_int(h.size(), "h size");
+  return {static_cast<int>(h.shape(0)), static_cast<int>(h.shape(1)), static_cast<int>(w.shape(1))};
+}
+
+py::tuple output_layer_forward_py(const py::array& h, const py::array& w, const py::array& b,
+                                  const py::array& targets, int block_rows) {
+  const OutputShape s = check_output(h, w, b, targets);
+  const std::vector<int64_t> t = targets_as_int64(targets);
+  if (block_rows <= 0) block_rows = default_block_rows(s.V);
+  auto losses = new_float_array({s.N});
+  float* lo = losses.mutable_data();
+  double total;
+  {
+    py::gil_scoped_release nogil;
+    total = output_layer_forward(lo, f(h), f(w), f(b), t.data(), s.N, s.H, s.V, block_rows);
+  }
+  return py::make_tuple(total, losses);
+}
+
+py::tuple output_layer_forward_backward_py(const py::array& h, const py::array& w, const py::array& b,
+                                           const py::array& targets, float d_loss, int block_rows) {
+  const OutputShape s = check_output(h, w, b, targets);
+  const std::vector<int64_t> t = targets_as_int64(targets);
+  if (block_rows <= 0) block_rows = default_block_rows(s.V);
+  auto losses = new_float_array({s.N});
+  auto dh = new_float_array({s.N, s.H});
+  auto dw = new_float_array({s.H, s.V});
+  auto db = new_float_array({s.V});
+  float *lo = losses.mutable_data(), *dho = dh.mutable_data(), *dwo = dw.mutable_data(), *dbo = db.mutable_data();
+  double total;
+  {
+    py::gil_scoped_release nogil;
+    total = output_layer_forward_backward(lo, dho, dwo, dbo, f(h), f(w), f(b), t.data(), d_loss, s.N, s.H, s.V,
+                                          block_rows);
+  }
+  return py::make_tuple(total, losses, dh, dw, db);
+}
+
+// ---- vectorised math, exposed so tests can measure its error --------------------------------------
+
+py::array vecmath_py(const std::string& name, const py::array& x) {
+  const float* in = float_input(x, "x", {-1});
+  auto out = new_float_array({x.shape(0)});
+  float* o = out.mutable_data();
+  const py::ssize_t n = x.shape(0);
+  if (name == "exp") {
+#pragma omp simd
+    for (py::ssize_t k = 0; k < n; ++k) o[k] = exp_approx(in[k]);
+  } else if (name == "sigmoid") {
+#pragma omp simd
+    for (py::ssize_t k = 0; k < n; ++k) o[k] = sigmoid_approx(in[k]);
+  } else if (name == "tanh") {
+#pragma omp simd
+    for (py::ssize_t k = 0; k < n; ++k) o[k] = tanh_approx(in[k]);
+  } else {
+    throw py::value_error("unknown function '" + name + "' (exp, sigmoid or tanh)");
+  }
+  return std::move(out);
+}
+
+#ifndef PTBFAST_ISA_FLAGS
+#define PTBFAST_ISA_FLAGS ""
+#endif
+
+py::dict build_info() {
+  py::dict info;
+  info["version"] = PTBFAST_VERSION;
+#if defined(__clang__)
+  info["compiler"] = std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+  info["compiler"] = std::string("gcc ") + __VERSION__;
+#else
+  info["compiler"] = "unknown";
+#endif
+  info["isa_flags"] = PTBFAST_ISA_FLAGS;
+  py::list isa;
+#ifdef __AVX512F__
+  isa.append("avx512f");
+#endif
+#ifdef __AVX2__
+  isa.append("avx2");
+#endif
+#ifdef __FMA__
+  isa.append("fma");
+#endif
+#ifdef __SSE4_1__
+  isa.append("sse4.1");
+#endif
+#ifdef __ARM_NEON
+  isa.append("neon");
+#endif
+  info["isa"] = isa;
+  info["blas"] = blas::backend_name();
+  info["blas_threads"] = blas::num_threads();
+  info["openmp_threads"] = omp_get_max_threads();
+  info["openmp_version"] = _OPENMP;
+  return info;
+}
+
+void set_num_threads(int n) {
+  if (n < 1) throw py::value_error("number of threads must be >= 1, got " + std::to_string(n));
+  omp_set_num_threads(n);
+  blas::set_num_threads(n);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "ptbfast C++ kernels (float32, OpenMP + SIMD, BLAS for matrix products)";
+  blas::init();
+
+  m.def("build_info", &build_info, "Compiler, ISA flags, BLAS backend and thread counts of this build.");
+  m.def("set_num_threads", &set_num_threads, py::arg("n"),
+        "Threads for OpenMP kernels and BLAS in the calling thread.");
+  m.def("get_num_threads", []() { return omp_get_max_threads(); });
+
+  m.def("embedding_forward", &embedding_forward_py, py::arg("params"), py::arg("ids"),
+        "params[ids]: shape ids.shape + (H,)");
+  m.def("embedding_backward_sparse", &embedding_backward_sparse_py, py::arg("d_out"), py::arg("ids"),
+        "(unique_ids ascending int64 [U], summed rows float32 [U, H]); deterministic");
+  m.def("embedding_backward_dense", &embedding_backward_dense_py, py::arg("d_params"), py::arg("d_out"),
+        py::arg("ids"), "d_params[V, H] += scatter-add of d_out by ids, in place; deterministic");
+
+  m.def("lstm_forward", &lstm_forward_py, py::arg("x"), py::arg("c0"), py::arg("h0"), py::arg("kernel"),
+        py::arg("bias"), py::arg("forget_bias") = 0.0f,
+        "One LSTM layer over T steps: (h_all [T,B,H], c_all [T,B,H], gates [T,B,4H])");
+  m.def("lstm_backward", &lstm_backward_py, py::arg("d_h_all"), py::arg("d_c_T"), py::arg("d_h_T"), py::arg("x"),
+        py::arg("c0"), py::arg("h0"), py::arg("kernel"), py::arg("h_all"), py::arg("c_all"), py::arg("gates"),
+        "Backward through time: (dx, dc0, dh0, dkernel, dbias)");
+
+  m.def("output_layer_forward", &output_layer_forward_py, py::arg("h"), py::arg("softmax_w"),
+        py::arg("softmax_b"), py::arg("targets"), py::arg("block_rows") = 0,
+        "(sum of losses as float, losses [N]) of softmax cross-entropy of h @ w + b");
+  m.def("output_layer_forward_backward", &output_layer_forward_backward_py, py::arg("h"), py::arg("softmax_w"),
+        py::arg("softmax_b"), py::arg("targets"), py::arg("d_loss"), py::arg("block_rows") = 0,
+        "(total, losses, dh, dw, db): gradients of d_loss * sum(losses)");
+
+  m.def("_vecmath", &vecmath_py, py::arg("name"), py::arg("x"), "exp/sigmoid/tanh approximations (for tests)");
+}

@@ -1,0 +1,59 @@
+// Declarations of ptbfast's kernels. Conventions (after llm.c):
+//  - every kernel is a forward/backward pair in one .cpp file;
+//  - outputs first, then inputs, then sizes; every pointer's shape is in the comment above it;
+//  - all arrays are dense row-major float32; callers have validated shapes and ids;
+//  - kernels allocate only what their own scratch needs and never touch Python objects, so they run
+//    with the GIL released and are safe to call from several threads at once.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace ptbfast {
+
+// ---- embedding.cpp ---------------------------------------------------------------------------
+// out [n, H] = params[ids[k]] for k < n.   params [V, H]
+template <typename Id>
+void embedding_forward(float* out, const float* params, const Id* ids, int64_t n, int64_t H);
+
+// Deterministic scatter-add, as unique ids + summed rows: rows of d_out that share an id are added
+// in position order by one thread, so the bits do not depend on the thread count.
+//   unique_ids [U] ascending, summed [U, H] = sum of d_out[k] over k with ids[k] == unique_ids[u].
+template <typename Id>
+void embedding_backward_sparse(std::vector<int64_t>& unique_ids, std::vector<float>& summed,
+                               const float* d_out, const Id* ids, int64_t n, int64_t H);
+
+// Dense form: d_params [V, H] += scatter of d_out [n, H] by ids (same order of additions as above).
+template <typename Id>
+void embedding_backward_dense(float* d_params, const float* d_out, const Id* ids, int64_t n, int64_t H);
+
+// ---- lstm.cpp -------------------------------------------------------------------------------
+// One LSTM layer over T steps, TF BasicLSTMCell (gate columns i, j, f, o):
+//   g = [x_t, h_{t-1}] @ kernel + bias;  c_t = c_{t-1} σ(f + forget_bias) + σ(i) tanh(j);
+//   h_t = tanh(c_t) σ(o).
+// Outputs: h_all [T,B,H], c_all [T,B,H], gates [T,B,4H] (activated σi, tanh j, σf, σo, kept for
+// the backward pass). Inputs: x [T,B,In], c0 [B,H], h0 [B,H], kernel [In+H, 4H], bias [4H].
+void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, const float* c0, const float* h0,
+                  const float* kernel, const float* bias, float forget_bias, int T, int B, int In, int H);
+
+// Backward through time. Outputs (overwritten): dx [T,B,In], dc0 [B,H], dh0 [B,H],
+// dkernel [In+H,4H], dbias [4H]. Inputs: d_h_all [T,B,H]; d_c_T, d_h_T [B,H] or nullptr for zero;
+// the forward's inputs and outputs.
+void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbias, const float* d_h_all,
+                   const float* d_c_T, const float* d_h_T, const float* x, const float* c0, const float* h0,
+                   const float* kernel, const float* h_all, const float* c_all, const float* gates, int T, int B,
+                   int In, int H);
+
+// ---- output_layer.cpp -----------------------------------------------------------------------
+// logits = h @ w + b; losses[r] = logsumexp(logits[r]) - logits[r, targets[r]]. Logits are made
+// block_rows rows at a time, so memory is block_rows*V floats whatever N is.
+//   losses [N], h [N,H], w [H,V], b [V], targets [N] in [0, V). Returns the sum of losses (double).
+double output_layer_forward(float* losses, const float* h, const float* w, const float* b,
+                            const int64_t* targets, int N, int H, int V, int block_rows);
+
+// Same loss, plus the gradients of d_loss * sum(losses): dh [N,H], dw [H,V], db [V] (overwritten).
+double output_layer_forward_backward(float* losses, float* dh, float* dw, float* db, const float* h,
+                                     const float* w, const float* b, const int64_t* targets, float d_loss,
+                                     int N, int H, int V, int block_rows);
+
+}  // namespace ptbfast

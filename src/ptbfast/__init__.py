@@ -1,0 +1,15 @@
+"""ptbfast: TensorFlow's ptb_word_lm LSTM language model, exactly, and fast on a CPU."""
+
+from ptbfast._core import build_info, get_num_threads, set_num_threads
+from ptbfast.kernels import embedding_lookup
+from ptbfast.model import LSTMLanguageModel
+
+__version__ = build_info()["version"]
+
+__all__ = [
+    "LSTMLanguageModel",
+    "build_info",
+    "embedding_lookup",
+    "get_num_threads",
+    "set_num_threads",
+]

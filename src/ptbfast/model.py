@@ -1,0 +1,145 @@
+"""The ptb_word_lm model on ptbfast's C++ kernels.
+
+Same parameters, maths and signatures as :class:`ptbfast.reference.LSTMLanguageModel`, which is
+the readable NumPy twin this class is tested against. Inside, activations are time-major
+([T, B, H]) so that each step's rows are contiguous for the recurrent GEMM; inputs and outputs
+follow TF: ids ``[batch, steps]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ptbfast import _core
+from ptbfast.kernels import as_ids
+from ptbfast.params import init_params
+
+
+class LSTMLanguageModel:
+    """Embedding -> ``num_layers`` LSTM layers -> softmax over the vocabulary (TF ``PTBModel``).
+
+    ``params``: dict of float32 arrays, keys ``embedding`` [V,H], ``lstm_{l}/kernel`` [2H,4H],
+    ``lstm_{l}/bias`` [4H], ``softmax_w`` [H,V], ``softmax_b`` [V]; see ``ptbfast.params``.
+    """
+
+    def __init__(self, vocab_size: int, hidden_size: int, num_layers: int, forget_bias: float = 0.0,
+                 init_scale: float = 0.1, seed: int = 0):
+        self.vocab_size = int(vocab_size)
+        self.hidden_size = int(hidden_size)
+        self.num_layers = int(num_layers)
+        self.forget_bias = float(forget_bias)
+        self.init_scale = float(init_scale)
+        self.params = init_params(self.vocab_size, self.hidden_size, self.num_layers, init_scale, seed)
+
+    def initial_state(self, batch_size: int):
+        """Zero state: a list of ``(c, h)`` per layer, each [batch_size, H] float32."""
+        shape = (batch_size, self.hidden_size)
+        return [(np.zeros(shape, np.float32), np.zeros(shape, np.float32)) for _ in range(self.num_layers)]
+
+    # ---- public API ---------------------------------------------------------------------------
+    def loss(self, x, y, state, masks=None):
+        """``(cost, new_state)``; cost = sum over steps of the batch-mean cross-entropy (TF's)."""
+        cost, _, new_state = self._run(x, y, state, masks, with_grads=False)
+        return cost, new_state
+
+    def loss_and_grads(self, x, y, state, masks=None):
+        """``(cost, grads, new_state)``; ``grads`` holds d cost / d param, dense, keys of ``params``.
+
+        ``masks`` (dropout, optional): ``num_layers + 1`` float32 arrays [T, B, H], already scaled
+        (0 or 1/keep_prob); masks[0] multiplies the embedding output, masks[l+1] layer l's output.
+        The incoming state is a constant (truncated backpropagation through time, as in TF).
+        """
+        return self._run(x, y, state, masks, with_grads=True)
+
+    # ---- forward and backward -------------------------------------------------------------------
+    def _run(self, x, y, state, masks, with_grads):
+        ids, targets, batch, steps = self._check_batch(x, y)
+        state = self._check_state(state, batch)
+        masks = self._check_masks(masks, steps, batch)
+        p = self.params
+
+        inputs = _core.embedding_forward(p["embedding"], ids)  # [T, B, H]
+        if masks is not None:
+            inputs = inputs * masks[0]
+        layer_inputs, caches, new_state = [], [], []
+        for layer, (c0, h0) in enumerate(state):
+            layer_inputs.append(inputs)
+            h_all, c_all, gates = _core.lstm_forward(
+                inputs, c0, h0, p[f"lstm_{layer}/kernel"], p[f"lstm_{layer}/bias"], self.forget_bias)
+            caches.append((h_all, c_all, gates))
+            new_state.append((c_all[-1].copy(), h_all[-1].copy()) if steps else (c0.copy(), h0.copy()))
+            inputs = h_all if masks is None else h_all * masks[layer + 1]
+        top = inputs.reshape(steps * batch, self.hidden_size)
+
+        if not with_grads:
+            total, _ = _core.output_layer_forward(top, p["softmax_w"], p["softmax_b"], targets)
+            return self._checked_cost(total / batch), None, new_state
+
+        total, _, d_top, d_softmax_w, d_softmax_b = _core.output_layer_forward_backward(
+            top, p["softmax_w"], p["softmax_b"], targets, 1.0 / batch)
+        cost = self._checked_cost(total / batch)
+        grads = {"softmax_w": d_softmax_w, "softmax_b": d_softmax_b}
+        d_inputs = d_top.reshape(steps, batch, self.hidden_size)
+        for layer in reversed(range(self.num_layers)):
+            if masks is not None:
+                d_inputs = d_inputs * masks[layer + 1]
+            c0, h0 = state[layer]
+            h_all, c_all, gates = caches[layer]
+            d_inputs, _, _, d_kernel, d_bias = _core.lstm_backward(
+                d_inputs, None, None, layer_inputs[layer], c0, h0, p[f"lstm_{layer}/kernel"], h_all, c_all, gates)
+            grads[f"lstm_{layer}/kernel"] = d_kernel
+            grads[f"lstm_{layer}/bias"] = d_bias
+        if masks is not None:
+            d_inputs = d_inputs * masks[0]
+        d_embedding = np.zeros_like(p["embedding"])
+        _core.embedding_backward_dense(d_embedding, d_inputs, ids)
+        grads["embedding"] = d_embedding
+        return cost, {name: grads[name] for name in p}, new_state
+
+    # ---- input checks -----------------------------------------------------------------------------
+    def _check_batch(self, x, y):
+        x, y = as_ids(x, "x"), as_ids(y, "y")
+        if x.ndim != 2 or x.shape != y.shape:
+            raise ValueError(f"x and y must be id arrays of the same shape [batch, steps], got {x.shape} and {y.shape}")
+        batch, steps = x.shape
+        if batch == 0:
+            raise ValueError("empty batch: x has 0 rows")
+        for name, ids in (("x", x), ("y", y)):
+            if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+                bad = ids[(ids < 0) | (ids >= self.vocab_size)].flat[0]
+                raise IndexError(f"{name} contains id {bad}, outside the vocabulary [0, {self.vocab_size})")
+        # Time-major ids for the kernels; targets in the same (t, b) row order as the outputs.
+        return np.ascontiguousarray(x.T), np.ascontiguousarray(y.T).reshape(-1), batch, steps
+
+    def _check_state(self, state, batch):
+        if len(state) != self.num_layers:
+            raise ValueError(f"state must hold {self.num_layers} (c, h) pairs, got {len(state)}")
+        shape = (batch, self.hidden_size)
+        checked = []
+        for layer, pair in enumerate(state):
+            c, h = (np.asarray(a) for a in pair)
+            for name, a in (("c", c), ("h", h)):
+                if a.shape != shape:
+                    raise ValueError(f"state[{layer}] {name} must have shape {shape}, got {a.shape}")
+                if a.dtype != np.float32:
+                    raise TypeError(f"state[{layer}] {name} must be float32, got {a.dtype}")
+            checked.append((np.ascontiguousarray(c), np.ascontiguousarray(h)))
+        return checked
+
+    def _check_masks(self, masks, steps, batch):
+        if masks is None:
+            return None
+        if len(masks) != self.num_layers + 1:
+            raise ValueError(f"masks must hold num_layers + 1 = {self.num_layers + 1} arrays, got {len(masks)}")
+        shape = (steps, batch, self.hidden_size)
+        for k, m in enumerate(masks):
+            if np.shape(m) != shape:
+                raise ValueError(f"masks[{k}] must have shape {shape} (time-major), got {np.shape(m)}")
+        return [np.asarray(m, dtype=np.float32) for m in masks]
+
+    def _checked_cost(self, cost: float) -> float:
+        if np.isfinite(cost):
+            return float(cost)
+        bad = [name for name, a in self.params.items() if not np.isfinite(a).all()]
+        where = f"parameters with NaN/Inf: {', '.join(bad)}" if bad else "the parameters are finite: check the state"
+        raise FloatingPointError(f"the loss is {cost} ({where})")
