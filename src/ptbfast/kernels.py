@@ -22,7 +22,7 @@ def as_float32(array, name: str) -> np.ndarray:
             f"{name} must be float32, got {array.dtype} "
             "(ptbfast computes in float32: convert with .astype(np.float32))"
         )
-    return np.ascontiguousarray(array)
+    return np.asarray(array, order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
 
 
 def as_ids(ids, name: str = "ids") -> np.ndarray:
@@ -33,7 +33,7 @@ def as_ids(ids, name: str = "ids") -> np.ndarray:
         if ids.dtype.kind == "u" and ids.size and ids.max() > np.iinfo(np.int64).max:
             raise IndexError(f"{name} has values beyond int64")
         ids = ids.astype(np.int64)
-    return np.ascontiguousarray(ids)
+    return np.asarray(ids, order="C")
 
 
 def embedding_lookup(params, ids) -> np.ndarray:

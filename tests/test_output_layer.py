@@ -1,0 +1,109 @@
+"""Fused output projection + softmax cross-entropy against the NumPy reference."""
+
+import numpy as np
+import pytest
+
+from ptbfast import _core
+from ptbfast import reference as ref
+
+from helpers import f32, f64, max_rel_error
+
+TOL = 1e-5
+
+SHAPES = [(1, 1, 1), (1, 3, 2), (5, 17, 33), (37, 16, 100), (0, 4, 9), (64, 20, 1000)]  # (N, H, V)
+
+
+def random_problem(rng, N, H, V, scale=1.0):
+    h = f32(rng, N, H, scale=scale)
+    w = f32(rng, H, V, scale=1.0 / np.sqrt(H))
+    b = f32(rng, V, scale=0.1)
+    targets = rng.integers(0, V, size=N)
+    return h, w, b, targets
+
+
+@pytest.mark.parametrize("N,H,V", SHAPES)
+@pytest.mark.parametrize("block_rows", [0, 1, 3])
+def test_loss_and_gradients_match_reference(N, H, V, block_rows):
+    rng = np.random.default_rng(N + H + V)
+    h, w, b, targets = random_problem(rng, N, H, V)
+    ref_losses, cache = ref.output_layer_forward(*f64(h, w, b), targets)
+    total, losses = _core.output_layer_forward(h, w, b, targets, block_rows)
+    assert losses.shape == (N,)
+    assert max_rel_error(losses, ref_losses) <= TOL
+    assert abs(total - ref_losses.sum()) <= TOL * max(1.0, abs(ref_losses.sum()))
+
+    d_loss = 0.05
+    total2, losses2, dh, dw, db = _core.output_layer_forward_backward(h, w, b, targets, d_loss, block_rows)
+    np.testing.assert_array_equal(losses2, losses)
+    for name, got, want in zip(("dh", "dw", "db"), (dh, dw, db), ref.output_layer_backward(d_loss, cache)):
+        assert got.shape == want.shape, name
+        assert max_rel_error(got, want) <= TOL, name
+
+
+def test_block_size_does_not_change_results_beyond_rounding():
+    rng = np.random.default_rng(1)
+    h, w, b, targets = random_problem(rng, 50, 8, 300)
+    whole = _core.output_layer_forward_backward(h, w, b, targets, 1.0, 0)
+    for block_rows in (1, 7, 49, 50, 1000):
+        part = _core.output_layer_forward_backward(h, w, b, targets, 1.0, block_rows)
+        for a, c in zip(whole[1:], part[1:]):
+            assert max_rel_error(a, c) <= 1e-6
+
+
+def test_large_logits_are_stable():
+    # Logits around 1e4: a naive exp would overflow to inf and give NaN.
+    rng = np.random.default_rng(2)
+    h, w, b, targets = random_problem(rng, 9, 6, 50, scale=3e4)
+    total, losses, dh, dw, db = _core.output_layer_forward_backward(h, w, b, targets, 1.0, 0)
+    assert np.isfinite(losses).all() and np.isfinite(dh).all() and np.isfinite(dw).all()
+    ref_losses, cache = ref.output_layer_forward(*f64(h, w, b), targets)
+    assert np.abs(h @ w).max() > 1e4
+    # Logits of 1e4 carry float32 rounding of ~1e-3 from the GEMM itself; the loss inherits it.
+    assert max_rel_error(losses, ref_losses) <= 1e-5
+    for got, want in zip((dh, dw, db), ref.output_layer_backward(1.0, cache)):
+        assert max_rel_error(got, want) <= 1e-5
+
+
+def test_single_word_vocabulary_has_zero_loss():
+    h = np.ones((3, 2), np.float32)
+    total, losses, dh, dw, db = _core.output_layer_forward_backward(
+        h, np.ones((2, 1), np.float32), np.zeros(1, np.float32), np.zeros(3, np.int64), 1.0, 0)
+    assert total == 0.0 and not losses.any() and not dh.any() and not dw.any() and not db.any()
+
+
+def test_empty_batch_gives_zero_gradients():
+    rng = np.random.default_rng(3)
+    _, w, b, _ = random_problem(rng, 1, 4, 7)
+    total, losses, dh, dw, db = _core.output_layer_forward_backward(
+        np.zeros((0, 4), np.float32), w, b, np.zeros(0, np.int64), 1.0, 0)
+    assert total == 0.0 and losses.shape == (0,) and dh.shape == (0, 4)
+    assert not dw.any() and not db.any()
+
+
+def test_nan_in_hidden_state_gives_nan_loss_for_that_row_only():
+    rng = np.random.default_rng(4)
+    h, w, b, targets = random_problem(rng, 3, 4, 7)
+    h[1, 2] = np.nan
+    _, losses = _core.output_layer_forward(h, w, b, targets)
+    assert np.isfinite(losses[[0, 2]]).all() and np.isnan(losses[1])
+
+
+def test_bad_input():
+    rng = np.random.default_rng(5)
+    h, w, b, targets = random_problem(rng, 4, 3, 6)
+    with pytest.raises(IndexError, match=r"targets has 6 .*\[0, 6\)"):
+        _core.output_layer_forward(h, w, b, np.array([0, 1, 2, 6]))
+    with pytest.raises(IndexError, match="-1"):
+        _core.output_layer_forward(h, w, b, np.array([0, -1, 2, 3]))
+    with pytest.raises(ValueError, match="targets must have shape"):
+        _core.output_layer_forward(h, w, b, targets[:3])
+    with pytest.raises(ValueError, match="softmax_w"):
+        _core.output_layer_forward(h, w[:2], b, targets)
+    with pytest.raises(ValueError, match="softmax_b"):
+        _core.output_layer_forward(h, w, b[:5], targets)
+    with pytest.raises(TypeError, match="float32"):
+        _core.output_layer_forward(h.astype(np.float64), w, b, targets)
+    with pytest.raises(TypeError, match="int32 or int64"):
+        _core.output_layer_forward(h, w, b, targets.astype(np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _core.output_layer_forward(h, np.asfortranarray(w), b, targets)
