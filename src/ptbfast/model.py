@@ -8,11 +8,27 @@ follow TF: ids ``[batch, steps]``.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ptbfast import _core
 from ptbfast.kernels import as_ids
 from ptbfast.params import init_params
+
+
+class IndexedSlices(NamedTuple):
+    """A sparse gradient, as TF's ``tf.IndexedSlices``: row ``values[k]`` belongs to row
+    ``indices[k]`` of a ``dense_shape`` tensor; indices may repeat (one entry per token)."""
+
+    indices: np.ndarray
+    values: np.ndarray
+    dense_shape: tuple
+
+    def to_dense(self) -> np.ndarray:
+        dense = np.zeros(self.dense_shape, np.float32)
+        _core.embedding_backward_dense(dense, self.values, self.indices)
+        return dense
 
 
 class LSTMLanguageModel:
@@ -49,6 +65,13 @@ class LSTMLanguageModel:
         (0 or 1/keep_prob); masks[0] multiplies the embedding output, masks[l+1] layer l's output.
         The incoming state is a constant (truncated backpropagation through time, as in TF).
         """
+        cost, grads, new_state = self._run(x, y, state, masks, with_grads=True)
+        grads["embedding"] = grads["embedding"].to_dense()
+        return cost, grads, new_state
+
+    def loss_and_sparse_grads(self, x, y, state, masks=None):
+        """As :meth:`loss_and_grads`, but ``grads["embedding"]`` is an :class:`IndexedSlices` with
+        one row per token, as TF's optimizer sees it (the trainer updates only the used rows)."""
         return self._run(x, y, state, masks, with_grads=True)
 
     # ---- forward and backward -------------------------------------------------------------------
@@ -91,9 +114,8 @@ class LSTMLanguageModel:
             grads[f"lstm_{layer}/bias"] = d_bias
         if masks is not None:
             d_inputs = d_inputs * masks[0]
-        d_embedding = np.zeros_like(p["embedding"])
-        _core.embedding_backward_dense(d_embedding, d_inputs, ids)
-        grads["embedding"] = d_embedding
+        grads["embedding"] = IndexedSlices(ids.reshape(-1), d_inputs.reshape(steps * batch, self.hidden_size),
+                                           p["embedding"].shape)
         return cost, {name: grads[name] for name in p}, new_state
 
     # ---- input checks -----------------------------------------------------------------------------

@@ -1,0 +1,143 @@
+"""Command line: ``python -m ptbfast {train,eval,download,info} ...``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from ptbfast import checkpoint, datasets
+from ptbfast.configs import CONFIGS, Config, get_config
+from ptbfast.reader import DataError, load_corpus
+
+
+def _add_config_overrides(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("config overrides (default: the chosen config's value)")
+    for f in dataclasses.fields(Config):
+        if f.name == "seed":  # --seed is a main option
+            continue
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"cfg_{f.name}", type=type(f.default),
+                           default=None, metavar=type(f.default).__name__.upper())
+
+
+def _config_from_args(args) -> Config:
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+    if args.max_epochs is not None:
+        overrides["max_max_epoch"] = args.max_epochs
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    return get_config(args.config, **overrides)
+
+
+def _set_threads(n) -> None:
+    if n:
+        import ptbfast
+        ptbfast.set_num_threads(n)
+
+
+def cmd_train(args) -> int:
+    from ptbfast.train import Trainer
+
+    _set_threads(args.threads)
+    data_dir = datasets.ptb(args.data_path)
+    corpus = load_corpus(data_dir)
+    config = _config_from_args(args)
+    save_path = Path(args.save_path) if args.save_path else None
+    if args.resume and not save_path:
+        raise SystemExit("--resume needs --save-path (the directory holding checkpoint.npz)")
+    trainer = Trainer(config, corpus, save_path=save_path, checkpoint_every=args.checkpoint_every,
+                      progress=not args.no_progress, log=lambda s: print(s, flush=True))
+    if args.resume and trainer.checkpoint_path.exists():
+        trainer.restore()
+        pos = trainer.position
+        print(f"Resumed from {trainer.checkpoint_path} at epoch {pos.epoch + 1}, step {pos.step}", flush=True)
+    print(f"Config {args.config}: {json.dumps(config.to_dict())}", flush=True)
+    print(f"Data: {data_dir} (vocabulary {corpus.vocab_size}, train {len(corpus.train)} tokens)", flush=True)
+    result = trainer.train()
+    return 130 if result.get("stopped") else 0
+
+
+def cmd_eval(args) -> int:
+    from ptbfast.model import LSTMLanguageModel
+    from ptbfast.train import evaluate
+
+    _set_threads(args.threads)
+    params, meta, _ = checkpoint.load(args.checkpoint)
+    config = Config(**meta["config"])
+    corpus = load_corpus(datasets.ptb(args.data_path))
+    if corpus.id_to_word != meta["vocabulary"]:
+        raise SystemExit(f"the vocabulary of {args.data_path} differs from the checkpoint's")
+    model = LSTMLanguageModel(config.vocab_size, config.hidden_size, config.num_layers, config.forget_bias)
+    model.params = {k: v.copy() for k, v in params.items()}
+    results = {}
+    for split, batch, steps in (("valid", config.batch_size, config.num_steps),
+                                ("test", config.eval_batch_size, config.eval_num_steps)):
+        start = time.perf_counter()
+        ppl = evaluate(model, getattr(corpus, split), batch, steps)
+        results[split] = {"perplexity": ppl, "seconds": time.perf_counter() - start}
+        print(f"{split.capitalize()} Perplexity: {ppl:.3f}  ({results[split]['seconds']:.1f} s)", flush=True)
+    if args.json:
+        print(json.dumps(results))
+    return 0
+
+
+def cmd_download(args) -> int:
+    path = datasets.ptb(download=True, cache_dir=args.cache_dir)
+    print(path)
+    return 0
+
+
+def cmd_info(args) -> int:
+    import ptbfast
+    print(json.dumps(ptbfast.build_info(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ptbfast", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model (TF ptb_word_lm recipe)")
+    train.add_argument("--config", choices=sorted(CONFIGS), default="small")
+    train.add_argument("--data-path", help="directory with ptb.{train,valid,test}.txt (default: $PTBFAST_DATA)")
+    train.add_argument("--save-path", help="directory for checkpoint.npz and metrics.jsonl")
+    train.add_argument("--max-epochs", type=int, help="number of epochs (config max_max_epoch)")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--threads", type=int, help="OpenMP and BLAS threads")
+    train.add_argument("--resume", action="store_true", help="continue from SAVE_PATH/checkpoint.npz")
+    train.add_argument("--checkpoint-every", type=int, default=200, metavar="STEPS",
+                       help="also checkpoint every STEPS batches within an epoch (0: only at epoch ends)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_config_overrides(train)
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="valid and test perplexity of a checkpoint")
+    ev.add_argument("--checkpoint", required=True)
+    ev.add_argument("--data-path")
+    ev.add_argument("--threads", type=int)
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=cmd_eval)
+
+    dl = sub.add_parser("download", help="fetch Mikolov's PTB into the cache and verify it")
+    dl.add_argument("--cache-dir")
+    dl.set_defaults(func=cmd_download)
+
+    info = sub.add_parser("info", help="build information")
+    info.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DataError, checkpoint.CheckpointError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Checkpoints: one ``.npz`` file with parameters, config, vocabulary, position and RNG state.
+
+Why ``.npz`` rather than safetensors: it needs nothing beyond NumPy, it loads without pickle
+(``allow_pickle=False``), it stores the integer and text metadata a resumable trainer needs next to
+the float32 weights, and every member carries a CRC-32 that is verified on load, so a corrupt or
+truncated file is detected rather than read as garbage. Tensor names are TF's (``lstm_0/kernel``).
+
+Files are written atomically: to a temporary file in the same directory, flushed to disk, then
+renamed over the target, so a crash at any moment leaves either the old or the new checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "ptbfast-checkpoint-1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt, truncated or not a ptbfast checkpoint."""
+
+
+def save(path, params: dict, meta: dict, state=None) -> Path:
+    """Write ``params`` (name -> array), JSON-able ``meta`` and an optional LSTM ``state`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {f"param/{name}": np.ascontiguousarray(a) for name, a in params.items()}
+    for layer, (c, h) in enumerate(state or []):
+        arrays[f"state/{layer}/c"] = c
+        arrays[f"state/{layer}/h"] = h
+    meta = dict(meta, format=FORMAT)
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load(path):
+    """``(params, meta, state)`` from a checkpoint; :class:`CheckpointError` if it is unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}  # reading each member checks its CRC
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {e})") from None
+    try:
+        meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
+    except (KeyError, UnicodeDecodeError, json.JSONDecodeError):
+        raise CheckpointError(f"checkpoint {path} has no readable metadata") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a {FORMAT} file (format: {meta.get('format')!r})")
+    params = {name[len("param/"):]: a for name, a in arrays.items() if name.startswith("param/")}
+    layers = sorted({int(name.split("/")[1]) for name in arrays if name.startswith("state/")})
+    state = [(arrays[f"state/{layer}/c"], arrays[f"state/{layer}/h"]) for layer in layers] or None
+    return params, meta, state

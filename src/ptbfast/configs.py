@@ -1,0 +1,74 @@
+"""Model and training configurations, with TF ``ptb_word_lm.py``'s numbers."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass
+class Config:
+    init_scale: float = 0.1
+    learning_rate: float = 1.0
+    max_grad_norm: float = 5.0
+    num_layers: int = 2
+    num_steps: int = 20
+    hidden_size: int = 200
+    max_epoch: int = 4          # epochs at the initial learning rate
+    max_max_epoch: int = 13     # epochs in all
+    keep_prob: float = 1.0      # dropout keep probability (1.0 = no dropout)
+    lr_decay: float = 0.5
+    batch_size: int = 20
+    vocab_size: int = 10000
+    # Beyond TF's fields:
+    forget_bias: float = 0.0    # TF ptb_word_lm builds BasicLSTMCell(forget_bias=0.0)
+    seed: int = 0               # parameter init and dropout
+    # "indexed_slices": the embedding's share of the clipping norm is summed over per-token rows
+    # as TF does for IndexedSlices (TF's published numbers); "dense": over the merged gradient.
+    grad_norm: str = "indexed_slices"
+    eval_batch_size: int = 1    # TF tests with batch 1 ...
+    eval_num_steps: int = 1     # ... and 1 step
+
+    def __post_init__(self):
+        for field in ("num_layers", "num_steps", "hidden_size", "max_max_epoch", "batch_size", "vocab_size",
+                      "eval_batch_size", "eval_num_steps"):
+            if int(getattr(self, field)) < 1:
+                raise ValueError(f"config.{field} must be >= 1, got {getattr(self, field)}")
+        if self.max_epoch < 0:
+            raise ValueError(f"config.max_epoch must be >= 0, got {self.max_epoch}")
+        if not 0.0 < self.keep_prob <= 1.0:
+            raise ValueError(f"config.keep_prob must be in (0, 1], got {self.keep_prob}")
+        if self.learning_rate <= 0 or self.max_grad_norm <= 0 or self.init_scale < 0 or self.lr_decay <= 0:
+            raise ValueError("learning_rate, max_grad_norm and lr_decay must be > 0, init_scale >= 0")
+        if self.grad_norm not in ("indexed_slices", "dense"):
+            raise ValueError(f"config.grad_norm must be 'indexed_slices' or 'dense', got {self.grad_norm!r}")
+
+    def learning_rate_at(self, epoch: int) -> float:
+        """TF: ``learning_rate * lr_decay ** max(epoch + 1 - max_epoch, 0)`` for 0-based ``epoch``."""
+        return self.learning_rate * self.lr_decay ** max(epoch + 1 - self.max_epoch, 0)
+
+    def replace(self, **changes) -> "Config":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown config fields: {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+CONFIGS = {
+    "small": Config(),
+    "medium": Config(init_scale=0.05, num_steps=35, hidden_size=650, max_epoch=6, max_max_epoch=39,
+                     keep_prob=0.5, lr_decay=0.8),
+    "large": Config(init_scale=0.04, max_grad_norm=10.0, num_steps=35, hidden_size=1500, max_epoch=14,
+                    max_max_epoch=55, keep_prob=0.35, lr_decay=1 / 1.15),
+    "test": Config(max_grad_norm=1.0, num_layers=1, num_steps=2, hidden_size=2, max_epoch=1, max_max_epoch=1),
+}
+
+
+def get_config(name: str, **overrides) -> Config:
+    """A named TF config, with any field overridden: ``get_config("small", max_max_epoch=1)``."""
+    if name not in CONFIGS:
+        raise ValueError(f"unknown config {name!r}; choose one of {', '.join(CONFIGS)}")
+    return CONFIGS[name].replace(**overrides)
