@@ -11,6 +11,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <string>
@@ -324,6 +325,24 @@ py::array vecmath_py(const std::string& name, const py::array& x) {
   return std::move(out);
 }
 
+// Seconds per call of an M x K @ K x N SGEMM through ptbfast's BLAS (median of reps), for the
+// peak that `python -m ptbfast bench` reports its GFLOP/s against.
+double sgemm_seconds(int M, int N, int K, int reps) {
+  if (M < 1 || N < 1 || K < 1 || reps < 1) throw py::value_error("sizes and reps must be >= 1");
+  std::vector<float> a(static_cast<size_t>(M) * K, 0.5f), b(static_cast<size_t>(K) * N, 0.25f),
+      c(static_cast<size_t>(M) * N, 0.0f);
+  std::vector<double> times;
+  py::gil_scoped_release nogil;
+  blas::sgemm(false, false, M, N, K, 1.0f, a.data(), K, b.data(), N, 0.0f, c.data(), N);  // warm-up
+  for (int r = 0; r < reps; ++r) {
+    const double start = omp_get_wtime();
+    blas::sgemm(false, false, M, N, K, 1.0f, a.data(), K, b.data(), N, 0.0f, c.data(), N);
+    times.push_back(omp_get_wtime() - start);
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
 #ifndef PTBFAST_ISA_FLAGS
 #define PTBFAST_ISA_FLAGS ""
 #endif
@@ -401,5 +420,7 @@ PYBIND11_MODULE(_core, m) {
         py::arg("softmax_b"), py::arg("targets"), py::arg("d_loss"), py::arg("block_rows") = 0,
         "(total, losses, dh, dw, db): gradients of d_loss * sum(losses)");
 
+  m.def("sgemm_seconds", &sgemm_seconds, py::arg("M"), py::arg("N"), py::arg("K"), py::arg("reps") = 5,
+        "Median seconds of one M x K @ K x N SGEMM through ptbfast's BLAS.");
   m.def("_vecmath", &vecmath_py, py::arg("name"), py::arg("x"), "exp/sigmoid/tanh approximations (for tests)");
 }

@@ -90,6 +90,28 @@ def cmd_download(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from ptbfast import bench
+
+    _set_threads(args.threads)
+    if args.json:
+        overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+        config = get_config(args.config or "small", **overrides)
+        print(json.dumps(bench.run_one(config, args.steps, args.impl)))
+        return 0
+    configs = [args.config] if args.config else ["small", "medium", "large"]
+    bench.run_table(configs, args.steps, args.threads, _override_args(args))
+    return 0
+
+
+def _override_args(args) -> list[str]:
+    out = []
+    for k, v in vars(args).items():
+        if k.startswith("cfg_") and v is not None:
+            out += [f"--{k[4:].replace('_', '-')}", str(v)]
+    return out
+
+
 def cmd_info(args) -> int:
     import ptbfast
     print(json.dumps(ptbfast.build_info(), indent=2))
@@ -124,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     dl = sub.add_parser("download", help="fetch Mikolov's PTB into the cache and verify it")
     dl.add_argument("--cache-dir")
     dl.set_defaults(func=cmd_download)
+
+    be = sub.add_parser("bench", help="training and evaluation words/sec (vs PyTorch when installed)")
+    be.add_argument("--config", choices=sorted(CONFIGS), help="one config (default: small, medium, large)")
+    be.add_argument("--steps", type=int, default=20, help="timed steps per measurement (median)")
+    be.add_argument("--threads", type=int)
+    be.add_argument("--impl", choices=["ptbfast", "torch"], default="ptbfast", help="with --json")
+    be.add_argument("--json", action="store_true", help="measure one config here, print one JSON object")
+    _add_config_overrides(be)
+    be.set_defaults(func=cmd_bench)
 
     info = sub.add_parser("info", help="build information")
     info.set_defaults(func=cmd_info)
