@@ -17,6 +17,9 @@
 
 namespace ptbfast {
 
+// Below this many logits per block, OpenMP's fork/join costs more than the work.
+static constexpr long kParallelElements = 16384;
+
 // Loss of one row of logits, stable for large logits (the row max is subtracted before exp).
 // With to_gradient, the row is overwritten by d_loss * (softmax - onehot(target)).
 static float row_loss(float* row, int V, int64_t target, bool to_gradient, float d_loss) {
@@ -60,7 +63,8 @@ static double output_layer(float* losses, float* dh, float* dw, float* db, const
     for (int r = 0; r < rows; ++r) std::memcpy(logits.data() + static_cast<long>(r) * V, b, sizeof(float) * V);
     blas::sgemm(false, false, rows, V, H, 1.0f, h_blk, H, w, V, 1.0f, logits.data(), V);
 
-#pragma omp parallel for schedule(static)
+    const bool parallel = static_cast<long>(rows) * V >= kParallelElements;
+#pragma omp parallel for schedule(static) if (parallel)
     for (int r = 0; r < rows; ++r)
       losses[r0 + r] = row_loss(logits.data() + static_cast<long>(r) * V, V, targets[r0 + r], grads, d_loss);
 
@@ -69,7 +73,7 @@ static double output_layer(float* losses, float* dh, float* dw, float* db, const
       blas::sgemm(true, false, H, V, rows, 1.0f, h_blk, H, logits.data(), V, r0 == 0 ? 0.0f : 1.0f, dw, V);
       blas::sgemm(false, true, rows, H, V, 1.0f, logits.data(), V, w, V, 0.0f, dh + static_cast<long>(r0) * H, H);
       constexpr int kColumns = 256;  // each thread owns whole column chunks: deterministic sums
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel)
       for (int v0 = 0; v0 < V; v0 += kColumns) {
         const int v1 = std::min(V, v0 + kColumns);
         for (int r = 0; r < rows; ++r) {

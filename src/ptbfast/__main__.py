@@ -12,6 +12,7 @@ from pathlib import Path
 from ptbfast import checkpoint, datasets
 from ptbfast.configs import CONFIGS, Config, get_config
 from ptbfast.reader import DataError, load_corpus
+from ptbfast.train import TrainingError
 
 
 def _add_config_overrides(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +58,7 @@ def cmd_train(args) -> int:
     print(f"Config {args.config}: {json.dumps(config.to_dict())}", flush=True)
     print(f"Data: {data_dir} (vocabulary {corpus.vocab_size}, train {len(corpus.train)} tokens)", flush=True)
     result = trainer.train()
-    return 130 if result.get("stopped") else 0
+    return 128 + result["signal"] if result.get("stopped") else 0  # the shell's code for death by signal
 
 
 def cmd_eval(args) -> int:
@@ -67,9 +68,10 @@ def cmd_eval(args) -> int:
     _set_threads(args.threads)
     params, meta, _ = checkpoint.load(args.checkpoint)
     config = Config(**meta["config"])
-    corpus = load_corpus(datasets.ptb(args.data_path))
+    data_dir = datasets.ptb(args.data_path)
+    corpus = load_corpus(data_dir)
     if corpus.id_to_word != meta["vocabulary"]:
-        raise SystemExit(f"the vocabulary of {args.data_path} differs from the checkpoint's")
+        raise SystemExit(f"the vocabulary of {data_dir} differs from the checkpoint's")
     model = LSTMLanguageModel(config.vocab_size, config.hidden_size, config.num_layers, config.forget_bias)
     model.params = {k: v.copy() for k, v in params.items()}
     results = {}
@@ -168,6 +170,9 @@ def main(argv=None) -> int:
     except (DataError, checkpoint.CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except TrainingError as e:
+        print(f"training stopped: {e}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -56,16 +56,25 @@ def load(path):
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}  # reading each member checks its CRC
+        with open(path, "rb") as f:  # our handle, so a file np.load rejects is still closed
+            data = np.load(f, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise CheckpointError(f"{path} is a single .npy array, not a {FORMAT} file")
+            with data:
+                arrays = {name: data[name] for name in data.files}  # reading each member checks its CRC
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+        if isinstance(e, CheckpointError):
+            raise
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {e})") from None
+    if not all(isinstance(a, np.ndarray) for a in arrays.values()):
+        raise CheckpointError(f"checkpoint {path} holds members that are not arrays")
     try:
         meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
     except (KeyError, UnicodeDecodeError, json.JSONDecodeError):
         raise CheckpointError(f"checkpoint {path} has no readable metadata") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a {FORMAT} file (format: {meta.get('format')!r})")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{path} is not a {FORMAT} file (format: {found!r})")
     params = {name[len("param/"):]: a for name, a in arrays.items() if name.startswith("param/")}
     layers = sorted({int(name.split("/")[1]) for name in arrays if name.startswith("state/")})
     state = [(arrays[f"state/{layer}/c"], arrays[f"state/{layer}/h"]) for layer in layers] or None

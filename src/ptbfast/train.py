@@ -35,6 +35,11 @@ class TrainingError(RuntimeError):
     """Training cannot go on (for example the loss or a gradient became NaN or infinite)."""
 
 
+def perplexity(mean_cost: float) -> float:
+    """``exp(mean cost)``, infinite rather than an OverflowError when training has diverged."""
+    return math.exp(mean_cost) if mean_cost < 709.0 else math.inf
+
+
 # ---- one SGD step -----------------------------------------------------------------------------------
 
 def global_norm(grads: dict, mode: str = "indexed_slices") -> float:
@@ -67,6 +72,10 @@ def apply_sgd(params: dict, grads: dict, learning_rate: float, max_grad_norm: fl
     if not math.isfinite(norm):
         raise TrainingError(f"gradient norm is {norm}: training diverged")
     step = -learning_rate * max_grad_norm / max(norm, max_grad_norm)
+    # No entry of the update exceeds |step| * norm: if that overflows float32, so might the weights.
+    if not abs(step) * norm < float(np.finfo(np.float32).max):
+        raise TrainingError(f"the update (learning rate {learning_rate} x gradient norm {norm:.3g}) overflows "
+                            "float32: training diverged")
     for name, g in grads.items():
         if isinstance(g, IndexedSlices):
             rows, summed = _core.embedding_backward_sparse(g.values, g.indices)
@@ -106,7 +115,7 @@ def evaluate(model: LSTMLanguageModel, data: np.ndarray, batch_size: int, num_st
         stop = min(start + chunk, steps_per_row)
         cost, state = model.loss(rows[:, start:stop], rows[:, start + 1:stop + 1], state)
         costs += cost
-    return math.exp(costs / steps_per_row)
+    return perplexity(costs / steps_per_row)
 
 
 # ---- the training loop ----------------------------------------------------------------------------
@@ -150,6 +159,9 @@ class Trainer:
         return self.save_path / CHECKPOINT_NAME if self.save_path else None
 
     def save(self, path=None) -> Path:
+        bad = [name for name, a in self.model.params.items() if not np.isfinite(a).all()]
+        if bad:  # never replace a good checkpoint with NaN/Inf weights
+            raise TrainingError(f"refusing to checkpoint non-finite parameters: {', '.join(bad)}")
         pos = self.position
         meta = {
             "config": self.config.to_dict(),
@@ -192,7 +204,7 @@ class Trainer:
             path = self.save() if self.save_path else None
             self.log(f"Stopped by signal {self._stop_signal} at epoch {self.position.epoch + 1}, step "
                      f"{self.position.step}" + (f"; checkpoint saved to {path}" if path else ""))
-            return {"stopped": True, "history": self.position.history}
+            return {"stopped": True, "signal": int(self._stop_signal), "history": self.position.history}
         start = time.perf_counter()
         test_ppl = evaluate(self.model, self.corpus.test, cfg.eval_batch_size, cfg.eval_num_steps)
         self.log(f"Test Perplexity: {test_ppl:.3f}")
@@ -228,12 +240,12 @@ class Trainer:
             pos.step = step + 1
             pos.seconds = time.perf_counter() - started
             words = pos.step * cfg.batch_size * cfg.num_steps
-            ppl = math.exp(pos.costs / (pos.step * cfg.num_steps))
+            ppl = perplexity(pos.costs / (pos.step * cfg.num_steps))
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(ppl=f"{ppl:.2f}", wps=f"{words / pos.seconds:.0f}", refresh=False)
-            if n_batches >= 10 and pos.step % (n_batches // 10) == 10:
-                self.log(f"{pos.step / n_batches:.3f} perplexity: {ppl:.3f} speed: {words / pos.seconds:.0f} wps")
+            if n_batches >= 10 and step % (n_batches // 10) == 10:  # TF's condition and its 0-based step
+                self.log(f"{step / n_batches:.3f} perplexity: {ppl:.3f} speed: {words / pos.seconds:.0f} wps")
             if self.save_path and self.checkpoint_every and pos.step % self.checkpoint_every == 0 and pos.step < n_batches:
                 self.save()
             if self._stop_signal is not None:
@@ -242,7 +254,7 @@ class Trainer:
             bar.close()
         if self._stop_signal is not None and pos.step < n_batches:
             return
-        train_ppl = math.exp(pos.costs / (n_batches * cfg.num_steps))
+        train_ppl = perplexity(pos.costs / (n_batches * cfg.num_steps))
         wps = n_batches * cfg.batch_size * cfg.num_steps / pos.seconds
         self.log(f"Epoch: {pos.epoch + 1} Train Perplexity: {train_ppl:.3f}")
         valid_start = time.perf_counter()
@@ -254,9 +266,9 @@ class Trainer:
         pos.history.append(row)
         pos.epoch, pos.step, pos.costs, pos.seconds = pos.epoch + 1, 0, 0.0, 0.0
         pos.finished = pos.epoch >= cfg.max_max_epoch
-        self._write_metrics(row)
         if self.save_path:
-            self.save()
+            self.save()  # before the metrics line, so a crash between the two never repeats an epoch's line
+        self._write_metrics(row)
 
     def _write_metrics(self, row: dict) -> None:
         if self.save_path:

@@ -1,0 +1,137 @@
+"""Kernel timings at the small and medium configs' shapes: ptbfast vs NumPy reference vs PyTorch."""
+
+import numpy as np
+import pytest
+
+import ptbfast
+from ptbfast import _core, kernels
+from ptbfast import reference as ref
+
+from conftest import IMPLS
+
+SHAPES = {"small": (20, 20, 200, 10000), "medium": (20, 35, 650, 10000)}  # B, T, H, V
+
+
+def arrays(config):
+    B, T, H, V = SHAPES[config]
+    rng = np.random.default_rng(0)
+    f = lambda *s: rng.uniform(-0.1, 0.1, s).astype(np.float32)  # noqa: E731
+    return dict(B=B, T=T, H=H, V=V, rng=rng, emb=f(V, H), ids=rng.integers(0, V, (B, T)), x=f(T, B, H),
+                c0=f(B, H), h0=f(B, H), kernel=f(2 * H, 4 * H), bias=f(4 * H), h=f(B * T, H), w=f(H, V), b=f(V),
+                targets=rng.integers(0, V, B * T), d_out=f(B, T, H))
+
+
+def torch_lstm(a):
+    import torch
+    lstm = torch.nn.LSTM(a["H"], a["H"], 1)
+    return lstm, torch.from_numpy(a["x"]), (torch.from_numpy(a["h0"])[None], torch.from_numpy(a["c0"])[None])
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("config", ["small", "medium"])
+def test_embedding_forward(benchmark, impl, config):
+    a = arrays(config)
+    benchmark.group = f"embedding forward {config}"
+    if impl == "ptbfast":
+        benchmark(ptbfast.embedding_lookup, a["emb"], a["ids"])
+    elif impl == "numpy":
+        benchmark(ref.embedding_lookup, a["emb"], a["ids"])
+    else:
+        import torch
+        emb, ids = torch.from_numpy(a["emb"]), torch.from_numpy(a["ids"])
+        benchmark(torch.nn.functional.embedding, ids, emb)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("config", ["small", "medium"])
+def test_embedding_backward(benchmark, impl, config):
+    a = arrays(config)
+    benchmark.group = f"embedding backward (sparse) {config}"
+    if impl == "ptbfast":
+        benchmark(kernels.embedding_lookup_backward_sparse, a["d_out"], a["ids"])
+    elif impl == "numpy":
+        benchmark(ref.embedding_lookup_backward_sparse, a["d_out"], a["ids"])
+    else:
+        import torch
+        d, ids = torch.from_numpy(a["d_out"]).reshape(-1, a["H"]), torch.from_numpy(a["ids"]).reshape(-1)
+        benchmark(lambda: torch.sparse_coo_tensor(ids[None], d, (a["V"], a["H"]), check_invariants=False).coalesce())
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("config", ["small", "medium"])
+def test_lstm_forward(benchmark, impl, config):
+    a = arrays(config)
+    benchmark.group = f"LSTM layer forward {config}"
+    if impl == "ptbfast":
+        benchmark(_core.lstm_forward, a["x"], a["c0"], a["h0"], a["kernel"], a["bias"], 0.0)
+    elif impl == "numpy":
+        benchmark(ref.lstm_layer_forward, a["x"], a["c0"], a["h0"], a["kernel"], a["bias"])
+    else:
+        import torch
+        lstm, x, state = torch_lstm(a)
+        with torch.no_grad():
+            benchmark(lstm, x, state)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("config", ["small", "medium"])
+def test_lstm_forward_backward(benchmark, impl, config):
+    a = arrays(config)
+    benchmark.group = f"LSTM layer forward+backward {config}"
+    if impl == "ptbfast":
+        def run():
+            h_all, c_all, gates = _core.lstm_forward(a["x"], a["c0"], a["h0"], a["kernel"], a["bias"], 0.0)
+            _core.lstm_backward(h_all, None, None, a["x"], a["c0"], a["h0"], a["kernel"], h_all, c_all, gates)
+        benchmark(run)
+    elif impl == "numpy":
+        def run():
+            h_all, _, cache = ref.lstm_layer_forward(a["x"], a["c0"], a["h0"], a["kernel"], a["bias"])
+            ref.lstm_layer_backward(h_all, None, None, cache)
+        benchmark(run)
+    else:
+        import torch
+        lstm, x, state = torch_lstm(a)
+        x.requires_grad_(True)
+
+        def run():
+            out, _ = lstm(x, state)
+            out.backward(out.detach())
+        benchmark(run)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("config", ["small", "medium"])
+def test_output_layer_forward(benchmark, impl, config):
+    a = arrays(config)
+    benchmark.group = f"output layer forward {config}"
+    if impl == "ptbfast":
+        benchmark(_core.output_layer_forward, a["h"], a["w"], a["b"], a["targets"])
+    elif impl == "numpy":
+        benchmark(ref.output_layer_forward, a["h"], a["w"], a["b"], a["targets"])
+    else:
+        import torch
+        h, w, b, t = (torch.from_numpy(a[k]) for k in ("h", "w", "b", "targets"))
+        with torch.no_grad():
+            benchmark(lambda: torch.nn.functional.cross_entropy(torch.addmm(b, h, w), t, reduction="sum"))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("config", ["small", "medium"])
+def test_output_layer_forward_backward(benchmark, impl, config):
+    a = arrays(config)
+    benchmark.group = f"output layer forward+backward {config}"
+    if impl == "ptbfast":
+        benchmark(_core.output_layer_forward_backward, a["h"], a["w"], a["b"], a["targets"], 1.0 / a["B"])
+    elif impl == "numpy":
+        def run():
+            _, cache = ref.output_layer_forward(a["h"], a["w"], a["b"], a["targets"])
+            ref.output_layer_backward(1.0 / a["B"], cache)
+        benchmark(run)
+    else:
+        import torch
+        h, w, b = (torch.from_numpy(a[k]).requires_grad_(True) for k in ("h", "w", "b"))
+        t = torch.from_numpy(a["targets"])
+
+        def run():
+            torch.nn.functional.cross_entropy(torch.addmm(b, h, w), t, reduction="sum").backward()
+        benchmark(run)
