@@ -155,7 +155,7 @@ py::tuple embedding_backward_sparse_py(const py::array& d_out, const py::array& 
   return py::make_tuple(ids_out, rows_out);
 }
 
-void embedding_backward_dense_py(py::array& d_params, const py::array& d_out, const py::array& ids) {
+void embedding_backward_dense_py(py::array& d_params, const py::array& d_out, const py::array& ids, float scale) {
   float* dp = float_output(d_params, "d_params", {-1, -1});
   check_ids(ids, "ids", d_params.shape(0));
   const int64_t H = check_d_out(d_out, ids);
@@ -165,7 +165,16 @@ void embedding_backward_dense_py(py::array& d_params, const py::array& d_out, co
   const float* g = static_cast<const float*>(d_out.data());
   const int64_t n = ids.size();
   py::gil_scoped_release nogil;
-  dispatch_ids(ids, [&](auto* id) { embedding_backward_dense(dp, g, id, n, H); });
+  dispatch_ids(ids, [&](auto* id) { embedding_backward_dense(dp, g, id, n, H, scale); });
+}
+
+void axpy_py(py::array& y, const py::array& x, float alpha) {
+  std::vector<py::ssize_t> dims(y.ndim() >= 0 ? y.ndim() : 0, -1);
+  float* yo = float_output(y, "y", dims);
+  const float* xi = float_input(x, "x", std::vector<py::ssize_t>(y.shape(), y.shape() + y.ndim()));
+  const int64_t n = y.size();
+  py::gil_scoped_release nogil;
+  axpy(yo, xi, alpha, n);
 }
 
 // ---- LSTM ------------------------------------------------------------------------------------------
@@ -404,7 +413,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("embedding_backward_sparse", &embedding_backward_sparse_py, py::arg("d_out"), py::arg("ids"),
         "(unique_ids ascending int64 [U], summed rows float32 [U, H]); deterministic");
   m.def("embedding_backward_dense", &embedding_backward_dense_py, py::arg("d_params"), py::arg("d_out"),
-        py::arg("ids"), "d_params[V, H] += scatter-add of d_out by ids, in place; deterministic");
+        py::arg("ids"), py::arg("scale") = 1.0f,
+        "d_params[V, H] += scale * scatter-add of d_out by ids, in place; deterministic");
+  m.def("axpy", &axpy_py, py::arg("y"), py::arg("x"), py::arg("alpha"), "y += alpha * x in place (float32)");
 
   m.def("lstm_forward", &lstm_forward_py, py::arg("x"), py::arg("c0"), py::arg("h0"), py::arg("kernel"),
         py::arg("bias"), py::arg("forget_bias") = 0.0f,

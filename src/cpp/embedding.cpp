@@ -51,7 +51,8 @@ void embedding_backward_sparse(std::vector<int64_t>& unique_ids, std::vector<flo
 }
 
 template <typename Id>
-void embedding_backward_dense(float* d_params, const float* d_out, const Id* ids, int64_t n, int64_t H) {
+void embedding_backward_dense(float* d_params, const float* d_out, const Id* ids, int64_t n, int64_t H,
+                              float scale) {
   std::vector<int64_t> order, run_start;
   group_positions_by_id(order, run_start, ids, n);
   const int64_t U = static_cast<int64_t>(run_start.size()) - 1;
@@ -61,7 +62,7 @@ void embedding_backward_dense(float* d_params, const float* d_out, const Id* ids
     for (int64_t k = run_start[u]; k < run_start[u + 1]; ++k) {
       const float* src = d_out + order[k] * H;
 #pragma omp simd
-      for (int64_t j = 0; j < H; ++j) row[j] += src[j];
+      for (int64_t j = 0; j < H; ++j) row[j] += scale * src[j];
     }
   }
 }
@@ -70,7 +71,7 @@ void embedding_backward_dense(float* d_params, const float* d_out, const Id* ids
   template void embedding_forward<Id>(float*, const float*, const Id*, int64_t, int64_t);                \
   template void embedding_backward_sparse<Id>(std::vector<int64_t>&, std::vector<float>&, const float*,  \
                                               const Id*, int64_t, int64_t);                              \
-  template void embedding_backward_dense<Id>(float*, const float*, const Id*, int64_t, int64_t);
+  template void embedding_backward_dense<Id>(float*, const float*, const Id*, int64_t, int64_t, float);
 PTBFAST_INSTANTIATE(int32_t)
 PTBFAST_INSTANTIATE(int64_t)
 #undef PTBFAST_INSTANTIATE

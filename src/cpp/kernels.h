@@ -23,9 +23,15 @@ template <typename Id>
 void embedding_backward_sparse(std::vector<int64_t>& unique_ids, std::vector<float>& summed,
                                const float* d_out, const Id* ids, int64_t n, int64_t H);
 
-// Dense form: d_params [V, H] += scatter of d_out [n, H] by ids (same order of additions as above).
+// Dense form: d_params [V, H] += scale * scatter of d_out [n, H] by ids (rows of one id added in
+// position order). With d_params = the embedding and scale = -lr it is the sparse SGD update.
 template <typename Id>
-void embedding_backward_dense(float* d_params, const float* d_out, const Id* ids, int64_t n, int64_t H);
+void embedding_backward_dense(float* d_params, const float* d_out, const Id* ids, int64_t n, int64_t H,
+                              float scale = 1.0f);
+
+// ---- sgd.cpp -----------------------------------------------------------------------------------
+// y[n] += alpha * x[n]: the SGD update of a dense parameter, in place, one pass.
+void axpy(float* y, const float* x, float alpha, int64_t n);
 
 // ---- lstm.cpp -------------------------------------------------------------------------------
 // One LSTM layer over T steps, TF BasicLSTMCell (gate columns i, j, f, o):

@@ -27,13 +27,15 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   for (long r = 0; r < rows; ++r) std::memcpy(gates + r * G, bias, sizeof(float) * G);
   blas::sgemm(false, false, static_cast<int>(rows), G, In, 1.0f, x, In, w_input, G, 1.0f, gates, G);
 
+  // The recurrent weight is the same for all T products: prepared (packed) once.
+  const blas::PackedB recurrent(false, B, G, H, w_hidden, G, T);
   for (int t = 0; t < T; ++t) {
     const float* h_prev = t == 0 ? h0 : h_all + static_cast<long>(t - 1) * B * H;
     const float* c_prev = t == 0 ? c0 : c_all + static_cast<long>(t - 1) * B * H;
     float* g = gates + static_cast<long>(t) * B * G;
     float* c_out = c_all + static_cast<long>(t) * B * H;
     float* h_out = h_all + static_cast<long>(t) * B * H;
-    blas::sgemm(false, false, B, G, H, 1.0f, h_prev, H, w_hidden, G, 1.0f, g, G);
+    recurrent.gemm(h_prev, H, 1.0f, g, G);
 
 #pragma omp parallel for schedule(static) if (static_cast<long>(B) * H >= kParallelElements)
     for (int b = 0; b < B; ++b) {
@@ -79,6 +81,7 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
   if (d_c_T) std::memcpy(dc.data(), d_c_T, sizeof(float) * state);
   if (d_h_T) std::memcpy(dh.data(), d_h_T, sizeof(float) * state);
 
+  const blas::PackedB recurrent_transposed(true, B, H, G, w_hidden, G, T);  // Wh^T, packed once
   for (int t = T - 1; t >= 0; --t) {
     const float* c_prev = t == 0 ? c0 : c_all + static_cast<long>(t - 1) * state;
     const float* c_t = c_all + static_cast<long>(t) * state;
@@ -111,7 +114,7 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
       }
     }
     // Gradient into h_{t-1}: d_gates_t @ Wh^T.
-    blas::sgemm(false, true, B, H, G, 1.0f, dg, G, w_hidden, G, 0.0f, dh.data(), H);
+    recurrent_transposed.gemm(dg, G, 0.0f, dh.data(), H);
   }
   std::memcpy(dc0, dc.data(), sizeof(float) * state);
   std::memcpy(dh0, dh.data(), sizeof(float) * state);

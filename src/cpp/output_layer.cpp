@@ -20,12 +20,16 @@ namespace ptbfast {
 // Below this many logits per block, OpenMP's fork/join costs more than the work.
 static constexpr long kParallelElements = 16384;
 
-// Loss of one row of logits, stable for large logits (the row max is subtracted before exp).
+// Loss of one row of logits (h @ w, to which the bias is added here, in the same pass as the
+// max), stable for large logits (the row max is subtracted before exp).
 // With to_gradient, the row is overwritten by d_loss * (softmax - onehot(target)).
-static float row_loss(float* row, int V, int64_t target, bool to_gradient, float d_loss) {
+static float row_loss(float* row, const float* bias, int V, int64_t target, bool to_gradient, float d_loss) {
   float max_logit = -std::numeric_limits<float>::infinity();
 #pragma omp simd reduction(max : max_logit)
-  for (int v = 0; v < V; ++v) max_logit = std::max(max_logit, row[v]);
+  for (int v = 0; v < V; ++v) {
+    row[v] += bias[v];
+    max_logit = std::max(max_logit, row[v]);
+  }
   const float target_logit = row[target];
   float sum = 0.0f;
   if (to_gradient) {
@@ -60,13 +64,12 @@ static double output_layer(float* losses, float* dh, float* dw, float* db, const
   for (int r0 = 0; r0 < N; r0 += R) {
     const int rows = std::min(R, N - r0);
     const float* h_blk = h + static_cast<long>(r0) * H;
-    for (int r = 0; r < rows; ++r) std::memcpy(logits.data() + static_cast<long>(r) * V, b, sizeof(float) * V);
-    blas::sgemm(false, false, rows, V, H, 1.0f, h_blk, H, w, V, 1.0f, logits.data(), V);
+    blas::sgemm(false, false, rows, V, H, 1.0f, h_blk, H, w, V, 0.0f, logits.data(), V);
 
     const bool parallel = static_cast<long>(rows) * V >= kParallelElements;
 #pragma omp parallel for schedule(static) if (parallel)
     for (int r = 0; r < rows; ++r)
-      losses[r0 + r] = row_loss(logits.data() + static_cast<long>(r) * V, V, targets[r0 + r], grads, d_loss);
+      losses[r0 + r] = row_loss(logits.data() + static_cast<long>(r) * V, b, V, targets[r0 + r], grads, d_loss);
 
     if (grads) {
       // dw (+)= h_blk^T @ d_logits ; dh_blk = d_logits @ w^T ; db += column sums of d_logits.

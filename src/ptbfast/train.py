@@ -77,11 +77,10 @@ def apply_sgd(params: dict, grads: dict, learning_rate: float, max_grad_norm: fl
         raise TrainingError(f"the update (learning rate {learning_rate} x gradient norm {norm:.3g}) overflows "
                             "float32: training diverged")
     for name, g in grads.items():
-        if isinstance(g, IndexedSlices):
-            rows, summed = _core.embedding_backward_sparse(g.values, g.indices)
-            params[name][rows] += step * summed
+        if isinstance(g, IndexedSlices):  # only the used rows change
+            _core.embedding_backward_dense(params[name], g.values, g.indices, step)
         else:
-            params[name] += step * g
+            _core.axpy(params[name], g, step)
     return norm
 
 
