@@ -109,10 +109,12 @@ def test_save_overwrites_atomically_and_leaves_no_temporary_files(tmp_path):
     checkpoint.save(path, params, meta, state)
     params2, _, _ = sample(seed=1)
     checkpoint.save(path, params2, dict(meta, history=[]), None)
-    assert os.listdir(tmp_path) == ["checkpoint.npz"]
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.npz", "checkpoint.npz.prev"]
     loaded, loaded_meta, loaded_state = checkpoint.load(path)
     np.testing.assert_array_equal(loaded["embedding"], params2["embedding"])
     assert loaded_meta["history"] == [] and loaded_state is None
+    previous, _, _ = checkpoint.load(checkpoint.previous_path(path))  # the replaced one is kept
+    np.testing.assert_array_equal(previous["embedding"], params["embedding"])
 
 
 @pytest.mark.parametrize("failure", ["while writing", "at the rename"])

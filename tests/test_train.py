@@ -336,7 +336,7 @@ def test_metrics_and_final_checkpoint(corpus, tmp_path):
     assert same_params(params, trainer.model.params)
     assert meta["position"]["finished"] and meta["position"]["epoch"] == 3
     assert meta["vocabulary"] == corpus.id_to_word and meta["config"] == trainer.config.to_dict()
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [CHECKPOINT_NAME, METRICS_NAME]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [CHECKPOINT_NAME, CHECKPOINT_NAME + ".prev", METRICS_NAME]
 
 
 def test_vocab_size_below_corpus_vocabulary_is_rejected(corpus):

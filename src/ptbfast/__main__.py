@@ -167,7 +167,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, checkpoint.CheckpointError, ValueError) as e:
+    except (DataError, checkpoint.CheckpointError, ValueError, MemoryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except TrainingError as e:

@@ -7,6 +7,8 @@ truncated file is detected rather than read as garbage. Tensor names are TF's (`
 
 Files are written atomically: to a temporary file in the same directory, flushed to disk, then
 renamed over the target, so a crash at any moment leaves either the old or the new checkpoint.
+The checkpoint being replaced is kept as ``<name>.prev``, and :func:`load_latest` falls back to it
+when the newest file is missing or corrupt (a disk error after the write, say).
 """
 
 from __future__ import annotations
@@ -42,12 +44,31 @@ def save(path, params: dict, meta: dict, state=None) -> Path:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        if path.exists():
+            os.replace(path, previous_path(path))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def previous_path(path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".prev")
+
+
+def load_latest(path):
+    """``(params, meta, state, used_path)`` from ``path``, or from ``path.prev`` if ``path`` is
+    missing or unusable; the error names both files when neither loads."""
+    try:
+        return (*load(path), Path(path))
+    except CheckpointError as newest:
+        try:
+            return (*load(previous_path(path)), previous_path(path))
+        except CheckpointError as previous:
+            raise CheckpointError(f"{newest}; and the previous one: {previous}") from None
 
 
 def load(path):

@@ -26,6 +26,8 @@ class Config:
     # "indexed_slices": the embedding's share of the clipping norm is summed over per-token rows
     # as TF does for IndexedSlices (TF's published numbers); "dense": over the merged gradient.
     grad_norm: str = "indexed_slices"
+    # A batch whose loss or gradient is NaN/Inf: "stop" (raise, weights untouched) or "skip" it.
+    nonfinite: str = "stop"
     eval_batch_size: int = 1    # TF tests with batch 1 ...
     eval_num_steps: int = 1     # ... and 1 step
 
@@ -40,6 +42,8 @@ class Config:
             raise ValueError(f"config.keep_prob must be in (0, 1], got {self.keep_prob}")
         if self.learning_rate <= 0 or self.max_grad_norm <= 0 or self.init_scale < 0 or self.lr_decay <= 0:
             raise ValueError("learning_rate, max_grad_norm and lr_decay must be > 0, init_scale >= 0")
+        if self.nonfinite not in ("stop", "skip"):
+            raise ValueError(f"config.nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
         if self.grad_norm not in ("indexed_slices", "dense"):
             raise ValueError(f"config.grad_norm must be 'indexed_slices' or 'dense', got {self.grad_norm!r}")
 

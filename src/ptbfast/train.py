@@ -92,6 +92,43 @@ def dropout_masks(rng: np.random.Generator, count: int, shape, keep_prob: float)
     return [(rng.random(shape, dtype=np.float32) < keep_prob) * scale for _ in range(count)]
 
 
+# ---- memory ------------------------------------------------------------------------------------------
+
+def training_memory_bytes(config: Config) -> int:
+    """About how many bytes a training step of ``config`` holds at its peak (float32 everywhere):
+    parameters, their gradients, each layer's activations kept for backward and its backward
+    scratch, dropout masks, and the output layer's block of logits (at most 16 MiB)."""
+    V, H, L, B, T = config.vocab_size, config.hidden_size, config.num_layers, config.batch_size, config.num_steps
+    params = 2 * V * H + V + L * (2 * H * 4 * H + 4 * H)
+    grads = params - V * H + T * B * H             # the embedding gradient is one row per token
+    per_layer = T * B * H * (1 + 1 + 1 + 4 + 4 + 1) + 2 * (H * 4 * H)  # x, h, c, gates, d_gates, dx, packed Wh
+    masks = (L + 1) * T * B * H if config.keep_prob < 1 else 0
+    logits = min(T * B * V, 4 << 20)
+    return 4 * (params + grads + L * per_layer + masks + logits + 2 * T * B * H)
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(config: Config) -> None:
+    """Fail before training, with the sizes, if ``config`` cannot fit in the available memory."""
+    need, have = training_memory_bytes(config), available_memory_bytes()
+    if have is not None and need > have:
+        raise MemoryError(f"this config needs about {need / 2**30:.1f} GiB for training "
+                          f"(vocab_size={config.vocab_size}, hidden_size={config.hidden_size}, "
+                          f"batch_size={config.batch_size}, num_steps={config.num_steps}) but only "
+                          f"{have / 2**30:.1f} GiB is available")
+
+
 # ---- evaluation ------------------------------------------------------------------------------------
 
 def evaluate(model: LSTMLanguageModel, data: np.ndarray, batch_size: int, num_steps: int,
@@ -129,6 +166,7 @@ class Position:
     seconds: float = 0.0           # training time so far in the epoch
     history: list = field(default_factory=list)  # one dict per finished epoch
     finished: bool = False
+    skipped: int = 0               # batches skipped in the epoch (config.nonfinite == "skip")
 
 
 class Trainer:
@@ -139,6 +177,7 @@ class Trainer:
         if corpus.vocab_size > config.vocab_size:
             raise ValueError(f"the corpus has {corpus.vocab_size} words but config.vocab_size is "
                              f"{config.vocab_size}; raise vocab_size")
+        check_memory(config)
         self.config = config
         self.corpus = corpus
         self.save_path = Path(save_path) if save_path else None
@@ -166,14 +205,17 @@ class Trainer:
             "config": self.config.to_dict(),
             "vocabulary": self.corpus.id_to_word,
             "position": {"epoch": pos.epoch, "step": pos.step, "costs": pos.costs, "seconds": pos.seconds,
-                         "finished": pos.finished},
+                         "finished": pos.finished, "skipped": pos.skipped},
             "history": pos.history,
             "rng": self.rng.bit_generator.state,
         }
         return checkpoint.save(path or self.checkpoint_path, self.model.params, meta, self.state)
 
     def restore(self, path=None) -> None:
-        params, meta, state = checkpoint.load(path or self.checkpoint_path)
+        """Load the checkpoint (or, if it is unusable, the previous one it replaced)."""
+        params, meta, state, used = checkpoint.load_latest(path or self.checkpoint_path)
+        if used != Path(path or self.checkpoint_path):
+            self.log(f"warning: {path or self.checkpoint_path} is unusable; resuming from {used}")
         if meta["config"] != self.config.to_dict():
             changed = sorted(k for k in meta["config"] if meta["config"][k] != self.config.to_dict().get(k))
             raise checkpoint.CheckpointError(f"checkpoint config differs in {', '.join(changed)}; resume with "
@@ -185,7 +227,8 @@ class Trainer:
                 raise checkpoint.CheckpointError(f"checkpoint parameter {name} does not fit the model")
             self.model.params[name] = np.array(value, dtype=np.float32)
         p = meta["position"]
-        self.position = Position(p["epoch"], p["step"], p["costs"], p["seconds"], meta["history"], p["finished"])
+        self.position = Position(p["epoch"], p["step"], p["costs"], p["seconds"], meta["history"], p["finished"],
+                                 p.get("skipped", 0))
         self.rng.bit_generator.state = meta["rng"]
         self.state = [(np.array(c), np.array(h)) for c, h in state] if state else None
 
@@ -219,7 +262,7 @@ class Trainer:
         if pos.step == 0:
             self.log(f"Epoch: {pos.epoch + 1} Learning rate: {lr:.3f}")
             self.state = model.initial_state(cfg.batch_size)
-            pos.costs, pos.seconds = 0.0, 0.0
+            pos.costs, pos.seconds, pos.skipped = 0.0, 0.0, 0
         batches = ptb_producer(self.corpus.train, cfg.batch_size, cfg.num_steps)
         bar = _progress_bar(n_batches, pos.step, pos.epoch, self.progress)
         mask_shape = (cfg.num_steps, cfg.batch_size, cfg.hidden_size)
@@ -229,9 +272,15 @@ class Trainer:
                 continue  # resuming: these batches were trained before the checkpoint
             masks = dropout_masks(self.rng, cfg.num_layers + 1, mask_shape, cfg.keep_prob)
             try:
-                cost, grads, self.state = model.loss_and_sparse_grads(x, y, self.state, masks)
+                cost, grads, new_state = model.loss_and_sparse_grads(x, y, self.state, masks)
                 apply_sgd(model.params, grads, lr, cfg.max_grad_norm, cfg.grad_norm)
+                self.state = new_state
             except (FloatingPointError, TrainingError) as e:
+                if cfg.nonfinite == "skip":  # drop this batch: no update, state and costs as before it
+                    self.log(f"warning: epoch {pos.epoch + 1}, step {step} skipped: {e}")
+                    pos.step = step + 1
+                    pos.skipped += 1
+                    continue
                 raise TrainingError(f"epoch {pos.epoch + 1}, step {step}: {e}. The weights were not updated"
                                     + (f"; the last good checkpoint is {self.checkpoint_path}" if self.save_path else "")
                                     ) from None
@@ -239,7 +288,7 @@ class Trainer:
             pos.step = step + 1
             pos.seconds = time.perf_counter() - started
             words = pos.step * cfg.batch_size * cfg.num_steps
-            ppl = perplexity(pos.costs / (pos.step * cfg.num_steps))
+            ppl = perplexity(pos.costs / (max(pos.step - pos.skipped, 1) * cfg.num_steps))
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(ppl=f"{ppl:.2f}", wps=f"{words / pos.seconds:.0f}", refresh=False)
@@ -253,7 +302,10 @@ class Trainer:
             bar.close()
         if self._stop_signal is not None and pos.step < n_batches:
             return
-        train_ppl = perplexity(pos.costs / (n_batches * cfg.num_steps))
+        trained = n_batches - pos.skipped
+        if trained == 0:
+            raise TrainingError(f"epoch {pos.epoch + 1}: every batch was skipped (non-finite loss or gradient)")
+        train_ppl = perplexity(pos.costs / (trained * cfg.num_steps))
         wps = n_batches * cfg.batch_size * cfg.num_steps / pos.seconds
         self.log(f"Epoch: {pos.epoch + 1} Train Perplexity: {train_ppl:.3f}")
         valid_start = time.perf_counter()
@@ -261,7 +313,7 @@ class Trainer:
         self.log(f"Epoch: {pos.epoch + 1} Valid Perplexity: {valid_ppl:.3f}")
         row = {"epoch": pos.epoch + 1, "learning_rate": lr, "train_perplexity": train_ppl,
                "valid_perplexity": valid_ppl, "train_wps": wps, "train_seconds": pos.seconds,
-               "valid_seconds": time.perf_counter() - valid_start}
+               "valid_seconds": time.perf_counter() - valid_start, "skipped_batches": pos.skipped}
         pos.history.append(row)
         pos.epoch, pos.step, pos.costs, pos.seconds = pos.epoch + 1, 0, 0.0, 0.0
         pos.finished = pos.epoch >= cfg.max_max_epoch
