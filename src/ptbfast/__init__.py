@@ -2,14 +2,17 @@
 
 from ptbfast._core import build_info, get_num_threads, set_num_threads
 from ptbfast.kernels import embedding_lookup
+from ptbfast.lm import LanguageModel, load
 from ptbfast.model import LSTMLanguageModel
 
 __version__ = build_info()["version"]
 
 __all__ = [
     "LSTMLanguageModel",
+    "LanguageModel",
     "build_info",
     "embedding_lookup",
     "get_num_threads",
+    "load",
     "set_num_threads",
 ]

@@ -114,6 +114,41 @@ def _override_args(args) -> list[str]:
     return out
 
 
+def cmd_generate(args) -> int:
+    from ptbfast.lm import load
+
+    _set_threads(args.threads)
+    lm = load(args.checkpoint)
+    start = time.perf_counter()
+    text = lm.generate(args.prompt, words=args.words, temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+    seconds = time.perf_counter() - start
+    print((args.prompt + " " if args.prompt else "") + text)
+    print(f"[{args.words} words in {seconds:.3f} s]", file=sys.stderr)
+    return 0
+
+
+def cmd_embeddings(args) -> int:
+    from ptbfast.lm import load
+    from ptbfast.plots import plot_embeddings
+
+    lm = load(args.checkpoint)
+    for word in args.nearest or []:
+        neighbours = ", ".join(f"{w} ({s:.2f})" for w, s in lm.nearest(word, args.k, args.space))
+        print(f"{word}: {neighbours}")
+    if args.plot:
+        methods = plot_embeddings(lm, args.plot, n_words=args.words, space=args.space)
+        print(f"wrote {args.plot} ({', '.join(methods)})")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from ptbfast.plots import plot_training_curves
+
+    plot_training_curves(args.log, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_info(args) -> int:
     import ptbfast
     print(json.dumps(ptbfast.build_info(), indent=2))
@@ -158,6 +193,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_overrides(be)
     be.set_defaults(func=cmd_bench)
 
+    gen = sub.add_parser("generate", help="sample text from a trained model")
+    gen.add_argument("--checkpoint", required=True)
+    gen.add_argument("--prompt", default="")
+    gen.add_argument("--words", type=int, default=50)
+    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--top-k", type=int)
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--threads", type=int)
+    gen.set_defaults(func=cmd_generate)
+
+    emb = sub.add_parser("embeddings", help="nearest neighbours and a 2-D map of the learned word vectors")
+    emb.add_argument("--checkpoint", required=True)
+    emb.add_argument("--plot", help="PNG to draw (needs matplotlib: pip install 'ptbfast[plot]')")
+    emb.add_argument("--words", type=int, default=300, help="most frequent words to draw")
+    emb.add_argument("--nearest", nargs="*", metavar="WORD", help="print the neighbours of these words")
+    emb.add_argument("-k", type=int, default=8)
+    emb.add_argument("--space", choices=["input", "output"], default="input",
+                     help="input embedding rows or softmax_w columns")
+    emb.set_defaults(func=cmd_embeddings)
+
+    pl = sub.add_parser("plot", help="training curves from a metrics.jsonl log")
+    pl.add_argument("log")
+    pl.add_argument("--out", required=True)
+    pl.set_defaults(func=cmd_plot)
+
     info = sub.add_parser("info", help="build information")
     info.set_defaults(func=cmd_info)
     return parser
@@ -167,7 +227,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, checkpoint.CheckpointError, ValueError, MemoryError) as e:
+    except (DataError, checkpoint.CheckpointError, ValueError, KeyError, MemoryError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except TrainingError as e:

@@ -74,13 +74,21 @@ class LSTMLanguageModel:
         one row per token, as TF's optimizer sees it (the trainer updates only the used rows)."""
         return self._run(x, y, state, masks, with_grads=True)
 
-    # ---- forward and backward -------------------------------------------------------------------
-    def _run(self, x, y, state, masks, with_grads):
-        ids, targets, batch, steps = self._check_batch(x, y)
-        state = self._check_state(state, batch)
-        masks = self._check_masks(masks, steps, batch)
-        p = self.params
+    def hidden_states(self, x, state):
+        """Top-layer LSTM outputs for ids ``x`` [B, T]: ``(outputs [B, T, H], new_state)``.
 
+        The softmax input of every position, for inference: ``outputs @ softmax_w + softmax_b``
+        are the logits of the next word.
+        """
+        ids, _, batch, steps = self._check_batch(x, x)
+        state = self._check_state(state, batch)
+        top, _, _, new_state = self._forward_layers(ids, state, None, steps)
+        return np.ascontiguousarray(top.transpose(1, 0, 2)), new_state
+
+    # ---- forward and backward -------------------------------------------------------------------
+    def _forward_layers(self, ids, state, masks, steps):
+        """Embedding and LSTM layers on time-major ids: (top [T,B,H], layer inputs, caches, new state)."""
+        p = self.params
         inputs = _core.embedding_forward(p["embedding"], ids)  # [T, B, H]
         if masks is not None:
             inputs = inputs * masks[0]
@@ -92,7 +100,15 @@ class LSTMLanguageModel:
             caches.append((h_all, c_all, gates))
             new_state.append((c_all[-1].copy(), h_all[-1].copy()) if steps else (c0.copy(), h0.copy()))
             inputs = h_all if masks is None else h_all * masks[layer + 1]
-        top = inputs.reshape(steps * batch, self.hidden_size)
+        return inputs, layer_inputs, caches, new_state
+
+    def _run(self, x, y, state, masks, with_grads):
+        ids, targets, batch, steps = self._check_batch(x, y)
+        state = self._check_state(state, batch)
+        masks = self._check_masks(masks, steps, batch)
+        p = self.params
+        top, layer_inputs, caches, new_state = self._forward_layers(ids, state, masks, steps)
+        top = top.reshape(steps * batch, self.hidden_size)
 
         if not with_grads:
             total, _ = _core.output_layer_forward(top, p["softmax_w"], p["softmax_b"], targets)

@@ -1,0 +1,161 @@
+"""Using a trained model: next-word probabilities, generation, scoring, and the learned embeddings.
+
+    lm = ptbfast.load("runs/small/checkpoint.npz")
+    lm.next_word_probs("the stock market", k=5)    # [(word, probability), ...]
+    lm.generate("the company said", words=20, seed=0)
+    lm.score("the market fell sharply")            # per-word log-probabilities and perplexity
+    lm.nearest("monday", k=5)                       # cosine neighbours in the embedding
+
+Text is split on whitespace as in training; words outside the vocabulary become ``<unk>`` (with a
+warning). Contexts start after an ``<eos>``, like sentences in PTB. Generation is incremental: the
+LSTM state is carried, so N words cost N single steps.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from ptbfast import checkpoint
+from ptbfast.model import LSTMLanguageModel
+from ptbfast.reader import EOS
+
+UNK = "<unk>"
+
+
+@dataclass
+class Score:
+    words: list          # the scored words (after <unk> mapping)
+    log_probs: np.ndarray  # natural log-probability of each word given the ones before it
+    perplexity: float
+
+
+class LanguageModel:
+    """A trained :class:`LSTMLanguageModel` together with its vocabulary."""
+
+    def __init__(self, model: LSTMLanguageModel, id_to_word: list):
+        if len(id_to_word) > model.vocab_size:
+            raise ValueError(f"{len(id_to_word)} words but the model has vocab_size {model.vocab_size}")
+        self.model = model
+        self.id_to_word = list(id_to_word)
+        self.word_to_id = {w: i for i, w in enumerate(self.id_to_word)}
+
+    @classmethod
+    def load(cls, path) -> "LanguageModel":
+        params, meta, _ = checkpoint.load_latest(path)[:3]
+        cfg = meta["config"]
+        model = LSTMLanguageModel(cfg["vocab_size"], cfg["hidden_size"], cfg["num_layers"], cfg["forget_bias"])
+        model.params = {name: np.array(value, dtype=np.float32) for name, value in params.items()}
+        return cls(model, meta["vocabulary"])
+
+    # ---- text <-> ids ----
+    def encode(self, text: str) -> np.ndarray:
+        """Word ids of ``text`` (whitespace-split, newlines as <eos>); unknown words -> <unk>."""
+        words = text.replace("\n", f" {EOS} ").split()
+        unknown = sorted({w for w in words if w not in self.word_to_id})
+        if unknown:
+            if UNK not in self.word_to_id:
+                raise KeyError(f"words not in the vocabulary, which has no {UNK}: {', '.join(unknown[:10])}")
+            warnings.warn(f"{len(unknown)} word(s) not in the vocabulary, read as {UNK}: "
+                          f"{', '.join(unknown[:10])}", stacklevel=3)
+        unk = self.word_to_id.get(UNK)
+        return np.array([self.word_to_id.get(w, unk) for w in words], dtype=np.int64)
+
+    def _start(self, context_ids: np.ndarray):
+        """State after reading <eos> + context, and the softmax input of the last position."""
+        ids = np.concatenate([[self.word_to_id.get(EOS, 0)], context_ids]).astype(np.int64)
+        outputs, state = self.model.hidden_states(ids[None, :], self.model.initial_state(1))
+        return outputs[0], state
+
+    def _log_softmax(self, h: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+        logits = (h @ self.model.params["softmax_w"] + self.model.params["softmax_b"]).astype(np.float64)
+        logits /= temperature
+        logits -= logits.max(axis=-1, keepdims=True)
+        return logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+
+    # ---- prediction ----
+    def next_word_probs(self, context: str = "", k: int = 10) -> list:
+        """The ``k`` most likely next words after ``context``, as (word, probability), best first."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        outputs, _ = self._start(self.encode(context))
+        log_p = self._log_softmax(outputs[-1])[: len(self.id_to_word)]
+        k = min(k, len(log_p))
+        best = np.argsort(-log_p, kind="stable")[:k]
+        return [(self.id_to_word[i], float(np.exp(log_p[i]))) for i in best]
+
+    def generate(self, prompt: str = "", words: int = 50, temperature: float = 1.0, top_k: int | None = None,
+                 seed: int | None = None) -> str:
+        """Sample ``words`` words after ``prompt``; one LSTM step per word, the state carried."""
+        if words < 0:
+            raise ValueError(f"words must be >= 0, got {words}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        rng = np.random.default_rng(seed)
+        outputs, state = self._start(self.encode(prompt))
+        h = outputs[-1]
+        out = []
+        n_words = len(self.id_to_word)
+        w, b = self.model.params["softmax_w"][:, :n_words], self.model.params["softmax_b"][:n_words]
+        for _ in range(words):
+            logits = (h @ w + b) / np.float32(temperature)
+            if top_k is not None and top_k < n_words:
+                cut = np.partition(logits, -top_k)[-top_k]
+                logits = np.where(logits >= cut, logits, -np.inf)
+            cumulative = np.cumsum(np.exp(logits - logits.max(), dtype=np.float64))
+            word = min(int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right")), n_words - 1)
+            out.append(self.id_to_word[word])
+            h_next, state = self.model.hidden_states(np.array([[word]]), state)
+            h = h_next[0, -1]
+        return " ".join(out).replace(f" {EOS} ", "\n").replace(EOS, "\n")
+
+    def score(self, text: str) -> Score:
+        """Log-probability of every word of ``text`` given the words before it (after an <eos>)."""
+        ids = self.encode(text)
+        if len(ids) == 0:
+            return Score([], np.zeros(0), math.nan)
+        outputs, _ = self._start(ids[:-1])
+        log_p = self._log_softmax(outputs)
+        log_probs = log_p[np.arange(len(ids)), ids]
+        return Score([self.id_to_word[i] for i in ids], log_probs, float(np.exp(-log_probs.mean())))
+
+    # ---- embeddings ----
+    def vectors(self, space: str = "input") -> np.ndarray:
+        """Word vectors: rows of the input embedding, or ("output") columns of softmax_w."""
+        if space == "input":
+            return self.model.params["embedding"][: len(self.id_to_word)]
+        if space == "output":
+            return self.model.params["softmax_w"].T[: len(self.id_to_word)]
+        raise ValueError(f"space must be 'input' or 'output', got {space!r}")
+
+    def _cosine_neighbours(self, query: np.ndarray, k: int, space: str, exclude: set) -> list:
+        vecs = self.vectors(space).astype(np.float64)
+        sims = vecs @ query / (np.linalg.norm(vecs, axis=1) * np.linalg.norm(query) + 1e-12)
+        order = [i for i in np.argsort(-sims, kind="stable") if i not in exclude]
+        return [(self.id_to_word[i], float(sims[i])) for i in order[:k]]
+
+    def _vector(self, word: str, space: str) -> np.ndarray:
+        if word not in self.word_to_id:
+            raise KeyError(f"{word!r} is not in the vocabulary")
+        return self.vectors(space)[self.word_to_id[word]].astype(np.float64)
+
+    def nearest(self, word: str, k: int = 10, space: str = "input") -> list:
+        """The ``k`` words whose vectors have the highest cosine similarity with ``word``'s."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        return self._cosine_neighbours(self._vector(word, space), k, space, {self.word_to_id[word]})
+
+    def analogy(self, a: str, b: str, c: str, k: int = 5, space: str = "input") -> list:
+        """Words nearest to ``a - b + c`` (``king - man + woman``), excluding the three inputs."""
+        query = self._vector(a, space) - self._vector(b, space) + self._vector(c, space)
+        return self._cosine_neighbours(query, k, space, {self.word_to_id[w] for w in (a, b, c)})
+
+
+def load(path) -> LanguageModel:
+    """A trained model and its vocabulary from a ptbfast checkpoint."""
+    return LanguageModel.load(path)

@@ -1,0 +1,144 @@
+"""Using a trained model: prediction, generation, scoring, embeddings, plots (ptbfast.lm)."""
+
+import importlib.util
+import json
+import math
+
+import numpy as np
+import pytest
+
+import ptbfast
+from ptbfast import checkpoint
+from ptbfast.lm import LanguageModel
+from ptbfast.model import LSTMLanguageModel
+
+WORDS = ["the", "<unk>", "<eos>", "a", "b", "c", "monday", "tuesday", "one", "two"]
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+
+
+@pytest.fixture(scope="module")
+def lm():
+    model = LSTMLanguageModel(len(WORDS), 6, 2, init_scale=0.5, seed=3)
+    return LanguageModel(model, WORDS)
+
+
+def test_next_word_probs_are_sorted_probabilities(lm):
+    top = lm.next_word_probs("the a", k=4)
+    assert len(top) == 4 and all(w in WORDS for w, _ in top)
+    probs = [p for _, p in top]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
+    everything = lm.next_word_probs("the a", k=100)  # k larger than the vocabulary
+    assert len(everything) == len(WORDS)
+    assert sum(p for _, p in everything) == pytest.approx(1.0, rel=1e-6)
+
+
+def test_probabilities_equal_the_training_loss(lm):
+    # -log p(word | context) from the API must equal the model's TF cost on the same sequence.
+    ids = np.array([[2, 0, 3, 4]])  # <eos> the a b
+    cost, _ = lm.model.loss(ids[:, :-1], ids[:, 1:], lm.model.initial_state(1))
+    score = lm.score("the a b")
+    assert -score.log_probs[1:].sum() == pytest.approx(cost - (-score.log_probs[0]), rel=1e-5)
+    assert -score.log_probs.sum() == pytest.approx(cost, rel=1e-5)
+    assert score.perplexity == pytest.approx(math.exp(cost / 3), rel=1e-5)
+    p_b = dict(lm.next_word_probs("the a", k=len(WORDS)))["b"]
+    assert math.log(p_b) == pytest.approx(score.log_probs[2], rel=1e-5)
+
+
+def test_unknown_words_map_to_unk_with_a_warning(lm):
+    with pytest.warns(UserWarning, match="zebra"):
+        ids = lm.encode("the zebra a")
+    assert ids.tolist() == [0, 1, 3]
+    with pytest.warns(UserWarning):
+        assert lm.score("zebra").words == ["<unk>"]
+
+
+def test_empty_prompt_and_text(lm):
+    assert len(lm.next_word_probs("", k=3)) == 3
+    assert len(lm.generate("", words=5, seed=0).split()) <= 5
+    empty = lm.score("")
+    assert empty.words == [] and math.isnan(empty.perplexity)
+    assert lm.generate("the", words=0) == ""
+
+
+def test_generation_is_seeded_and_top_k_1_is_greedy(lm):
+    assert lm.generate("the", words=20, seed=5) == lm.generate("the", words=20, seed=5)
+    greedy = lm.generate("the", words=6, top_k=1, seed=1).replace("\n", " <eos> ").split()
+    context = "the"
+    for word in greedy:  # each greedy word is the argmax given the text so far
+        assert word == lm.next_word_probs(context, k=1)[0][0]
+        context += " " + word
+
+
+def test_generation_is_incremental(lm, monkeypatch):
+    calls = []
+    real = lm.model.hidden_states
+    monkeypatch.setattr(lm.model, "hidden_states", lambda x, s: calls.append(np.shape(x)) or real(x, s))
+    lm.generate("the a b", words=30, seed=0)
+    assert calls[0] == (1, 4)                      # <eos> + prompt, once
+    assert calls[1:] == [(1, 1)] * 30              # then one single step per word
+
+
+def test_bad_arguments(lm):
+    with pytest.raises(ValueError):
+        lm.generate("the", words=-1)
+    with pytest.raises(ValueError):
+        lm.generate("the", temperature=0)
+    with pytest.raises(ValueError):
+        lm.generate("the", top_k=0)
+    with pytest.raises(ValueError):
+        lm.next_word_probs("the", k=0)
+    with pytest.raises(KeyError, match="zebra"):
+        lm.nearest("zebra")
+    with pytest.raises(ValueError, match="space"):
+        lm.vectors("middle")
+
+
+def test_nearest_and_analogy(lm):
+    near = lm.nearest("monday", k=3)
+    assert len(near) == 3 and "monday" not in [w for w, _ in near]
+    sims = [s for _, s in near]
+    assert sims == sorted(sims, reverse=True) and all(-1 <= s <= 1 for s in sims)
+    v = lm.vectors()
+    expected = v @ v[6] / (np.linalg.norm(v, axis=1) * np.linalg.norm(v[6]))
+    expected[6] = -np.inf
+    assert near[0][0] == WORDS[int(np.argmax(expected))]
+    assert len(lm.nearest("monday", k=100)) == len(WORDS) - 1  # k larger than the vocabulary
+    assert len(lm.nearest("one", k=2, space="output")) == 2
+    result = lm.analogy("monday", "tuesday", "one", k=3)
+    assert {w for w, _ in result}.isdisjoint({"monday", "tuesday", "one"})
+
+
+def test_load_from_checkpoint(tmp_path, lm):
+    meta = {"config": {"vocab_size": len(WORDS), "hidden_size": 6, "num_layers": 2, "forget_bias": 0.0},
+            "vocabulary": WORDS}
+    path = checkpoint.save(tmp_path / "c.npz", lm.model.params, meta)
+    loaded = ptbfast.load(path)
+    assert loaded.next_word_probs("the a", k=3) == lm.next_word_probs("the a", k=3)
+
+
+@pytest.mark.skipif(not HAS_MATPLOTLIB, reason="plots need matplotlib (pip install 'ptbfast[plot]')")
+def test_plots_are_written(lm, tmp_path):
+    from ptbfast.plots import plot_embeddings, plot_training_curves
+    methods = plot_embeddings(lm, tmp_path / "emb.png", n_words=10)
+    assert "PCA" in methods and (tmp_path / "emb.png").stat().st_size > 1000
+    log = tmp_path / "metrics.jsonl"
+    rows = [{"epoch": e, "train_perplexity": 100 / e, "valid_perplexity": 120 / e, "train_wps": 5000} for e in (1, 2)]
+    log.write_text("\n".join(json.dumps(r) for r in rows) + "\n" + json.dumps({"test_perplexity": 50}) + "\n")
+    plot_training_curves(log, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    (tmp_path / "bad.jsonl").write_text("not json\n")
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        plot_training_curves(tmp_path / "bad.jsonl", tmp_path / "x.png")
+
+
+def test_pca_recovers_the_dominant_directions():
+    from ptbfast.plots import pca_2d
+    rng = np.random.default_rng(0)
+    points = rng.standard_normal((50, 2)) * [10, 3]
+    embedded = points @ np.linalg.qr(rng.standard_normal((5, 5)))[0][:2]  # rotate into 5-D
+    xy = pca_2d(embedded)
+    # The data lies in a plane: its 2-D PCA map keeps every pairwise distance.
+    def distances(a):
+        return np.linalg.norm(a[:, None] - a[None], axis=-1)
+    np.testing.assert_allclose(distances(xy), distances(points), atol=1e-9)
+    assert xy[:, 0].var() > xy[:, 1].var()  # first axis = largest variance
