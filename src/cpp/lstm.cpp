@@ -3,6 +3,7 @@
 // Both directions do their big products as single GEMMs over all T*B rows (the input projection
 // forward; the weight gradients and dx backward) and keep only the recurrent product h_{t-1} @ Wh
 // (B x H x 4H) inside the time loop. The element-wise gate math of a step is one fused SIMD pass.
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -78,8 +79,9 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
   std::vector<float> d_gates(static_cast<size_t>(rows) * G);
   // dc, dh: gradient flowing into c_t and h_t from step t+1 (then from the final state).
   std::vector<float> dc(state, 0.0f), dh(state, 0.0f);
-  if (d_c_T) std::memcpy(dc.data(), d_c_T, sizeof(float) * state);
-  if (d_h_T) std::memcpy(dh.data(), d_h_T, sizeof(float) * state);
+  // copy_n, not memcpy: with B == 0 the vectors' data() is null, which memcpy may not be passed.
+  if (d_c_T) std::copy_n(d_c_T, state, dc.data());
+  if (d_h_T) std::copy_n(d_h_T, state, dh.data());
 
   const blas::PackedB recurrent_transposed(true, B, H, G, w_hidden, G, T);  // Wh^T, packed once
   for (int t = T - 1; t >= 0; --t) {
@@ -116,8 +118,8 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
     // Gradient into h_{t-1}: d_gates_t @ Wh^T.
     recurrent_transposed.gemm(dg, G, 0.0f, dh.data(), H);
   }
-  std::memcpy(dc0, dc.data(), sizeof(float) * state);
-  std::memcpy(dh0, dh.data(), sizeof(float) * state);
+  std::copy_n(dc.data(), state, dc0);
+  std::copy_n(dh.data(), state, dh0);
   if (T == 0) {  // no step: no gradient for the weights
     std::memset(dkernel, 0, sizeof(float) * (In + H) * G);
     std::memset(dbias, 0, sizeof(float) * G);

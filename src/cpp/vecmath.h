@@ -17,10 +17,16 @@
 
 namespace ptbfast {
 
-static inline float bits_to_float(int32_t bits) {
+static inline float bits_to_float(uint32_t bits) {
   float f;
   std::memcpy(&f, &bits, sizeof f);
   return f;
+}
+
+static inline uint32_t float_to_bits(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  return bits;
 }
 
 static inline float exp_approx(float x) {
@@ -39,7 +45,11 @@ static inline float exp_approx(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  return p * bits_to_float((static_cast<int32_t>(n) + 127) << 23);
+  // 2^n from the bits of n + 127 + 1.5 * 2^23, whose low mantissa bits are the integer n + 127 in
+  // [1, 254]: no float -> int conversion, which for NaN x (n NaN) was undefined behaviour, as was
+  // shifting the negative int x86 made of it (UBSan: "left shift of negative value"). A NaN x gives a
+  // NaN p, so the result is NaN whatever those bits are.
+  return p * bits_to_float(float_to_bits(n + (round_magic + 127.0f)) << 23);
 }
 
 static inline float sigmoid_approx(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
