@@ -177,3 +177,22 @@ def test_build_info_reports_the_build():
 def test_set_num_threads_validates():
     with pytest.raises(ValueError, match=">= 1"):
         ptbfast.set_num_threads(0)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_tied_weights_match_reference(masked):
+    rng = np.random.default_rng(5)
+    V, H, L, B, T = 30, 9, 2, 3, 4
+    fast = ptbfast.LSTMLanguageModel(V, H, L, tie_weights=True, seed=2)
+    slow = ref.LSTMLanguageModel(V, H, L, tie_weights=True, seed=2, dtype=np.float64)
+    assert "softmax_w" not in fast.params and list(fast.params) == list(slow.params)
+    slow.params = {k: v.astype(np.float64) for k, v in fast.params.items()}
+    x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
+    masks = [((rng.random((T, B, H)) < 0.7) / 0.7).astype(np.float32) for _ in range(L + 1)] if masked else None
+    cost, grads, _ = fast.loss_and_grads(x, y, fast.initial_state(B), masks)
+    ref_cost, ref_grads, _ = slow.loss_and_grads(x, y, slow.initial_state(B), masks)
+    assert abs(cost - ref_cost) <= 1e-5 * ref_cost
+    for name in grads:
+        assert max_rel_error(grads[name], ref_grads[name]) <= TOL, name
+    _, sparse, _ = fast.loss_and_sparse_grads(x, y, fast.initial_state(B), masks)
+    np.testing.assert_array_equal(sparse["embedding"], grads["embedding"])  # dense when tied

@@ -107,3 +107,24 @@ def test_bad_input():
         _core.output_layer_forward(h, w, b, targets.astype(np.float32))
     with pytest.raises(ValueError, match="C-contiguous"):
         _core.output_layer_forward(h, np.asfortranarray(w), b, targets)
+
+
+@pytest.mark.parametrize("N,H,V", [(1, 1, 1), (5, 17, 33), (37, 16, 100), (0, 4, 9)])
+@pytest.mark.parametrize("block_rows", [0, 3])
+def test_transposed_weights_for_tied_embeddings(N, H, V, block_rows):
+    # w given as [V, H] (the embedding) must act as its transpose, and dw come back as [V, H].
+    rng = np.random.default_rng(N + V)
+    h, w, b, targets = random_problem(rng, N, H, V)
+    embedding = np.ascontiguousarray(w.T)
+    total, losses, dh, dw, db = _core.output_layer_forward_backward(h, embedding, b, targets, 0.5, block_rows,
+                                                                    transposed=True)
+    ref_losses, cache = ref.output_layer_forward(*f64(h, w, b), targets)
+    ref_dh, ref_dw, ref_db = ref.output_layer_backward(0.5, cache)
+    assert dw.shape == (V, H)
+    assert max_rel_error(losses, ref_losses) <= TOL
+    for got, want in ((dh, ref_dh), (dw, ref_dw.T), (db, ref_db)):
+        assert max_rel_error(got, want) <= TOL
+    _, forward_losses = _core.output_layer_forward(h, embedding, b, targets, transposed=True)
+    assert max_rel_error(forward_losses, losses) <= 1e-6
+    with pytest.raises(ValueError, match="transposed"):
+        _core.output_layer_forward(h, np.zeros((V, H + 1), np.float32), b, targets, transposed=True)

@@ -292,6 +292,22 @@ def test_model_gradients_for_every_parameter(rng, batch_size, with_masks, forget
         assert_gradient_close(grads[name], numeric, name)
 
 
+@pytest.mark.parametrize("with_masks", [False, True])
+def test_tied_model_gradients_for_every_parameter(rng, with_masks):
+    # Tied weights: the embedding is used by the lookup and, transposed, by the softmax.
+    model = ref.LSTMLanguageModel(VOCAB_SIZE, HIDDEN_SIZE, NUM_LAYERS, forget_bias=0.3, init_scale=0.5, seed=1,
+                                  dtype=np.float64, tie_weights=True)
+    assert "softmax_w" not in model.params
+    x, y = make_batch(rng, 2, num_steps=3)
+    state = make_random_state(rng, 2)
+    masks = make_masks(rng, 2, 3) if with_masks else None
+    _, grads, _ = model.loss_and_grads(x, y, state, masks)
+    assert list(grads) == list(model.params)
+    for name, param in model.params.items():
+        numeric = numerical_gradient(lambda: model.loss(x, y, state, masks)[0], param)
+        assert_gradient_close(grads[name], numeric, name)
+
+
 def naive_cost(model, x, y, state):
     """TF's cost written out step by step: sum over t of the batch-mean cross-entropy."""
     p = model.params

@@ -41,7 +41,9 @@ std::string dims_str(const std::vector<py::ssize_t>& dims) {
 
 // A float32, C-contiguous array of the given shape (-1 = any size on that axis).
 const float* float_input(const py::array& a, const char* name, const std::vector<py::ssize_t>& dims) {
-  if (!a.dtype().is(py::dtype::of<float>()))
+  // equal(), not is(): a native float32 descriptor need not be NumPy's singleton (one with
+  // metadata, or made by newbyteorder('<'), is float32 too); byte-swapped '>f4' compares unequal.
+  if (!a.dtype().equal(py::dtype::of<float>()))
     throw py::type_error(std::string(name) + " must be float32, got " + std::string(py::str(a.dtype())) +
                          " (ptbfast computes in float32: convert with .astype(np.float32))");
   if (a.ndim() != static_cast<py::ssize_t>(dims.size()))
@@ -67,9 +69,21 @@ void require_int(py::ssize_t value, const char* what) {
                           std::to_string(INT_MAX) + ")");
 }
 
-// int32 or int64 ids, C-contiguous, each in [0, V).
+// True if the array's bytes are in this machine's order ('=' native, '|' not applicable).
+bool native_byte_order(const py::array& a) {
+  const char order = a.dtype().byteorder();
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+  return order == '=' || order == '|' || order == '>';
+#else
+  return order == '=' || order == '|' || order == '<';
+#endif
+}
+
+// int32 or int64 ids in native byte order, C-contiguous, each in [0, V).
 void check_ids(const py::array& ids, const char* name, int64_t V) {
-  const bool is_int = ids.dtype().kind() == 'i' && (ids.itemsize() == 4 || ids.itemsize() == 8);
+  // A byte-swapped '>i8' array would be read as other (possibly in-range, so silently wrong) ids.
+  const bool is_int = ids.dtype().kind() == 'i' && (ids.itemsize() == 4 || ids.itemsize() == 8) &&
+                      native_byte_order(ids);
   if (!is_int)
     throw py::type_error(std::string(name) + " must be int32 or int64, got " + std::string(py::str(ids.dtype())));
   if (!(ids.flags() & py::array::c_style))
@@ -205,6 +219,15 @@ LstmShape check_lstm(const py::array& x, const py::array& kernel, const py::arra
 
 const float* f(const py::array& a) { return static_cast<const float*>(a.data()); }
 
+// An argument typed py::object (because None is allowed) must be checked to be an ndarray before
+// it is used as one: reinterpret_borrow alone would read a list's or float's memory as an array.
+py::array array_or_none(const py::object& obj, const char* name) {
+  if (!py::isinstance<py::array>(obj))
+    throw py::type_error(std::string(name) + " must be a float32 numpy array or None, got " +
+                         std::string(py::str(py::type::of(obj))));
+  return py::reinterpret_borrow<py::array>(obj);
+}
+
 py::tuple lstm_forward_py(const py::array& x, const py::array& c0, const py::array& h0, const py::array& kernel,
                           const py::array& bias, float forget_bias) {
   const LstmShape s = check_lstm(x, kernel, bias, c0, h0);
@@ -222,7 +245,8 @@ py::tuple lstm_forward_py(const py::array& x, const py::array& c0, const py::arr
 py::tuple lstm_backward_py(const py::array& d_h_all, const py::object& d_c_T, const py::object& d_h_T,
                            const py::array& x, const py::array& c0, const py::array& h0, const py::array& kernel,
                            const py::array& h_all, const py::array& c_all, const py::array& gates) {
-  const py::array bias_like = py::array_t<float>(kernel.ndim() == 2 ? kernel.shape(1) : 0);
+  float_input(kernel, "kernel", {-1, -1});  // validated before its width sizes an allocation
+  const py::array bias_like = py::array_t<float>(kernel.shape(1));
   const LstmShape s = check_lstm(x, kernel, bias_like, c0, h0);
   float_input(d_h_all, "d_h_all", {s.T, s.B, s.H});
   float_input(h_all, "h_all", {s.T, s.B, s.H});
@@ -232,11 +256,11 @@ py::tuple lstm_backward_py(const py::array& d_h_all, const py::object& d_c_T, co
   const float* dh_T = nullptr;
   py::array dc_arr, dh_arr;
   if (!d_c_T.is_none()) {
-    dc_arr = py::reinterpret_borrow<py::array>(d_c_T);
+    dc_arr = array_or_none(d_c_T, "d_c_T");
     dc_T = float_input(dc_arr, "d_c_T", {s.B, s.H});
   }
   if (!d_h_T.is_none()) {
-    dh_arr = py::reinterpret_borrow<py::array>(d_h_T);
+    dh_arr = array_or_none(d_h_T, "d_h_T");
     dh_T = float_input(dh_arr, "d_h_T", {s.B, s.H});
   }
   auto dx = new_float_array({s.T, s.B, s.In});
@@ -264,23 +288,29 @@ struct OutputShape {
   int N, H, V;
 };
 
-OutputShape check_output(const py::array& h, const py::array& w, const py::array& b, const py::array& targets) {
+// w is softmax_w [H, V], or with transposed the tied embedding [V, H].
+OutputShape check_output(const py::array& h, const py::array& w, const py::array& b, const py::array& targets,
+                         bool transposed) {
   float_input(h, "h", {-1, -1});
-  float_input(w, "softmax_w", {h.shape(1), -1});
-  float_input(b, "softmax_b", {w.shape(1)});
-  if (w.shape(1) == 0) throw py::value_error("softmax_w must have at least one column (vocabulary size >= 1)");
+  if (transposed)
+    float_input(w, "softmax_w (transposed: the embedding)", {-1, h.shape(1)});
+  else
+    float_input(w, "softmax_w", {h.shape(1), -1});
+  const py::ssize_t V = transposed ? w.shape(0) : w.shape(1);
+  float_input(b, "softmax_b", {V});
+  if (V == 0) throw py::value_error("softmax_w must have at least one column (vocabulary size >= 1)");
   if (targets.ndim() != 1 || targets.shape(0) != h.shape(0))
     throw py::value_error("targets must have shape (" + std::to_string(h.shape(0)) + ",), got " + shape_str(targets));
-  check_ids(targets, "targets", w.shape(1));
+  check_ids(targets, "targets", V);
   require_int(h.shape(0), "N");
   require_int(w.size(), "softmax_w size");
   require_int(h.size(), "h size");
-  return {static_cast<int>(h.shape(0)), static_cast<int>(h.shape(1)), static_cast<int>(w.shape(1))};
+  return {static_cast<int>(h.shape(0)), static_cast<int>(h.shape(1)), static_cast<int>(V)};
 }
 
 py::tuple output_layer_forward_py(const py::array& h, const py::array& w, const py::array& b,
-                                  const py::array& targets, int block_rows) {
-  const OutputShape s = check_output(h, w, b, targets);
+                                  const py::array& targets, int block_rows, bool transposed) {
+  const OutputShape s = check_output(h, w, b, targets, transposed);
   const std::vector<int64_t> t = targets_as_int64(targets);
   if (block_rows <= 0) block_rows = default_block_rows(s.V);
   auto losses = new_float_array({s.N});
@@ -288,26 +318,27 @@ py::tuple output_layer_forward_py(const py::array& h, const py::array& w, const 
   double total;
   {
     py::gil_scoped_release nogil;
-    total = output_layer_forward(lo, f(h), f(w), f(b), t.data(), s.N, s.H, s.V, block_rows);
+    total = output_layer_forward(lo, f(h), f(w), f(b), t.data(), s.N, s.H, s.V, block_rows, transposed);
   }
   return py::make_tuple(total, losses);
 }
 
 py::tuple output_layer_forward_backward_py(const py::array& h, const py::array& w, const py::array& b,
-                                           const py::array& targets, float d_loss, int block_rows) {
-  const OutputShape s = check_output(h, w, b, targets);
+                                           const py::array& targets, float d_loss, int block_rows,
+                                           bool transposed) {
+  const OutputShape s = check_output(h, w, b, targets, transposed);
   const std::vector<int64_t> t = targets_as_int64(targets);
   if (block_rows <= 0) block_rows = default_block_rows(s.V);
   auto losses = new_float_array({s.N});
   auto dh = new_float_array({s.N, s.H});
-  auto dw = new_float_array({s.H, s.V});
+  auto dw = transposed ? new_float_array({s.V, s.H}) : new_float_array({s.H, s.V});
   auto db = new_float_array({s.V});
   float *lo = losses.mutable_data(), *dho = dh.mutable_data(), *dwo = dw.mutable_data(), *dbo = db.mutable_data();
   double total;
   {
     py::gil_scoped_release nogil;
     total = output_layer_forward_backward(lo, dho, dwo, dbo, f(h), f(w), f(b), t.data(), d_loss, s.N, s.H, s.V,
-                                          block_rows);
+                                          block_rows, transposed);
   }
   return py::make_tuple(total, losses, dh, dw, db);
 }
@@ -425,11 +456,12 @@ PYBIND11_MODULE(_core, m) {
         "Backward through time: (dx, dc0, dh0, dkernel, dbias)");
 
   m.def("output_layer_forward", &output_layer_forward_py, py::arg("h"), py::arg("softmax_w"),
-        py::arg("softmax_b"), py::arg("targets"), py::arg("block_rows") = 0,
-        "(sum of losses as float, losses [N]) of softmax cross-entropy of h @ w + b");
+        py::arg("softmax_b"), py::arg("targets"), py::arg("block_rows") = 0, py::arg("transposed") = false,
+        "(sum of losses as float, losses [N]) of softmax cross-entropy of h @ w + b "
+        "(h @ w.T + b with transposed, w then [V, H])");
   m.def("output_layer_forward_backward", &output_layer_forward_backward_py, py::arg("h"), py::arg("softmax_w"),
         py::arg("softmax_b"), py::arg("targets"), py::arg("d_loss"), py::arg("block_rows") = 0,
-        "(total, losses, dh, dw, db): gradients of d_loss * sum(losses)");
+        py::arg("transposed") = false, "(total, losses, dh, dw, db): gradients of d_loss * sum(losses)");
 
   m.def("sgemm_seconds", &sgemm_seconds, py::arg("M"), py::arg("N"), py::arg("K"), py::arg("reps") = 5,
         "Median seconds of one M x K @ K x N SGEMM through ptbfast's BLAS.");

@@ -53,13 +53,14 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
 // ---- output_layer.cpp -----------------------------------------------------------------------
 // logits = h @ w + b; losses[r] = logsumexp(logits[r]) - logits[r, targets[r]]. Logits are made
 // block_rows rows at a time, so memory is block_rows*V floats whatever N is.
-//   losses [N], h [N,H], w [H,V], b [V], targets [N] in [0, V). Returns the sum of losses (double).
+//   losses [N], h [N,H], w [H,V] (or [V,H] with w_transposed: tied weights, w = the embedding),
+//   b [V], targets [N] in [0, V). Returns the sum of losses (double).
 double output_layer_forward(float* losses, const float* h, const float* w, const float* b,
-                            const int64_t* targets, int N, int H, int V, int block_rows);
+                            const int64_t* targets, int N, int H, int V, int block_rows, bool w_transposed);
 
-// Same loss, plus the gradients of d_loss * sum(losses): dh [N,H], dw [H,V], db [V] (overwritten).
+// Same loss, plus the gradients of d_loss * sum(losses): dh [N,H], dw (w's layout), db [V] (overwritten).
 double output_layer_forward_backward(float* losses, float* dh, float* dw, float* db, const float* h,
                                      const float* w, const float* b, const int64_t* targets, float d_loss,
-                                     int N, int H, int V, int block_rows);
+                                     int N, int H, int V, int block_rows, bool w_transposed);
 
 }  // namespace ptbfast

@@ -52,7 +52,9 @@ static float row_loss(float* row, const float* bias, int V, int64_t target, bool
 
 static double output_layer(float* losses, float* dh, float* dw, float* db, const float* h, const float* w,
                            const float* b, const int64_t* targets, float d_loss, int N, int H, int V,
-                           int block_rows) {
+                           int block_rows, bool w_transposed) {
+  // w is [H, V], or [V, H] when transposed (tied weights: w is the embedding); dw has w's layout.
+  const int ldw = w_transposed ? H : V;
   const bool grads = dh != nullptr;
   const int R = std::max(1, std::min(N, block_rows));
   std::vector<float> logits(static_cast<size_t>(R) * V);
@@ -64,7 +66,7 @@ static double output_layer(float* losses, float* dh, float* dw, float* db, const
   for (int r0 = 0; r0 < N; r0 += R) {
     const int rows = std::min(R, N - r0);
     const float* h_blk = h + static_cast<long>(r0) * H;
-    blas::sgemm(false, false, rows, V, H, 1.0f, h_blk, H, w, V, 0.0f, logits.data(), V);
+    blas::sgemm(false, w_transposed, rows, V, H, 1.0f, h_blk, H, w, ldw, 0.0f, logits.data(), V);
 
     const bool parallel = static_cast<long>(rows) * V >= kParallelElements;
 #pragma omp parallel for schedule(static) if (parallel)
@@ -73,8 +75,13 @@ static double output_layer(float* losses, float* dh, float* dw, float* db, const
 
     if (grads) {
       // dw (+)= h_blk^T @ d_logits ; dh_blk = d_logits @ w^T ; db += column sums of d_logits.
-      blas::sgemm(true, false, H, V, rows, 1.0f, h_blk, H, logits.data(), V, r0 == 0 ? 0.0f : 1.0f, dw, V);
-      blas::sgemm(false, true, rows, H, V, 1.0f, logits.data(), V, w, V, 0.0f, dh + static_cast<long>(r0) * H, H);
+      const float beta = r0 == 0 ? 0.0f : 1.0f;
+      if (w_transposed)  // dw [V, H] = d_logits^T @ h_blk
+        blas::sgemm(true, false, V, H, rows, 1.0f, logits.data(), V, h_blk, H, beta, dw, H);
+      else
+        blas::sgemm(true, false, H, V, rows, 1.0f, h_blk, H, logits.data(), V, beta, dw, V);
+      blas::sgemm(false, !w_transposed, rows, H, V, 1.0f, logits.data(), V, w, ldw, 0.0f,
+                  dh + static_cast<long>(r0) * H, H);
       constexpr int kColumns = 256;  // each thread owns whole column chunks: deterministic sums
 #pragma omp parallel for schedule(static) if (parallel)
       for (int v0 = 0; v0 < V; v0 += kColumns) {
@@ -94,14 +101,15 @@ static double output_layer(float* losses, float* dh, float* dw, float* db, const
 }
 
 double output_layer_forward(float* losses, const float* h, const float* w, const float* b,
-                            const int64_t* targets, int N, int H, int V, int block_rows) {
-  return output_layer(losses, nullptr, nullptr, nullptr, h, w, b, targets, 0.0f, N, H, V, block_rows);
+                            const int64_t* targets, int N, int H, int V, int block_rows, bool w_transposed) {
+  return output_layer(losses, nullptr, nullptr, nullptr, h, w, b, targets, 0.0f, N, H, V, block_rows,
+                      w_transposed);
 }
 
 double output_layer_forward_backward(float* losses, float* dh, float* dw, float* db, const float* h,
                                      const float* w, const float* b, const int64_t* targets, float d_loss,
-                                     int N, int H, int V, int block_rows) {
-  return output_layer(losses, dh, dw, db, h, w, b, targets, d_loss, N, H, V, block_rows);
+                                     int N, int H, int V, int block_rows, bool w_transposed) {
+  return output_layer(losses, dh, dw, db, h, w, b, targets, d_loss, N, H, V, block_rows, w_transposed);
 }
 
 }  // namespace ptbfast

@@ -20,8 +20,12 @@ def _add_config_overrides(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(Config):
         if f.name == "seed":  # --seed is a main option
             continue
-        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"cfg_{f.name}", type=type(f.default),
-                           default=None, metavar=type(f.default).__name__.upper())
+        flag = f"--{f.name.replace('_', '-')}"
+        if isinstance(f.default, bool):
+            group.add_argument(flag, dest=f"cfg_{f.name}", action=argparse.BooleanOptionalAction, default=None)
+        else:
+            group.add_argument(flag, dest=f"cfg_{f.name}", type=type(f.default), default=None,
+                               metavar=type(f.default).__name__.upper())
 
 
 def _config_from_args(args) -> Config:
@@ -72,7 +76,8 @@ def cmd_eval(args) -> int:
     corpus = load_corpus(data_dir)
     if corpus.id_to_word != meta["vocabulary"]:
         raise SystemExit(f"the vocabulary of {data_dir} differs from the checkpoint's")
-    model = LSTMLanguageModel(config.vocab_size, config.hidden_size, config.num_layers, config.forget_bias)
+    model = LSTMLanguageModel(config.vocab_size, config.hidden_size, config.num_layers, config.forget_bias,
+                              tie_weights=config.tie_weights)
     model.params = {k: v.copy() for k, v in params.items()}
     results = {}
     for split, batch, steps in (("valid", config.batch_size, config.num_steps),
@@ -110,7 +115,8 @@ def _override_args(args) -> list[str]:
     out = []
     for k, v in vars(args).items():
         if k.startswith("cfg_") and v is not None:
-            out += [f"--{k[4:].replace('_', '-')}", str(v)]
+            flag = f"--{k[4:].replace('_', '-')}"
+            out += ([flag] if v else [f"--no-{flag[2:]}"]) if isinstance(v, bool) else [flag, str(v)]
     return out
 
 

@@ -22,6 +22,7 @@ class Config:
     vocab_size: int = 10000
     # Beyond TF's fields:
     forget_bias: float = 0.0    # TF ptb_word_lm builds BasicLSTMCell(forget_bias=0.0)
+    tie_weights: bool = False   # output projection = embedding.T (Press & Wolf 2017)
     seed: int = 0               # parameter init and dropout
     # "indexed_slices": the embedding's share of the clipping norm is summed over per-token rows
     # as TF does for IndexedSlices (TF's published numbers); "dense": over the merged gradient.

@@ -26,6 +26,8 @@ def as_float32(array, name: str) -> np.ndarray:
 
 
 def as_ids(ids, name: str = "ids") -> np.ndarray:
+    if not isinstance(ids, np.ndarray) and np.size(ids) == 0:
+        ids = np.asarray(ids, dtype=np.int64)  # NumPy makes [] float64; an empty list of ids is fine
     ids = np.asarray(ids)
     if ids.dtype.kind not in "iu":
         raise TypeError(f"{name} must be integers, got {ids.dtype}")

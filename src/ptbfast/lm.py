@@ -47,7 +47,8 @@ class LanguageModel:
     def load(cls, path) -> "LanguageModel":
         params, meta, _ = checkpoint.load_latest(path)[:3]
         cfg = meta["config"]
-        model = LSTMLanguageModel(cfg["vocab_size"], cfg["hidden_size"], cfg["num_layers"], cfg["forget_bias"])
+        model = LSTMLanguageModel(cfg["vocab_size"], cfg["hidden_size"], cfg["num_layers"], cfg["forget_bias"],
+                                  tie_weights=cfg.get("tie_weights", False))
         model.params = {name: np.array(value, dtype=np.float32) for name, value in params.items()}
         return cls(model, meta["vocabulary"])
 
@@ -71,7 +72,7 @@ class LanguageModel:
         return outputs[0], state
 
     def _log_softmax(self, h: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-        logits = (h @ self.model.params["softmax_w"] + self.model.params["softmax_b"]).astype(np.float64)
+        logits = (h @ self.output_weights() + self.model.params["softmax_b"]).astype(np.float64)
         logits /= temperature
         logits -= logits.max(axis=-1, keepdims=True)
         return logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
@@ -101,7 +102,7 @@ class LanguageModel:
         h = outputs[-1]
         out = []
         n_words = len(self.id_to_word)
-        w, b = self.model.params["softmax_w"][:, :n_words], self.model.params["softmax_b"][:n_words]
+        w, b = self.output_weights()[:, :n_words], self.model.params["softmax_b"][:n_words]
         for _ in range(words):
             logits = (h @ w + b) / np.float32(temperature)
             if top_k is not None and top_k < n_words:
@@ -124,13 +125,18 @@ class LanguageModel:
         log_probs = log_p[np.arange(len(ids)), ids]
         return Score([self.id_to_word[i] for i in ids], log_probs, float(np.exp(-log_probs.mean())))
 
+    def output_weights(self) -> np.ndarray:
+        """The output projection [H, V] (``embedding.T`` for a model with tied weights)."""
+        p = self.model.params
+        return p["embedding"].T if self.model.tie_weights else p["softmax_w"]
+
     # ---- embeddings ----
     def vectors(self, space: str = "input") -> np.ndarray:
         """Word vectors: rows of the input embedding, or ("output") columns of softmax_w."""
         if space == "input":
             return self.model.params["embedding"][: len(self.id_to_word)]
         if space == "output":
-            return self.model.params["softmax_w"].T[: len(self.id_to_word)]
+            return self.output_weights().T[: len(self.id_to_word)]
         raise ValueError(f"space must be 'input' or 'output', got {space!r}")
 
     def _cosine_neighbours(self, query: np.ndarray, k: int, space: str, exclude: set) -> list:

@@ -39,13 +39,23 @@ class LSTMLanguageModel:
     """
 
     def __init__(self, vocab_size: int, hidden_size: int, num_layers: int, forget_bias: float = 0.0,
-                 init_scale: float = 0.1, seed: int = 0):
+                 init_scale: float = 0.1, seed: int = 0, tie_weights: bool = False):
         self.vocab_size = int(vocab_size)
         self.hidden_size = int(hidden_size)
         self.num_layers = int(num_layers)
         self.forget_bias = float(forget_bias)
         self.init_scale = float(init_scale)
-        self.params = init_params(self.vocab_size, self.hidden_size, self.num_layers, init_scale, seed)
+        # Tied input and output embeddings (Press & Wolf 2017): no softmax_w, the output layer
+        # multiplies by embedding.T (the kernel reads the embedding transposed, no copy).
+        self.tie_weights = bool(tie_weights)
+        self.params = init_params(self.vocab_size, self.hidden_size, self.num_layers, init_scale, seed,
+                                  tie_weights=self.tie_weights)
+
+    def _output_weights(self):
+        """(w, transposed) for the output layer kernel."""
+        if self.tie_weights:
+            return self.params["embedding"], True
+        return self.params["softmax_w"], False
 
     def initial_state(self, batch_size: int):
         """Zero state: a list of ``(c, h)`` per layer, each [batch_size, H] float32."""
@@ -66,7 +76,8 @@ class LSTMLanguageModel:
         The incoming state is a constant (truncated backpropagation through time, as in TF).
         """
         cost, grads, new_state = self._run(x, y, state, masks, with_grads=True)
-        grads["embedding"] = grads["embedding"].to_dense()
+        if isinstance(grads["embedding"], IndexedSlices):
+            grads["embedding"] = grads["embedding"].to_dense()
         return cost, grads, new_state
 
     def loss_and_sparse_grads(self, x, y, state, masks=None):
@@ -110,14 +121,17 @@ class LSTMLanguageModel:
         top, layer_inputs, caches, new_state = self._forward_layers(ids, state, masks, steps)
         top = top.reshape(steps * batch, self.hidden_size)
 
+        w, transposed = self._output_weights()
         if not with_grads:
-            total, _ = _core.output_layer_forward(top, p["softmax_w"], p["softmax_b"], targets)
+            total, _ = _core.output_layer_forward(top, w, p["softmax_b"], targets, transposed=transposed)
             return self._checked_cost(total / batch), None, new_state
 
-        total, _, d_top, d_softmax_w, d_softmax_b = _core.output_layer_forward_backward(
-            top, p["softmax_w"], p["softmax_b"], targets, 1.0 / batch)
+        total, _, d_top, d_w, d_softmax_b = _core.output_layer_forward_backward(
+            top, w, p["softmax_b"], targets, 1.0 / batch, transposed=transposed)
         cost = self._checked_cost(total / batch)
-        grads = {"softmax_w": d_softmax_w, "softmax_b": d_softmax_b}
+        grads = {"softmax_b": d_softmax_b}
+        if not self.tie_weights:
+            grads["softmax_w"] = d_w
         d_inputs = d_top.reshape(steps, batch, self.hidden_size)
         for layer in reversed(range(self.num_layers)):
             if masks is not None:
@@ -130,8 +144,12 @@ class LSTMLanguageModel:
             grads[f"lstm_{layer}/bias"] = d_bias
         if masks is not None:
             d_inputs = d_inputs * masks[0]
-        grads["embedding"] = IndexedSlices(ids.reshape(-1), d_inputs.reshape(steps * batch, self.hidden_size),
-                                           p["embedding"].shape)
+        token_rows = d_inputs.reshape(steps * batch, self.hidden_size)
+        if self.tie_weights:  # dense: the output layer's gradient plus the lookup's rows
+            _core.embedding_backward_dense(d_w, token_rows, ids.reshape(-1))
+            grads["embedding"] = d_w
+        else:
+            grads["embedding"] = IndexedSlices(ids.reshape(-1), token_rows, p["embedding"].shape)
         return cost, {name: grads[name] for name in p}, new_state
 
     # ---- input checks -----------------------------------------------------------------------------

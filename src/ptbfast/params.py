@@ -14,14 +14,17 @@ from __future__ import annotations
 import numpy as np
 
 
-def param_shapes(vocab_size: int, hidden_size: int, num_layers: int) -> dict[str, tuple[int, ...]]:
-    """Names and shapes of all parameters, in initialisation order."""
+def param_shapes(vocab_size: int, hidden_size: int, num_layers: int,
+                 tie_weights: bool = False) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of all parameters, in initialisation order. With ``tie_weights`` (Press &
+    Wolf 2017) there is no ``softmax_w``: the output projection is ``embedding.T``."""
     V, H = vocab_size, hidden_size
     shapes: dict[str, tuple[int, ...]] = {"embedding": (V, H)}
     for layer in range(num_layers):
         shapes[f"lstm_{layer}/kernel"] = (2 * H, 4 * H)
         shapes[f"lstm_{layer}/bias"] = (4 * H,)
-    shapes["softmax_w"] = (H, V)
+    if not tie_weights:
+        shapes["softmax_w"] = (H, V)
     shapes["softmax_b"] = (V,)
     return shapes
 
@@ -33,6 +36,7 @@ def init_params(
     init_scale: float = 0.1,
     seed: int = 0,
     dtype=np.float32,
+    tie_weights: bool = False,
 ) -> dict[str, np.ndarray]:
     """Every parameter uniform in [-init_scale, init_scale], as TF's ``random_uniform_initializer``."""
     if vocab_size < 1 or hidden_size < 1 or num_layers < 1:
@@ -43,5 +47,5 @@ def init_params(
     rng = np.random.default_rng(seed)
     return {
         name: rng.uniform(-init_scale, init_scale, size=shape).astype(dtype)
-        for name, shape in param_shapes(vocab_size, hidden_size, num_layers).items()
+        for name, shape in param_shapes(vocab_size, hidden_size, num_layers, tie_weights).items()
     }

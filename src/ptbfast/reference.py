@@ -348,13 +348,19 @@ class LSTMLanguageModel:
         init_scale: float = 0.1,
         seed: int = 0,
         dtype=np.float32,
+        tie_weights: bool = False,
     ):
         self.vocab_size = vocab_size
+        self.tie_weights = tie_weights
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.forget_bias = forget_bias
         self.dtype = np.dtype(dtype)
-        self.params = init_params(vocab_size, hidden_size, num_layers, init_scale, seed, dtype)
+        self.params = init_params(vocab_size, hidden_size, num_layers, init_scale, seed, dtype, tie_weights)
+
+    def softmax_w(self) -> np.ndarray:
+        """The output projection [H, V]: ``softmax_w``, or ``embedding.T`` with tied weights."""
+        return self.params["embedding"].T if self.tie_weights else self.params["softmax_w"]
 
     def initial_state(self, batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Zero (c, h) per layer, each [B, H] in the params' dtype."""
@@ -432,7 +438,7 @@ class LSTMLanguageModel:
 
         top = layer_input.reshape(-1, self.hidden_size)
         targets = y.T.reshape(-1)
-        losses, output_cache = output_layer_forward(top, p["softmax_w"], p["softmax_b"], targets)
+        losses, output_cache = output_layer_forward(top, self.softmax_w(), p["softmax_b"], targets)
         cost = float(losses.sum() / batch_size)
         return cost, new_state, (x, batch_size, masks, layer_caches, output_cache)
 
@@ -440,7 +446,7 @@ class LSTMLanguageModel:
         x, batch_size, masks, layer_caches, output_cache = caches
         num_steps = x.shape[1]
         grads = {}
-        d_top, grads["softmax_w"], grads["softmax_b"] = output_layer_backward(
+        d_top, d_softmax_w, grads["softmax_b"] = output_layer_backward(
             np.asarray(1.0 / batch_size, dtype=self.dtype), output_cache
         )
         d_layer_output = d_top.reshape(num_steps, batch_size, self.hidden_size)
@@ -454,5 +460,9 @@ class LSTMLanguageModel:
         if masks is not None:
             d_layer_output = d_layer_output * masks[0]
         grads["embedding"] = embedding_lookup_backward(d_layer_output, x.T, self.vocab_size)
+        if self.tie_weights:  # the embedding is used twice: its gradient is the sum of both uses
+            grads["embedding"] = grads["embedding"] + d_softmax_w.T
+        else:
+            grads["softmax_w"] = d_softmax_w
         # Same key order as params, and the params' dtype even if an input promoted it.
         return {name: grads[name].astype(self.dtype, copy=False) for name in self.params}

@@ -99,7 +99,7 @@ def training_memory_bytes(config: Config) -> int:
     parameters, their gradients, each layer's activations kept for backward and its backward
     scratch, dropout masks, and the output layer's block of logits (at most 16 MiB)."""
     V, H, L, B, T = config.vocab_size, config.hidden_size, config.num_layers, config.batch_size, config.num_steps
-    params = 2 * V * H + V + L * (2 * H * 4 * H + 4 * H)
+    params = (1 if config.tie_weights else 2) * V * H + V + L * (2 * H * 4 * H + 4 * H)
     grads = params - V * H + T * B * H             # the embedding gradient is one row per token
     per_layer = T * B * H * (1 + 1 + 1 + 4 + 4 + 1) + 2 * (H * 4 * H)  # x, h, c, gates, d_gates, dx, packed Wh
     masks = (L + 1) * T * B * H if config.keep_prob < 1 else 0
@@ -185,7 +185,7 @@ class Trainer:
         self.checkpoint_every = checkpoint_every
         self.progress = progress
         self.model = LSTMLanguageModel(config.vocab_size, config.hidden_size, config.num_layers,
-                                       config.forget_bias, config.init_scale, config.seed)
+                                       config.forget_bias, config.init_scale, config.seed, config.tie_weights)
         self.rng = np.random.default_rng([config.seed, 1])  # dropout; separate stream from the init
         self.position = Position()
         self.state = None  # LSTM state carried within the epoch
