@@ -15,7 +15,8 @@ from scikit_build_core import build as _skbuild
 from scikit_build_core.build import *  # noqa: F401,F403  (re-export every PEP 517 hook)
 
 _REQUIREMENTS = {
-    "mkl": ["mkl-static", "mkl-include"],
+    # MKL, plus OpenBLAS for the large products (CMake option PTBFAST_MKL_LARGE_OPENBLAS).
+    "mkl": ["mkl-static", "mkl-include", "scipy-openblas32>=0.3.27"],
     "openblas": ["scipy-openblas32>=0.3.27"],
 }
 

@@ -23,7 +23,6 @@ if [ "${SANITIZE_REBUILD:-1}" != 0 ] || [ ! -x "$venv/bin/python" ]; then
   echo "== building ptbfast with ASan + UBSan ($blas) into $venv"
   [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
   extras=test
-  [ "$blas" = openblas ] && extras=test,openblas
   # (pip always rebuilds and reinstalls a project given as a directory.)
   # install.strip=false keeps the -g line tables, so ASan's stack traces name files and lines.
   "$venv/bin/pip" install -q ".[$extras]" -Ccmake.define.PTBFAST_SANITIZE=ON -Ccmake.define.PTBFAST_BLAS="$blas" \

@@ -416,6 +416,7 @@ py::dict build_info() {
 #endif
   info["isa"] = isa;
   info["blas"] = blas::backend_name();
+  info["blas_large_products"] = blas::large_products_backend_name();
   info["blas_threads"] = blas::num_threads();
   info["openmp_threads"] = omp_get_max_threads();
   info["openmp_version"] = _OPENMP;

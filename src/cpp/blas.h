@@ -1,5 +1,6 @@
 // The one interface through which ptbfast multiplies matrices: row-major SGEMM from a real BLAS
-// (Intel MKL by default on x86_64, OpenBLAS from scipy-openblas32 elsewhere or on request).
+// (Intel MKL by default on x86_64, with large products sent to OpenBLAS, see blas.cpp; OpenBLAS
+// from scipy-openblas32 alone elsewhere or on request).
 #pragma once
 
 namespace ptbfast::blas {
@@ -30,7 +31,8 @@ class PackedB {
   float* packed_ = nullptr;
 };
 
-const char* backend_name();
+const char* backend_name();                   // the main library: "mkl" or "openblas"
+const char* large_products_backend_name();  // the library large products use
 void set_num_threads(int n);
 int num_threads();
 

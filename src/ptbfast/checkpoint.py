@@ -41,6 +41,7 @@ def save(path, params: dict, meta: dict, state=None) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp made it 0600; a checkpoint is an ordinary file
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
@@ -52,6 +53,12 @@ def save(path, params: dict, meta: dict, state=None) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def previous_path(path) -> Path:

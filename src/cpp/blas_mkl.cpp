@@ -1,0 +1,42 @@
+// Intel MKL (static, GNU OpenMP threading layer): plain and packed SGEMM.
+#include <mkl.h>
+
+#include "blas.h"
+#include "blas_libraries.h"
+
+namespace ptbfast::blas {
+
+namespace mkl {
+
+void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
+           int ldb, float beta, float* C, int ldc) {
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N, K,
+              alpha, A, lda, B, ldb, beta, C, ldc);
+}
+void set_num_threads(int n) { mkl_set_num_threads(n); }
+int num_threads() { return mkl_get_max_threads(); }
+// Results independent of the arrays' memory alignment, so a resumed run repeats the same bits.
+void init() { mkl_cbwr_set(MKL_CBWR_AUTO); }
+
+}  // namespace mkl
+
+PackedB::PackedB(bool trans_b, int M, int N, int K, const float* B, int ldb, int uses)
+    : trans_b_(trans_b), M_(M), N_(N), K_(K), ldb_(ldb), B_(B) {
+  if (M == 0 || N == 0 || K == 0 || uses < 8) return;  // sgemm() handles empty and one-off products
+  packed_ = static_cast<float*>(mkl_malloc(cblas_sgemm_pack_get_size(CblasBMatrix, M, N, K), 64));
+  if (packed_ == nullptr) return;  // out of memory: fall back to unpacked products
+  cblas_sgemm_pack(CblasRowMajor, CblasBMatrix, trans_b ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, B, ldb,
+                   packed_);
+}
+
+PackedB::~PackedB() { mkl_free(packed_); }
+
+void PackedB::gemm(const float* A, int lda, float beta, float* C, int ldc) const {
+  if (packed_ == nullptr) {
+    sgemm(false, trans_b_, M_, N_, K_, 1.0f, A, lda, B_, ldb_, beta, C, ldc);
+    return;
+  }
+  cblas_sgemm_compute(CblasRowMajor, CblasNoTrans, CblasPacked, M_, N_, K_, A, lda, packed_, N_, beta, C, ldc);
+}
+
+}  // namespace ptbfast::blas
