@@ -317,9 +317,13 @@ def test_lstm_matches_reference(data):
     got = _core.lstm_backward(d_h_all, d_c_T, d_h_T, x, c0, h0, kernel, h_all, c_all, gates)
     want = ref.lstm_layer_backward(d_h_all.astype(np.float64), *(None if a is None else a.astype(np.float64)
                                                                   for a in (d_c_T, d_h_T)), cache)
+    # dx and dh0 are d_gates @ W^T: sums of 4H products that can cancel far below their terms
+    # (seen: one entry of -3.8e-4 from B = H = 1). Their terms are bounded by |d_gates| |W|, and
+    # d_gates is dbias when T = B = 1; in general max|dbias| is the closest size we get from the API.
+    terms = float(np.abs(want[4]).max(initial=0)) * float(np.abs(kernel).max(initial=0))
     for name, a, b in zip(("dx", "dc0", "dh0", "dkernel", "dbias"), got, want):
         assert a.dtype == np.float32 and a.shape == b.shape, name
-        assert max_rel_error(a, b) <= KERNEL_TOL, name
+        assert_close(a, b, KERNEL_TOL, floor=terms if name in ("dx", "dh0") else 0.0, name=name)
     ran("valid")
 
 

@@ -296,6 +296,15 @@ def test_training_lowers_perplexity_and_logs_like_tf(corpus):
     assert lines[-1] == f"Test Perplexity: {result['test_perplexity']:.3f}"
 
 
+def test_training_with_tied_weights(corpus, tmp_path):
+    trainer, result, _ = run(tiny_config(corpus, tie_weights=True), corpus, save_path=tmp_path)
+    assert "softmax_w" not in trainer.model.params
+    valid = [row["valid_perplexity"] for row in result["history"]]
+    assert valid[2] < 0.5 * valid[0]
+    lm = ptbfast.load(tmp_path / CHECKPOINT_NAME)  # the tied model loads and predicts
+    assert lm.model.tie_weights and len(lm.next_word_probs("", k=3)) == 3
+
+
 def test_learning_rate_schedule_is_tf(corpus):
     config = tiny_config(corpus, learning_rate=0.8, lr_decay=0.5, max_epoch=2, max_max_epoch=4)
     _, result, lines = run(config, corpus)
