@@ -303,13 +303,16 @@ def test_lstm_matches_reference(data):
     h_all, c_all, gates = _core.lstm_forward(x, c0, h0, kernel, bias, forget_bias)
     ref_h, (ref_c_T, _), cache = ref.lstm_layer_forward(*f64(x, c0, h0, kernel, bias), forget_bias)
     assert h_all.shape == c_all.shape == (T, B, H) and gates.shape == (T, B, 4 * H)
-    assert max_rel_error(h_all, ref_h) <= KERNEL_TOL
+    # Activations live in [-1, 1] (|c| a few units at most); a gate pre-activation that cancels to
+    # ~1e-4 (seen: In=38, B=H=1) carries float32 rounding of its O(1) terms, so these are measured
+    # against a floor of 0.1, as the model states are below.
+    assert_close(h_all, ref_h, KERNEL_TOL, floor=0.1, name="h_all")
     if T:
         ref_c_all = np.stack([step.c for step in cache.cell_caches[1:]] + [ref_c_T])
         ref_gates = np.stack([np.concatenate([s.input_gate, s.candidate, s.forget_gate, s.output_gate], axis=1)
                               for s in cache.cell_caches])
-        assert max_rel_error(c_all, ref_c_all) <= KERNEL_TOL
-        assert max_rel_error(gates, ref_gates) <= KERNEL_TOL
+        assert_close(c_all, ref_c_all, KERNEL_TOL, floor=0.1, name="c_all")
+        assert_close(gates, ref_gates, KERNEL_TOL, floor=0.1, name="gates")
 
     d_h_all = normal(rng, (T, B, H))
     d_c_T = normal(rng, (B, H)) if data.draw(st.booleans(), label="d_c_T") else None
