@@ -89,7 +89,6 @@ def test_lstm_forward_backward(benchmark, impl, config):
             ref.lstm_layer_backward(h_all, None, None, cache)
         benchmark(run)
     else:
-        import torch
         lstm, x, state = torch_lstm(a)
         x.requires_grad_(True)
 

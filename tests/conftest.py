@@ -1,8 +1,22 @@
 import os
 import sys
 
+import pytest
+
 # Tests import their shared helpers as a plain module (tests/ is not a package).
 sys.path.insert(0, os.path.dirname(__file__))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tests with one thread: tiny matrices gain nothing from threads, and an
+    OpenMP pool oversubscribed by another busy process is slow. Restores the count afterwards."""
+    import ptbfast
+
+    before = ptbfast.get_num_threads()
+    ptbfast.set_num_threads(1)
+    yield
+    ptbfast.set_num_threads(before)
 
 
 # ---- hypothesis profiles (tests/test_fuzz.py) ------------------------------------------------------

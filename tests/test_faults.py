@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-import ptbfast
 from ptbfast import checkpoint, reader
 from ptbfast.configs import get_config
 from ptbfast.train import CHECKPOINT_NAME, Trainer, TrainingError, check_memory, training_memory_bytes
@@ -11,12 +10,7 @@ from ptbfast.train import CHECKPOINT_NAME, Trainer, TrainingError, check_memory,
 from synthetic_corpus import write_corpus
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = ptbfast.get_num_threads()
-    ptbfast.set_num_threads(1)
-    yield
-    ptbfast.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

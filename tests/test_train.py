@@ -31,13 +31,7 @@ from synthetic_corpus import write_corpus
 RTOL = 1e-4  # float32 against float64 reference; any real bug is an error of order 1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The tiny matrices gain nothing from threads, and an oversubscribed OpenMP pool is slow.
-    before = ptbfast.get_num_threads()
-    ptbfast.set_num_threads(1)
-    yield
-    ptbfast.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- gradients of one batch, from ptbfast and from the float64 reference ---------------------------
