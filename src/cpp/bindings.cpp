@@ -411,6 +411,9 @@ py::dict build_info() {
 #ifdef __SSE4_1__
   isa.append("sse4.1");
 #endif
+#ifdef __SSE2__
+  isa.append("sse2");
+#endif
 #ifdef __ARM_NEON
   isa.append("neon");
 #endif
