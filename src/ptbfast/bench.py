@@ -110,11 +110,8 @@ def run_one(config, steps: int, impl: str) -> dict:
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["impl"] = impl
     result["threads"] = _threads()
-    if impl == "ptbfast":
-        result["train_gflops"] = result["train_wps"] * flops_per_word(config, True) / 1e9
-        result["eval_gflops"] = result["eval_wps"] * flops_per_word(config, False) / 1e9
-    else:
-        result["train_gflops"] = result["train_wps"] * flops_per_word(config, True) / 1e9
+    result["train_gflops"] = result["train_wps"] * flops_per_word(config, True) / 1e9
+    result["eval_gflops"] = result["eval_wps"] * flops_per_word(config, False) / 1e9
     return result
 
 
@@ -138,7 +135,7 @@ def run_table(configs, steps: int, threads: int | None, overrides: list[str]) ->
                    "--json", *extra, *overrides]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             results[impl] = json.loads(out.strip().splitlines()[-1])
-        rows.append({"config": name, "sgemm_peak_gflops": peak, **{k: v for k, v in results.items()}})
+        rows.append({"config": name, "sgemm_peak_gflops": peak, **results})
     _print_table(rows, impls)
     return rows
 
