@@ -118,12 +118,21 @@ std::vector<int64_t> targets_as_int64(const py::array& targets) {
 
 py::array_t<float> new_float_array(std::vector<py::ssize_t> shape) { return py::array_t<float>(shape); }
 
+// Ids as a typed pointer, read while the GIL is held: itemsize() touches the dtype's reference
+// count, which must not happen after gil_scoped_release.
+struct IdsView {
+  const void* data;
+  bool wide;  // int64 (else int32)
+};
+
+IdsView ids_view(const py::array& ids) { return {ids.data(), ids.itemsize() == 8}; }
+
 template <typename Fn>
-void dispatch_ids(const py::array& ids, Fn&& fn) {
-  if (ids.itemsize() == 4)
-    fn(static_cast<const int32_t*>(ids.data()));
+void dispatch_ids(IdsView ids, Fn&& fn) {
+  if (ids.wide)
+    fn(static_cast<const int64_t*>(ids.data));
   else
-    fn(static_cast<const int64_t*>(ids.data()));
+    fn(static_cast<const int32_t*>(ids.data));
 }
 
 // ---- embedding -----------------------------------------------------------------------------------
@@ -137,8 +146,9 @@ py::array embedding_forward_py(const py::array& params, const py::array& ids) {
   py::array_t<float> out(shape);
   float* o = out.mutable_data();
   const int64_t n = ids.size();
+  const IdsView view = ids_view(ids);
   py::gil_scoped_release nogil;
-  dispatch_ids(ids, [&](auto* id) { embedding_forward(o, p, id, n, H); });
+  dispatch_ids(view, [&](auto* id) { embedding_forward(o, p, id, n, H); });
   return std::move(out);
 }
 
@@ -157,9 +167,10 @@ py::tuple embedding_backward_sparse_py(const py::array& d_out, const py::array& 
   std::vector<int64_t> unique_ids;
   std::vector<float> summed;
   const int64_t n = ids.size();
+  const IdsView view = ids_view(ids);
   {
     py::gil_scoped_release nogil;
-    dispatch_ids(ids, [&](auto* id) { embedding_backward_sparse(unique_ids, summed, g, id, n, H); });
+    dispatch_ids(view, [&](auto* id) { embedding_backward_sparse(unique_ids, summed, g, id, n, H); });
   }
   const py::ssize_t U = static_cast<py::ssize_t>(unique_ids.size());
   py::array_t<int64_t> ids_out(U);
@@ -178,8 +189,9 @@ void embedding_backward_dense_py(py::array& d_params, const py::array& d_out, co
                           std::to_string(d_params.shape(1)) + ")");
   const float* g = static_cast<const float*>(d_out.data());
   const int64_t n = ids.size();
+  const IdsView view = ids_view(ids);
   py::gil_scoped_release nogil;
-  dispatch_ids(ids, [&](auto* id) { embedding_backward_dense(dp, g, id, n, H, scale); });
+  dispatch_ids(view, [&](auto* id) { embedding_backward_dense(dp, g, id, n, H, scale); });
 }
 
 void axpy_py(py::array& y, const py::array& x, float alpha) {
