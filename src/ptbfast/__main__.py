@@ -55,7 +55,7 @@ def cmd_train(args) -> int:
         raise SystemExit("--resume needs --save-path (the directory holding checkpoint.npz)")
     trainer = Trainer(config, corpus, save_path=save_path, checkpoint_every=args.checkpoint_every,
                       progress=not args.no_progress, log=lambda s: print(s, flush=True))
-    if args.resume and trainer.checkpoint_path.exists():
+    if args.resume and (trainer.checkpoint_path.exists() or checkpoint.previous_path(trainer.checkpoint_path).exists()):
         trainer.restore()
         pos = trainer.position
         print(f"Resumed from {trainer.checkpoint_path} at epoch {pos.epoch + 1}, step {pos.step}", flush=True)
@@ -233,7 +233,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, checkpoint.CheckpointError, ValueError, KeyError, MemoryError, ImportError) as e:
+    except (DataError, checkpoint.CheckpointError, ValueError, KeyError, MemoryError, ImportError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except TrainingError as e:
