@@ -195,7 +195,7 @@ void embedding_backward_dense_py(py::array& d_params, const py::array& d_out, co
 }
 
 void axpy_py(py::array& y, const py::array& x, float alpha) {
-  std::vector<py::ssize_t> dims(y.ndim() >= 0 ? y.ndim() : 0, -1);
+  std::vector<py::ssize_t> dims(y.ndim(), -1);
   float* yo = float_output(y, "y", dims);
   const float* xi = float_input(x, "x", std::vector<py::ssize_t>(y.shape(), y.shape() + y.ndim()));
   const int64_t n = y.size();

@@ -89,7 +89,7 @@ class LSTMLanguageModel:
         """Top-layer LSTM outputs for ids ``x`` [B, T]: ``(outputs [B, T, H], new_state)``.
 
         The softmax input of every position, for inference: ``outputs @ softmax_w + softmax_b``
-        are the logits of the next word.
+        (``embedding.T`` in place of ``softmax_w`` with tied weights) are the next word's logits.
         """
         ids, _, batch, steps = self._check_batch(x, x)
         state = self._check_state(state, batch)
