@@ -17,6 +17,9 @@ TOL = 1e-5
 SHAPES = [  # (T, B, In, H): SIMD tails, size 1, empty, In != H
     (1, 1, 1, 1), (3, 2, 5, 5), (4, 3, 17, 17), (2, 5, 16, 33), (5, 1, 7, 3),
     (0, 2, 4, 4), (3, 0, 4, 4), (6, 20, 40, 24),
+    # Large enough (B*H*4H >= 2^16) for the threaded time loop (with 2+ threads): units split
+    # 16 + 1; one thread with no units at all; batch 1 (TF's test pass); T < 8 runs unpacked.
+    (9, 64, 10, 17), (8, 300, 3, 9), (10, 1, 200, 200), (3, 64, 5, 17),
 ]
 
 

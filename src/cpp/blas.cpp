@@ -79,6 +79,10 @@ void init() {
 }
 
 #if !defined(PTBFAST_BLAS_MKL)  // without MKL nothing is packed: PackedB is a plain product
+bool callable_in_parallel_region() { return false; }
+ThisThreadOnly::ThisThreadOnly() = default;
+ThisThreadOnly::~ThisThreadOnly() = default;
+
 PackedB::PackedB(bool trans_b, int M, int N, int K, const float* B, int ldb, int /*uses*/)
     : trans_b_(trans_b), M_(M), N_(N), K_(K), ldb_(ldb), B_(B) {}
 PackedB::~PackedB() = default;

@@ -17,11 +17,13 @@ void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const f
 class PackedB {
  public:
   // `uses`: how many products will follow; packing costs about 6 products, so fewer are run unpacked.
+  // Never throws: without memory to pack, products run unpacked.
   PackedB(bool trans_b, int M, int N, int K, const float* B, int ldb, int uses);
   ~PackedB();
   PackedB(const PackedB&) = delete;
   PackedB& operator=(const PackedB&) = delete;
-  // C[M, N] = A[M, K] @ op(B) + beta * C
+  // C[M, N] = A[M, K] @ op(B) + beta * C. With MKL it never goes to OpenBLAS, so it may run inside
+  // our parallel regions (see callable_in_parallel_region).
   void gemm(const float* A, int lda, float beta, float* C, int ldc) const;
 
  private:
@@ -29,6 +31,23 @@ class PackedB {
   int M_, N_, K_, ldb_;
   const float* B_;
   float* packed_ = nullptr;
+};
+
+// True when PackedB may be used inside our OpenMP parallel regions, each thread running its own
+// products on itself (MKL, under a ThisThreadOnly scope). OpenBLAS may not: it hung there.
+bool callable_in_parallel_region();
+
+// For its lifetime, BLAS calls made by this thread run on this thread only (MKL's
+// mkl_set_num_threads_local(1)); without MKL it does nothing.
+class ThisThreadOnly {
+ public:
+  ThisThreadOnly();
+  ~ThisThreadOnly();
+  ThisThreadOnly(const ThisThreadOnly&) = delete;
+  ThisThreadOnly& operator=(const ThisThreadOnly&) = delete;
+
+ private:
+  int previous_ = 0;
 };
 
 const char* backend_name();                   // the main library: "mkl" or "openblas"

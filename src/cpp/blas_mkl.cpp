@@ -33,10 +33,20 @@ PackedB::~PackedB() { mkl_free(packed_); }
 
 void PackedB::gemm(const float* A, int lda, float beta, float* C, int ldc) const {
   if (packed_ == nullptr) {
-    sgemm(false, trans_b_, M_, N_, K_, 1.0f, A, lda, B_, ldb_, beta, C, ldc);
+    // Straight to MKL, never to OpenBLAS (this may run inside our parallel regions); empty
+    // products go through blas::sgemm, which handles them without calling any library.
+    if (M_ == 0 || N_ == 0 || K_ == 0)
+      sgemm(false, trans_b_, M_, N_, K_, 1.0f, A, lda, B_, ldb_, beta, C, ldc);
+    else
+      mkl::sgemm(false, trans_b_, M_, N_, K_, 1.0f, A, lda, B_, ldb_, beta, C, ldc);
     return;
   }
   cblas_sgemm_compute(CblasRowMajor, CblasNoTrans, CblasPacked, M_, N_, K_, A, lda, packed_, N_, beta, C, ldc);
 }
+
+bool callable_in_parallel_region() { return true; }
+
+ThisThreadOnly::ThisThreadOnly() : previous_(mkl_set_num_threads_local(1)) {}
+ThisThreadOnly::~ThisThreadOnly() { mkl_set_num_threads_local(previous_); }
 
 }  // namespace ptbfast::blas

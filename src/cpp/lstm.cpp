@@ -2,7 +2,13 @@
 //
 // Both directions do their big products as single GEMMs over all T*B rows (the input projection
 // forward; the weight gradients and dx backward) and keep only the recurrent product h_{t-1} @ Wh
-// (B x H x 4H) inside the time loop. The element-wise gate math of a step is one fused SIMD pass.
+// (B x H x 4H) inside the time loop. That loop runs in one parallel region: each thread owns a
+// slice of the hidden units, keeps its part of Wh packed for all T steps, computes its units' gate
+// pre-activations and their fused SIMD gate math, and waits at one barrier per step. (One BLAS
+// call over all threads per step, then a parallel gate pass, cost two fork/joins per step and
+// left the threads idle at each.)
+#include <omp.h>
+
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -13,9 +19,42 @@
 
 namespace ptbfast {
 
-// Rows at or above this many elements per step are split across OpenMP threads; below it the
-// fork/join costs more than the work.
-static constexpr long kParallelElements = 4096;
+// Below this many multiply-adds per recurrent product, one step is a few microseconds and the
+// per-step barrier would cost more than splitting the step saves.
+static constexpr long kParallelMacs = 1L << 16;
+
+// Threads for the time loop. Without MKL it runs on one thread and the BLAS threads each product.
+static int time_loop_threads(int B, int H) {
+  const long macs = static_cast<long>(B) * H * 4 * H;
+  if (!blas::callable_in_parallel_region() || macs < kParallelMacs) return 1;
+  return omp_get_max_threads();
+}
+
+// Hidden units [k0, k1) of thread `part` of `parts`, in whole 16-float vectors (one AVX-512
+// register, one cache line) so that threads write different lines of h and c.
+struct UnitRange {
+  int k0, k1;
+  int size() const { return k1 - k0; }
+};
+static UnitRange units_of(int part, int parts, int H) {
+  const long vectors = (H + 15) / 16;
+  return {std::min(H, static_cast<int>(vectors * part / parts) * 16),
+          std::min(H, static_cast<int>(vectors * (part + 1) / parts) * 16)};
+}
+
+// Runs loop(part, parts) on the time loop's threads, BLAS calls inside each on its own thread.
+template <typename Loop>
+static void run_time_loop(int threads, const Loop& loop) {
+  if (threads == 1) {  // no region: the BLAS may thread each product itself
+    loop(0, 1);
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    const blas::ThisThreadOnly own_thread;
+    loop(omp_get_thread_num(), omp_get_num_threads());
+  }
+}
 
 void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, const float* c0, const float* h0,
                   const float* kernel, const float* bias, float forget_bias, int T, int B, int In, int H) {
@@ -27,42 +66,57 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   // Input projection of every step at once: gates = x @ Wx + bias.
   for (long r = 0; r < rows; ++r) std::memcpy(gates + r * G, bias, sizeof(float) * G);
   blas::sgemm(false, false, static_cast<int>(rows), G, In, 1.0f, x, In, w_input, G, 1.0f, gates, G);
+  if (rows == 0) return;
 
-  // The recurrent weight is the same for all T products: prepared (packed) once.
-  const blas::PackedB recurrent(false, B, G, H, w_hidden, G, T);
-  for (int t = 0; t < T; ++t) {
-    const float* h_prev = t == 0 ? h0 : h_all + static_cast<long>(t - 1) * B * H;
-    const float* c_prev = t == 0 ? c0 : c_all + static_cast<long>(t - 1) * B * H;
-    float* g = gates + static_cast<long>(t) * B * G;
-    float* c_out = c_all + static_cast<long>(t) * B * H;
-    float* h_out = h_all + static_cast<long>(t) * B * H;
-    recurrent.gemm(h_prev, H, 1.0f, g, G);
+  // Scratch of all threads, allocated here (an exception must not leave a parallel region):
+  // the thread of units [k0, k1), n = k1 - k0, uses w_own [H, 4n] from offset H*4*k0 and
+  // rec [B, 4n] from B*4*k0.
+  std::vector<float> w_own(static_cast<size_t>(H) * G), rec_all(static_cast<size_t>(B) * G);
+  run_time_loop(time_loop_threads(B, H), [&](int part, int parts) {
+    const UnitRange u = units_of(part, parts, H);
+    const int n = u.size();
+    // This thread's columns of Wh, gates i, j, f, o side by side: [H, 4n], packed once for T steps.
+    float* w = w_own.data() + static_cast<long>(H) * 4 * u.k0;
+    for (int r = 0; r < H; ++r)
+      for (int q = 0; q < 4; ++q)
+        std::copy_n(w_hidden + static_cast<long>(r) * G + q * H + u.k0, n, w + static_cast<long>(r) * 4 * n + q * n);
+    const blas::PackedB recurrent(false, B, 4 * n, H, w, 4 * n, T);
+    float* rec = rec_all.data() + static_cast<long>(B) * 4 * u.k0;
 
-#pragma omp parallel for schedule(static) if (static_cast<long>(B) * H >= kParallelElements)
-    for (int b = 0; b < B; ++b) {
-      float* gi = g + static_cast<long>(b) * G;
-      float* gj = gi + H;
-      float* gf = gj + H;
-      float* go = gf + H;
-      const float* cp = c_prev + static_cast<long>(b) * H;
-      float* cn = c_out + static_cast<long>(b) * H;
-      float* hn = h_out + static_cast<long>(b) * H;
+    for (int t = 0; t < T; ++t) {
+      const float* h_prev = t == 0 ? h0 : h_all + static_cast<long>(t - 1) * B * H;
+      const float* c_prev = t == 0 ? c0 : c_all + static_cast<long>(t - 1) * B * H;
+      recurrent.gemm(h_prev, H, 0.0f, rec, 4 * n);  // rec [B, 4n] = h_{t-1} @ own columns of Wh
+      for (int b = 0; b < B; ++b) {
+        float* gi = gates + (static_cast<long>(t) * B + b) * G;  // x @ Wx + bias, all units
+        float* gj = gi + H;
+        float* gf = gj + H;
+        float* go = gf + H;
+        const float* ri = rec + static_cast<long>(b) * 4 * n - u.k0;  // indexed by unit k like gi
+        const float* rj = ri + n;
+        const float* rf = rj + n;
+        const float* ro = rf + n;
+        const long off = static_cast<long>(b) * H;
+        float* cn = c_all + static_cast<long>(t) * B * H + off;
+        float* hn = h_all + static_cast<long>(t) * B * H + off;
 #pragma omp simd
-      for (int k = 0; k < H; ++k) {
-        const float i = sigmoid_approx(gi[k]);
-        const float j = tanh_approx(gj[k]);
-        const float f = sigmoid_approx(gf[k] + forget_bias);
-        const float o = sigmoid_approx(go[k]);
-        const float c = cp[k] * f + i * j;
-        cn[k] = c;
-        hn[k] = tanh_approx(c) * o;
-        gi[k] = i;
-        gj[k] = j;
-        gf[k] = f;
-        go[k] = o;
+        for (int k = u.k0; k < u.k1; ++k) {
+          const float i = sigmoid_approx(gi[k] + ri[k]);
+          const float j = tanh_approx(gj[k] + rj[k]);
+          const float f = sigmoid_approx(gf[k] + rf[k] + forget_bias);
+          const float o = sigmoid_approx(go[k] + ro[k]);
+          const float c = c_prev[off + k] * f + i * j;
+          cn[k] = c;
+          hn[k] = tanh_approx(c) * o;
+          gi[k] = i;
+          gj[k] = j;
+          gf[k] = f;
+          go[k] = o;
+        }
       }
+#pragma omp barrier  // step t+1 multiplies all of h_t
     }
-  }
+  });
 }
 
 void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbias, const float* d_h_all,
@@ -83,41 +137,45 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
   if (d_c_T) std::copy_n(d_c_T, state, dc.data());
   if (d_h_T) std::copy_n(d_h_T, state, dh.data());
 
-  const blas::PackedB recurrent_transposed(true, B, H, G, w_hidden, G, T);  // Wh^T, packed once
-  for (int t = T - 1; t >= 0; --t) {
-    const float* c_prev = t == 0 ? c0 : c_all + static_cast<long>(t - 1) * state;
-    const float* c_t = c_all + static_cast<long>(t) * state;
-    const float* g = gates + static_cast<long>(t) * B * G;
-    const float* dh_out = d_h_all + static_cast<long>(t) * state;
-    float* dg = d_gates.data() + static_cast<long>(t) * B * G;
-
-#pragma omp parallel for schedule(static) if (state >= kParallelElements)
-    for (int b = 0; b < B; ++b) {
-      const float* gi = g + static_cast<long>(b) * G;
-      const float* gj = gi + H;
-      const float* gf = gj + H;
-      const float* go = gf + H;
-      float* dgi = dg + static_cast<long>(b) * G;
-      float* dgj = dgi + H;
-      float* dgf = dgj + H;
-      float* dgo = dgf + H;
-      const long off = static_cast<long>(b) * H;
+  if (rows > 0) run_time_loop(time_loop_threads(B, H), [&](int part, int parts) {
+    const UnitRange own = units_of(part, parts, H);
+    // dh of this thread's units = d_gates_t [B, 4H] @ (rows k0..k1 of Wh)^T, packed once.
+    const blas::PackedB recurrent_transposed(true, B, own.size(), G, w_hidden + static_cast<long>(own.k0) * G, G, T);
+    for (int t = T - 1; t >= 0; --t) {
+      const float* c_prev = t == 0 ? c0 : c_all + static_cast<long>(t - 1) * state;
+      const float* c_t = c_all + static_cast<long>(t) * state;
+      const float* g = gates + static_cast<long>(t) * B * G;
+      const float* dh_out = d_h_all + static_cast<long>(t) * state;
+      float* dg = d_gates.data() + static_cast<long>(t) * B * G;
+      for (int b = 0; b < B; ++b) {
+        const float* gi = g + static_cast<long>(b) * G;
+        const float* gj = gi + H;
+        const float* gf = gj + H;
+        const float* go = gf + H;
+        float* dgi = dg + static_cast<long>(b) * G;
+        float* dgj = dgi + H;
+        float* dgf = dgj + H;
+        float* dgo = dgf + H;
+        const long off = static_cast<long>(b) * H;
 #pragma omp simd
-      for (int k = 0; k < H; ++k) {
-        const float i = gi[k], j = gj[k], f = gf[k], o = go[k];
-        const float tanh_c = tanh_approx(c_t[off + k]);
-        const float d_h = dh_out[off + k] + dh[off + k];
-        const float d_c = dc[off + k] + d_h * o * (1.0f - tanh_c * tanh_c);
-        dgi[k] = d_c * j * i * (1.0f - i);
-        dgj[k] = d_c * i * (1.0f - j * j);
-        dgf[k] = d_c * c_prev[off + k] * f * (1.0f - f);
-        dgo[k] = d_h * tanh_c * o * (1.0f - o);
-        dc[off + k] = d_c * f;
+        for (int k = own.k0; k < own.k1; ++k) {
+          const float i = gi[k], j = gj[k], f = gf[k], o = go[k];
+          const float tanh_c = tanh_approx(c_t[off + k]);
+          const float d_h = dh_out[off + k] + dh[off + k];
+          const float d_c = dc[off + k] + d_h * o * (1.0f - tanh_c * tanh_c);
+          dgi[k] = d_c * j * i * (1.0f - i);
+          dgj[k] = d_c * i * (1.0f - j * j);
+          dgf[k] = d_c * c_prev[off + k] * f * (1.0f - f);
+          dgo[k] = d_h * tanh_c * o * (1.0f - o);
+          dc[off + k] = d_c * f;
+        }
       }
+#pragma omp barrier  // the products below read every unit's d_gates_t
+      // Gradient into h_{t-1} of this thread's units; step t-1 reads only these columns of dh
+      // (and writes d_gates_{t-1}), so no second barrier is needed.
+      recurrent_transposed.gemm(dg, G, 0.0f, dh.data() + own.k0, H);
     }
-    // Gradient into h_{t-1}: d_gates_t @ Wh^T.
-    recurrent_transposed.gemm(dg, G, 0.0f, dh.data(), H);
-  }
+  });
   std::copy_n(dc.data(), state, dc0);
   std::copy_n(dh.data(), state, dh0);
   if (T == 0) {  // no step: no gradient for the weights
