@@ -234,3 +234,28 @@ def test_failed_load_closes_the_file(saved):
     saved.write_bytes(saved.read_bytes()[:100])  # truncated: still starts with the zip signature
     _, leaked = load_error(saved)
     assert leaked == []
+
+
+@pytest.mark.parametrize("names", [["state/x/c", "state/x/h"], ["state/0/c"], ["state/0/h", "state/1/c", "state/1/h"]])
+def test_malformed_state_members(tmp_path, names):
+    params, meta, _ = sample()
+    arrays = {f"param/{k}": v for k, v in params.items()}
+    arrays.update({name: np.zeros((4, 16), np.float32) for name in names})
+    arrays["meta"] = np.frombuffer(json.dumps(dict(meta, format=FORMAT)).encode(), np.uint8)
+    path = tmp_path / "c.npz"
+    np.savez(path, **arrays)
+    assert_fails(path, "malformed LSTM state")
+
+
+def test_check_params_names_every_problem():
+    params, _, _ = sample()
+    expected = {k: v.copy() for k, v in params.items()}
+    checkpoint.check_params(params, expected, "c.npz")  # a perfect fit passes
+    broken = dict(params, extra=np.zeros(3, np.float32), softmax_w=np.zeros((16, 41), np.float32),
+                  softmax_b=np.array([np.nan] * 4, np.float32), embedding=np.zeros((40, 16), np.int32))
+    del broken["lstm_0/bias"]
+    with pytest.raises(CheckpointError) as err:
+        checkpoint.check_params(broken, expected, "c.npz")
+    for fragment in ("missing lstm_0/bias", "unexpected extra", "softmax_w has shape (16, 41)",
+                     "softmax_b holds NaN", "embedding holds int32"):
+        assert fragment in str(err.value)

@@ -77,6 +77,24 @@ def test_eval_reproduces_the_trained_perplexities(trained, data_dir):
     assert results["valid"]["perplexity"] == metrics[-2]["valid_perplexity"]
 
 
+def test_a_new_run_does_not_mix_with_an_old_one(trained, data_dir, tmp_path):
+    save, _ = trained
+    done = ptbfast("train", "--data-path", data_dir, "--save-path", save, *TINY, cwd=save)
+    assert done.returncode != 0 and "already holds a run" in done.stderr and "--overwrite" in done.stderr
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"epoch": 7}\n')
+    done = ptbfast("train", "--data-path", data_dir, "--save-path", run, *TINY, "--overwrite", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("epoch") for r in rows] == [1, 2, None]
+
+
+def test_max_epochs_and_max_max_epoch_must_agree(data_dir, tmp_path):
+    done = ptbfast("train", "--data-path", data_dir, *TINY, "--max-max-epoch", "3", cwd=tmp_path)
+    assert done.returncode == 2 and "same setting" in done.stderr
+
+
 def test_eval_of_a_corrupt_checkpoint_is_a_clean_error(tmp_path, data_dir):
     bad = tmp_path / "checkpoint.npz"
     bad.write_bytes(b"PK\x03\x04" + b"\x00" * 50)

@@ -694,7 +694,7 @@ def test_model_rejects_bad_input(data):
     masks = None
     kind = data.draw(st.sampled_from(["ids dtype", "ids range", "ids shape", "ids python", "empty batch",
                                       "state count", "state shape", "state dtype", "state python", "state pair",
-                                      "masks count", "masks shape", "masks strings", "nan state",
+                                      "masks count", "masks shape", "masks dtype", "nan state",
                                       "nan mask", "nan param"]), label="corruption")
     which = data.draw(st.sampled_from(["x", "y"]), label="which ids")
     ids = {"x": x, "y": y}
@@ -730,8 +730,9 @@ def test_model_rejects_bad_input(data):
         masks, exc = [np.ones((T, B, H), np.float32)] * data.draw(st.sampled_from([0, 1, L, L + 2])), ValueError
     elif kind == "masks shape":
         masks, exc = [np.ones((T, B, H), np.float32)] * L + [np.ones((B, T, H + 1), np.float32)], ValueError
-    elif kind == "masks strings":
-        masks, exc = [np.full((T, B, H), "a")] * (L + 1), ValueError
+    elif kind == "masks dtype":  # the float32 policy: strings, float64 and bool masks are TypeErrors
+        dtype = data.draw(st.sampled_from(["U1", "float64", "bool"]), label="mask dtype")
+        masks, exc = [np.ones((T, B, H), np.float32)] * L + [np.ones((T, B, H), dtype)], TypeError
     elif kind == "nan state":  # a non-finite loss is a FloatingPointError that names the cause
         c, h = state[0]
         c = c.copy()

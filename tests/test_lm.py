@@ -116,6 +116,31 @@ def test_load_from_checkpoint(tmp_path, lm):
     assert loaded.next_word_probs("the a", k=3) == lm.next_word_probs("the a", k=3)
 
 
+def test_load_fills_missing_config_fields_and_warns_on_unknown_ones(tmp_path, lm):
+    meta = {"config": {"vocab_size": len(WORDS), "hidden_size": 6, "num_layers": 2, "from_the_future": 1},
+            "vocabulary": WORDS}
+    path = checkpoint.save(tmp_path / "c.npz", lm.model.params, meta)
+    with pytest.warns(UserWarning, match="from_the_future"):
+        loaded = ptbfast.load(path)
+    assert loaded.config.num_steps == 20 and loaded.config.forget_bias == 0.0  # defaults
+
+
+@pytest.mark.parametrize("break_it, message", [
+    (lambda p, m: p.pop("lstm_1/kernel"), "missing lstm_1/kernel"),
+    (lambda p, m: p.update(softmax_b=np.zeros(3, np.float32)), "softmax_b has shape"),
+    (lambda p, m: m.pop("config"), "no usable config"),
+    (lambda p, m: m.pop("vocabulary"), "no usable config and vocabulary"),
+    (lambda p, m: m["config"].update(hidden_size="six"), "no usable config"),
+])
+def test_load_rejects_incomplete_checkpoints(tmp_path, lm, break_it, message):
+    params = dict(lm.model.params)
+    meta = {"config": {"vocab_size": len(WORDS), "hidden_size": 6, "num_layers": 2}, "vocabulary": WORDS}
+    break_it(params, meta)
+    path = checkpoint.save(tmp_path / "c.npz", params, meta)
+    with pytest.raises(checkpoint.CheckpointError, match=message):
+        ptbfast.load(path)
+
+
 @pytest.mark.skipif(not HAS_MATPLOTLIB, reason="plots need matplotlib (pip install 'ptbfast[plot]')")
 def test_plots_are_written(lm, tmp_path):
     from ptbfast.plots import plot_embeddings, plot_training_curves

@@ -431,12 +431,38 @@ def test_restore_refuses_another_config_or_vocabulary(corpus, tmp_path):
     trainer = Trainer(tiny_config(corpus), corpus, save_path=tmp_path, log=lambda s: None, progress=False)
     trainer.save()
     other = Trainer(tiny_config(corpus, hidden_size=9, keep_prob=0.5), corpus, save_path=tmp_path)
-    with pytest.raises(checkpoint.CheckpointError, match="config differs in hidden_size, keep_prob"):
+    with pytest.raises(checkpoint.CheckpointError, match=r"config differs in hidden_size \(8 there, 9 here\), keep_prob \(1.0 there, 0.5 here\)"):
         other.restore()
     renamed = reader.Corpus(corpus.train, corpus.valid, corpus.test, {}, ["x"] + corpus.id_to_word[1:],
                             corpus.paths)
     with pytest.raises(checkpoint.CheckpointError, match="vocabulary differs"):
         Trainer(tiny_config(corpus), renamed, save_path=tmp_path).restore()
+
+
+def test_restore_refuses_missing_parameters_and_a_misfit_state(corpus, tmp_path):
+    trainer = Trainer(tiny_config(corpus), corpus, save_path=tmp_path, log=lambda s: None, progress=False)
+    path = trainer.save()
+    params, meta, state = checkpoint.load(path)
+    del params["softmax_b"]
+    checkpoint.save(path, params, meta, state)
+    checkpoint.previous_path(path).unlink()
+    with pytest.raises(checkpoint.CheckpointError, match="missing softmax_b"):
+        Trainer(tiny_config(corpus), corpus, save_path=tmp_path).restore()
+    params, meta, _ = checkpoint.load(path)
+    params["softmax_b"] = trainer.model.params["softmax_b"]
+    checkpoint.save(path, params, meta, [(np.zeros((3, 8), np.float32), np.zeros((3, 8), np.float32))] * 2)
+    checkpoint.previous_path(path).unlink()
+    with pytest.raises(checkpoint.CheckpointError, match="LSTM state that does not fit"):
+        Trainer(tiny_config(corpus), corpus, save_path=tmp_path).restore()
+
+
+def test_a_fresh_run_starts_a_new_metrics_log(corpus, tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 99}\n')
+    trainer = Trainer(tiny_config(corpus, max_max_epoch=1), corpus, save_path=tmp_path, log=lambda s: None,
+                      progress=False)
+    trainer.train()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("epoch") for r in rows] == [1, None]  # epoch 1, then the test line; no epoch 99
 
 
 # ---- NaN and divergence --------------------------------------------------------------------------

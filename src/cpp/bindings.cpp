@@ -452,7 +452,8 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("build_info", &build_info, "Compiler, ISA flags, BLAS backend and thread counts of this build.");
   m.def("set_num_threads", &set_num_threads, py::arg("n"),
-        "Threads for OpenMP kernels and BLAS in the calling thread.");
+        "Threads for ptbfast's kernels: OpenMP regions started from the calling thread (other "
+        "Python threads keep their own count) and the BLAS libraries (process-wide).");
   m.def("get_num_threads", []() { return omp_get_max_threads(); });
 
   m.def("embedding_forward", &embedding_forward_py, py::arg("params"), py::arg("ids"),

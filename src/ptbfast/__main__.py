@@ -15,6 +15,18 @@ from ptbfast.reader import DataError, load_corpus
 from ptbfast.train import TrainingError
 
 
+# Help for the config fields whose TF names do not say enough.
+_FIELD_HELP = {
+    "max_epoch": "epochs at the initial learning rate before it decays (TF max_epoch; not the total)",
+    "max_max_epoch": "epochs in all (TF max_max_epoch; the same as --max-epochs)",
+    "keep_prob": "dropout keep probability (1.0: no dropout)",
+    "grad_norm": "clipping norm of the embedding gradient: indexed_slices (TF) or dense",
+    "nonfinite": "a batch with a NaN/Inf loss or gradient: stop (default) or skip it",
+    "eval_batch_size": "batch size of the final test pass (TF: 1)",
+    "eval_num_steps": "steps of the final test pass (TF: 1)",
+}
+
+
 def _add_config_overrides(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("config overrides (default: the chosen config's value)")
     for f in dataclasses.fields(Config):
@@ -22,15 +34,18 @@ def _add_config_overrides(parser: argparse.ArgumentParser) -> None:
             continue
         flag = f"--{f.name.replace('_', '-')}"
         if isinstance(f.default, bool):
-            group.add_argument(flag, dest=f"cfg_{f.name}", action=argparse.BooleanOptionalAction, default=None)
+            group.add_argument(flag, dest=f"cfg_{f.name}", action=argparse.BooleanOptionalAction, default=None,
+                               help=_FIELD_HELP.get(f.name))
         else:
             group.add_argument(flag, dest=f"cfg_{f.name}", type=type(f.default), default=None,
-                               metavar=type(f.default).__name__.upper())
+                               metavar=type(f.default).__name__.upper(), help=_FIELD_HELP.get(f.name))
 
 
 def _config_from_args(args) -> Config:
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
     if args.max_epochs is not None:
+        if overrides.get("max_max_epoch", args.max_epochs) != args.max_epochs:
+            raise ValueError("--max-epochs and --max-max-epoch are the same setting; give one")
         overrides["max_max_epoch"] = args.max_epochs
     if args.seed is not None:
         overrides["seed"] = args.seed
@@ -53,6 +68,8 @@ def cmd_train(args) -> int:
     save_path = Path(args.save_path) if args.save_path else None
     if args.resume and not save_path:
         raise SystemExit("--resume needs --save-path (the directory holding checkpoint.npz)")
+    if save_path and not args.resume:
+        _check_fresh_save_path(save_path, args.overwrite)
     trainer = Trainer(config, corpus, save_path=save_path, checkpoint_every=args.checkpoint_every,
                       progress=not args.no_progress, log=lambda s: print(s, flush=True))
     if args.resume and (trainer.checkpoint_path.exists() or checkpoint.previous_path(trainer.checkpoint_path).exists()):
@@ -65,20 +82,32 @@ def cmd_train(args) -> int:
     return 128 + result["signal"] if result.get("stopped") else 0  # the shell's code for death by signal
 
 
+def _check_fresh_save_path(save_path: Path, overwrite: bool) -> None:
+    """A new run must not silently mix with an old one in the same directory."""
+    from ptbfast.train import CHECKPOINT_NAME, METRICS_NAME
+
+    ckpt = save_path / CHECKPOINT_NAME
+    old = [p for p in (ckpt, checkpoint.previous_path(ckpt), save_path / METRICS_NAME) if p.exists()]
+    if not old:
+        return
+    if not overwrite:
+        raise SystemExit(f"{save_path} already holds a run ({', '.join(p.name for p in old)}): pass --resume to "
+                         "continue it, --overwrite to replace it, or another --save-path")
+    for p in old:
+        p.unlink()
+
+
 def cmd_eval(args) -> int:
-    from ptbfast.model import LSTMLanguageModel
+    from ptbfast.lm import LanguageModel
     from ptbfast.train import evaluate
 
     _set_threads(args.threads)
-    params, meta, _ = checkpoint.load(args.checkpoint)
-    config = Config(**meta["config"])
+    lm = LanguageModel.load(args.checkpoint)
+    config, model = lm.config, lm.model
     data_dir = datasets.ptb(args.data_path)
     corpus = load_corpus(data_dir)
-    if corpus.id_to_word != meta["vocabulary"]:
+    if corpus.id_to_word != lm.id_to_word:
         raise SystemExit(f"the vocabulary of {data_dir} differs from the checkpoint's")
-    model = LSTMLanguageModel(config.vocab_size, config.hidden_size, config.num_layers, config.forget_bias,
-                              tie_weights=config.tie_weights)
-    model.params = {k: v.copy() for k, v in params.items()}
     results = {}
     for split, batch, steps in (("valid", config.batch_size, config.num_steps),
                                 ("test", config.eval_batch_size, config.eval_num_steps)):
@@ -169,10 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", choices=sorted(CONFIGS), default="small")
     train.add_argument("--data-path", help="directory with ptb.{train,valid,test}.txt (default: $PTBFAST_DATA)")
     train.add_argument("--save-path", help="directory for checkpoint.npz and metrics.jsonl")
-    train.add_argument("--max-epochs", type=int, help="number of epochs (config max_max_epoch)")
+    train.add_argument("--max-epochs", type=int, help="epochs in all (config max_max_epoch)")
     train.add_argument("--seed", type=int)
     train.add_argument("--threads", type=int, help="OpenMP and BLAS threads")
     train.add_argument("--resume", action="store_true", help="continue from SAVE_PATH/checkpoint.npz")
+    train.add_argument("--overwrite", action="store_true",
+                       help="start afresh even if SAVE_PATH holds a run (its checkpoint and log are deleted)")
     train.add_argument("--checkpoint-every", type=int, default=200, metavar="STEPS",
                        help="also checkpoint every STEPS batches within an epoch (0: only at epoch ends)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -230,15 +261,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from ptbfast.bench import BenchError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, checkpoint.CheckpointError, ValueError, KeyError, MemoryError, ImportError, OSError) as e:
+    except (DataError, checkpoint.CheckpointError, ValueError, KeyError, MemoryError, ImportError, OSError,
+            BenchError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except TrainingError as e:
         print(f"training stopped: {e}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:  # outside training (which checkpoints and stops by itself): no traceback
+        print("interrupted", file=sys.stderr)
+        return 128 + 2
 
 
 if __name__ == "__main__":

@@ -17,6 +17,10 @@ import time
 import numpy as np
 
 
+class BenchError(RuntimeError):
+    """A measuring subprocess failed; the message carries its stderr."""
+
+
 def flops_per_word(config, train: bool = True) -> float:
     """Matrix-product FLOPs per word: LSTM gates (2·2H·4H per layer) and output (2·H·V), forward;
     training adds the backward's two products per forward one (3x)."""
@@ -48,7 +52,8 @@ def measure_ptbfast(config, steps: int) -> dict:
 
     rng = np.random.default_rng(0)
     B, T, V = config.batch_size, config.num_steps, config.vocab_size
-    model = LSTMLanguageModel(V, config.hidden_size, config.num_layers, config.forget_bias, config.init_scale)
+    model = LSTMLanguageModel(V, config.hidden_size, config.num_layers, config.forget_bias, config.init_scale,
+                              tie_weights=config.tie_weights)
     x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
     box = {"state": model.initial_state(B)}
     mask_shape = (T, B, config.hidden_size)
@@ -56,7 +61,7 @@ def measure_ptbfast(config, steps: int) -> dict:
     def train_step():
         masks = dropout_masks(rng, config.num_layers + 1, mask_shape, config.keep_prob)
         _, grads, box["state"] = model.loss_and_sparse_grads(x, y, box["state"], masks)
-        apply_sgd(model.params, grads, 0.1, config.max_grad_norm)
+        apply_sgd(model.params, grads, 0.1, config.max_grad_norm, config.grad_norm)
 
     def eval_step():
         _, box["state"] = model.loss(x, y, box["state"])
@@ -133,8 +138,11 @@ def run_table(configs, steps: int, threads: int | None, overrides: list[str]) ->
         for impl in impls:
             cmd = [sys.executable, "-m", "ptbfast", "bench", "--config", name, "--steps", str(steps), "--impl", impl,
                    "--json", *extra, *overrides]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            results[impl] = json.loads(out.strip().splitlines()[-1])
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise BenchError(f"measuring {name} with {impl} failed (exit {done.returncode}):\n"
+                                   + done.stderr.strip()[-2000:])
+            results[impl] = json.loads(done.stdout.strip().splitlines()[-1])
         rows.append({"config": name, "sgemm_peak_gflops": peak, **results})
     _print_table(rows, impls)
     return rows

@@ -104,6 +104,30 @@ def load(path):
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise CheckpointError(f"{path} is not a {FORMAT} file (format: {found!r})")
     params = {name[len("param/"):]: a for name, a in arrays.items() if name.startswith("param/")}
-    layers = sorted({int(name.split("/")[1]) for name in arrays if name.startswith("state/")})
-    state = [(arrays[f"state/{layer}/c"], arrays[f"state/{layer}/h"]) for layer in layers] or None
+    try:
+        layers = sorted({int(name.split("/")[1]) for name in arrays if name.startswith("state/")})
+        state = [(arrays[f"state/{layer}/c"], arrays[f"state/{layer}/h"]) for layer in layers] or None
+    except (ValueError, IndexError, KeyError) as e:
+        raise CheckpointError(f"checkpoint {path} has a malformed LSTM state ({type(e).__name__}: {e})") from None
     return params, meta, state
+
+
+def check_params(params: dict, expected: dict, path) -> None:
+    """:class:`CheckpointError` unless ``params`` has exactly the names and shapes of ``expected``
+    (a freshly built model's parameters) and only finite floating-point values."""
+    problems = []
+    missing, extra = sorted(set(expected) - set(params)), sorted(set(params) - set(expected))
+    if missing:
+        problems.append(f"missing {', '.join(missing)}")
+    if extra:
+        problems.append(f"unexpected {', '.join(extra)}")
+    for name in sorted(set(params) & set(expected)):
+        value = params[name]
+        if value.shape != expected[name].shape:
+            problems.append(f"{name} has shape {value.shape}, the model {expected[name].shape}")
+        elif value.dtype.kind != "f":
+            problems.append(f"{name} holds {value.dtype}, not floats")
+        elif not np.isfinite(value).all():
+            problems.append(f"{name} holds NaN or Inf")
+    if problems:
+        raise CheckpointError(f"checkpoint {path} does not fit the model: {'; '.join(problems)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 
 
@@ -60,6 +61,19 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Config":
+        """The config saved in a checkpoint: fields it lacks (it predates them) take their defaults;
+        fields this version does not know are ignored with a warning."""
+        if not isinstance(values, dict):
+            raise ValueError(f"a config must be a dict of fields, got {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            warnings.warn(f"ignoring config fields this version of ptbfast does not know: {', '.join(unknown)}",
+                          stacklevel=2)
+        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 CONFIGS = {

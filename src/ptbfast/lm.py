@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ptbfast import checkpoint
+from ptbfast.configs import Config
 from ptbfast.model import LSTMLanguageModel
 from ptbfast.reader import EOS
 
@@ -36,21 +37,30 @@ class Score:
 class LanguageModel:
     """A trained :class:`LSTMLanguageModel` together with its vocabulary."""
 
-    def __init__(self, model: LSTMLanguageModel, id_to_word: list):
+    def __init__(self, model: LSTMLanguageModel, id_to_word: list, config: Config | None = None):
         if len(id_to_word) > model.vocab_size:
             raise ValueError(f"{len(id_to_word)} words but the model has vocab_size {model.vocab_size}")
         self.model = model
         self.id_to_word = list(id_to_word)
         self.word_to_id = {w: i for i, w in enumerate(self.id_to_word)}
+        self.config = config  # the training config, when loaded from a checkpoint
 
     @classmethod
     def load(cls, path) -> "LanguageModel":
-        params, meta, _ = checkpoint.load_latest(path)[:3]
-        cfg = meta["config"]
-        model = LSTMLanguageModel(cfg["vocab_size"], cfg["hidden_size"], cfg["num_layers"], cfg["forget_bias"],
-                                  tie_weights=cfg.get("tie_weights", False))
+        """From a checkpoint (or its ``.prev`` if it is unusable); :class:`ptbfast.checkpoint.CheckpointError`
+        if neither holds a complete model."""
+        params, meta, _, used = checkpoint.load_latest(path)
+        try:
+            config = Config.from_dict(meta["config"])
+            vocabulary = [str(w) for w in meta["vocabulary"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise checkpoint.CheckpointError(f"checkpoint {used} has no usable config and vocabulary "
+                                             f"({type(e).__name__}: {e})") from None
+        model = LSTMLanguageModel(config.vocab_size, config.hidden_size, config.num_layers, config.forget_bias,
+                                  tie_weights=config.tie_weights)
+        checkpoint.check_params(params, model.params, used)
         model.params = {name: np.array(value, dtype=np.float32) for name, value in params.items()}
-        return cls(model, meta["vocabulary"])
+        return cls(model, vocabulary, config)
 
     # ---- text <-> ids ----
     def encode(self, text: str) -> np.ndarray:

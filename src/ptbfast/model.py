@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ptbfast import _core
-from ptbfast.kernels import as_ids
+from ptbfast.kernels import as_float32, as_ids
 from ptbfast.params import init_params
 
 
@@ -191,7 +191,7 @@ class LSTMLanguageModel:
         for k, m in enumerate(masks):
             if np.shape(m) != shape:
                 raise ValueError(f"masks[{k}] must have shape {shape} (time-major), got {np.shape(m)}")
-        return [np.asarray(m, dtype=np.float32) for m in masks]
+        return [as_float32(m, f"masks[{k}]") for k, m in enumerate(masks)]
 
     def _checked_cost(self, cost: float) -> float:
         if np.isfinite(cost):

@@ -26,6 +26,8 @@ def make_torch_trainer(config, seed: int = 0):
             self.softmax = nn.Linear(H, V)
             for p in self.parameters():
                 nn.init.uniform_(p, -config.init_scale, config.init_scale)
+            if config.tie_weights:  # both are [V, H]: the output projection is the embedding
+                self.softmax.weight = self.embedding.weight
 
         def forward(self, x, state):
             out, state = self.lstm(self.drop(self.embedding(x)), state)

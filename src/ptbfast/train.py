@@ -190,6 +190,7 @@ class Trainer:
         self.position = Position()
         self.state = None  # LSTM state carried within the epoch
         self._stop_signal = None
+        self._fresh = True  # not restored: train() starts a new metrics log
 
     # -- checkpoints --
     @property
@@ -216,26 +217,45 @@ class Trainer:
         params, meta, state, used = checkpoint.load_latest(path or self.checkpoint_path)
         if used != Path(path or self.checkpoint_path):
             self.log(f"warning: {path or self.checkpoint_path} is unusable; resuming from {used}")
-        if meta["config"] != self.config.to_dict():
-            changed = sorted(k for k in meta["config"] if meta["config"][k] != self.config.to_dict().get(k))
-            raise checkpoint.CheckpointError(f"checkpoint config differs in {', '.join(changed)}; resume with "
-                                             "the config it was trained with")
-        if meta["vocabulary"] != self.corpus.id_to_word:
+        try:
+            saved = Config.from_dict(meta["config"]).to_dict()
+            vocabulary = meta["vocabulary"]
+            p = meta["position"]
+            position = Position(int(p["epoch"]), int(p["step"]), float(p["costs"]), float(p["seconds"]),
+                                list(meta["history"]), bool(p["finished"]), int(p.get("skipped", 0)))
+            rng_state = meta["rng"]
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise checkpoint.CheckpointError(f"{used} is not a resumable training checkpoint "
+                                             f"({type(e).__name__}: {e})") from None
+        current = self.config.to_dict()
+        changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        if changed:
+            raise checkpoint.CheckpointError(
+                f"checkpoint config differs in {', '.join(f'{k} ({saved.get(k)!r} there, {current.get(k)!r} here)' for k in changed)}; "
+                "resume with the config it was trained with")
+        if vocabulary != self.corpus.id_to_word:
             raise checkpoint.CheckpointError("checkpoint vocabulary differs from this corpus's")
-        for name, value in params.items():
-            if name not in self.model.params or value.shape != self.model.params[name].shape:
-                raise checkpoint.CheckpointError(f"checkpoint parameter {name} does not fit the model")
-            self.model.params[name] = np.array(value, dtype=np.float32)
-        p = meta["position"]
-        self.position = Position(p["epoch"], p["step"], p["costs"], p["seconds"], meta["history"], p["finished"],
-                                 p.get("skipped", 0))
-        self.rng.bit_generator.state = meta["rng"]
+        checkpoint.check_params(params, self.model.params, used)
+        shape = (self.config.batch_size, self.config.hidden_size)
+        if state and (len(state) != self.config.num_layers or any(a.shape != shape for pair in state for a in pair)):
+            raise checkpoint.CheckpointError(f"{used} holds an LSTM state that does not fit the config "
+                                             f"({self.config.num_layers} layers of {shape})")
+        try:
+            self.rng.bit_generator.state = rng_state
+        except (TypeError, ValueError, KeyError) as e:
+            raise checkpoint.CheckpointError(f"{used} has an unusable random-number state ({e})") from None
+        self.model.params = {name: np.array(value, dtype=np.float32) for name, value in params.items()}
+        self.position = position
         self.state = [(np.array(c), np.array(h)) for c, h in state] if state else None
+        self._fresh = False
 
     # -- training --
     def train(self) -> dict:
         """Train to ``max_max_epoch`` (from wherever :meth:`restore` left off), then test."""
         cfg = self.config
+        if self._fresh and self.save_path and (self.save_path / METRICS_NAME).exists():
+            (self.save_path / METRICS_NAME).unlink()  # a new run: its log must not continue an old one
+        self._fresh = False
         handlers = self._catch_signals()
         try:
             while self.position.epoch < cfg.max_max_epoch and self._stop_signal is None:
@@ -348,8 +368,5 @@ class Trainer:
 def _progress_bar(total: int, initial: int, epoch: int, enabled: bool):
     if not enabled:
         return None
-    try:
-        from tqdm import tqdm
-    except ImportError:  # the progress bar is a nicety; the log lines still report progress
-        return None
+    from tqdm import tqdm  # a dependency; imported here so that importing ptbfast stays light
     return tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}", unit="batch", leave=False, disable=None)
