@@ -22,8 +22,12 @@ namespace ptbfast {
 // Below this many multiply-adds per recurrent product, one step is a few microseconds and the
 // per-step barrier would cost more than splitting the step saves.
 static constexpr long kParallelMacs = 1L << 16;
+// When one thread runs the time loop (no MKL), its gate math is still split across threads from
+// this many elements per step on (below, the fork/join costs more than the work).
+static constexpr long kParallelGateElements = 4096;
 
-// Threads for the time loop. Without MKL it runs on one thread and the BLAS threads each product.
+// Threads for the time loop. Without MKL it runs on one thread: the BLAS threads each product
+// and the gate math is a parallel loop of its own.
 static int time_loop_threads(int B, int H) {
   const long macs = static_cast<long>(B) * H * 4 * H;
   if (!blas::callable_in_parallel_region() || macs < kParallelMacs) return 1;
@@ -87,6 +91,7 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
       const float* h_prev = t == 0 ? h0 : h_all + static_cast<long>(t - 1) * B * H;
       const float* c_prev = t == 0 ? c0 : c_all + static_cast<long>(t - 1) * B * H;
       recurrent.gemm(h_prev, H, 0.0f, rec, 4 * n);  // rec [B, 4n] = h_{t-1} @ own columns of Wh
+#pragma omp parallel for schedule(static) if (parts == 1 && static_cast<long>(B) * H >= kParallelGateElements)
       for (int b = 0; b < B; ++b) {
         float* gi = gates + (static_cast<long>(t) * B + b) * G;  // x @ Wx + bias, all units
         float* gj = gi + H;
@@ -147,6 +152,7 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
       const float* g = gates + static_cast<long>(t) * B * G;
       const float* dh_out = d_h_all + static_cast<long>(t) * state;
       float* dg = d_gates.data() + static_cast<long>(t) * B * G;
+#pragma omp parallel for schedule(static) if (parts == 1 && static_cast<long>(B) * H >= kParallelGateElements)
       for (int b = 0; b < B; ++b) {
         const float* gi = g + static_cast<long>(b) * G;
         const float* gj = gi + H;
