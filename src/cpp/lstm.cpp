@@ -93,24 +93,26 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
       recurrent.gemm(h_prev, H, 0.0f, rec, 4 * n);  // rec [B, 4n] = h_{t-1} @ own columns of Wh
 #pragma omp parallel for schedule(static) if (parts == 1 && static_cast<long>(B) * H >= kParallelGateElements)
       for (int b = 0; b < B; ++b) {
-        float* gi = gates + (static_cast<long>(t) * B + b) * G;  // x @ Wx + bias, all units
+        // This thread's units of each gate: x @ Wx + bias in gates, h_{t-1} @ Wh in rec.
+        float* gi = gates + (static_cast<long>(t) * B + b) * G + u.k0;
         float* gj = gi + H;
         float* gf = gj + H;
         float* go = gf + H;
-        const float* ri = rec + static_cast<long>(b) * 4 * n - u.k0;  // indexed by unit k like gi
+        const float* ri = rec + static_cast<long>(b) * 4 * n;
         const float* rj = ri + n;
         const float* rf = rj + n;
         const float* ro = rf + n;
-        const long off = static_cast<long>(b) * H;
+        const long off = static_cast<long>(b) * H + u.k0;
+        const float* cp = c_prev + off;
         float* cn = c_all + static_cast<long>(t) * B * H + off;
         float* hn = h_all + static_cast<long>(t) * B * H + off;
 #pragma omp simd
-        for (int k = u.k0; k < u.k1; ++k) {
+        for (int k = 0; k < n; ++k) {
           const float i = sigmoid_approx(gi[k] + ri[k]);
           const float j = tanh_approx(gj[k] + rj[k]);
           const float f = sigmoid_approx(gf[k] + rf[k] + forget_bias);
           const float o = sigmoid_approx(go[k] + ro[k]);
-          const float c = c_prev[off + k] * f + i * j;
+          const float c = cp[k] * f + i * j;
           cn[k] = c;
           hn[k] = tanh_approx(c) * o;
           gi[k] = i;
