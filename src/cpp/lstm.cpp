@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "blas.h"
@@ -75,17 +76,19 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   // Scratch of all threads, allocated here (an exception must not leave a parallel region):
   // the thread of units [k0, k1), n = k1 - k0, uses w_own [H, 4n] from offset H*4*k0 and
   // rec [B, 4n] from B*4*k0.
-  std::vector<float> w_own(static_cast<size_t>(H) * G), rec_all(static_cast<size_t>(B) * G);
+  // (new[], not vector: every element is written before it is read, so no zero-fill pass.)
+  const std::unique_ptr<float[]> w_own(new float[static_cast<size_t>(H) * G]),
+      rec_all(new float[static_cast<size_t>(B) * G]);
   run_time_loop(time_loop_threads(B, H), [&](int part, int parts) {
     const UnitRange u = units_of(part, parts, H);
     const int n = u.size();
     // This thread's columns of Wh, gates i, j, f, o side by side: [H, 4n], packed once for T steps.
-    float* w = w_own.data() + static_cast<long>(H) * 4 * u.k0;
+    float* w = w_own.get() + static_cast<long>(H) * 4 * u.k0;
     for (int r = 0; r < H; ++r)
       for (int q = 0; q < 4; ++q)
         std::copy_n(w_hidden + static_cast<long>(r) * G + q * H + u.k0, n, w + static_cast<long>(r) * 4 * n + q * n);
     const blas::PackedB recurrent(false, B, 4 * n, H, w, 4 * n, T);
-    float* rec = rec_all.data() + static_cast<long>(B) * 4 * u.k0;
+    float* rec = rec_all.get() + static_cast<long>(B) * 4 * u.k0;
 
     for (int t = 0; t < T; ++t) {
       const float* h_prev = t == 0 ? h0 : h_all + static_cast<long>(t - 1) * B * H;
@@ -136,8 +139,10 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
   const float* w_input = kernel;
   const float* w_hidden = kernel + static_cast<long>(In) * G;
 
-  // d_gates holds the gradient w.r.t. the gate pre-activations of every step.
-  std::vector<float> d_gates(static_cast<size_t>(rows) * G);
+  // d_gates: the gradient w.r.t. the gate pre-activations of every step (each element is written
+  // by the time loop before anything reads it, hence no zero-fill).
+  const std::unique_ptr<float[]> d_gates_buffer(new float[static_cast<size_t>(rows) * G]);
+  float* const d_gates = d_gates_buffer.get();
   // dc, dh: gradient flowing into c_t and h_t from step t+1 (then from the final state).
   std::vector<float> dc(state, 0.0f), dh(state, 0.0f);
   // copy_n, not memcpy: with B == 0 the vectors' data() is null, which memcpy may not be passed.
@@ -153,7 +158,7 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
       const float* c_t = c_all + static_cast<long>(t) * state;
       const float* g = gates + static_cast<long>(t) * B * G;
       const float* dh_out = d_h_all + static_cast<long>(t) * state;
-      float* dg = d_gates.data() + static_cast<long>(t) * B * G;
+      float* dg = d_gates + static_cast<long>(t) * B * G;
 #pragma omp parallel for schedule(static) if (parts == 1 && static_cast<long>(B) * H >= kParallelGateElements)
       for (int b = 0; b < B; ++b) {
         const float* gi = g + static_cast<long>(b) * G;
@@ -195,15 +200,15 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
   // Weight gradients over all steps at once: rows [0, In) see x, rows [In, In+H) see h_{t-1}.
   float* dw_input = dkernel;
   float* dw_hidden = dkernel + static_cast<long>(In) * G;
-  blas::sgemm(true, false, In, G, static_cast<int>(rows), 1.0f, x, In, d_gates.data(), G, 0.0f, dw_input, G);
-  blas::sgemm(true, false, H, G, B, 1.0f, h0, H, d_gates.data(), G, 0.0f, dw_hidden, G);
+  blas::sgemm(true, false, In, G, static_cast<int>(rows), 1.0f, x, In, d_gates, G, 0.0f, dw_input, G);
+  blas::sgemm(true, false, H, G, B, 1.0f, h0, H, d_gates, G, 0.0f, dw_hidden, G);
   blas::sgemm(true, false, H, G, static_cast<int>(rows - B), 1.0f, h_all, H,
-              d_gates.data() + static_cast<long>(B) * G, G, 1.0f, dw_hidden, G);
-  blas::sgemm(false, true, static_cast<int>(rows), In, G, 1.0f, d_gates.data(), G, w_input, G, 0.0f, dx, In);
+              d_gates + static_cast<long>(B) * G, G, 1.0f, dw_hidden, G);
+  blas::sgemm(false, true, static_cast<int>(rows), In, G, 1.0f, d_gates, G, w_input, G, 0.0f, dx, In);
 
   std::memset(dbias, 0, sizeof(float) * G);
   for (long r = 0; r < rows; ++r) {
-    const float* src = d_gates.data() + r * G;
+    const float* src = d_gates + r * G;
 #pragma omp simd
     for (int k = 0; k < G; ++k) dbias[k] += src[k];
   }
