@@ -291,7 +291,10 @@ def test_embedding_gradients_match_reference(data):
 @given(data=st.data())
 def test_lstm_matches_reference(data):
     rng = draw_rng(data)
-    T, B = data.draw(st.integers(0, 5), label="T"), data.draw(st.integers(0, 6), label="B")
+    # T >= 8 packs the recurrent weight (MKL); a batch of 40+ with H of 10+ (B*H*4H >= 2^16) runs
+    # the threaded time loop, whose unit split leaves some threads few or no units.
+    T = data.draw(st.integers(0, 10), label="T")
+    B = data.draw(st.one_of(st.integers(0, 6), st.integers(40, 120)), label="B")
     In, H = data.draw(st.integers(1, 40), label="In"), data.draw(st.integers(1, 40), label="H")
     scale = data.draw(st.sampled_from([0.5, 1.0, 2.0]), label="weight scale")
     forget_bias = data.draw(st.floats(-2, 2, width=32), label="forget_bias")
