@@ -351,6 +351,11 @@ def test_output_layer_matches_reference(data):
     # measured against at least 1 when every row is confidently right and the losses are ~0.
     assert_close(losses, ref_losses, KERNEL_TOL, floor=1.0, name="losses")
     assert abs(total - ref_losses.sum()) <= KERNEL_TOL * max(1.0, abs(ref_losses.sum()))
+    block_columns = data.draw(st.integers(-2, V + 2), label="block_columns")  # column chunks
+    _, chunked = _core.output_layer_forward(h, w, b, targets, block_rows, block_columns=block_columns)
+    assert_close(chunked, ref_losses, KERNEL_TOL, floor=1.0, name="losses in column chunks")
+    chunked_grads = _core.output_layer_forward_backward(h, w, b, targets, d_loss, block_rows,
+                                                        block_columns=block_columns)[2:]
 
     total2, losses2, dh, dw, db = _core.output_layer_forward_backward(h, w, b, targets, d_loss, block_rows)
     np.testing.assert_array_equal(losses2, losses)
@@ -361,6 +366,10 @@ def test_output_layer_matches_reference(data):
     assert_close(dh, ref_dh, KERNEL_TOL, floor=abs(d_loss) * float(np.abs(w).max()), name="dh")
     assert_close(dw, ref_dw, KERNEL_TOL, floor=abs(d_loss) * float(np.abs(h).max(initial=0)), name="dw")
     assert_close(db, ref_db, KERNEL_TOL, floor=abs(d_loss), name="db")
+    for name, got, want, floor in zip(("dh", "dw", "db"), chunked_grads, (ref_dh, ref_dw, ref_db),
+                                      (abs(d_loss) * float(np.abs(w).max()),
+                                       abs(d_loss) * float(np.abs(h).max(initial=0)), abs(d_loss))):
+        assert_close(got, want, KERNEL_TOL, floor=floor, name=f"{name} in column chunks")
     ran("valid")
 
 

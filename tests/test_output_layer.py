@@ -50,6 +50,39 @@ def test_block_size_does_not_change_results_beyond_rounding():
             assert max_rel_error(a, c) <= 1e-6
 
 
+@pytest.mark.parametrize("N,H,V", [(37, 16, 100), (5, 17, 33), (1, 3, 2), (64, 20, 1000)])
+@pytest.mark.parametrize("block_rows, block_columns", [(0, 1), (0, 7), (3, 16), (5, 99), (1, 100), (0, 5000)])
+def test_forward_in_column_chunks_matches_reference(N, H, V, block_rows, block_columns):
+    # Evaluation folds column chunks into a running logsumexp per row (any chunk width, the last
+    # ones balanced); the tied layout reads the chunk's rows of the embedding.
+    rng = np.random.default_rng(N * H + V)
+    h, w, b, targets = random_problem(rng, N, H, V, scale=3.0)
+    ref_losses, _ = ref.output_layer_forward(*f64(h, w, b), targets)
+    for weights, transposed in ((w, False), (np.ascontiguousarray(w.T), True)):
+        total, losses = _core.output_layer_forward(h, weights, b, targets, block_rows, transposed,
+                                                   block_columns=block_columns)
+        assert max_rel_error(losses, ref_losses) <= TOL
+        assert abs(total - ref_losses.sum()) <= TOL * max(1.0, abs(ref_losses.sum()))
+
+
+@pytest.mark.parametrize("N,H,V", [(37, 16, 100), (5, 17, 33), (64, 20, 1000), (0, 4, 9), (1, 3, 2)])
+@pytest.mark.parametrize("block_rows, block_columns", [(0, 1), (0, 7), (3, 16), (5, 99), (1, 50)])
+def test_training_in_column_chunks_matches_reference(N, H, V, block_rows, block_columns):
+    # The two-pass form for vocabularies too large for whole rows, in both weight layouts.
+    rng = np.random.default_rng(N * H + V + 1)
+    h, w, b, targets = random_problem(rng, N, H, V, scale=3.0)
+    ref_losses, cache = ref.output_layer_forward(*f64(h, w, b), targets)
+    want = ref.output_layer_backward(0.05, cache)
+    for weights, transposed in ((w, False), (np.ascontiguousarray(w.T), True)):
+        total, losses, dh, dw, db = _core.output_layer_forward_backward(
+            h, weights, b, targets, 0.05, block_rows, transposed, block_columns=block_columns)
+        assert max_rel_error(losses, ref_losses) <= TOL
+        assert abs(total - ref_losses.sum()) <= TOL * max(1.0, abs(ref_losses.sum()))
+        for name, got, ref_grad in zip(("dh", "dw", "db"), (dh, dw.T if transposed else dw, db), want):
+            assert got.shape == ref_grad.shape, name
+            assert max_rel_error(got, ref_grad) <= TOL, name
+
+
 def test_large_logits_are_stable():
     # Logits around 1e4: a naive exp would overflow to inf and give NaN.
     rng = np.random.default_rng(2)
@@ -57,6 +90,13 @@ def test_large_logits_are_stable():
     total, losses, dh, dw, db = _core.output_layer_forward_backward(h, w, b, targets, 1.0, 0)
     assert np.isfinite(losses).all() and np.isfinite(dh).all() and np.isfinite(dw).all()
     ref_losses, cache = ref.output_layer_forward(*f64(h, w, b), targets)
+    for block_columns in (0, 7):  # the online logsumexp rescales sums between chunks of very different maxima
+        _, chunked = _core.output_layer_forward(h, w, b, targets, block_columns=block_columns)
+        assert max_rel_error(chunked, ref_losses) <= 1e-5
+    _, chunked, *grads = _core.output_layer_forward_backward(h, w, b, targets, 1.0, block_columns=7)
+    assert max_rel_error(chunked, ref_losses) <= 1e-5
+    for got, want in zip(grads, ref.output_layer_backward(1.0, cache)):
+        assert max_rel_error(got, want) <= 1e-5
     assert np.abs(h @ w).max() > 1e4
     # Logits of 1e4 carry float32 rounding of ~1e-3 from the GEMM itself; the loss inherits it.
     assert max_rel_error(losses, ref_losses) <= 1e-5
@@ -84,8 +124,12 @@ def test_nan_in_hidden_state_gives_nan_loss_for_that_row_only():
     rng = np.random.default_rng(4)
     h, w, b, targets = random_problem(rng, 3, 4, 7)
     h[1, 2] = np.nan
-    _, losses = _core.output_layer_forward(h, w, b, targets)
-    assert np.isfinite(losses[[0, 2]]).all() and np.isnan(losses[1])
+    for block_columns in (0, 3):
+        _, losses = _core.output_layer_forward(h, w, b, targets, block_columns=block_columns)
+        assert np.isfinite(losses[[0, 2]]).all() and np.isnan(losses[1])
+        _, losses, dh, _, _ = _core.output_layer_forward_backward(h, w, b, targets, 1.0, block_columns=block_columns)
+        assert np.isfinite(losses[[0, 2]]).all() and np.isnan(losses[1])
+        assert np.isfinite(dh[[0, 2]]).all() and np.isnan(dh[1]).all()
 
 
 def test_bad_input():

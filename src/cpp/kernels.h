@@ -52,15 +52,20 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
 
 // ---- output_layer.cpp -----------------------------------------------------------------------
 // logits = h @ w + b; losses[r] = logsumexp(logits[r]) - logits[r, targets[r]]. Logits are made
-// block_rows rows at a time, so memory is block_rows*V floats whatever N is.
+// block_rows rows by block_columns columns at a time (an online logsumexp across the column
+// chunks), so memory is block_rows*block_columns floats whatever N and V are.
 //   losses [N], h [N,H], w [H,V] (or [V,H] with w_transposed: tied weights, w = the embedding),
 //   b [V], targets [N] in [0, V). Returns the sum of losses (double).
 double output_layer_forward(float* losses, const float* h, const float* w, const float* b,
-                            const int64_t* targets, int N, int H, int V, int block_rows, bool w_transposed);
+                            const int64_t* targets, int N, int H, int V, int block_rows, int block_columns,
+                            bool w_transposed);
 
-// Same loss, plus the gradients of d_loss * sum(losses): dh [N,H], dw (w's layout), db [V] (overwritten).
+// Same loss, plus the gradients of d_loss * sum(losses): dh [N,H], dw (w's layout), db [V]
+// (overwritten). With block_columns <= 0 or >= V, logits are made block_rows whole rows at a time
+// (block_rows*V floats, one pass); otherwise block_rows x block_columns at a time, in two passes
+// over the columns (for vocabularies too large for whole rows).
 double output_layer_forward_backward(float* losses, float* dh, float* dw, float* db, const float* h,
                                      const float* w, const float* b, const int64_t* targets, float d_loss,
-                                     int N, int H, int V, int block_rows, bool w_transposed);
+                                     int N, int H, int V, int block_rows, int block_columns, bool w_transposed);
 
 }  // namespace ptbfast

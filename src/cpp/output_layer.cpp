@@ -1,10 +1,16 @@
 // Output projection + log-softmax + negative log-likelihood, fused, forward and backward.
 //
-// Logits exist only block_rows rows at a time: each block is one GEMM (h_blk @ w + b), one pass
-// per row that turns logits into the loss (and, for training, in place into the gradient
-// softmax - onehot), then two GEMMs that fold the block's gradient into dw and dh. So memory is
-// block_rows*V floats for any number of rows N, and softmax never takes an extra pass over a
-// [N, V] buffer.
+// Training (forward_backward): logits exist only block_rows rows at a time: each block is one
+// GEMM (h_blk @ w + b), one pass per row that turns logits into the loss and, in place, into the
+// gradient softmax - onehot, then two GEMMs that fold the block's gradient into dw and dh. So
+// memory is block_rows*V floats for any number of rows N, and softmax never takes an extra pass
+// over a [N, V] buffer.
+//
+// Evaluation (forward): no gradient needs a whole row of probabilities, so a block of rows is
+// also cut into column chunks, each folded into a running max and sum of exponentials per row
+// (an online logsumexp). Then w is read once per block of rows however large V is; with row
+// blocks alone, a 100,000-word vocabulary allowed only 41 rows per 16 MiB block, and the 80 MB
+// weight was read again for every 41 rows.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -21,9 +27,9 @@ namespace ptbfast {
 static constexpr long kParallelElements = 16384;
 
 // Loss of one row of logits (h @ w, to which the bias is added here, in the same pass as the
-// max), stable for large logits (the row max is subtracted before exp).
-// With to_gradient, the row is overwritten by d_loss * (softmax - onehot(target)).
-static float row_loss(float* row, const float* bias, int V, int64_t target, bool to_gradient, float d_loss) {
+// max), stable for large logits (the row max is subtracted before exp). The row is overwritten by
+// d_loss * (softmax - onehot(target)).
+static float row_loss_and_gradient(float* row, const float* bias, int V, int64_t target, float d_loss) {
   float max_logit = -std::numeric_limits<float>::infinity();
 #pragma omp simd reduction(max : max_logit)
   for (int v = 0; v < V; ++v) {
@@ -32,36 +38,168 @@ static float row_loss(float* row, const float* bias, int V, int64_t target, bool
   }
   const float target_logit = row[target];
   float sum = 0.0f;
-  if (to_gradient) {
 #pragma omp simd reduction(+ : sum)
-    for (int v = 0; v < V; ++v) {
-      const float e = exp_approx(row[v] - max_logit);
-      row[v] = e;
-      sum += e;
-    }
-    const float scale = d_loss / sum;
-#pragma omp simd
-    for (int v = 0; v < V; ++v) row[v] *= scale;
-    row[target] -= d_loss;
-  } else {
-#pragma omp simd reduction(+ : sum)
-    for (int v = 0; v < V; ++v) sum += exp_approx(row[v] - max_logit);
+  for (int v = 0; v < V; ++v) {
+    const float e = exp_approx(row[v] - max_logit);
+    row[v] = e;
+    sum += e;
   }
+  const float scale = d_loss / sum;
+#pragma omp simd
+  for (int v = 0; v < V; ++v) row[v] *= scale;
+  row[target] -= d_loss;
   return (max_logit - target_logit) + std::log(sum);
 }
 
-static double output_layer(float* losses, float* dh, float* dw, float* db, const float* h, const float* w,
-                           const float* b, const int64_t* targets, float d_loss, int N, int H, int V,
-                           int block_rows, bool w_transposed) {
-  // w is [H, V], or [V, H] when transposed (tied weights: w is the embedding); dw has w's layout.
+// Running logsumexp of one row over its column chunks: exp(max) * sum = sum of exp(logits) so far.
+struct RunningLogSumExp {
+  float max = -std::numeric_limits<float>::infinity();
+  float sum = 0.0f;
+  float target_logit = 0.0f;
+};
+
+// Folds one chunk of a row's logits (columns [c0, c0 + n), bias added here) into `acc`.
+static void fold_chunk(RunningLogSumExp& acc, float* chunk, const float* bias, int n, int c0, int64_t target) {
+  float chunk_max = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : chunk_max)
+  for (int v = 0; v < n; ++v) {
+    chunk[v] += bias[v];
+    chunk_max = std::max(chunk_max, chunk[v]);
+  }
+  if (target >= c0 && target < c0 + n) acc.target_logit = chunk[target - c0];
+  const float new_max = std::max(acc.max, chunk_max);
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int v = 0; v < n; ++v) sum += exp_approx(chunk[v] - new_max);
+  // The sum so far, rescaled to the new max (nothing to rescale before the first chunk).
+  acc.sum = (acc.max == -std::numeric_limits<float>::infinity() ? 0.0f : acc.sum * exp_approx(acc.max - new_max)) + sum;
+  acc.max = new_max;
+}
+
+// Sum of all N rows' losses, in double and serially so that it does not depend on the thread count.
+static double total_of(const float* losses, int N) {
+  double total = 0.0;
+  for (int r = 0; r < N; ++r) total += losses[r];
+  return total;
+}
+
+// Blocks of R rows x C columns: column chunks of equal width (a narrow last chunk would be a slow
+// GEMM), whose weights start at column c0 of w.
+struct ChunkedBlocks {
+  int R, C, ldw;
+  bool w_transposed;
+  ChunkedBlocks(int N, int H, int V, int block_rows, int block_columns, bool transposed) {
+    R = std::max(1, std::min(N, block_rows));
+    const int max_columns = std::max(1, std::min(V, block_columns));
+    const int chunks = (V + max_columns - 1) / max_columns;
+    C = (V + chunks - 1) / chunks;
+    ldw = transposed ? H : V;  // w is [H, V], or [V, H] when transposed (tied: w is the embedding)
+    w_transposed = transposed;
+  }
+  const float* columns(const float* w, int c0, int H) const {
+    return w_transposed ? w + static_cast<long>(c0) * H : w + c0;
+  }
+  // logits [rows, cols] = h_blk @ (columns [c0, c0 + cols) of w)
+  void logits(float* out, const float* h_blk, int rows, int cols, int H, const float* w, int c0) const {
+    blas::sgemm(false, w_transposed, rows, cols, H, 1.0f, h_blk, H, columns(w, c0, H), ldw, 0.0f, out, cols);
+  }
+};
+
+// losses of rows [r0, r0 + rows), chunk by chunk (the online logsumexp); returns nothing else.
+static void block_losses(float* losses, float* logits, RunningLogSumExp* acc, const ChunkedBlocks& blk,
+                         const float* h_blk, const float* w, const float* b, const int64_t* targets, int rows,
+                         int H, int V) {
+  std::fill(acc, acc + rows, RunningLogSumExp{});
+  for (int c0 = 0; c0 < V; c0 += blk.C) {
+    const int cols = std::min(blk.C, V - c0);
+    blk.logits(logits, h_blk, rows, cols, H, w, c0);
+#pragma omp parallel for schedule(static) if (static_cast<long>(rows) * cols >= kParallelElements)
+    for (int r = 0; r < rows; ++r)
+      fold_chunk(acc[r], logits + static_cast<long>(r) * cols, b + c0, cols, c0, targets[r]);
+  }
+  for (int r = 0; r < rows; ++r) losses[r] = (acc[r].max - acc[r].target_logit) + std::log(acc[r].sum);
+}
+
+double output_layer_forward(float* losses, const float* h, const float* w, const float* b,
+                            const int64_t* targets, int N, int H, int V, int block_rows, int block_columns,
+                            bool w_transposed) {
+  const ChunkedBlocks blk(N, H, V, block_rows, block_columns, w_transposed);
+  std::vector<float> logits(static_cast<size_t>(blk.R) * blk.C);
+  std::vector<RunningLogSumExp> acc(blk.R);
+  for (int r0 = 0; r0 < N; r0 += blk.R)
+    block_losses(losses + r0, logits.data(), acc.data(), blk, h + static_cast<long>(r0) * H, w, b, targets + r0,
+                 std::min(blk.R, N - r0), H, V);
+  return total_of(losses, N);
+}
+
+// Training when whole rows do not fit a block (a large vocabulary): two passes over the column
+// chunks of each block of rows. The first makes the losses (as evaluation does); the second makes
+// each chunk's logits again and turns them into d_logits = d_loss * (exp(logit - logsumexp) -
+// onehot), which goes straight into its own columns of dw and db and into dh. A third more GEMM
+// work than whole rows, but every product is large and each part of dw is written once per block
+// of rows instead of once per few rows.
+static double forward_backward_in_column_chunks(float* losses, float* dh, float* dw, float* db, const float* h,
+                                                const float* w, const float* b, const int64_t* targets,
+                                                float d_loss, int N, int H, int V, int block_rows,
+                                                int block_columns, bool w_transposed) {
+  const ChunkedBlocks blk(N, H, V, block_rows, block_columns, w_transposed);
+  std::vector<float> logits(static_cast<size_t>(blk.R) * blk.C);
+  std::vector<RunningLogSumExp> acc(blk.R);
+  for (int r0 = 0; r0 < N; r0 += blk.R) {
+    const int rows = std::min(blk.R, N - r0);
+    const float* h_blk = h + static_cast<long>(r0) * H;
+    block_losses(losses + r0, logits.data(), acc.data(), blk, h_blk, w, b, targets + r0, rows, H, V);
+    for (int c0 = 0; c0 < V; c0 += blk.C) {
+      const int cols = std::min(blk.C, V - c0);
+      blk.logits(logits.data(), h_blk, rows, cols, H, w, c0);
+      const bool parallel = static_cast<long>(rows) * cols >= kParallelElements;
+#pragma omp parallel for schedule(static) if (parallel)
+      for (int r = 0; r < rows; ++r) {
+        float* row = logits.data() + static_cast<long>(r) * cols;
+        const float log_sum = acc[r].max + std::log(acc[r].sum);
+        const float* bias = b + c0;
+#pragma omp simd
+        for (int v = 0; v < cols; ++v) row[v] = d_loss * exp_approx(row[v] + bias[v] - log_sum);
+        const int64_t target = targets[r0 + r];
+        if (target >= c0 && target < c0 + cols) row[target - c0] -= d_loss;
+      }
+      // dw's columns [c0, c0 + cols) (+)= h_blk^T @ d_logits; dh_blk (+)= d_logits @ those columns^T.
+      const float beta_dw = r0 == 0 ? 0.0f : 1.0f;
+      if (w_transposed)  // dw [V, H]: rows [c0, c0 + cols) = d_logits^T @ h_blk
+        blas::sgemm(true, false, cols, H, rows, 1.0f, logits.data(), cols, h_blk, H, beta_dw,
+                    dw + static_cast<long>(c0) * H, H);
+      else
+        blas::sgemm(true, false, H, cols, rows, 1.0f, h_blk, H, logits.data(), cols, beta_dw, dw + c0, V);
+      blas::sgemm(false, !w_transposed, rows, H, cols, 1.0f, logits.data(), cols, blk.columns(w, c0, H), blk.ldw,
+                  c0 == 0 ? 0.0f : 1.0f, dh + static_cast<long>(r0) * H, H);
+      // db's columns: each thread sums whole columns over the rows in order (deterministic).
+#pragma omp parallel for schedule(static) if (parallel)
+      for (int v = 0; v < cols; ++v) {
+        float sum = r0 == 0 ? 0.0f : db[c0 + v];
+        for (int r = 0; r < rows; ++r) sum += logits[static_cast<long>(r) * cols + v];
+        db[c0 + v] = sum;
+      }
+    }
+  }
+  if (N == 0) {
+    std::memset(dw, 0, sizeof(float) * H * V);
+    std::memset(db, 0, sizeof(float) * V);
+  }
+  return total_of(losses, N);
+}
+
+double output_layer_forward_backward(float* losses, float* dh, float* dw, float* db, const float* h,
+                                     const float* w, const float* b, const int64_t* targets, float d_loss,
+                                     int N, int H, int V, int block_rows, int block_columns, bool w_transposed) {
+  if (block_columns > 0 && block_columns < V)
+    return forward_backward_in_column_chunks(losses, dh, dw, db, h, w, b, targets, d_loss, N, H, V, block_rows,
+                                             block_columns, w_transposed);
+  // Whole rows: w is [H, V], or [V, H] when transposed (tied: w is the embedding); dw has w's layout.
   const int ldw = w_transposed ? H : V;
-  const bool grads = dh != nullptr;
   const int R = std::max(1, std::min(N, block_rows));
   std::vector<float> logits(static_cast<size_t>(R) * V);
-  if (grads) {
-    std::memset(db, 0, sizeof(float) * V);
-    if (N == 0) std::memset(dw, 0, sizeof(float) * H * V);
-  }
+  std::memset(db, 0, sizeof(float) * V);
+  if (N == 0) std::memset(dw, 0, sizeof(float) * H * V);
 
   for (int r0 = 0; r0 < N; r0 += R) {
     const int rows = std::min(R, N - r0);
@@ -71,45 +209,28 @@ static double output_layer(float* losses, float* dh, float* dw, float* db, const
     const bool parallel = static_cast<long>(rows) * V >= kParallelElements;
 #pragma omp parallel for schedule(static) if (parallel)
     for (int r = 0; r < rows; ++r)
-      losses[r0 + r] = row_loss(logits.data() + static_cast<long>(r) * V, b, V, targets[r0 + r], grads, d_loss);
+      losses[r0 + r] = row_loss_and_gradient(logits.data() + static_cast<long>(r) * V, b, V, targets[r0 + r], d_loss);
 
-    if (grads) {
-      // dw (+)= h_blk^T @ d_logits ; dh_blk = d_logits @ w^T ; db += column sums of d_logits.
-      const float beta = r0 == 0 ? 0.0f : 1.0f;
-      if (w_transposed)  // dw [V, H] = d_logits^T @ h_blk
-        blas::sgemm(true, false, V, H, rows, 1.0f, logits.data(), V, h_blk, H, beta, dw, H);
-      else
-        blas::sgemm(true, false, H, V, rows, 1.0f, h_blk, H, logits.data(), V, beta, dw, V);
-      blas::sgemm(false, !w_transposed, rows, H, V, 1.0f, logits.data(), V, w, ldw, 0.0f,
-                  dh + static_cast<long>(r0) * H, H);
-      constexpr int kColumns = 256;  // each thread owns whole column chunks: deterministic sums
+    // dw (+)= h_blk^T @ d_logits ; dh_blk = d_logits @ w^T ; db += column sums of d_logits.
+    const float beta = r0 == 0 ? 0.0f : 1.0f;
+    if (w_transposed)  // dw [V, H] = d_logits^T @ h_blk
+      blas::sgemm(true, false, V, H, rows, 1.0f, logits.data(), V, h_blk, H, beta, dw, H);
+    else
+      blas::sgemm(true, false, H, V, rows, 1.0f, h_blk, H, logits.data(), V, beta, dw, V);
+    blas::sgemm(false, !w_transposed, rows, H, V, 1.0f, logits.data(), V, w, ldw, 0.0f,
+                dh + static_cast<long>(r0) * H, H);
+    constexpr int kColumns = 256;  // each thread owns whole column chunks: deterministic sums
 #pragma omp parallel for schedule(static) if (parallel)
-      for (int v0 = 0; v0 < V; v0 += kColumns) {
-        const int v1 = std::min(V, v0 + kColumns);
-        for (int r = 0; r < rows; ++r) {
-          const float* src = logits.data() + static_cast<long>(r) * V;
+    for (int v0 = 0; v0 < V; v0 += kColumns) {
+      const int v1 = std::min(V, v0 + kColumns);
+      for (int r = 0; r < rows; ++r) {
+        const float* src = logits.data() + static_cast<long>(r) * V;
 #pragma omp simd
-          for (int v = v0; v < v1; ++v) db[v] += src[v];
-        }
+        for (int v = v0; v < v1; ++v) db[v] += src[v];
       }
     }
-  }
-  // Summed serially in double so the total does not depend on the thread count.
-  double total = 0.0;
-  for (int r = 0; r < N; ++r) total += losses[r];
-  return total;
 }
-
-double output_layer_forward(float* losses, const float* h, const float* w, const float* b,
-                            const int64_t* targets, int N, int H, int V, int block_rows, bool w_transposed) {
-  return output_layer(losses, nullptr, nullptr, nullptr, h, w, b, targets, 0.0f, N, H, V, block_rows,
-                      w_transposed);
-}
-
-double output_layer_forward_backward(float* losses, float* dh, float* dw, float* db, const float* h,
-                                     const float* w, const float* b, const int64_t* targets, float d_loss,
-                                     int N, int H, int V, int block_rows, bool w_transposed) {
-  return output_layer(losses, dh, dw, db, h, w, b, targets, d_loss, N, H, V, block_rows, w_transposed);
+  return total_of(losses, N);
 }
 
 }  // namespace ptbfast
