@@ -62,6 +62,19 @@ def main():
     rows.append(("output layer backward (worst of dh,dW,db)",
                  max(rel(a, c) for a, c in zip((dh, dw, db), ref.output_layer_backward(1.0 / B, cache)))))
 
+    # A 100,000-word vocabulary: evaluation and training both go through column chunks.
+    big_v = 100_000
+    w_big = rng.uniform(-0.1, 0.1, (H, big_v)).astype(np.float32)
+    b_big = rng.uniform(-0.1, 0.1, big_v).astype(np.float32)
+    t_big = rng.integers(0, big_v, N)
+    _, losses = _core.output_layer_forward(h, w_big, b_big, t_big)
+    _, train_losses, dh, dw, db = _core.output_layer_forward_backward(h, w_big, b_big, t_big, 1.0 / B)
+    ref_losses, cache = ref.output_layer_forward(*f64(h, w_big, b_big), t_big)
+    rows.append(("output layer losses, 100,000 words (column chunks)",
+                 max(rel(losses, ref_losses), rel(train_losses, ref_losses))))
+    rows.append(("output layer backward, 100,000 words (two passes)",
+                 max(rel(a, c) for a, c in zip((dh, dw, db), ref.output_layer_backward(1.0 / B, cache)))))
+
     fast = ptbfast.LSTMLanguageModel(V, H, 2, seed=1)
     slow = ref.LSTMLanguageModel(V, H, 2, seed=1, dtype=np.float64)
     slow.params = {k: v.astype(np.float64) for k, v in fast.params.items()}
