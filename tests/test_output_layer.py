@@ -172,3 +172,15 @@ def test_transposed_weights_for_tied_embeddings(N, H, V, block_rows):
     assert max_rel_error(forward_losses, losses) <= 1e-6
     with pytest.raises(ValueError, match="transposed"):
         _core.output_layer_forward(h, np.zeros((V, H + 1), np.float32), b, targets, transposed=True)
+
+
+@pytest.mark.parametrize("block_columns", [0, 1, 2, 5])
+def test_a_nan_in_any_column_chunk_makes_the_loss_nan(block_columns):
+    # A chunk holding only NaN leaves the running max at -inf; the NaN must still reach the sum.
+    rng = np.random.default_rng(5)
+    h, w, b, targets = random_problem(rng, 4, 3, 6)
+    b[0] = np.nan
+    _, losses = _core.output_layer_forward(h, w, b, targets, block_columns=block_columns)
+    assert np.isnan(losses).all()
+    _, losses, dh, _, _ = _core.output_layer_forward_backward(h, w, b, targets, 1.0, block_columns=block_columns)
+    assert np.isnan(losses).all() and np.isnan(dh).all()

@@ -3,8 +3,9 @@
 // Both directions do their big products as single GEMMs over all T*B rows (the input projection
 // forward; the weight gradients and dx backward) and keep only the recurrent product h_{t-1} @ Wh
 // (B x H x 4H) inside the time loop. That loop runs in one parallel region: each thread owns a
-// slice of the hidden units, keeps its part of Wh packed for all T steps, computes its units' gate
-// pre-activations and their fused SIMD gate math, and waits at one barrier per step. (One BLAS
+// slice of the hidden units, keeps its part of Wh packed for all T steps (MKL, when T >= 8),
+// computes its units' gate pre-activations and their fused SIMD gate math, and waits at one
+// barrier per step. (One BLAS
 // call over all threads per step, then a parallel gate pass, cost two fork/joins per step and
 // left the threads idle at each.)
 #include <omp.h>
@@ -36,7 +37,7 @@ static int time_loop_threads(int B, int H) {
 }
 
 // Hidden units [k0, k1) of thread `part` of `parts`, in whole 16-float vectors (one AVX-512
-// register, one cache line) so that threads write different lines of h and c.
+// register), so that only the last thread's gate loops end in a partial vector.
 struct UnitRange {
   int k0, k1;
   int size() const { return k1 - k0; }
@@ -94,6 +95,8 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
       const float* h_prev = t == 0 ? h0 : h_all + static_cast<long>(t - 1) * B * H;
       const float* c_prev = t == 0 ? c0 : c_all + static_cast<long>(t - 1) * B * H;
       recurrent.gemm(h_prev, H, 0.0f, rec, 4 * n);  // rec [B, 4n] = h_{t-1} @ own columns of Wh
+      // Split across threads only when one thread runs the whole loop (no MKL); inside the
+      // region the `if` is false and each thread runs its rows itself.
 #pragma omp parallel for schedule(static) if (parts == 1 && static_cast<long>(B) * H >= kParallelGateElements)
       for (int b = 0; b < B; ++b) {
         // This thread's units of each gate: x @ Wx + bias in gates, h_{t-1} @ Wh in rec.
@@ -124,7 +127,9 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
           go[k] = o;
         }
       }
+      if (parts > 1) {  // (on one thread no region is open: a barrier would bind to the caller's)
 #pragma omp barrier  // step t+1 multiplies all of h_t
+      }
     }
   });
 }
@@ -159,6 +164,7 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
       const float* g = gates + static_cast<long>(t) * B * G;
       const float* dh_out = d_h_all + static_cast<long>(t) * state;
       float* dg = d_gates + static_cast<long>(t) * B * G;
+      // (Split only on the one-thread path, as in the forward.)
 #pragma omp parallel for schedule(static) if (parts == 1 && static_cast<long>(B) * H >= kParallelGateElements)
       for (int b = 0; b < B; ++b) {
         const float* gi = g + static_cast<long>(b) * G;
@@ -183,7 +189,9 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
           dc[off + k] = d_c * f;
         }
       }
+      if (parts > 1) {
 #pragma omp barrier  // the products below read every unit's d_gates_t
+      }
       // Gradient into h_{t-1} of this thread's units; step t-1 reads only these columns of dh
       // (and writes d_gates_{t-1}), so no second barrier is needed.
       recurrent_transposed.gemm(dg, G, 0.0f, dh.data() + own.k0, H);

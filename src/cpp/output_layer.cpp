@@ -4,7 +4,8 @@
 // GEMM (h_blk @ w + b), one pass per row that turns logits into the loss and, in place, into the
 // gradient softmax - onehot, then two GEMMs that fold the block's gradient into dw and dh. So
 // memory is block_rows*V floats for any number of rows N, and softmax never takes an extra pass
-// over a [N, V] buffer.
+// over a [N, V] buffer. Vocabularies too large for whole rows take two passes over column chunks
+// instead (forward_backward_in_column_chunks).
 //
 // Evaluation (forward): no gradient needs a whole row of probabilities, so a block of rows is
 // also cut into column chunks, each folded into a running max and sum of exponentials per row
@@ -58,21 +59,27 @@ struct RunningLogSumExp {
   float target_logit = 0.0f;
 };
 
-// Folds one chunk of a row's logits (columns [c0, c0 + n), bias added here) into `acc`.
+// Folds one chunk of a row's logits (columns [c0, c0 + n), bias added here) into `acc`. A NaN
+// anywhere makes the sum NaN for good (the max alone would skip it).
 static void fold_chunk(RunningLogSumExp& acc, float* chunk, const float* bias, int n, int c0, int64_t target) {
   float chunk_max = -std::numeric_limits<float>::infinity();
-#pragma omp simd reduction(max : chunk_max)
+  int nans = 0;
+#pragma omp simd reduction(max : chunk_max) reduction(+ : nans)
   for (int v = 0; v < n; ++v) {
     chunk[v] += bias[v];
     chunk_max = std::max(chunk_max, chunk[v]);
+    nans += chunk[v] != chunk[v];
   }
   if (target >= c0 && target < c0 + n) acc.target_logit = chunk[target - c0];
   const float new_max = std::max(acc.max, chunk_max);
   float sum = 0.0f;
+  if (new_max != -std::numeric_limits<float>::infinity()) {  // (all -inf so far: every exp is 0)
 #pragma omp simd reduction(+ : sum)
-  for (int v = 0; v < n; ++v) sum += exp_approx(chunk[v] - new_max);
-  // The sum so far, rescaled to the new max (nothing to rescale before the first chunk).
-  acc.sum = (acc.max == -std::numeric_limits<float>::infinity() ? 0.0f : acc.sum * exp_approx(acc.max - new_max)) + sum;
+    for (int v = 0; v < n; ++v) sum += exp_approx(chunk[v] - new_max);
+  }
+  // The sum so far, rescaled to the new max (from -inf: a zero sum times a tiny factor).
+  const float rescale = acc.max == new_max ? 1.0f : exp_approx(acc.max - new_max);
+  acc.sum = nans ? std::numeric_limits<float>::quiet_NaN() : acc.sum * rescale + sum;
   acc.max = new_max;
 }
 
@@ -90,7 +97,8 @@ struct ChunkedBlocks {
   bool w_transposed;
   ChunkedBlocks(int N, int H, int V, int block_rows, int block_columns, bool transposed) {
     R = std::max(1, std::min(N, block_rows));
-    const int max_columns = std::max(1, std::min(V, block_columns));
+    V = std::max(1, V);  // (callers guarantee V >= 1; never divide by zero)
+    const int max_columns = block_columns <= 0 ? V : std::min(V, block_columns);  // <= 0: whole rows
     const int chunks = (V + max_columns - 1) / max_columns;
     C = (V + chunks - 1) / chunks;
     ldw = transposed ? H : V;  // w is [H, V], or [V, H] when transposed (tied: w is the embedding)
@@ -156,10 +164,11 @@ static double forward_backward_in_column_chunks(float* losses, float* dh, float*
 #pragma omp parallel for schedule(static) if (parallel)
       for (int r = 0; r < rows; ++r) {
         float* row = logits.data() + static_cast<long>(r) * cols;
-        const float log_sum = acc[r].max + std::log(acc[r].sum);
+        // softmax = exp(logit - max - log(sum)), the max subtracted first as in the whole-row pass.
+        const float max = acc[r].max, log_sum = std::log(acc[r].sum);
         const float* bias = b + c0;
 #pragma omp simd
-        for (int v = 0; v < cols; ++v) row[v] = d_loss * exp_approx(row[v] + bias[v] - log_sum);
+        for (int v = 0; v < cols; ++v) row[v] = d_loss * exp_approx((row[v] + bias[v] - max) - log_sum);
         const int64_t target = targets[r0 + r];
         if (target >= c0 && target < c0 + cols) row[target - c0] -= d_loss;
       }
@@ -229,7 +238,7 @@ double output_layer_forward_backward(float* losses, float* dh, float* dw, float*
         for (int v = v0; v < v1; ++v) db[v] += src[v];
       }
     }
-}
+  }
   return total_of(losses, N);
 }
 
