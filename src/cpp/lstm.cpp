@@ -69,9 +69,9 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   const float* w_input = kernel;                         // [In, 4H]
   const float* w_hidden = kernel + static_cast<long>(In) * G;  // [H, 4H]
 
-  // Input projection of every step at once: gates = x @ Wx + bias.
-  for (long r = 0; r < rows; ++r) std::memcpy(gates + r * G, bias, sizeof(float) * G);
-  blas::sgemm(false, false, static_cast<int>(rows), G, In, 1.0f, x, In, w_input, G, 1.0f, gates, G);
+  // Input projection of every step at once: gates = x @ Wx (the bias is added in the gate math,
+  // which saves a pass that would write it into all T*B rows first).
+  blas::sgemm(false, false, static_cast<int>(rows), G, In, 1.0f, x, In, w_input, G, 0.0f, gates, G);
   if (rows == 0) return;
 
   // Scratch of all threads, allocated here (an exception must not leave a parallel region):
@@ -99,7 +99,7 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
       // region the `if` is false and each thread runs its rows itself.
 #pragma omp parallel for schedule(static) if (parts == 1 && static_cast<long>(B) * H >= kParallelGateElements)
       for (int b = 0; b < B; ++b) {
-        // This thread's units of each gate: x @ Wx + bias in gates, h_{t-1} @ Wh in rec.
+        // This thread's units of each gate: x @ Wx in gates, h_{t-1} @ Wh in rec, and the bias.
         float* gi = gates + (static_cast<long>(t) * B + b) * G + u.k0;
         float* gj = gi + H;
         float* gf = gj + H;
@@ -108,16 +108,20 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
         const float* rj = ri + n;
         const float* rf = rj + n;
         const float* ro = rf + n;
+        const float* bi = bias + u.k0;
+        const float* bj = bi + H;
+        const float* bf = bj + H;
+        const float* bo = bf + H;
         const long off = static_cast<long>(b) * H + u.k0;
         const float* cp = c_prev + off;
         float* cn = c_all + static_cast<long>(t) * B * H + off;
         float* hn = h_all + static_cast<long>(t) * B * H + off;
 #pragma omp simd
         for (int k = 0; k < n; ++k) {
-          const float i = sigmoid_approx(gi[k] + ri[k]);
-          const float j = tanh_approx(gj[k] + rj[k]);
-          const float f = sigmoid_approx(gf[k] + rf[k] + forget_bias);
-          const float o = sigmoid_approx(go[k] + ro[k]);
+          const float i = sigmoid_approx(gi[k] + ri[k] + bi[k]);
+          const float j = tanh_approx(gj[k] + rj[k] + bj[k]);
+          const float f = sigmoid_approx(gf[k] + rf[k] + bf[k] + forget_bias);
+          const float o = sigmoid_approx(go[k] + ro[k] + bo[k]);
           const float c = cp[k] * f + i * j;
           cn[k] = c;
           hn[k] = tanh_approx(c) * o;
