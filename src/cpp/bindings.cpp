@@ -358,16 +358,13 @@ py::tuple output_layer_forward_py(const py::array& h, const py::array& w, const 
 constexpr int kMinWholeRows = 64;
 
 void default_training_block(int N, int V, int& rows, int& columns) {
-  if (columns > 0 && columns < V) {  // column chunks asked for
+  const bool column_chunks =
+      columns > 0 ? columns < V : default_block_rows(V) < std::min(N, kMinWholeRows);
+  if (column_chunks) {
     default_forward_block(N, V, rows, columns);
     return;
   }
-  const int whole_rows = default_block_rows(V);
-  if (columns <= 0 && whole_rows < std::min(N, kMinWholeRows)) {
-    default_forward_block(N, V, rows, columns);
-    return;
-  }
-  if (rows <= 0) rows = whole_rows;
+  if (rows <= 0) rows = default_block_rows(V);
   columns = V;
 }
 

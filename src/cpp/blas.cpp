@@ -11,10 +11,12 @@
 
 namespace ptbfast::blas {
 
+#if defined(PTBFAST_BLAS_MKL) && defined(PTBFAST_BLAS_OPENBLAS)
 // A product at least this large on every side goes to OpenBLAS when both libraries are linked.
 static constexpr int kLargeSide = 64;
 
 static bool is_large(int M, int N, int K) { return M >= kLargeSide && N >= kLargeSide && K >= kLargeSide; }
+#endif
 
 void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
            const float* B, int ldb, float beta, float* C, int ldc) {
@@ -30,10 +32,8 @@ void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const f
   else
     mkl::sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #elif defined(PTBFAST_BLAS_MKL)
-  (void)is_large;
   mkl::sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #else
-  (void)is_large;
   openblas::sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #endif
 }

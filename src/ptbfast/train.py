@@ -227,12 +227,11 @@ class Trainer:
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise checkpoint.CheckpointError(f"{used} is not a resumable training checkpoint "
                                              f"({type(e).__name__}: {e})") from None
-        current = self.config.to_dict()
-        changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        current = self.config.to_dict()  # (both are complete Config dicts: the same keys)
+        changed = [f"{k} ({saved[k]!r} there, {current[k]!r} here)" for k in current if saved[k] != current[k]]
         if changed:
-            raise checkpoint.CheckpointError(
-                f"checkpoint config differs in {', '.join(f'{k} ({saved.get(k)!r} there, {current.get(k)!r} here)' for k in changed)}; "
-                "resume with the config it was trained with")
+            raise checkpoint.CheckpointError(f"checkpoint config differs in {', '.join(changed)}; resume with "
+                                             "the config it was trained with")
         if vocabulary != self.corpus.id_to_word:
             raise checkpoint.CheckpointError("checkpoint vocabulary differs from this corpus's")
         checkpoint.check_params(params, self.model.params, used)
