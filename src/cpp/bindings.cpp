@@ -292,24 +292,6 @@ py::tuple lstm_backward_py(const py::array& d_h_all, const py::object& d_c_T, co
 
 // ---- output layer ------------------------------------------------------------------------------
 
-// One block of logits holds about 4 Mi floats (16 MiB), whatever N and V: the whole small-config
-// batch (400 x 10,000) in one block, while a 100,000-word vocabulary still needs only 16 MiB.
-constexpr long kBlockFloats = 4L << 20;
-
-// Training: whole rows, as many as fit.
-int default_block_rows(int V) { return std::max(1, static_cast<int>(kBlockFloats / std::max(V, 1))); }
-
-// Evaluation: rows for column chunks of about 4,096 (efficient GEMMs) when V allows, as many as
-// fit (the weight is read once per block of rows), then the columns that still fit (the kernel
-// evens out the chunk widths: 10,000 words in 1,024-row blocks gives 3 chunks of 3,334).
-void default_forward_block(int N, int V, int& rows, int& columns) {
-  if (rows <= 0) {
-    const long min_columns = std::min<long>(V, columns > 0 ? columns : 4096);
-    rows = static_cast<int>(std::max(1L, std::min<long>(N, kBlockFloats / std::max(1L, min_columns))));
-  }
-  if (columns <= 0) columns = static_cast<int>(std::max(1L, kBlockFloats / rows));
-}
-
 struct OutputShape {
   int N, H, V;
 };
@@ -338,7 +320,6 @@ py::tuple output_layer_forward_py(const py::array& h, const py::array& w, const 
                                   const py::array& targets, int block_rows, bool transposed, int block_columns) {
   const OutputShape s = check_output(h, w, b, targets, transposed);
   const std::vector<int64_t> t = targets_as_int64(targets);
-  default_forward_block(s.N, s.V, block_rows, block_columns);
   auto losses = new_float_array({s.N});
   float* lo = losses.mutable_data();
   double total;
@@ -350,30 +331,11 @@ py::tuple output_layer_forward_py(const py::array& h, const py::array& w, const 
   return py::make_tuple(total, losses);
 }
 
-// Training: whole rows while at least kMinWholeRows of them (or all N) fit a block, that is up to
-// 65,536 words; with a larger vocabulary, column chunks as evaluation's (two passes, see
-// output_layer.cpp). Measured on 400 rows, H = 200 (ms per forward+backward, 2 threads): 100,000
-// words (41 whole rows per block) 550-660 whole rows vs 410-490 column chunks; 50,000 words (83
-// whole rows) 201 vs 213.
-constexpr int kMinWholeRows = 64;
-
-void default_training_block(int N, int V, int& rows, int& columns) {
-  const bool column_chunks =
-      columns > 0 ? columns < V : default_block_rows(V) < std::min(N, kMinWholeRows);
-  if (column_chunks) {
-    default_forward_block(N, V, rows, columns);
-    return;
-  }
-  if (rows <= 0) rows = default_block_rows(V);
-  columns = V;
-}
-
 py::tuple output_layer_forward_backward_py(const py::array& h, const py::array& w, const py::array& b,
                                            const py::array& targets, float d_loss, int block_rows,
                                            bool transposed, int block_columns) {
   const OutputShape s = check_output(h, w, b, targets, transposed);
   const std::vector<int64_t> t = targets_as_int64(targets);
-  default_training_block(s.N, s.V, block_rows, block_columns);
   auto losses = new_float_array({s.N});
   auto dh = new_float_array({s.N, s.H});
   auto dw = transposed ? new_float_array({s.V, s.H}) : new_float_array({s.H, s.V});
@@ -482,6 +444,7 @@ void set_num_threads(int n) {
 PYBIND11_MODULE(_core, m) {
   m.doc() = "ptbfast C++ kernels (float32, OpenMP + SIMD, BLAS for matrix products)";
   blas::init();
+  m.attr("OUTPUT_BLOCK_FLOATS") = kOutputBlockFloats;
 
   m.def("build_info", &build_info, "Compiler, ISA flags, BLAS backend and thread counts of this build.");
   m.def("set_num_threads", &set_num_threads, py::arg("n"),

@@ -51,9 +51,15 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
                    int In, int H);
 
 // ---- output_layer.cpp -----------------------------------------------------------------------
+// At most this many logits exist at once (16 MiB): the whole small-config batch (400 x 10,000)
+// is one block, while a 100,000-word vocabulary still needs only 16 MiB. Python reads it as
+// _core.OUTPUT_BLOCK_FLOATS for its memory estimate.
+constexpr long kOutputBlockFloats = 4L << 20;
+
 // logits = h @ w + b; losses[r] = logsumexp(logits[r]) - logits[r, targets[r]]. Logits are made
 // block_rows rows by block_columns columns at a time (an online logsumexp across the column
-// chunks), so memory is block_rows*block_columns floats whatever N and V are.
+// chunks), so memory is block_rows*block_columns floats whatever N and V are; a block size <= 0
+// is chosen here (output_layer.cpp says how).
 //   losses [N], h [N,H], w [H,V] (or [V,H] with w_transposed: tied weights, w = the embedding),
 //   b [V], targets [N] in [0, V). Returns the sum of losses (double).
 double output_layer_forward(float* losses, const float* h, const float* w, const float* b,
@@ -61,9 +67,9 @@ double output_layer_forward(float* losses, const float* h, const float* w, const
                             bool w_transposed);
 
 // Same loss, plus the gradients of d_loss * sum(losses): dh [N,H], dw (w's layout), db [V]
-// (overwritten). With block_columns <= 0 or >= V, logits are made block_rows whole rows at a time
-// (block_rows*V floats, one pass); otherwise block_rows x block_columns at a time, in two passes
-// over the columns (for vocabularies too large for whole rows).
+// (overwritten). Whole rows of logits (one pass) when block_columns >= V, or when it is <= 0 and
+// the vocabulary allows; otherwise block_rows x block_columns at a time in two passes over the
+// columns. Block sizes <= 0 are chosen here.
 double output_layer_forward_backward(float* losses, float* dh, float* dw, float* db, const float* h,
                                      const float* w, const float* b, const int64_t* targets, float d_loss,
                                      int N, int H, int V, int block_rows, int block_columns, bool w_transposed);

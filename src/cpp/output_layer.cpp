@@ -4,14 +4,17 @@
 // GEMM (h_blk @ w + b), one pass per row that turns logits into the loss and, in place, into the
 // gradient softmax - onehot, then two GEMMs that fold the block's gradient into dw and dh. So
 // memory is block_rows*V floats for any number of rows N, and softmax never takes an extra pass
-// over a [N, V] buffer. Vocabularies too large for whole rows take two passes over column chunks
-// instead (forward_backward_in_column_chunks).
+// over a [N, V] buffer. Whole rows are the case "one chunk of V columns"; vocabularies too large
+// for whole rows take two passes over narrower column chunks instead, through the same fold.
 //
 // Evaluation (forward): no gradient needs a whole row of probabilities, so a block of rows is
 // also cut into column chunks, each folded into a running max and sum of exponentials per row
 // (an online logsumexp). Then w is read once per block of rows however large V is; with row
 // blocks alone, a 100,000-word vocabulary allowed only 41 rows per 16 MiB block, and the 80 MB
 // weight was read again for every 41 rows.
+//
+// Block sizes (choose_forward_blocks, choose_training_blocks) are decided here, next to the code
+// whose speed they decide; callers pass 0 for "choose".
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -128,9 +131,43 @@ static void block_losses(float* losses, float* logits, RunningLogSumExp* acc, co
   for (int r = 0; r < rows; ++r) losses[r] = (acc[r].max - acc[r].target_logit) + std::log(acc[r].sum);
 }
 
+// ---- block sizes: how much of the [N, V] logits exists at once ---------------------------------
+
+// Evaluation: rows for column chunks of about 4,096 (efficient GEMMs) when V allows, as many as
+// fit (the weight is read once per block of rows), then the columns that still fit (ChunkedBlocks
+// evens out the chunk widths: 10,000 words in 1,024-row blocks gives 3 chunks of 3,334).
+static void choose_forward_blocks(int N, int V, int& rows, int& columns) {
+  if (rows <= 0) {
+    const long min_columns = std::min<long>(V, columns > 0 ? columns : 4096);
+    rows = static_cast<int>(std::max(1L, std::min<long>(N, kOutputBlockFloats / std::max(1L, min_columns))));
+  }
+  if (columns <= 0) columns = static_cast<int>(std::max(1L, kOutputBlockFloats / rows));
+}
+
+// Training: whole rows (one chunk of V columns, one pass) while at least kMinWholeRows of them
+// (or all N) fit a block, that is up to 65,536 words; with a larger vocabulary, column chunks as
+// evaluation's, in two passes. Measured on 400 rows, H = 200 (ms per forward+backward, 2 threads,
+// AMD EPYC Zen 4): 100,000 words (41 whole rows per block) 550-660 whole rows vs 410-490 column
+// chunks; 50,000 words (83 whole rows) 201 vs 213.
+static constexpr int kMinWholeRows = 64;
+
+static void choose_training_blocks(int N, int V, int& rows, int& columns) {
+  const long whole_rows_per_block = std::max(1L, kOutputBlockFloats / std::max(V, 1));
+  const bool column_chunks = columns > 0 ? columns < V : whole_rows_per_block < std::min(N, kMinWholeRows);
+  if (column_chunks) {
+    choose_forward_blocks(N, V, rows, columns);
+    return;
+  }
+  if (rows <= 0) rows = static_cast<int>(whole_rows_per_block);
+  columns = V;
+}
+
+// ---- forward ----------------------------------------------------------------------------------
+
 double output_layer_forward(float* losses, const float* h, const float* w, const float* b,
                             const int64_t* targets, int N, int H, int V, int block_rows, int block_columns,
                             bool w_transposed) {
+  choose_forward_blocks(N, V, block_rows, block_columns);
   const ChunkedBlocks blk(N, H, V, block_rows, block_columns, w_transposed);
   std::vector<float> logits(static_cast<size_t>(blk.R) * blk.C);
   std::vector<RunningLogSumExp> acc(blk.R);
@@ -140,23 +177,59 @@ double output_layer_forward(float* losses, const float* h, const float* w, const
   return total_of(losses, N);
 }
 
-// Training when whole rows do not fit a block (a large vocabulary): two passes over the column
-// chunks of each block of rows. The first makes the losses (as evaluation does); the second makes
-// each chunk's logits again and turns them into d_logits = d_loss * (exp(logit - logsumexp) -
-// onehot), which goes straight into its own columns of dw and db and into dh. A third more GEMM
-// work than whole rows, but every product is large and each part of dw is written once per block
-// of rows instead of once per few rows.
-static double forward_backward_in_column_chunks(float* losses, float* dh, float* dw, float* db, const float* h,
-                                                const float* w, const float* b, const int64_t* targets,
-                                                float d_loss, int N, int H, int V, int block_rows,
-                                                int block_columns, bool w_transposed) {
+// ---- backward ---------------------------------------------------------------------------------
+
+// Folds one chunk's d_logits [rows, cols] (columns [c0, c0 + cols) of rows [r0, r0 + rows)) into
+// dw (w's layout), dh_blk and db: dw's columns (+)= h_blk^T @ d_logits (overwritten by the first
+// block of rows), dh_blk (+)= d_logits @ those columns^T (overwritten by the first chunk), db +=
+// column sums (each thread owns whole 256-column stripes and adds rows in order: deterministic).
+static void fold_gradient_chunk(float* dw, float* dh_blk, float* db, const float* d_logits, const float* h_blk,
+                                const float* w, const ChunkedBlocks& blk, int rows, int cols, int c0, bool first_rows,
+                                int H, bool parallel) {
+  const float beta_dw = first_rows ? 0.0f : 1.0f;
+  if (blk.w_transposed)  // dw [V, H]: rows [c0, c0 + cols) = d_logits^T @ h_blk
+    blas::sgemm(true, false, cols, H, rows, 1.0f, d_logits, cols, h_blk, H, beta_dw, dw + static_cast<long>(c0) * H,
+                H);
+  else
+    blas::sgemm(true, false, H, cols, rows, 1.0f, h_blk, H, d_logits, cols, beta_dw, dw + c0, blk.ldw);
+  blas::sgemm(false, !blk.w_transposed, rows, H, cols, 1.0f, d_logits, cols, blk.columns(w, c0, H), blk.ldw,
+              c0 == 0 ? 0.0f : 1.0f, dh_blk, H);
+  constexpr int kStripe = 256;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int v0 = 0; v0 < cols; v0 += kStripe) {
+    const int v1 = std::min(cols, v0 + kStripe);
+    float* db_chunk = db + c0;
+    for (int r = 0; r < rows; ++r) {
+      const float* src = d_logits + static_cast<long>(r) * cols;
+#pragma omp simd
+      for (int v = v0; v < v1; ++v) db_chunk[v] += src[v];
+    }
+  }
+}
+
+// Training. Whole rows (one chunk of V columns): one GEMM per block of rows, then one pass per
+// row that turns logits into the loss and, in place, into d_loss * (softmax - onehot), then the
+// fold into dw, dh, db. Column chunks (vocabularies too large for whole rows): two passes over
+// the chunks of each block of rows. The first makes the losses (as evaluation does); the second
+// makes each chunk's logits again and turns them into d_loss * (exp(logit - logsumexp) - onehot),
+// which is folded in the same way. A third more GEMM work than whole rows, but every product is
+// large and each part of dw is written once per block of rows instead of once per few rows.
+double output_layer_forward_backward(float* losses, float* dh, float* dw, float* db, const float* h,
+                                     const float* w, const float* b, const int64_t* targets, float d_loss,
+                                     int N, int H, int V, int block_rows, int block_columns, bool w_transposed) {
+  choose_training_blocks(N, V, block_rows, block_columns);
   const ChunkedBlocks blk(N, H, V, block_rows, block_columns, w_transposed);
+  const bool whole_rows = blk.C >= V;
   std::vector<float> logits(static_cast<size_t>(blk.R) * blk.C);
-  std::vector<RunningLogSumExp> acc(blk.R);
+  std::vector<RunningLogSumExp> acc(whole_rows ? 0 : blk.R);
+  std::memset(db, 0, sizeof(float) * V);
+  if (N == 0) std::memset(dw, 0, sizeof(float) * H * V);
+
   for (int r0 = 0; r0 < N; r0 += blk.R) {
     const int rows = std::min(blk.R, N - r0);
     const float* h_blk = h + static_cast<long>(r0) * H;
-    block_losses(losses + r0, logits.data(), acc.data(), blk, h_blk, w, b, targets + r0, rows, H, V);
+    if (!whole_rows)  // first pass: the losses and each row's logsumexp
+      block_losses(losses + r0, logits.data(), acc.data(), blk, h_blk, w, b, targets + r0, rows, H, V);
     for (int c0 = 0; c0 < V; c0 += blk.C) {
       const int cols = std::min(blk.C, V - c0);
       blk.logits(logits.data(), h_blk, rows, cols, H, w, c0);
@@ -164,79 +237,20 @@ static double forward_backward_in_column_chunks(float* losses, float* dh, float*
 #pragma omp parallel for schedule(static) if (parallel)
       for (int r = 0; r < rows; ++r) {
         float* row = logits.data() + static_cast<long>(r) * cols;
+        const int64_t target = targets[r0 + r];
+        if (whole_rows) {
+          losses[r0 + r] = row_loss_and_gradient(row, b, V, target, d_loss);
+          continue;
+        }
         // softmax = exp(logit - max - log(sum)), the max subtracted first as in the whole-row pass.
         const float max = acc[r].max, log_sum = std::log(acc[r].sum);
         const float* bias = b + c0;
 #pragma omp simd
         for (int v = 0; v < cols; ++v) row[v] = d_loss * exp_approx((row[v] + bias[v] - max) - log_sum);
-        const int64_t target = targets[r0 + r];
         if (target >= c0 && target < c0 + cols) row[target - c0] -= d_loss;
       }
-      // dw's columns [c0, c0 + cols) (+)= h_blk^T @ d_logits; dh_blk (+)= d_logits @ those columns^T.
-      const float beta_dw = r0 == 0 ? 0.0f : 1.0f;
-      if (w_transposed)  // dw [V, H]: rows [c0, c0 + cols) = d_logits^T @ h_blk
-        blas::sgemm(true, false, cols, H, rows, 1.0f, logits.data(), cols, h_blk, H, beta_dw,
-                    dw + static_cast<long>(c0) * H, H);
-      else
-        blas::sgemm(true, false, H, cols, rows, 1.0f, h_blk, H, logits.data(), cols, beta_dw, dw + c0, V);
-      blas::sgemm(false, !w_transposed, rows, H, cols, 1.0f, logits.data(), cols, blk.columns(w, c0, H), blk.ldw,
-                  c0 == 0 ? 0.0f : 1.0f, dh + static_cast<long>(r0) * H, H);
-      // db's columns: each thread sums whole columns over the rows in order (deterministic).
-#pragma omp parallel for schedule(static) if (parallel)
-      for (int v = 0; v < cols; ++v) {
-        float sum = r0 == 0 ? 0.0f : db[c0 + v];
-        for (int r = 0; r < rows; ++r) sum += logits[static_cast<long>(r) * cols + v];
-        db[c0 + v] = sum;
-      }
-    }
-  }
-  if (N == 0) {
-    std::memset(dw, 0, sizeof(float) * H * V);
-    std::memset(db, 0, sizeof(float) * V);
-  }
-  return total_of(losses, N);
-}
-
-double output_layer_forward_backward(float* losses, float* dh, float* dw, float* db, const float* h,
-                                     const float* w, const float* b, const int64_t* targets, float d_loss,
-                                     int N, int H, int V, int block_rows, int block_columns, bool w_transposed) {
-  if (block_columns > 0 && block_columns < V)
-    return forward_backward_in_column_chunks(losses, dh, dw, db, h, w, b, targets, d_loss, N, H, V, block_rows,
-                                             block_columns, w_transposed);
-  // Whole rows: w is [H, V], or [V, H] when transposed (tied: w is the embedding); dw has w's layout.
-  const int ldw = w_transposed ? H : V;
-  const int R = std::max(1, std::min(N, block_rows));
-  std::vector<float> logits(static_cast<size_t>(R) * V);
-  std::memset(db, 0, sizeof(float) * V);
-  if (N == 0) std::memset(dw, 0, sizeof(float) * H * V);
-
-  for (int r0 = 0; r0 < N; r0 += R) {
-    const int rows = std::min(R, N - r0);
-    const float* h_blk = h + static_cast<long>(r0) * H;
-    blas::sgemm(false, w_transposed, rows, V, H, 1.0f, h_blk, H, w, ldw, 0.0f, logits.data(), V);
-
-    const bool parallel = static_cast<long>(rows) * V >= kParallelElements;
-#pragma omp parallel for schedule(static) if (parallel)
-    for (int r = 0; r < rows; ++r)
-      losses[r0 + r] = row_loss_and_gradient(logits.data() + static_cast<long>(r) * V, b, V, targets[r0 + r], d_loss);
-
-    // dw (+)= h_blk^T @ d_logits ; dh_blk = d_logits @ w^T ; db += column sums of d_logits.
-    const float beta = r0 == 0 ? 0.0f : 1.0f;
-    if (w_transposed)  // dw [V, H] = d_logits^T @ h_blk
-      blas::sgemm(true, false, V, H, rows, 1.0f, logits.data(), V, h_blk, H, beta, dw, H);
-    else
-      blas::sgemm(true, false, H, V, rows, 1.0f, h_blk, H, logits.data(), V, beta, dw, V);
-    blas::sgemm(false, !w_transposed, rows, H, V, 1.0f, logits.data(), V, w, ldw, 0.0f,
-                dh + static_cast<long>(r0) * H, H);
-    constexpr int kColumns = 256;  // each thread owns whole column chunks: deterministic sums
-#pragma omp parallel for schedule(static) if (parallel)
-    for (int v0 = 0; v0 < V; v0 += kColumns) {
-      const int v1 = std::min(V, v0 + kColumns);
-      for (int r = 0; r < rows; ++r) {
-        const float* src = logits.data() + static_cast<long>(r) * V;
-#pragma omp simd
-        for (int v = v0; v < v1; ++v) db[v] += src[v];
-      }
+      fold_gradient_chunk(dw, dh + static_cast<long>(r0) * H, db, logits.data(), h_blk, w, blk, rows, cols, c0,
+                          r0 == 0, H, parallel);
     }
   }
   return total_of(losses, N);
