@@ -9,7 +9,7 @@ Shapes are the small config's (B=20, T=20, H=200, V=10,000) and the medium confi
 import numpy as np
 
 import ptbfast
-from ptbfast import _core, kernels
+from ptbfast import ops
 from ptbfast import reference as ref
 
 
@@ -31,9 +31,9 @@ def main():
     rows.append(("embedding forward", rel(ptbfast.embedding_lookup(params, ids), ref.embedding_lookup(params, ids))))
     d_out = rng.standard_normal((B, T, H)).astype(np.float32)
     ids_rep = rng.integers(0, 50, (B, T))  # repeated ids
-    rows.append(("embedding backward (dense)", rel(kernels.embedding_lookup_backward(d_out, ids_rep, V),
+    rows.append(("embedding backward (dense)", rel(ops.embedding_lookup_backward(d_out, ids_rep, V),
                                                    ref.embedding_lookup_backward(d_out.astype(np.float64), ids_rep, V))))
-    rows.append(("embedding backward (sparse)", rel(kernels.embedding_lookup_backward_sparse(d_out, ids_rep)[1],
+    rows.append(("embedding backward (sparse)", rel(ops.merge_duplicate_ids(ids_rep, d_out)[1],
                                                     ref.embedding_lookup_backward_sparse(d_out.astype(np.float64), ids_rep)[1])))
 
     for H_, T_ in ((200, 20), (650, 35)):
@@ -42,11 +42,11 @@ def main():
         h0 = (rng.standard_normal((B, H_)) * 0.5).astype(np.float32)
         kernel = rng.uniform(-0.1, 0.1, (2 * H_, 4 * H_)).astype(np.float32)
         bias = rng.uniform(-0.1, 0.1, 4 * H_).astype(np.float32)
-        h_all, c_all, gates = _core.lstm_forward(x, c0, h0, kernel, bias, 0.0)
+        h_all, c_all, gates = ops.lstm_forward(x, c0, h0, kernel, bias, 0.0)
         ref_h, _, cache = ref.lstm_layer_forward(*f64(x, c0, h0, kernel, bias))
         rows.append((f"LSTM layer forward H={H_} T={T_}", rel(h_all, ref_h)))
         d = rng.standard_normal((T_, B, H_)).astype(np.float32)
-        got = _core.lstm_backward(d, None, None, x, c0, h0, kernel, h_all, c_all, gates)
+        got = ops.lstm_backward(d, None, None, x, c0, h0, kernel, h_all, c_all, gates)
         want = ref.lstm_layer_backward(d.astype(np.float64), None, None, cache)
         rows.append((f"LSTM layer backward H={H_} T={T_} (worst of dx,dc0,dh0,dW,db)",
                      max(rel(a, b) for a, b in zip(got, want))))
@@ -56,7 +56,7 @@ def main():
     w = rng.uniform(-0.1, 0.1, (H, V)).astype(np.float32)
     b = rng.uniform(-0.1, 0.1, V).astype(np.float32)
     targets = rng.integers(0, V, N)
-    total, losses, dh, dw, db = _core.output_layer_forward_backward(h, w, b, targets, 1.0 / B)
+    total, losses, dh, dw, db = ops.output_layer_loss_and_grads(h, w, b, targets, 1.0 / B)
     ref_losses, cache = ref.output_layer_forward(*f64(h, w, b), targets)
     rows.append(("output layer losses", rel(losses, ref_losses)))
     rows.append(("output layer backward (worst of dh,dW,db)",
@@ -67,8 +67,8 @@ def main():
     w_big = rng.uniform(-0.1, 0.1, (H, big_v)).astype(np.float32)
     b_big = rng.uniform(-0.1, 0.1, big_v).astype(np.float32)
     t_big = rng.integers(0, big_v, N)
-    _, losses = _core.output_layer_forward(h, w_big, b_big, t_big)
-    _, train_losses, dh, dw, db = _core.output_layer_forward_backward(h, w_big, b_big, t_big, 1.0 / B)
+    _, losses = ops.output_layer_loss(h, w_big, b_big, t_big)
+    _, train_losses, dh, dw, db = ops.output_layer_loss_and_grads(h, w_big, b_big, t_big, 1.0 / B)
     ref_losses, cache = ref.output_layer_forward(*f64(h, w_big, b_big), t_big)
     rows.append(("output layer losses, 100,000 words (column chunks)",
                  max(rel(losses, ref_losses), rel(train_losses, ref_losses))))
@@ -76,7 +76,7 @@ def main():
                  max(rel(a, c) for a, c in zip((dh, dw, db), ref.output_layer_backward(1.0 / B, cache)))))
 
     fast = ptbfast.LSTMLanguageModel(V, H, 2, seed=1)
-    slow = ref.LSTMLanguageModel(V, H, 2, seed=1, dtype=np.float64)
+    slow = ref.NumpyLSTMLanguageModel(V, H, 2, seed=1, dtype=np.float64)
     slow.params = {k: v.astype(np.float64) for k, v in fast.params.items()}
     x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
     cost, grads, _ = fast.loss_and_grads(x, y, fast.initial_state(B))
@@ -88,11 +88,11 @@ def main():
     xd = x.astype(np.float64)
     inside = (xd > -87.3) & (xd < 88.3)
     rows.append(("exp_approx (relative, [-87.3, 88.3])",
-                 float(np.max(np.abs(_core._vecmath("exp", x)[inside] - np.exp(xd[inside])) / np.exp(xd[inside])))))
-    rows.append(("sigmoid_approx (absolute)", float(np.max(np.abs(_core._vecmath("sigmoid", x) - 1 / (1 + np.exp(-xd)))))))
+                 float(np.max(np.abs(ops.vecmath("exp", x)[inside] - np.exp(xd[inside])) / np.exp(xd[inside])))))
+    rows.append(("sigmoid_approx (absolute)", float(np.max(np.abs(ops.vecmath("sigmoid", x) - 1 / (1 + np.exp(-xd)))))))
     t = np.tanh(xd)
     nz = t != 0
-    rows.append(("tanh_approx (relative)", float(np.max(np.abs(_core._vecmath("tanh", x)[nz] - t[nz]) / np.abs(t[nz])))))
+    rows.append(("tanh_approx (relative)", float(np.max(np.abs(ops.vecmath("tanh", x)[nz] - t[nz]) / np.abs(t[nz])))))
 
     print(f"ptbfast {ptbfast.build_info()['blas']} build")
     width = max(len(name) for name, _ in rows)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import ptbfast
-from ptbfast import _core, kernels
+from ptbfast import ops
 from ptbfast import reference as ref
 
 from conftest import IMPLS
@@ -48,7 +48,7 @@ def test_embedding_backward(benchmark, impl, config):
     a = arrays(config)
     benchmark.group = f"embedding backward (sparse) {config}"
     if impl == "ptbfast":
-        benchmark(kernels.embedding_lookup_backward_sparse, a["d_out"], a["ids"])
+        benchmark(ops.merge_duplicate_ids, a["ids"], a["d_out"])
     elif impl == "numpy":
         benchmark(ref.embedding_lookup_backward_sparse, a["d_out"], a["ids"])
     else:
@@ -63,7 +63,7 @@ def test_lstm_forward(benchmark, impl, config):
     a = arrays(config)
     benchmark.group = f"LSTM layer forward {config}"
     if impl == "ptbfast":
-        benchmark(_core.lstm_forward, a["x"], a["c0"], a["h0"], a["kernel"], a["bias"], 0.0)
+        benchmark(ops.lstm_forward, a["x"], a["c0"], a["h0"], a["kernel"], a["bias"], 0.0)
     elif impl == "numpy":
         benchmark(ref.lstm_layer_forward, a["x"], a["c0"], a["h0"], a["kernel"], a["bias"])
     else:
@@ -80,8 +80,8 @@ def test_lstm_forward_backward(benchmark, impl, config):
     benchmark.group = f"LSTM layer forward+backward {config}"
     if impl == "ptbfast":
         def run():
-            h_all, c_all, gates = _core.lstm_forward(a["x"], a["c0"], a["h0"], a["kernel"], a["bias"], 0.0)
-            _core.lstm_backward(h_all, None, None, a["x"], a["c0"], a["h0"], a["kernel"], h_all, c_all, gates)
+            h_all, c_all, gates = ops.lstm_forward(a["x"], a["c0"], a["h0"], a["kernel"], a["bias"], 0.0)
+            ops.lstm_backward(h_all, None, None, a["x"], a["c0"], a["h0"], a["kernel"], h_all, c_all, gates)
         benchmark(run)
     elif impl == "numpy":
         def run():
@@ -104,7 +104,7 @@ def test_output_layer_forward(benchmark, impl, config):
     a = arrays(config)
     benchmark.group = f"output layer forward {config}"
     if impl == "ptbfast":
-        benchmark(_core.output_layer_forward, a["h"], a["w"], a["b"], a["targets"])
+        benchmark(ops.output_layer_loss, a["h"], a["w"], a["b"], a["targets"])
     elif impl == "numpy":
         benchmark(ref.output_layer_forward, a["h"], a["w"], a["b"], a["targets"])
     else:
@@ -120,7 +120,7 @@ def test_output_layer_forward_backward(benchmark, impl, config):
     a = arrays(config)
     benchmark.group = f"output layer forward+backward {config}"
     if impl == "ptbfast":
-        benchmark(_core.output_layer_forward_backward, a["h"], a["w"], a["b"], a["targets"], 1.0 / a["B"])
+        benchmark(ops.output_layer_loss_and_grads, a["h"], a["w"], a["b"], a["targets"], 1.0 / a["B"])
     elif impl == "numpy":
         def run():
             _, cache = ref.output_layer_forward(a["h"], a["w"], a["b"], a["targets"])

@@ -9,7 +9,8 @@ import pytest
 
 from ptbfast.configs import get_config
 from ptbfast.model import LSTMLanguageModel
-from ptbfast.train import apply_sgd, dropout_masks
+from ptbfast.sgd import apply_sgd
+from ptbfast.train import dropout_masks
 
 from conftest import HAS_TORCH
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import ptbfast
-from ptbfast import _core, kernels
+from ptbfast import ops
 from ptbfast import reference as ref
 
 from helpers import f32, max_rel_error
@@ -41,9 +41,9 @@ def test_scatter_add_matches_reference(id_dtype, shape, H):
     V = 6  # few rows, so ids repeat
     ids = rng.integers(0, V, size=shape).astype(id_dtype)
     d_out = f32(rng, *shape, H)
-    dense = kernels.embedding_lookup_backward(d_out, ids, V)
+    dense = ops.embedding_lookup_backward(d_out, ids, V)
     assert max_rel_error(dense, ref.embedding_lookup_backward(d_out.astype(np.float64), ids, V)) <= 1e-6
-    rows, summed = kernels.embedding_lookup_backward_sparse(d_out, ids)
+    rows, summed = ops.merge_duplicate_ids(ids, d_out)
     ref_rows, ref_summed = ref.embedding_lookup_backward_sparse(d_out.astype(np.float64), ids)
     np.testing.assert_array_equal(rows, ref_rows)
     assert rows.dtype == np.int64 and summed.shape == (len(rows), H)
@@ -55,7 +55,7 @@ def test_scatter_add_is_exact_on_integer_values():
     rng = np.random.default_rng(2)
     ids = rng.integers(0, 9, size=(40, 13))
     d_out = rng.integers(-50, 50, size=(40, 13, 19)).astype(np.float32)
-    np.testing.assert_array_equal(kernels.embedding_lookup_backward(d_out, ids, 9),
+    np.testing.assert_array_equal(ops.embedding_lookup_backward(d_out, ids, 9),
                                   ref.embedding_lookup_backward(d_out, ids, 9))
 
 
@@ -65,7 +65,7 @@ def test_dense_scatter_add_accumulates_into_existing_gradient():
     before = d_params.copy()
     ids = np.array([1, 1, 4])
     d_out = f32(rng, 3, 4)
-    _core.embedding_backward_dense(d_params, d_out, ids)
+    ops.scatter_add(d_params, ids, d_out)
     expected = before.astype(np.float64)
     np.add.at(expected, ids, d_out)
     assert max_rel_error(d_params, expected) <= 1e-6
@@ -81,8 +81,8 @@ def test_scatter_add_is_deterministic_across_thread_counts():
     try:
         for threads in (1, 2, 1, 2):
             ptbfast.set_num_threads(threads)
-            dense = kernels.embedding_lookup_backward(d_out, ids, 37)
-            rows, summed = kernels.embedding_lookup_backward_sparse(d_out, ids)
+            dense = ops.embedding_lookup_backward(d_out, ids, 37)
+            rows, summed = ops.merge_duplicate_ids(ids, d_out)
             results.append((dense, rows, summed))
     finally:
         ptbfast.set_num_threads(saved)
@@ -102,7 +102,7 @@ def test_out_of_range_ids_raise_index_error(bad, id_dtype):
     with pytest.raises(IndexError, match=rf"{bad}.*\[0, 10\)"):
         ptbfast.embedding_lookup(params, ids)
     with pytest.raises(IndexError):
-        _core.embedding_backward_dense(np.zeros((10, 3), np.float32), np.zeros((3, 3), np.float32), ids)
+        ops.scatter_add(np.zeros((10, 3), np.float32), ids, np.zeros((3, 3), np.float32))
 
 
 def test_ids_beyond_int64_raise():
@@ -114,8 +114,8 @@ def test_ids_beyond_int64_raise():
 def test_non_integer_ids_raise_type_error(ids):
     with pytest.raises(TypeError, match="ids must be integers"):
         ptbfast.embedding_lookup(np.zeros((3, 2), np.float32), ids)
-    with pytest.raises(TypeError, match="int32 or int64"):
-        _core.embedding_forward(np.zeros((3, 2), np.float32), ids)
+    with pytest.raises(TypeError, match="ids must be integers"):
+        ops.merge_duplicate_ids(ids, np.zeros(ids.shape + (2,), np.float32))
 
 
 def test_other_integer_dtypes_are_converted():
@@ -141,13 +141,11 @@ def test_non_contiguous_arrays():
     rng = np.random.default_rng(5)
     params = f32(rng, 8, 10)[:, ::2]  # a strided view
     ids = (np.arange(16).reshape(4, 4) % 8)[:, ::2]  # a strided view
-    # The public function copies to C order ...
+    # Inputs are copied to C order (tests/test_bindings.py: the raw kernel refuses them) ...
     np.testing.assert_array_equal(ptbfast.embedding_lookup(params, ids), params[ids])
-    # ... the raw kernel refuses, rather than reading the wrong memory.
-    with pytest.raises(ValueError, match="C-contiguous"):
-        _core.embedding_forward(params, np.array([0]))
-    with pytest.raises(ValueError, match="C-contiguous"):
-        _core.embedding_forward(np.ascontiguousarray(params), ids)
+    # ... but an array updated in place cannot be: a copy would be updated instead.
+    with pytest.raises(TypeError, match="in place"):
+        ops.scatter_add(np.zeros((8, 10), np.float32)[:, ::2], np.array([0]), np.ones((1, 5), np.float32))
 
 
 def test_read_only_output_and_inputs():
@@ -157,18 +155,18 @@ def test_read_only_output_and_inputs():
     ids.flags.writeable = False
     assert ptbfast.embedding_lookup(params, ids).shape == (2, 3)  # read-only inputs are fine
     with pytest.raises(ValueError, match="read-only"):
-        _core.embedding_backward_dense(params, np.ones((2, 3), np.float32), ids)
+        ops.scatter_add(params, ids, np.ones((2, 3), np.float32))
 
 
 def test_mismatched_gradient_shape_raises():
     with pytest.raises(ValueError, match="d_out"):
-        _core.embedding_backward_sparse(np.zeros((3, 4), np.float32), np.array([0, 1]))
+        ops.merge_duplicate_ids(np.array([0, 1]), np.zeros((3, 4), np.float32))
     with pytest.raises(ValueError, match="width"):
-        _core.embedding_backward_dense(np.zeros((5, 3), np.float32), np.zeros((2, 4), np.float32), np.array([0, 1]))
+        ops.scatter_add(np.zeros((5, 3), np.float32), np.array([0, 1]), np.zeros((2, 4), np.float32))
 
 
 def test_wrong_python_types_raise_type_error():
     with pytest.raises(TypeError):
         ptbfast.embedding_lookup(None, np.array([0]))
     with pytest.raises(TypeError):
-        _core.embedding_forward(np.zeros((2, 2), np.float32), None)
+        ptbfast.embedding_lookup(np.zeros((2, 2), np.float32), None)

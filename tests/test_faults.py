@@ -5,7 +5,8 @@ import pytest
 
 from ptbfast import checkpoint, reader
 from ptbfast.configs import get_config
-from ptbfast.train import CHECKPOINT_NAME, Trainer, TrainingError, check_memory, training_memory_bytes
+from ptbfast.sgd import TrainingError
+from ptbfast.train import CHECKPOINT_NAME, Trainer, check_memory, training_memory_bytes
 
 from synthetic_corpus import write_corpus
 
@@ -40,9 +41,20 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(corpus, tmp_pa
         checkpoint.load(path)
     messages = []
     resumed = Trainer(config(corpus), corpus, save_path=tmp_path, log=messages.append, progress=False)
-    resumed.restore()
+    assert resumed.restore() == previous
     assert resumed.position.epoch == prev_meta["position"]["epoch"] == 1
-    assert any("unusable" in m for m in messages)
+    # The log says which file it resumed from and why the newer one was skipped.
+    (warning,) = [m for m in messages if m.startswith("warning:")]
+    assert f"not resuming from {path}" in warning and "corrupt or truncated" in warning
+    assert f"resuming from the previous checkpoint {previous}" in warning
+
+
+def test_resume_from_a_good_checkpoint_says_nothing_about_the_previous_one(corpus, tmp_path):
+    Trainer(config(corpus), corpus, save_path=tmp_path, log=lambda s: None, progress=False).train()
+    messages = []
+    resumed = Trainer(config(corpus), corpus, save_path=tmp_path, log=messages.append, progress=False)
+    assert resumed.restore() == tmp_path / CHECKPOINT_NAME
+    assert not [m for m in messages if m.startswith("warning:")]
 
 
 def test_both_checkpoints_unusable_names_both(tmp_path):
@@ -50,7 +62,7 @@ def test_both_checkpoints_unusable_names_both(tmp_path):
     path.write_bytes(b"garbage")
     checkpoint.previous_path(path).write_bytes(b"more garbage")
     with pytest.raises(checkpoint.CheckpointError, match="previous one"):
-        checkpoint.load_latest(path)
+        checkpoint.load_model_or_previous(path)
 
 
 def poison_step(trainer, bad_steps):

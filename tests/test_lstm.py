@@ -7,7 +7,7 @@ within 1e-5 in the max-norm relative error of tests/helpers.py.
 import numpy as np
 import pytest
 
-from ptbfast import _core
+from ptbfast import ops
 from ptbfast import reference as ref
 
 from helpers import f32, f64, max_rel_error
@@ -36,7 +36,7 @@ def random_layer(rng, T, B, In, H, scale=1.0):
 def test_forward_and_backward_match_reference(T, B, In, H, forget_bias):
     rng = np.random.default_rng(T * 100 + B * 10 + H)
     x, c0, h0, kernel, bias = random_layer(rng, T, B, In, H)
-    h_all, c_all, gates = _core.lstm_forward(x, c0, h0, kernel, bias, forget_bias)
+    h_all, c_all, gates = ops.lstm_forward(x, c0, h0, kernel, bias, forget_bias)
     ref_h, (ref_c_T, ref_h_T), cache = ref.lstm_layer_forward(*f64(x, c0, h0, kernel, bias), forget_bias)
     assert h_all.shape == (T, B, H) and c_all.shape == (T, B, H) and gates.shape == (T, B, 4 * H)
     assert max_rel_error(h_all, ref_h) <= TOL
@@ -44,7 +44,7 @@ def test_forward_and_backward_match_reference(T, B, In, H, forget_bias):
         assert max_rel_error(c_all[-1], ref_c_T) <= TOL
 
     d_h_all, d_c_T, d_h_T = f32(rng, T, B, H), f32(rng, B, H), f32(rng, B, H)
-    got = _core.lstm_backward(d_h_all, d_c_T, d_h_T, x, c0, h0, kernel, h_all, c_all, gates)
+    got = ops.lstm_backward(d_h_all, d_c_T, d_h_T, x, c0, h0, kernel, h_all, c_all, gates)
     want = ref.lstm_layer_backward(*f64(d_h_all, d_c_T, d_h_T), cache)
     for name, a, b in zip(("dx", "dc0", "dh0", "dkernel", "dbias"), got, want):
         assert a.shape == b.shape, name
@@ -55,10 +55,10 @@ def test_saturated_gates():
     # Pre-activations of +-30 saturate sigmoid and tanh: derivatives must be ~0, never NaN.
     rng = np.random.default_rng(7)
     x, c0, h0, kernel, bias = random_layer(rng, 4, 3, 8, 8, scale=60.0)
-    h_all, c_all, gates = _core.lstm_forward(x, c0, h0, kernel, bias, 0.0)
+    h_all, c_all, gates = ops.lstm_forward(x, c0, h0, kernel, bias, 0.0)
     ref_h, _, cache = ref.lstm_layer_forward(*f64(x, c0, h0, kernel, bias))
     assert max_rel_error(h_all, ref_h) <= TOL
-    got = _core.lstm_backward(np.ones_like(h_all), None, None, x, c0, h0, kernel, h_all, c_all, gates)
+    got = ops.lstm_backward(np.ones_like(h_all), None, None, x, c0, h0, kernel, h_all, c_all, gates)
     want = ref.lstm_layer_backward(np.ones(h_all.shape), None, None, cache)
     for a, b in zip(got, want):
         assert np.isfinite(a).all()
@@ -68,11 +68,11 @@ def test_saturated_gates():
 def test_final_state_gradients_default_to_zero():
     rng = np.random.default_rng(8)
     x, c0, h0, kernel, bias = random_layer(rng, 3, 2, 4, 4)
-    h_all, c_all, gates = _core.lstm_forward(x, c0, h0, kernel, bias)
+    h_all, c_all, gates = ops.lstm_forward(x, c0, h0, kernel, bias)
     d = f32(rng, 3, 2, 4)
     zeros = np.zeros((2, 4), np.float32)
-    a = _core.lstm_backward(d, None, None, x, c0, h0, kernel, h_all, c_all, gates)
-    b = _core.lstm_backward(d, zeros, zeros, x, c0, h0, kernel, h_all, c_all, gates)
+    a = ops.lstm_backward(d, None, None, x, c0, h0, kernel, h_all, c_all, gates)
+    b = ops.lstm_backward(d, zeros, zeros, x, c0, h0, kernel, h_all, c_all, gates)
     for u, v in zip(a, b):
         np.testing.assert_array_equal(u, v)
 
@@ -80,9 +80,9 @@ def test_final_state_gradients_default_to_zero():
 def test_zero_steps_pass_the_state_gradient_through():
     rng = np.random.default_rng(9)
     x, c0, h0, kernel, bias = random_layer(rng, 0, 2, 3, 3)
-    h_all, c_all, gates = _core.lstm_forward(x, c0, h0, kernel, bias)
+    h_all, c_all, gates = ops.lstm_forward(x, c0, h0, kernel, bias)
     d_c_T, d_h_T = f32(rng, 2, 3), f32(rng, 2, 3)
-    dx, dc0, dh0, dkernel, dbias = _core.lstm_backward(
+    dx, dc0, dh0, dkernel, dbias = ops.lstm_backward(
         np.zeros((0, 2, 3), np.float32), d_c_T, d_h_T, x, c0, h0, kernel, h_all, c_all, gates)
     np.testing.assert_array_equal(dc0, d_c_T)
     np.testing.assert_array_equal(dh0, d_h_T)
@@ -93,7 +93,7 @@ def test_nan_in_input_propagates():
     rng = np.random.default_rng(10)
     x, c0, h0, kernel, bias = random_layer(rng, 2, 2, 3, 3)
     x[1, 0, 0] = np.nan
-    h_all, _, _ = _core.lstm_forward(x, c0, h0, kernel, bias)
+    h_all, _, _ = ops.lstm_forward(x, c0, h0, kernel, bias)
     assert np.isfinite(h_all[0]).all() and np.isnan(h_all[1, 0]).all() and np.isfinite(h_all[1, 1]).all()
 
 
@@ -103,21 +103,21 @@ def test_shape_and_dtype_errors():
     rng = np.random.default_rng(11)
     x, c0, h0, kernel, bias = random_layer(rng, 2, 3, 4, 5)
     with pytest.raises(ValueError, match="kernel has 8 rows"):
-        _core.lstm_forward(x, c0, h0, kernel[:8], bias)
+        ops.lstm_forward(x, c0, h0, kernel[:8], bias)
     with pytest.raises(ValueError, match=r"kernel must have shape \(In\+H, 4H\)"):
-        _core.lstm_forward(x, c0, h0, np.ascontiguousarray(kernel[:, :19]), bias)
+        ops.lstm_forward(x, c0, h0, np.ascontiguousarray(kernel[:, :19]), bias)
     with pytest.raises(ValueError, match="bias"):
-        _core.lstm_forward(x, c0, h0, kernel, bias[:-1])
+        ops.lstm_forward(x, c0, h0, kernel, bias[:-1])
     with pytest.raises(ValueError, match="c0"):
-        _core.lstm_forward(x, c0[:2], h0, kernel, bias)
+        ops.lstm_forward(x, c0[:2], h0, kernel, bias)
     with pytest.raises(ValueError, match="x must have 3 dimensions"):
-        _core.lstm_forward(x[0], c0, h0, kernel, bias)
+        ops.lstm_forward(x[0], c0, h0, kernel, bias)
     with pytest.raises(TypeError, match="float32"):
-        _core.lstm_forward(x.astype(np.float64), c0, h0, kernel, bias)
-    with pytest.raises(ValueError, match="C-contiguous"):
-        _core.lstm_forward(np.asfortranarray(x), c0, h0, kernel, bias)
-    h_all, c_all, gates = _core.lstm_forward(x, c0, h0, kernel, bias)
+        ops.lstm_forward(x.astype(np.float64), c0, h0, kernel, bias)
+    np.testing.assert_array_equal(ops.lstm_forward(np.asfortranarray(x), c0, h0, kernel, bias)[0],
+                                  ops.lstm_forward(x, c0, h0, kernel, bias)[0])  # copied to C order
+    h_all, c_all, gates = ops.lstm_forward(x, c0, h0, kernel, bias)
     with pytest.raises(ValueError, match="gates"):
-        _core.lstm_backward(h_all, None, None, x, c0, h0, kernel, h_all, c_all, gates[:, :, :4])
+        ops.lstm_backward(h_all, None, None, x, c0, h0, kernel, h_all, c_all, gates[:, :, :4])
     with pytest.raises(ValueError, match="d_c_T"):
-        _core.lstm_backward(h_all, c0[:1], None, x, c0, h0, kernel, h_all, c_all, gates)
+        ops.lstm_backward(h_all, c0[:1], None, x, c0, h0, kernel, h_all, c_all, gates)

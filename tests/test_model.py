@@ -20,7 +20,7 @@ TOL = 1e-4
 
 def model_pair(V, H, L, forget_bias=0.0, seed=0):
     fast = ptbfast.LSTMLanguageModel(V, H, L, forget_bias=forget_bias, seed=seed)
-    slow = ref.LSTMLanguageModel(V, H, L, forget_bias=forget_bias, seed=seed, dtype=np.float64)
+    slow = ref.NumpyLSTMLanguageModel(V, H, L, forget_bias=forget_bias, seed=seed, dtype=np.float64)
     slow.params = {k: v.astype(np.float64) for k, v in fast.params.items()}
     return fast, slow
 
@@ -35,7 +35,7 @@ def as64(state):
 
 def test_same_seed_gives_the_reference_parameters():
     fast = ptbfast.LSTMLanguageModel(13, 5, 2, seed=3)
-    slow = ref.LSTMLanguageModel(13, 5, 2, seed=3)
+    slow = ref.NumpyLSTMLanguageModel(13, 5, 2, seed=3)
     assert list(fast.params) == ["embedding", "lstm_0/kernel", "lstm_0/bias", "lstm_1/kernel", "lstm_1/bias",
                                  "softmax_w", "softmax_b"]
     for name in fast.params:
@@ -184,7 +184,7 @@ def test_tied_weights_match_reference(masked):
     rng = np.random.default_rng(5)
     V, H, L, B, T = 30, 9, 2, 3, 4
     fast = ptbfast.LSTMLanguageModel(V, H, L, tie_weights=True, seed=2)
-    slow = ref.LSTMLanguageModel(V, H, L, tie_weights=True, seed=2, dtype=np.float64)
+    slow = ref.NumpyLSTMLanguageModel(V, H, L, tie_weights=True, seed=2, dtype=np.float64)
     assert "softmax_w" not in fast.params and list(fast.params) == list(slow.params)
     slow.params = {k: v.astype(np.float64) for k, v in fast.params.items()}
     x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))

@@ -11,7 +11,8 @@ import pytest
 
 from ptbfast.configs import get_config
 from ptbfast.reader import load_corpus, ptb_producer
-from ptbfast.train import Trainer, apply_sgd, evaluate
+from ptbfast.sgd import apply_sgd
+from ptbfast.train import Trainer, evaluate
 
 DATA = os.environ.get("PTBFAST_DATA")
 pytestmark = [

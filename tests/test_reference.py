@@ -252,7 +252,7 @@ VOCAB_SIZE, HIDDEN_SIZE, NUM_LAYERS = 7, 3, 2
 
 def make_model(forget_bias=0.0):
     # init_scale 0.5 instead of TF's 0.1 so gates are not all ~0.5 and every term matters.
-    return ref.LSTMLanguageModel(
+    return ref.NumpyLSTMLanguageModel(
         VOCAB_SIZE, HIDDEN_SIZE, NUM_LAYERS, forget_bias=forget_bias, init_scale=0.5, seed=3, dtype=np.float64
     )
 
@@ -295,7 +295,7 @@ def test_model_gradients_for_every_parameter(rng, batch_size, with_masks, forget
 @pytest.mark.parametrize("with_masks", [False, True])
 def test_tied_model_gradients_for_every_parameter(rng, with_masks):
     # Tied weights: the embedding is used by the lookup and, transposed, by the softmax.
-    model = ref.LSTMLanguageModel(VOCAB_SIZE, HIDDEN_SIZE, NUM_LAYERS, forget_bias=0.3, init_scale=0.5, seed=1,
+    model = ref.NumpyLSTMLanguageModel(VOCAB_SIZE, HIDDEN_SIZE, NUM_LAYERS, forget_bias=0.3, init_scale=0.5, seed=1,
                                   dtype=np.float64, tie_weights=True)
     assert "softmax_w" not in model.params
     x, y = make_batch(rng, 2, num_steps=3)
@@ -369,7 +369,7 @@ def test_carried_state_splits_a_sequence_exactly(rng):
 
 
 def test_initial_state_and_float32_model_keep_dtype(rng):
-    model = ref.LSTMLanguageModel(VOCAB_SIZE, HIDDEN_SIZE, NUM_LAYERS)  # float32 default, as in TF
+    model = ref.NumpyLSTMLanguageModel(VOCAB_SIZE, HIDDEN_SIZE, NUM_LAYERS)  # float32 default, as in TF
     state = model.initial_state(2)
     assert len(state) == NUM_LAYERS
     for c, h in state:

@@ -21,9 +21,10 @@ import ptbfast
 from ptbfast import checkpoint, reader
 from ptbfast import reference as ref
 from ptbfast.configs import get_config
-from ptbfast.model import IndexedSlices, LSTMLanguageModel
-from ptbfast.train import (CHECKPOINT_NAME, METRICS_NAME, Trainer, TrainingError, apply_sgd, dropout_masks,
-                           evaluate, global_norm)
+from ptbfast.model import LSTMLanguageModel
+from ptbfast.ops import IndexedSlices
+from ptbfast.sgd import TrainingError, apply_sgd, global_norm
+from ptbfast.train import CHECKPOINT_NAME, METRICS_NAME, Trainer, dropout_masks, evaluate
 
 from helpers import max_rel_error
 from synthetic_corpus import write_corpus
@@ -64,7 +65,7 @@ def reference_grads(model, x, y, state, masks, monkeypatch):
     The reference only returns the merged embedding gradient, so the rows it scatter-adds are
     captured on their way into ``embedding_lookup_backward`` (time-major, as ptbfast's indices).
     """
-    net = ref.LSTMLanguageModel(V, H, model.num_layers, model.forget_bias, dtype=np.float64)
+    net = ref.NumpyLSTMLanguageModel(V, H, model.num_layers, model.forget_bias, dtype=np.float64)
     net.params = {name: a.astype(np.float64) for name, a in model.params.items()}
     captured = {}
     original = ref.embedding_lookup_backward
@@ -592,7 +593,7 @@ def resume_cli_and_compare(data_dir, save, cli_uninterrupted):
     params, meta, _ = checkpoint.load(save / CHECKPOINT_NAME)
     expected_params, expected_meta, expected_test = cli_uninterrupted
     assert same_params(params, expected_params)
-    assert epochs_of(meta["history"]) == epochs_of(expected_meta["history"])
+    assert epochs_of(meta["position"]["history"]) == epochs_of(expected_meta["position"]["history"])
     assert printed_test_perplexity(done.stdout) == expected_test
     rows = [json.loads(line) for line in (save / METRICS_NAME).read_text().splitlines()]
     assert [row.get("epoch") for row in rows] == [1, 2, 3, None]

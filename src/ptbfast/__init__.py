@@ -1,7 +1,6 @@
 """ptbfast: TensorFlow's ptb_word_lm LSTM language model, exactly, and fast on a CPU."""
 
-from ptbfast._core import build_info, get_num_threads, set_num_threads
-from ptbfast.kernels import embedding_lookup
+from ptbfast.ops import build_info, embedding_lookup, get_num_threads, set_num_threads
 from ptbfast.lm import LanguageModel, load
 from ptbfast.model import LSTMLanguageModel
 

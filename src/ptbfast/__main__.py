@@ -27,22 +27,32 @@ _FIELD_HELP = {
 }
 
 
+# Each config field is an option whose argparse destination is "cfg_<field>"; only the two
+# functions below know that prefix.
+_CONFIG_DEST = "cfg_"
+
+
 def _add_config_overrides(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("config overrides (default: the chosen config's value)")
     for f in dataclasses.fields(Config):
         if f.name == "seed":  # --seed is a main option
             continue
-        flag = f"--{f.name.replace('_', '-')}"
+        flag, dest = f"--{f.name.replace('_', '-')}", _CONFIG_DEST + f.name
         if isinstance(f.default, bool):
-            group.add_argument(flag, dest=f"cfg_{f.name}", action=argparse.BooleanOptionalAction, default=None,
+            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None,
                                help=_FIELD_HELP.get(f.name))
         else:
-            group.add_argument(flag, dest=f"cfg_{f.name}", type=type(f.default), default=None,
+            group.add_argument(flag, dest=dest, type=type(f.default), default=None,
                                metavar=type(f.default).__name__.upper(), help=_FIELD_HELP.get(f.name))
 
 
+def _config_overrides(args) -> dict:
+    """The config fields given on the command line: {field: value}."""
+    return {k[len(_CONFIG_DEST):]: v for k, v in vars(args).items() if k.startswith(_CONFIG_DEST) and v is not None}
+
+
 def _config_from_args(args) -> Config:
-    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+    overrides = _config_overrides(args)
     if args.max_epochs is not None:
         if overrides.get("max_max_epoch", args.max_epochs) != args.max_epochs:
             raise ValueError("--max-epochs and --max-max-epoch are the same setting; give one")
@@ -73,9 +83,9 @@ def cmd_train(args) -> int:
     trainer = Trainer(config, corpus, save_path=save_path, checkpoint_every=args.checkpoint_every,
                       progress=not args.no_progress, log=lambda s: print(s, flush=True))
     if args.resume and (trainer.checkpoint_path.exists() or checkpoint.previous_path(trainer.checkpoint_path).exists()):
-        trainer.restore()
+        used = trainer.restore()  # (the only place that may fall back to checkpoint.npz.prev, and says so)
         pos = trainer.position
-        print(f"Resumed from {trainer.checkpoint_path} at epoch {pos.epoch + 1}, step {pos.step}", flush=True)
+        print(f"Resumed from {used} at epoch {pos.epoch + 1}, step {pos.step}", flush=True)
     print(f"Config {args.config}: {json.dumps(config.to_dict())}", flush=True)
     print(f"Data: {data_dir} (vocabulary {corpus.vocab_size}, train {len(corpus.train)} tokens)", flush=True)
     result = trainer.train()
@@ -131,8 +141,7 @@ def cmd_bench(args) -> int:
 
     _set_threads(args.threads)
     if args.json:
-        overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
-        config = get_config(args.config or "small", **overrides)
+        config = get_config(args.config or "small", **_config_overrides(args))
         print(json.dumps(bench.run_one(config, args.steps, args.impl)))
         return 0
     configs = [args.config] if args.config else ["small", "medium", "large"]
@@ -141,11 +150,11 @@ def cmd_bench(args) -> int:
 
 
 def _override_args(args) -> list[str]:
+    """The config overrides as command-line flags again (bench passes them to its child processes)."""
     out = []
-    for k, v in vars(args).items():
-        if k.startswith("cfg_") and v is not None:
-            flag = f"--{k[4:].replace('_', '-')}"
-            out += ([flag] if v else [f"--no-{flag[2:]}"]) if isinstance(v, bool) else [flag, str(v)]
+    for name, v in _config_overrides(args).items():
+        flag = f"--{name.replace('_', '-')}"
+        out += ([flag] if v else [f"--no-{flag[2:]}"]) if isinstance(v, bool) else [flag, str(v)]
     return out
 
 

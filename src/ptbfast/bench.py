@@ -30,9 +30,9 @@ def flops_per_word(config, train: bool = True) -> float:
 
 
 def sgemm_peak_gflops() -> float:
-    from ptbfast import _core
+    from ptbfast import ops
     n = 2048
-    return 2 * n**3 / _core.sgemm_seconds(n, n, n, 5) / 1e9
+    return 2 * n**3 / ops.sgemm_seconds(n, n, n, 5) / 1e9
 
 
 def _median_seconds(step, steps: int, warmup: int = 3) -> float:
@@ -48,7 +48,8 @@ def _median_seconds(step, steps: int, warmup: int = 3) -> float:
 
 def measure_ptbfast(config, steps: int) -> dict:
     from ptbfast.model import LSTMLanguageModel
-    from ptbfast.train import apply_sgd, dropout_masks, evaluate
+    from ptbfast.sgd import apply_sgd
+    from ptbfast.train import dropout_masks, evaluate
 
     rng = np.random.default_rng(0)
     B, T, V = config.batch_size, config.num_steps, config.vocab_size
@@ -105,8 +106,8 @@ def measure_torch(config, steps: int) -> dict:
 
 
 def _threads() -> int:
-    from ptbfast import _core
-    return _core.get_num_threads()
+    from ptbfast import ops
+    return ops.get_num_threads()
 
 
 def run_one(config, steps: int, impl: str) -> dict:

@@ -7,8 +7,9 @@ truncated file is detected rather than read as garbage. Tensor names are TF's (`
 
 Files are written atomically: to a temporary file in the same directory, flushed to disk, then
 renamed over the target, so a crash at any moment leaves either the old or the new checkpoint.
-The checkpoint being replaced is kept as ``<name>.prev``, and :func:`load_latest` falls back to it
-when the newest file is missing or corrupt (a disk error after the write, say).
+The checkpoint being replaced is kept as ``<name>.prev``. Only resuming training falls back to
+it (:func:`load_model_or_previous`, when the newest file is missing or corrupt: a disk error after
+the write, say); a file named to evaluate or use a model is that file or an error, never another.
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ import json
 import os
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ptbfast.configs import Config
+from ptbfast.model import LSTMLanguageModel
 
 FORMAT = "ptbfast-checkpoint-1"
 
@@ -64,18 +69,6 @@ def _umask() -> int:
 def previous_path(path) -> Path:
     path = Path(path)
     return path.with_name(path.name + ".prev")
-
-
-def load_latest(path):
-    """``(params, meta, state, used_path)`` from ``path``, or from ``path.prev`` if ``path`` is
-    missing or unusable; the error names both files when neither loads."""
-    try:
-        return (*load(path), Path(path))
-    except CheckpointError as newest:
-        try:
-            return (*load(previous_path(path)), previous_path(path))
-        except CheckpointError as previous:
-            raise CheckpointError(f"{newest}; and the previous one: {previous}") from None
 
 
 def load(path):
@@ -131,3 +124,46 @@ def check_params(params: dict, expected: dict, path) -> None:
             problems.append(f"{name} holds NaN or Inf")
     if problems:
         raise CheckpointError(f"checkpoint {path} does not fit the model: {'; '.join(problems)}")
+
+
+@dataclass
+class SavedModel:
+    """A checkpoint's model, checked against its config, with everything else it holds."""
+
+    model: LSTMLanguageModel
+    config: Config
+    vocabulary: list
+    meta: dict          # the whole metadata (training position, RNG state, ...)
+    state: list | None  # the LSTM state carried by training, [(c, h)] per layer, or None
+    path: Path          # the file it came from
+
+
+def load_model(path) -> SavedModel:
+    """The model in the checkpoint ``path``, and nothing else: :class:`CheckpointError` naming the
+    file if it is missing, truncated, corrupt, not a ptbfast checkpoint, or holds no usable model."""
+    path = Path(path)
+    params, meta, state = load(path)
+    try:
+        config = Config.from_dict(meta["config"])
+        vocabulary = [str(w) for w in meta["vocabulary"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path} has no usable config and vocabulary "
+                              f"({type(e).__name__}: {e})") from None
+    model = LSTMLanguageModel(config.vocab_size, config.hidden_size, config.num_layers, config.forget_bias,
+                              tie_weights=config.tie_weights)
+    check_params(params, model.params, path)
+    model.params = {name: np.array(value, dtype=np.float32) for name, value in params.items()}
+    return SavedModel(model, config, vocabulary, meta, state, path)
+
+
+def load_model_or_previous(path) -> tuple[SavedModel, str | None]:
+    """For resuming training only: the model in ``path``, or in ``path.prev`` if ``path`` is missing
+    or unusable. Returns ``(saved, why)``, ``why`` saying why ``path`` was skipped (None if it was
+    not); the error names both files when neither loads."""
+    try:
+        return load_model(path), None
+    except CheckpointError as newest:
+        try:
+            return load_model(previous_path(path)), str(newest)
+        except CheckpointError as previous:
+            raise CheckpointError(f"{newest}; and the previous one: {previous}") from None

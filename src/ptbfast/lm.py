@@ -47,20 +47,10 @@ class LanguageModel:
 
     @classmethod
     def load(cls, path) -> "LanguageModel":
-        """From a checkpoint (or its ``.prev`` if it is unusable); :class:`ptbfast.checkpoint.CheckpointError`
-        if neither holds a complete model."""
-        params, meta, _, used = checkpoint.load_latest(path)
-        try:
-            config = Config.from_dict(meta["config"])
-            vocabulary = [str(w) for w in meta["vocabulary"]]
-        except (KeyError, TypeError, ValueError) as e:
-            raise checkpoint.CheckpointError(f"checkpoint {used} has no usable config and vocabulary "
-                                             f"({type(e).__name__}: {e})") from None
-        model = LSTMLanguageModel(config.vocab_size, config.hidden_size, config.num_layers, config.forget_bias,
-                                  tie_weights=config.tie_weights)
-        checkpoint.check_params(params, model.params, used)
-        model.params = {name: np.array(value, dtype=np.float32) for name, value in params.items()}
-        return cls(model, vocabulary, config)
+        """From the checkpoint ``path`` and no other file; :class:`ptbfast.checkpoint.CheckpointError`
+        naming it if it is missing, corrupt or holds no complete model."""
+        saved = checkpoint.load_model(path)
+        return cls(saved.model, saved.vocabulary, saved.config)
 
     # ---- text <-> ids ----
     def encode(self, text: str) -> np.ndarray:
@@ -137,8 +127,7 @@ class LanguageModel:
 
     def output_weights(self) -> np.ndarray:
         """The output projection [H, V] (``embedding.T`` for a model with tied weights)."""
-        p = self.model.params
-        return p["embedding"].T if self.model.tie_weights else p["softmax_w"]
+        return self.model.output_weights()
 
     # ---- embeddings ----
     def vectors(self, space: str = "input") -> np.ndarray:

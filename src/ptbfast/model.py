@@ -1,6 +1,6 @@
 """The ptb_word_lm model on ptbfast's C++ kernels.
 
-Same parameters, maths and signatures as :class:`ptbfast.reference.LSTMLanguageModel`, which is
+Same parameters, maths and signatures as :class:`ptbfast.reference.NumpyLSTMLanguageModel`, which is
 the readable NumPy twin this class is tested against. Inside, activations are time-major
 ([T, B, H]) so that each step's rows are contiguous for the recurrent GEMM; inputs and outputs
 follow TF: ids ``[batch, steps]``.
@@ -8,27 +8,11 @@ follow TF: ids ``[batch, steps]``.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
-from ptbfast import _core
-from ptbfast.kernels import as_float32, as_ids
+from ptbfast import ops
+from ptbfast.ops import IndexedSlices, as_float32, as_ids
 from ptbfast.params import init_params
-
-
-class IndexedSlices(NamedTuple):
-    """A sparse gradient, as TF's ``tf.IndexedSlices``: row ``values[k]`` belongs to row
-    ``indices[k]`` of a ``dense_shape`` tensor; indices may repeat (one entry per token)."""
-
-    indices: np.ndarray
-    values: np.ndarray
-    dense_shape: tuple
-
-    def to_dense(self) -> np.ndarray:
-        dense = np.zeros(self.dense_shape, np.float32)
-        _core.embedding_backward_dense(dense, self.values, self.indices)
-        return dense
 
 
 class LSTMLanguageModel:
@@ -51,11 +35,10 @@ class LSTMLanguageModel:
         self.params = init_params(self.vocab_size, self.hidden_size, self.num_layers, init_scale, seed,
                                   tie_weights=self.tie_weights)
 
-    def _output_weights(self):
-        """(w, transposed) for the output layer kernel."""
-        if self.tie_weights:
-            return self.params["embedding"], True
-        return self.params["softmax_w"], False
+    def output_weights(self) -> np.ndarray:
+        """The output projection [H, V]: ``softmax_w``, or with tied weights ``embedding.T`` (a
+        view the output-layer kernel reads in place)."""
+        return self.params["embedding"].T if self.tie_weights else self.params["softmax_w"]
 
     def initial_state(self, batch_size: int):
         """Zero state: a list of ``(c, h)`` per layer, each [batch_size, H] float32."""
@@ -100,13 +83,13 @@ class LSTMLanguageModel:
     def _forward_layers(self, ids, state, masks, steps):
         """Embedding and LSTM layers on time-major ids: (top [T,B,H], layer inputs, caches, new state)."""
         p = self.params
-        inputs = _core.embedding_forward(p["embedding"], ids)  # [T, B, H]
+        inputs = ops.embedding_lookup(p["embedding"], ids)  # [T, B, H]
         if masks is not None:
             inputs = inputs * masks[0]
         layer_inputs, caches, new_state = [], [], []
         for layer, (c0, h0) in enumerate(state):
             layer_inputs.append(inputs)
-            h_all, c_all, gates = _core.lstm_forward(
+            h_all, c_all, gates = ops.lstm_forward(
                 inputs, c0, h0, p[f"lstm_{layer}/kernel"], p[f"lstm_{layer}/bias"], self.forget_bias)
             caches.append((h_all, c_all, gates))
             new_state.append((c_all[-1].copy(), h_all[-1].copy()) if steps else (c0.copy(), h0.copy()))
@@ -121,13 +104,12 @@ class LSTMLanguageModel:
         top, layer_inputs, caches, new_state = self._forward_layers(ids, state, masks, steps)
         top = top.reshape(steps * batch, self.hidden_size)
 
-        w, transposed = self._output_weights()
         if not with_grads:
-            total, _ = _core.output_layer_forward(top, w, p["softmax_b"], targets, transposed=transposed)
+            total, _ = ops.output_layer_loss(top, self.output_weights(), p["softmax_b"], targets)
             return self._checked_cost(total / batch), None, new_state
 
-        total, _, d_top, d_w, d_softmax_b = _core.output_layer_forward_backward(
-            top, w, p["softmax_b"], targets, 1.0 / batch, transposed=transposed)
+        total, _, d_top, d_w, d_softmax_b = ops.output_layer_loss_and_grads(
+            top, self.output_weights(), p["softmax_b"], targets, 1.0 / batch)
         cost = self._checked_cost(total / batch)
         grads = {"softmax_b": d_softmax_b}
         if not self.tie_weights:
@@ -138,7 +120,7 @@ class LSTMLanguageModel:
                 d_inputs = d_inputs * masks[layer + 1]
             c0, h0 = state[layer]
             h_all, c_all, gates = caches[layer]
-            d_inputs, _, _, d_kernel, d_bias = _core.lstm_backward(
+            d_inputs, _, _, d_kernel, d_bias = ops.lstm_backward(
                 d_inputs, None, None, layer_inputs[layer], c0, h0, p[f"lstm_{layer}/kernel"], h_all, c_all, gates)
             grads[f"lstm_{layer}/kernel"] = d_kernel
             grads[f"lstm_{layer}/bias"] = d_bias
@@ -146,8 +128,9 @@ class LSTMLanguageModel:
             d_inputs = d_inputs * masks[0]
         token_rows = d_inputs.reshape(steps * batch, self.hidden_size)
         if self.tie_weights:  # dense: the output layer's gradient plus the lookup's rows
-            _core.embedding_backward_dense(d_w, token_rows, ids.reshape(-1))
-            grads["embedding"] = d_w
+            d_embedding = d_w.T  # [V, H], C-contiguous: the kernel wrote it in the embedding's layout
+            ops.scatter_add(d_embedding, ids.reshape(-1), token_rows)
+            grads["embedding"] = d_embedding
         else:
             grads["embedding"] = IndexedSlices(ids.reshape(-1), token_rows, p["embedding"].shape)
         return cost, {name: grads[name] for name in p}, new_state

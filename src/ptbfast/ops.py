@@ -1,18 +1,27 @@
-"""Python face of the C++ kernels: accept what NumPy users pass, reject what would be wrong.
+"""The one way from Python into the C++ kernels (``ptbfast._core``).
 
-Conversion policy (the same for every public function):
+Every kernel call of the model, the trainer, the tests and the benchmarks goes through here, so
+one conversion policy holds everywhere:
   * float arrays must be float32; float64 is rejected with TypeError rather than silently halved
     in precision (convert with ``.astype(np.float32)``);
-  * non-contiguous float arrays are copied to C order (a view such as ``a[:, ::2]`` is accepted);
+  * non-contiguous float inputs are copied to C order (a view such as ``a[:, ::2]`` is accepted);
+    arrays updated in place must already be C-contiguous float32 (a copy would be updated instead);
   * ids may be any integer dtype (int32 and int64 are used as they are, others become int64);
     float or bool ids are a TypeError, ids outside ``[0, V)`` an IndexError.
+``_core`` itself refuses anything else (tests/test_bindings.py), so a caller that bypasses this
+module gets an exception, never a wrong answer.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ptbfast import _core
+
+# At most this many logits exist at once in the output layer (16 MiB; src/cpp/kernels.h).
+OUTPUT_BLOCK_FLOATS: int = _core.OUTPUT_BLOCK_FLOATS
 
 
 def as_float32(array, name: str) -> np.ndarray:
@@ -38,6 +47,14 @@ def as_ids(ids, name: str = "ids") -> np.ndarray:
     return np.asarray(ids, order="C")
 
 
+def _in_place(array, name: str) -> np.ndarray:
+    if not isinstance(array, np.ndarray) or array.dtype != np.float32 or not array.flags.c_contiguous:
+        raise TypeError(f"{name} is updated in place and must be a C-contiguous float32 array")
+    return array
+
+
+# ---- embedding (src/cpp/embedding.cpp) ----------------------------------------------------------
+
 def embedding_lookup(params, ids) -> np.ndarray:
     """``tf.nn.embedding_lookup(params, ids)``: the rows of ``params`` [V, H] picked by ``ids``.
 
@@ -50,15 +67,127 @@ def embedding_lookup(params, ids) -> np.ndarray:
     return _core.embedding_forward(params, as_ids(ids))
 
 
+def scatter_add(dense, ids, rows, scale: float = 1.0) -> None:
+    """``dense[ids[k]] += scale * rows[k]`` for every k, in place; rows of one id are added in
+    position order, so the bits do not depend on the thread count."""
+    _core.embedding_backward_dense(_in_place(dense, "dense"), as_float32(rows, "rows"), as_ids(ids), scale)
+
+
 def embedding_lookup_backward(d_out, ids, vocab_size: int) -> np.ndarray:
     """Dense gradient of ``embedding_lookup`` w.r.t. params: ``d_out`` scatter-added into [V, H]."""
-    ids = as_ids(ids)
     d_out = as_float32(d_out, "d_out")
     d_params = np.zeros((vocab_size, d_out.shape[-1] if d_out.ndim else 0), dtype=np.float32)
-    _core.embedding_backward_dense(d_params, d_out, ids)
+    scatter_add(d_params, ids, d_out)
     return d_params
 
 
-def embedding_lookup_backward_sparse(d_out, ids):
-    """Sparse gradient: ``(unique_ids, summed_rows)`` like TF's ``IndexedSlices`` after merging."""
-    return _core.embedding_backward_sparse(as_float32(d_out, "d_out"), as_ids(ids))
+def merge_duplicate_ids(ids, rows):
+    """``(unique_ids ascending, summed_rows)``: the rows of each id summed, in position order."""
+    return _core.embedding_backward_sparse(as_float32(rows, "rows"), as_ids(ids))
+
+
+class IndexedSlices(NamedTuple):
+    """The embedding's gradient as the lookup's backward pass makes it and TF's optimizer sees it
+    (``tf.IndexedSlices``): row ``values[k]`` belongs to row ``indices[k]`` of a ``dense_shape``
+    tensor; indices repeat, one entry per token."""
+
+    indices: np.ndarray
+    values: np.ndarray
+    dense_shape: tuple
+
+    def to_dense(self) -> np.ndarray:
+        dense = np.zeros(self.dense_shape, np.float32)
+        scatter_add(dense, self.indices, self.values)
+        return dense
+
+    def merged(self) -> "IndexedSlices":
+        """One row per distinct index (the true gradient's non-zero rows)."""
+        return IndexedSlices(*merge_duplicate_ids(self.indices, self.values), self.dense_shape)
+
+
+# ---- LSTM (src/cpp/lstm.cpp) ----------------------------------------------------------------------
+
+def lstm_forward(x, c0, h0, kernel, bias, forget_bias: float = 0.0):
+    """One LSTM layer over T steps, time-major x [T, B, In]: ``(h_all, c_all, gates)``."""
+    return _core.lstm_forward(as_float32(x, "x"), as_float32(c0, "c0"), as_float32(h0, "h0"),
+                              as_float32(kernel, "kernel"), as_float32(bias, "bias"), forget_bias)
+
+
+def lstm_backward(d_h_all, d_c_T, d_h_T, x, c0, h0, kernel, h_all, c_all, gates):
+    """Backward through time: ``(dx, dc0, dh0, dkernel, dbias)``; ``d_c_T``/``d_h_T`` may be None."""
+    optional = [None if a is None else as_float32(a, name) for a, name in ((d_c_T, "d_c_T"), (d_h_T, "d_h_T"))]
+    return _core.lstm_backward(as_float32(d_h_all, "d_h_all"), *optional, as_float32(x, "x"),
+                               as_float32(c0, "c0"), as_float32(h0, "h0"), as_float32(kernel, "kernel"),
+                               as_float32(h_all, "h_all"), as_float32(c_all, "c_all"), as_float32(gates, "gates"))
+
+
+# ---- output layer (src/cpp/output_layer.cpp) -------------------------------------------------------
+
+def _output_weights(w):
+    """(array for the kernel, transposed): softmax_w [H, V] as it is, or a transposed view of a
+    C-contiguous [V, H] (the tied embedding's ``.T``) read in place by the kernel, without a copy."""
+    w = np.asarray(w)
+    if w.ndim == 2 and not w.flags.c_contiguous and w.T.flags.c_contiguous:
+        return as_float32(w.T, "softmax_w"), True
+    return as_float32(w, "softmax_w"), False
+
+
+def output_layer_loss(h, w, b, targets, block_rows: int = 0, block_columns: int = 0):
+    """``(total, losses [N])``: softmax cross-entropy of ``h @ w + b`` against ``targets``, the
+    logits made a block at a time (block sizes 0: chosen by the kernel). ``w`` is [H, V]."""
+    w, transposed = _output_weights(w)
+    return _core.output_layer_forward(as_float32(h, "h"), w, as_float32(b, "softmax_b"), as_ids(targets, "targets"),
+                                      block_rows, transposed, block_columns)
+
+
+def output_layer_loss_and_grads(h, w, b, targets, d_loss: float, block_rows: int = 0, block_columns: int = 0):
+    """``(total, losses, dh, dw, db)``: the loss and the gradients of ``d_loss * sum(losses)``;
+    ``dw`` has ``w``'s shape [H, V] (a transposed view when ``w`` is one)."""
+    w, transposed = _output_weights(w)
+    total, losses, dh, dw, db = _core.output_layer_forward_backward(
+        as_float32(h, "h"), w, as_float32(b, "softmax_b"), as_ids(targets, "targets"), d_loss, block_rows,
+        transposed, block_columns)
+    return total, losses, dh, (dw.T if transposed else dw), db
+
+
+# ---- SGD update (src/cpp/sgd.cpp) --------------------------------------------------------------------
+
+def sgd_update(param, grad, step: float) -> None:
+    """``param += step * grad`` in place, one pass (step = -learning_rate, clipping folded in)."""
+    param = _in_place(param, "param")
+    _core.axpy(param, as_float32(grad, "grad"), step)
+
+
+def sparse_sgd_update(param, grad: IndexedSlices, step: float) -> None:
+    """The SGD update of an embedding: only the rows in ``grad.indices`` change (TF's
+    ``scatter_sub``), each by ``step`` times the sum of its rows."""
+    scatter_add(param, grad.indices, grad.values, step)
+
+
+# ---- build and threads ----------------------------------------------------------------------------
+
+def build_info() -> dict:
+    """Compiler, ISA flags, BLAS libraries and thread counts of this build."""
+    return _core.build_info()
+
+
+def set_num_threads(n: int) -> None:
+    """Threads for ptbfast's kernels: OpenMP regions started from the calling thread (other Python
+    threads keep their own count) and the BLAS libraries (process-wide)."""
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    return _core.get_num_threads()
+
+
+# ---- internals exposed for tests ---------------------------------------------------------------------
+
+def vecmath(name: str, x) -> np.ndarray:
+    """The kernels' vectorised exp / sigmoid / tanh, so tests can measure their error."""
+    return _core._vecmath(name, as_float32(x, "x"))
+
+
+def sgemm_seconds(M: int, N: int, K: int, reps: int = 5) -> float:
+    """Median seconds of one M x K @ K x N SGEMM through ptbfast's BLAS (bench's peak)."""
+    return _core.sgemm_seconds(M, N, K, reps)

@@ -332,7 +332,7 @@ def output_layer_backward(d_losses, cache: _OutputCache):
 # --------------------------------------------------------------------------------------
 
 
-class LSTMLanguageModel:
+class NumpyLSTMLanguageModel:
     """TF ``ptb_word_lm``'s model: embedding, stacked LSTM layers, softmax.
 
     ``params`` holds the weights under the names of ``ptbfast.params``. The incoming state
@@ -358,7 +358,7 @@ class LSTMLanguageModel:
         self.dtype = np.dtype(dtype)
         self.params = init_params(vocab_size, hidden_size, num_layers, init_scale, seed, dtype, tie_weights)
 
-    def softmax_w(self) -> np.ndarray:
+    def output_weights(self) -> np.ndarray:
         """The output projection [H, V]: ``softmax_w``, or ``embedding.T`` with tied weights."""
         return self.params["embedding"].T if self.tie_weights else self.params["softmax_w"]
 
@@ -438,7 +438,7 @@ class LSTMLanguageModel:
 
         top = layer_input.reshape(-1, self.hidden_size)
         targets = y.T.reshape(-1)
-        losses, output_cache = output_layer_forward(top, self.softmax_w(), p["softmax_b"], targets)
+        losses, output_cache = output_layer_forward(top, self.output_weights(), p["softmax_b"], targets)
         cost = float(losses.sum() / batch_size)
         return cost, new_state, (x, batch_size, masks, layer_caches, output_cache)
 

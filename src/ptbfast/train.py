@@ -13,6 +13,7 @@ batch is the sum over its steps of the batch-mean cross-entropy, and perplexity 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import signal
@@ -22,17 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ptbfast import _core, checkpoint
+from ptbfast import checkpoint, ops
 from ptbfast.configs import Config
-from ptbfast.model import IndexedSlices, LSTMLanguageModel
+from ptbfast.model import LSTMLanguageModel
 from ptbfast.reader import Corpus, epoch_size, ptb_producer
+from ptbfast.sgd import TrainingError, apply_sgd
 
 CHECKPOINT_NAME = "checkpoint.npz"
 METRICS_NAME = "metrics.jsonl"
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (for example the loss or a gradient became NaN or infinite)."""
 
 
 def perplexity(mean_cost: float) -> float:
@@ -40,49 +38,7 @@ def perplexity(mean_cost: float) -> float:
     return math.exp(mean_cost) if mean_cost < 709.0 else math.inf
 
 
-# ---- one SGD step -----------------------------------------------------------------------------------
-
-def global_norm(grads: dict, mode: str = "indexed_slices") -> float:
-    """``tf.clip_by_global_norm``'s norm over all gradients.
-
-    TF hands the embedding gradient to the optimizer as ``IndexedSlices`` (one row per token), and
-    its global norm squares those rows before merging repeated ids ("indexed_slices"); "dense"
-    uses the merged gradient, the true norm of d cost / d embedding.
-    """
-    total = 0.0
-    for g in grads.values():
-        if isinstance(g, IndexedSlices):
-            values = g.values if mode == "indexed_slices" else _core.embedding_backward_sparse(g.values, g.indices)[1]
-            flat = values.ravel()
-        else:
-            flat = g.ravel()
-        total += float(np.dot(flat, flat))
-    return math.sqrt(total)
-
-
-def apply_sgd(params: dict, grads: dict, learning_rate: float, max_grad_norm: float,
-              norm_mode: str = "indexed_slices") -> float:
-    """Clip all gradients by one global norm, then ``param -= lr * grad``; returns the norm.
-
-    The embedding gradient updates only the rows that were used (a sparse update, like TF's
-    ``scatter_sub``). Raises :class:`TrainingError` before touching ``params`` if the norm is not
-    finite, so a NaN never reaches the weights.
-    """
-    norm = global_norm(grads, norm_mode)
-    if not math.isfinite(norm):
-        raise TrainingError(f"gradient norm is {norm}: training diverged")
-    step = -learning_rate * max_grad_norm / max(norm, max_grad_norm)
-    # No entry of the update exceeds |step| * norm: if that overflows float32, so might the weights.
-    if not abs(step) * norm < float(np.finfo(np.float32).max):
-        raise TrainingError(f"the update (learning rate {learning_rate} x gradient norm {norm:.3g}) overflows "
-                            "float32: training diverged")
-    for name, g in grads.items():
-        if isinstance(g, IndexedSlices):  # only the used rows change
-            _core.embedding_backward_dense(params[name], g.values, g.indices, step)
-        else:
-            _core.axpy(params[name], g, step)
-    return norm
-
+# ---- dropout ----------------------------------------------------------------------------------------
 
 def dropout_masks(rng: np.random.Generator, count: int, shape, keep_prob: float):
     """``count`` inverted-dropout masks (0 or 1/keep_prob), as ``tf.nn.dropout``; None if keep_prob == 1."""
@@ -103,7 +59,7 @@ def training_memory_bytes(config: Config) -> int:
     grads = params - V * H + T * B * H             # the embedding gradient is one row per token
     per_layer = T * B * H * (1 + 1 + 1 + 4 + 4 + 1) + 2 * (H * 4 * H)  # x, h, c, gates, d_gates, dx, packed Wh
     masks = (L + 1) * T * B * H if config.keep_prob < 1 else 0
-    logits = min(T * B * V, 4 << 20)
+    logits = min(T * B * V, ops.OUTPUT_BLOCK_FLOATS)
     return 4 * (params + grads + L * per_layer + masks + logits + 2 * T * B * H)
 
 
@@ -168,6 +124,22 @@ class Position:
     finished: bool = False
     skipped: int = 0               # batches skipped in the epoch (config.nonfinite == "skip")
 
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, history=None) -> "Position":
+        """From :meth:`to_dict`'s dict; ``history`` for checkpoints that kept it beside the position."""
+        values = dict(values)
+        if "history" not in values and history is not None:
+            values["history"] = history
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        missing = [name for name in ("epoch", "step", "costs", "seconds", "finished", "history") if name not in values]
+        if missing:
+            raise KeyError(f"position lacks {', '.join(missing)}")
+        kinds = {"int": int, "float": float, "bool": bool, "list": list}
+        return cls(**{name: kinds[known[name].type](value) for name, value in values.items() if name in known})
+
 
 class Trainer:
     """Trains ``LSTMLanguageModel`` on a corpus with a config; checkpoints and resumes."""
@@ -192,7 +164,7 @@ class Trainer:
         self._stop_signal = None
         self._fresh = True  # not restored: train() starts a new metrics log
 
-    # -- checkpoints --
+    # ---- checkpoints ----------------------------------------------------------------------------
     @property
     def checkpoint_path(self) -> Path | None:
         return self.save_path / CHECKPOINT_NAME if self.save_path else None
@@ -201,41 +173,38 @@ class Trainer:
         bad = [name for name, a in self.model.params.items() if not np.isfinite(a).all()]
         if bad:  # never replace a good checkpoint with NaN/Inf weights
             raise TrainingError(f"refusing to checkpoint non-finite parameters: {', '.join(bad)}")
-        pos = self.position
         meta = {
             "config": self.config.to_dict(),
             "vocabulary": self.corpus.id_to_word,
-            "position": {"epoch": pos.epoch, "step": pos.step, "costs": pos.costs, "seconds": pos.seconds,
-                         "finished": pos.finished, "skipped": pos.skipped},
-            "history": pos.history,
+            "position": self.position.to_dict(),
             "rng": self.rng.bit_generator.state,
         }
         return checkpoint.save(path or self.checkpoint_path, self.model.params, meta, self.state)
 
-    def restore(self, path=None) -> None:
-        """Load the checkpoint (or, if it is unusable, the previous one it replaced)."""
-        params, meta, state, used = checkpoint.load_latest(path or self.checkpoint_path)
-        if used != Path(path or self.checkpoint_path):
-            self.log(f"warning: {path or self.checkpoint_path} is unusable; resuming from {used}")
+    def restore(self, path=None) -> Path:
+        """Resume from the checkpoint, or from the previous one it replaced if it is unusable (said
+        in the log, with the reason). Returns the file resumed from."""
+        path = Path(path or self.checkpoint_path)
+        saved, why_skipped = checkpoint.load_model_or_previous(path)
+        used = saved.path
+        if why_skipped:
+            self.log(f"warning: not resuming from {path}: {why_skipped}; resuming from the previous "
+                     f"checkpoint {used} instead")
         try:
-            saved = Config.from_dict(meta["config"]).to_dict()
-            vocabulary = meta["vocabulary"]
-            p = meta["position"]
-            position = Position(int(p["epoch"]), int(p["step"]), float(p["costs"]), float(p["seconds"]),
-                                list(meta["history"]), bool(p["finished"]), int(p.get("skipped", 0)))
-            rng_state = meta["rng"]
+            position = Position.from_dict(saved.meta["position"], saved.meta.get("history"))
+            rng_state = saved.meta["rng"]
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise checkpoint.CheckpointError(f"{used} is not a resumable training checkpoint "
                                              f"({type(e).__name__}: {e})") from None
-        current = self.config.to_dict()  # (both are complete Config dicts: the same keys)
-        changed = [f"{k} ({saved[k]!r} there, {current[k]!r} here)" for k in current if saved[k] != current[k]]
+        saved_config, current = saved.config.to_dict(), self.config.to_dict()  # both complete: the same keys
+        changed = [f"{k} ({saved_config[k]!r} there, {current[k]!r} here)" for k in current
+                   if saved_config[k] != current[k]]
         if changed:
             raise checkpoint.CheckpointError(f"checkpoint config differs in {', '.join(changed)}; resume with "
                                              "the config it was trained with")
-        if vocabulary != self.corpus.id_to_word:
+        if saved.vocabulary != self.corpus.id_to_word:
             raise checkpoint.CheckpointError("checkpoint vocabulary differs from this corpus's")
-        checkpoint.check_params(params, self.model.params, used)
-        shape = (self.config.batch_size, self.config.hidden_size)
+        state, shape = saved.state, (self.config.batch_size, self.config.hidden_size)
         if state and (len(state) != self.config.num_layers or any(a.shape != shape for pair in state for a in pair)):
             raise checkpoint.CheckpointError(f"{used} holds an LSTM state that does not fit the config "
                                              f"({self.config.num_layers} layers of {shape})")
@@ -243,12 +212,13 @@ class Trainer:
             self.rng.bit_generator.state = rng_state
         except (TypeError, ValueError, KeyError) as e:
             raise checkpoint.CheckpointError(f"{used} has an unusable random-number state ({e})") from None
-        self.model.params = {name: np.array(value, dtype=np.float32) for name, value in params.items()}
+        self.model.params = saved.model.params
         self.position = position
         self.state = [(np.array(c), np.array(h)) for c, h in state] if state else None
         self._fresh = False
+        return used
 
-    # -- training --
+    # ---- training ----------------------------------------------------------------------------------
     def train(self) -> dict:
         """Train to ``max_max_epoch`` (from wherever :meth:`restore` left off), then test."""
         cfg = self.config
@@ -258,7 +228,7 @@ class Trainer:
         handlers = self._catch_signals()
         try:
             while self.position.epoch < cfg.max_max_epoch and self._stop_signal is None:
-                self._train_epoch()
+                self.run_epoch()
         finally:
             self._restore_signals(handlers)
         if self._stop_signal is not None:
@@ -274,53 +244,69 @@ class Trainer:
         self._write_metrics({"test_perplexity": test_ppl, "seconds": result["test_seconds"]})
         return result
 
-    def _train_epoch(self) -> None:
-        cfg, pos, model = self.config, self.position, self.model
+    def run_epoch(self) -> None:
+        """One epoch of training batches (TF's ``run_epoch`` with ``eval_op``), then validation."""
+        cfg, pos = self.config, self.position
         lr = cfg.learning_rate_at(pos.epoch)
         n_batches = epoch_size(len(self.corpus.train), cfg.batch_size, cfg.num_steps)
         if pos.step == 0:
             self.log(f"Epoch: {pos.epoch + 1} Learning rate: {lr:.3f}")
-            self.state = model.initial_state(cfg.batch_size)
+            self.state = self.model.initial_state(cfg.batch_size)
             pos.costs, pos.seconds, pos.skipped = 0.0, 0.0, 0
-        batches = ptb_producer(self.corpus.train, cfg.batch_size, cfg.num_steps)
         bar = _progress_bar(n_batches, pos.step, pos.epoch, self.progress)
-        mask_shape = (cfg.num_steps, cfg.batch_size, cfg.hidden_size)
         started = time.perf_counter() - pos.seconds
-        for step, (x, y) in enumerate(batches):
+        for step, (x, y) in enumerate(ptb_producer(self.corpus.train, cfg.batch_size, cfg.num_steps)):
             if step < pos.step:
                 continue  # resuming: these batches were trained before the checkpoint
-            masks = dropout_masks(self.rng, cfg.num_layers + 1, mask_shape, cfg.keep_prob)
-            try:
-                cost, grads, new_state = model.loss_and_sparse_grads(x, y, self.state, masks)
-                apply_sgd(model.params, grads, lr, cfg.max_grad_norm, cfg.grad_norm)
-                self.state = new_state
-            except (FloatingPointError, TrainingError) as e:
-                if cfg.nonfinite == "skip":  # drop this batch: no update, state and costs as before it
-                    self.log(f"warning: epoch {pos.epoch + 1}, step {step} skipped: {e}")
-                    pos.step = step + 1
-                    pos.skipped += 1
-                    continue
-                raise TrainingError(f"epoch {pos.epoch + 1}, step {step}: {e}. The weights were not updated"
-                                    + (f"; the last good checkpoint is {self.checkpoint_path}" if self.save_path else "")
-                                    ) from None
-            pos.costs += cost
-            pos.step = step + 1
-            pos.seconds = time.perf_counter() - started
-            words = pos.step * cfg.batch_size * cfg.num_steps
-            ppl = perplexity(pos.costs / (max(pos.step - pos.skipped, 1) * cfg.num_steps))
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(ppl=f"{ppl:.2f}", wps=f"{words / pos.seconds:.0f}", refresh=False)
-            if n_batches >= 10 and step % (n_batches // 10) == 10:  # TF's condition and its 0-based step
-                self.log(f"{step / n_batches:.3f} perplexity: {ppl:.3f} speed: {words / pos.seconds:.0f} wps")
-            if self.save_path and self.checkpoint_every and pos.step % self.checkpoint_every == 0 and pos.step < n_batches:
-                self.save()
+            cost = self.train_step(x, y, lr, step)
+            self._record_step(step, cost, n_batches, started, bar)
             if self._stop_signal is not None:
                 break
         if bar is not None:
             bar.close()
-        if self._stop_signal is not None and pos.step < n_batches:
+        if pos.step == n_batches:
+            self._finish_epoch(lr, n_batches)
+
+    def train_step(self, x, y, lr: float, step: int) -> float | None:
+        """Forward, backward, clipping and the SGD update of one batch; carries the LSTM state.
+        Returns the batch's cost, or None if the batch was skipped (``config.nonfinite == "skip"``)."""
+        cfg, model = self.config, self.model
+        masks = dropout_masks(self.rng, cfg.num_layers + 1, (cfg.num_steps, cfg.batch_size, cfg.hidden_size),
+                              cfg.keep_prob)
+        try:
+            cost, grads, new_state = model.loss_and_sparse_grads(x, y, self.state, masks)
+            apply_sgd(model.params, grads, lr, cfg.max_grad_norm, cfg.grad_norm)
+        except (FloatingPointError, TrainingError) as e:
+            if cfg.nonfinite == "skip":  # drop this batch: no update, state and costs as before it
+                self.log(f"warning: epoch {self.position.epoch + 1}, step {step} skipped: {e}")
+                return None
+            raise TrainingError(f"epoch {self.position.epoch + 1}, step {step}: {e}. The weights were not updated"
+                                + (f"; the last good checkpoint is {self.checkpoint_path}" if self.save_path else "")
+                                ) from None
+        self.state = new_state
+        return cost
+
+    # ---- bookkeeping: position, log lines, progress bar, checkpoints, validation, metrics ---------------
+    def _record_step(self, step: int, cost: float | None, n_batches: int, started: float, bar) -> None:
+        cfg, pos = self.config, self.position
+        pos.step = step + 1
+        if cost is None:
+            pos.skipped += 1
             return
+        pos.costs += cost
+        pos.seconds = time.perf_counter() - started
+        words = pos.step * cfg.batch_size * cfg.num_steps
+        ppl = perplexity(pos.costs / (max(pos.step - pos.skipped, 1) * cfg.num_steps))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(ppl=f"{ppl:.2f}", wps=f"{words / pos.seconds:.0f}", refresh=False)
+        if n_batches >= 10 and step % (n_batches // 10) == 10:  # TF's condition and its 0-based step
+            self.log(f"{step / n_batches:.3f} perplexity: {ppl:.3f} speed: {words / pos.seconds:.0f} wps")
+        if self.save_path and self.checkpoint_every and pos.step % self.checkpoint_every == 0 and pos.step < n_batches:
+            self.save()
+
+    def _finish_epoch(self, lr: float, n_batches: int) -> None:
+        cfg, pos = self.config, self.position
         trained = n_batches - pos.skipped
         if trained == 0:
             raise TrainingError(f"epoch {pos.epoch + 1}: every batch was skipped (non-finite loss or gradient)")
@@ -328,7 +314,7 @@ class Trainer:
         wps = n_batches * cfg.batch_size * cfg.num_steps / pos.seconds
         self.log(f"Epoch: {pos.epoch + 1} Train Perplexity: {train_ppl:.3f}")
         valid_start = time.perf_counter()
-        valid_ppl = evaluate(model, self.corpus.valid, cfg.batch_size, cfg.num_steps)
+        valid_ppl = evaluate(self.model, self.corpus.valid, cfg.batch_size, cfg.num_steps)
         self.log(f"Epoch: {pos.epoch + 1} Valid Perplexity: {valid_ppl:.3f}")
         row = {"epoch": pos.epoch + 1, "learning_rate": lr, "train_perplexity": train_ppl,
                "valid_perplexity": valid_ppl, "train_wps": wps, "train_seconds": pos.seconds,

@@ -1,0 +1,56 @@
+"""One SGD step as TF's ``ptb_word_lm`` takes it: ``tf.clip_by_global_norm`` over every gradient,
+then ``GradientDescentOptimizer`` (the embedding's rows updated sparsely, as ``scatter_sub``)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ptbfast import ops
+from ptbfast.ops import IndexedSlices
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (for example the loss or a gradient became NaN or infinite)."""
+
+
+def global_norm(grads: dict, mode: str = "indexed_slices") -> float:
+    """``tf.clip_by_global_norm``'s norm over all gradients.
+
+    TF hands the embedding gradient to the optimizer as ``IndexedSlices`` (one row per token), and
+    its global norm squares those rows before merging repeated ids ("indexed_slices"); "dense"
+    uses the merged gradient, the true norm of d cost / d embedding.
+    """
+    total = 0.0
+    for g in grads.values():
+        if isinstance(g, IndexedSlices):
+            flat = (g.values if mode == "indexed_slices" else g.merged().values).ravel()
+        else:
+            flat = g.ravel()
+        total += float(np.dot(flat, flat))
+    return math.sqrt(total)
+
+
+def apply_sgd(params: dict, grads: dict, learning_rate: float, max_grad_norm: float,
+              norm_mode: str = "indexed_slices") -> float:
+    """Clip all gradients by one global norm, then ``param -= lr * grad``; returns the norm.
+
+    The embedding gradient updates only the rows that were used (a sparse update, like TF's
+    ``scatter_sub``). Raises :class:`TrainingError` before touching ``params`` if the norm is not
+    finite, so a NaN never reaches the weights.
+    """
+    norm = global_norm(grads, norm_mode)
+    if not math.isfinite(norm):
+        raise TrainingError(f"gradient norm is {norm}: training diverged")
+    step = -learning_rate * max_grad_norm / max(norm, max_grad_norm)
+    # No entry of the update exceeds |step| * norm: if that overflows float32, so might the weights.
+    if not abs(step) * norm < float(np.finfo(np.float32).max):
+        raise TrainingError(f"the update (learning rate {learning_rate} x gradient norm {norm:.3g}) overflows "
+                            "float32: training diverged")
+    for name, g in grads.items():
+        if isinstance(g, IndexedSlices):  # only the used rows change
+            ops.sparse_sgd_update(params[name], g, step)
+        else:
+            ops.sgd_update(params[name], g, step)
+    return norm
