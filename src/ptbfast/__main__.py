@@ -1,4 +1,4 @@
-"""Command line: ``python -m ptbfast {train,eval,download,info} ...``."""
+"""Command line: ``python -m ptbfast {train,eval,generate,embeddings,export,plot,bench,download,info} ...``."""
 
 from __future__ import annotations
 
@@ -80,15 +80,24 @@ def cmd_train(args) -> int:
         raise SystemExit("--resume needs --save-path (the directory holding checkpoint.npz)")
     if save_path and not args.resume:
         _check_fresh_save_path(save_path, args.overwrite)
+    summaries = None
+    if args.tensorboard:
+        from ptbfast.tensorboard import ScalarLog
+        summaries = ScalarLog(args.tensorboard)  # (a clear ImportError naming the extra if it is missing)
     trainer = Trainer(config, corpus, save_path=save_path, checkpoint_every=args.checkpoint_every,
-                      progress=not args.no_progress, log=lambda s: print(s, flush=True))
+                      progress=not args.no_progress, log=lambda s: print(s, flush=True), summaries=summaries,
+                      summary_every=args.tensorboard_every)
     if args.resume and (trainer.checkpoint_path.exists() or checkpoint.previous_path(trainer.checkpoint_path).exists()):
         used = trainer.restore()  # (the only place that may fall back to checkpoint.npz.prev, and says so)
         pos = trainer.position
         print(f"Resumed from {used} at epoch {pos.epoch + 1}, step {pos.step}", flush=True)
     print(f"Config {args.config}: {json.dumps(config.to_dict())}", flush=True)
     print(f"Data: {data_dir} (vocabulary {corpus.vocab_size}, train {len(corpus.train)} tokens)", flush=True)
-    result = trainer.train()
+    try:
+        result = trainer.train()
+    finally:
+        if summaries is not None:
+            summaries.close()
     return 128 + result["signal"] if result.get("stopped") else 0  # the shell's code for death by signal
 
 
@@ -127,6 +136,14 @@ def cmd_eval(args) -> int:
         print(f"{split.capitalize()} Perplexity: {ppl:.3f}  ({results[split]['seconds']:.1f} s)", flush=True)
     if args.json:
         print(json.dumps(results))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from ptbfast.export import export
+
+    path = export(args.checkpoint, args.format, args.out, overwrite=args.overwrite)
+    print(f"wrote {path} ({path.stat().st_size:,} bytes, {args.format})")
     return 0
 
 
@@ -216,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, default=200, metavar="STEPS",
                        help="also checkpoint every STEPS batches within an epoch (0: only at epoch ends)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--tensorboard", metavar="DIR",
+                       help="write TensorBoard scalars to DIR (needs pip install 'ptbfast[tensorboard]')")
+    train.add_argument("--tensorboard-every", type=int, default=50, metavar="STEPS",
+                       help="training loss, perplexity and words/s every STEPS batches (default 50)")
     _add_config_overrides(train)
     train.set_defaults(func=cmd_train)
 
@@ -225,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--threads", type=int)
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_eval)
+
+    ex = sub.add_parser("export", help="write a checkpoint's model as safetensors (weights) or ONNX (graph)")
+    ex.add_argument("--checkpoint", required=True)
+    ex.add_argument("--format", required=True, choices=["safetensors", "onnx"])
+    ex.add_argument("out", help="the file to write")
+    ex.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    ex.set_defaults(func=cmd_export)
 
     dl = sub.add_parser("download", help="fetch Mikolov's PTB into the cache and verify it")
     dl.add_argument("--cache-dir")

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ptbfast import checkpoint, ops
+from ptbfast import tensorboard as tb
 from ptbfast.configs import Config
 from ptbfast.model import LSTMLanguageModel
 from ptbfast.reader import Corpus, epoch_size, ptb_producer
@@ -142,10 +143,16 @@ class Position:
 
 
 class Trainer:
-    """Trains ``LSTMLanguageModel`` on a corpus with a config; checkpoints and resumes."""
+    """Trains ``LSTMLanguageModel`` on a corpus with a config; checkpoints and resumes.
+
+    ``summaries`` (optional): where TensorBoard scalars go, a :class:`ptbfast.tensorboard.ScalarLog`
+    or anything with its ``scalar(tag, value, step)`` and ``flush()``; training loss, perplexity and
+    words/s every ``summary_every`` batches, the learning rate per epoch, validation loss and
+    perplexity per epoch, test perplexity at the end. Steps count batches from the start of training.
+    """
 
     def __init__(self, config: Config, corpus: Corpus, save_path=None, log=print, checkpoint_every: int = 0,
-                 progress: bool = True):
+                 progress: bool = True, summaries=None, summary_every: int = 50):
         if corpus.vocab_size > config.vocab_size:
             raise ValueError(f"the corpus has {corpus.vocab_size} words but config.vocab_size is "
                              f"{config.vocab_size}; raise vocab_size")
@@ -156,6 +163,8 @@ class Trainer:
         self.log = log
         self.checkpoint_every = checkpoint_every
         self.progress = progress
+        self.summaries = summaries
+        self.summary_every = summary_every
         self.model = LSTMLanguageModel(config.vocab_size, config.hidden_size, config.num_layers,
                                        config.forget_bias, config.init_scale, config.seed, config.tie_weights)
         self.rng = np.random.default_rng([config.seed, 1])  # dropout; separate stream from the init
@@ -242,6 +251,7 @@ class Trainer:
         result = {"history": self.position.history, "test_perplexity": test_ppl,
                   "test_seconds": time.perf_counter() - start}
         self._write_metrics({"test_perplexity": test_ppl, "seconds": result["test_seconds"]})
+        self._summarise({tb.TEST_PERPLEXITY: test_ppl}, self._global_step())
         return result
 
     def run_epoch(self) -> None:
@@ -251,6 +261,7 @@ class Trainer:
         n_batches = epoch_size(len(self.corpus.train), cfg.batch_size, cfg.num_steps)
         if pos.step == 0:
             self.log(f"Epoch: {pos.epoch + 1} Learning rate: {lr:.3f}")
+            self._summarise({tb.LEARNING_RATE: lr}, self._global_step())
             self.state = self.model.initial_state(cfg.batch_size)
             pos.costs, pos.seconds, pos.skipped = 0.0, 0.0, 0
         bar = _progress_bar(n_batches, pos.step, pos.epoch, self.progress)
@@ -296,7 +307,11 @@ class Trainer:
         pos.costs += cost
         pos.seconds = time.perf_counter() - started
         words = pos.step * cfg.batch_size * cfg.num_steps
-        ppl = perplexity(pos.costs / (max(pos.step - pos.skipped, 1) * cfg.num_steps))
+        mean_cost = pos.costs / (max(pos.step - pos.skipped, 1) * cfg.num_steps)
+        ppl = perplexity(mean_cost)
+        if self.summary_every and pos.step % self.summary_every == 0:
+            self._summarise({tb.TRAINING_LOSS: mean_cost, tb.TRAINING_PERPLEXITY: ppl,
+                             tb.WORDS_PER_SECOND: words / pos.seconds}, self._global_step())
         if bar is not None:
             bar.update(1)
             bar.set_postfix(ppl=f"{ppl:.2f}", wps=f"{words / pos.seconds:.0f}", refresh=False)
@@ -320,11 +335,26 @@ class Trainer:
                "valid_perplexity": valid_ppl, "train_wps": wps, "train_seconds": pos.seconds,
                "valid_seconds": time.perf_counter() - valid_start, "skipped_batches": pos.skipped}
         pos.history.append(row)
+        self._summarise({tb.VALIDATION_LOSS: math.log(valid_ppl) if valid_ppl > 0 else math.nan,
+                         tb.VALIDATION_PERPLEXITY: valid_ppl}, self._global_step(), flush=True)
         pos.epoch, pos.step, pos.costs, pos.seconds = pos.epoch + 1, 0, 0.0, 0.0
         pos.finished = pos.epoch >= cfg.max_max_epoch
         if self.save_path:
             self.save()  # before the metrics line, so a crash between the two never repeats an epoch's line
         self._write_metrics(row)
+
+    def _global_step(self) -> int:
+        """Batches trained since the start of training (the x axis of the TensorBoard scalars)."""
+        cfg = self.config
+        return self.position.epoch * epoch_size(len(self.corpus.train), cfg.batch_size, cfg.num_steps) + self.position.step
+
+    def _summarise(self, scalars: dict, step: int, flush: bool = False) -> None:
+        if self.summaries is None:
+            return
+        for tag, value in scalars.items():
+            self.summaries.scalar(tag, value, step)
+        if flush:
+            self.summaries.flush()
 
     def _write_metrics(self, row: dict) -> None:
         if self.save_path:
