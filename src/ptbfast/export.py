@@ -60,7 +60,7 @@ def export(checkpoint_path, fmt: str, out_path, overwrite: bool = False) -> Path
     write = {"safetensors": _write_safetensors, "onnx": _write_onnx}[fmt]
     out_path = Path(out_path)
     if out_path.exists() and not overwrite:
-        raise FileExistsError(f"{out_path} exists; pass overwrite=True to replace it")
+        raise FileExistsError(f"{out_path} exists; pass overwrite=True (--overwrite) to replace it")
     lm = load(checkpoint_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=out_path.name + ".", suffix=".tmp", dir=out_path.parent)
