@@ -241,7 +241,7 @@ py::array array_or_none(const py::object& obj, const char* name) {
 }
 
 py::tuple lstm_forward_py(const py::array& x, const py::array& c0, const py::array& h0, const py::array& kernel,
-                          const py::array& bias, float forget_bias) {
+                          const py::array& bias, float forget_bias, bool bf16) {
   const LstmShape s = check_lstm(x, kernel, bias, c0, h0);
   auto h_all = new_float_array({s.T, s.B, s.H});
   auto c_all = new_float_array({s.T, s.B, s.H});
@@ -249,14 +249,14 @@ py::tuple lstm_forward_py(const py::array& x, const py::array& c0, const py::arr
   float *ho = h_all.mutable_data(), *co = c_all.mutable_data(), *go = gates.mutable_data();
   {
     py::gil_scoped_release nogil;
-    lstm_forward(ho, co, go, f(x), f(c0), f(h0), f(kernel), f(bias), forget_bias, s.T, s.B, s.In, s.H);
+    lstm_forward(ho, co, go, f(x), f(c0), f(h0), f(kernel), f(bias), forget_bias, s.T, s.B, s.In, s.H, bf16);
   }
   return py::make_tuple(h_all, c_all, gates);
 }
 
 py::tuple lstm_backward_py(const py::array& d_h_all, const py::object& d_c_T, const py::object& d_h_T,
                            const py::array& x, const py::array& c0, const py::array& h0, const py::array& kernel,
-                           const py::array& h_all, const py::array& c_all, const py::array& gates) {
+                           const py::array& h_all, const py::array& c_all, const py::array& gates, bool bf16) {
   float_input(kernel, "kernel", {-1, -1});  // validated before its width sizes an allocation
   const py::array bias_like = py::array_t<float>(kernel.shape(1));
   const LstmShape s = check_lstm(x, kernel, bias_like, c0, h0);
@@ -285,7 +285,7 @@ py::tuple lstm_backward_py(const py::array& d_h_all, const py::object& d_c_T, co
   {
     py::gil_scoped_release nogil;
     lstm_backward(dxo, dco, dho, dko, dbo, f(d_h_all), dc_T, dh_T, f(x), f(c0), f(h0), f(kernel), f(h_all),
-                  f(c_all), f(gates), s.T, s.B, s.In, s.H);
+                  f(c_all), f(gates), s.T, s.B, s.In, s.H, bf16);
   }
   return py::make_tuple(dx, dc0, dh0, dkernel, dbias);
 }
@@ -333,7 +333,7 @@ py::tuple output_layer_forward_py(const py::array& h, const py::array& w, const 
 
 py::tuple output_layer_forward_backward_py(const py::array& h, const py::array& w, const py::array& b,
                                            const py::array& targets, float d_loss, int block_rows,
-                                           bool transposed, int block_columns) {
+                                           bool transposed, int block_columns, bool bf16) {
   const OutputShape s = check_output(h, w, b, targets, transposed);
   const std::vector<int64_t> t = targets_as_int64(targets);
   auto losses = new_float_array({s.N});
@@ -345,9 +345,22 @@ py::tuple output_layer_forward_backward_py(const py::array& h, const py::array& 
   {
     py::gil_scoped_release nogil;
     total = output_layer_forward_backward(lo, dho, dwo, dbo, f(h), f(w), f(b), t.data(), d_loss, s.N, s.H, s.V,
-                                          block_rows, block_columns, transposed);
+                                          block_rows, block_columns, transposed, bf16);
   }
   return py::make_tuple(total, losses, dh, dw, db);
+}
+
+// ---- bf16 rounding -------------------------------------------------------------------------------
+
+py::array round_bf16_py(const py::array& x) {
+  std::vector<py::ssize_t> dims(x.ndim(), -1);
+  const float* in = float_input(x, "x", dims);
+  py::array_t<float> out(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+  float* o = out.mutable_data();
+  const int64_t n = x.size();
+  py::gil_scoped_release nogil;
+  round_to_bf16(o, in, n);
+  return std::move(out);
 }
 
 // ---- vectorised math, exposed so tests can measure its error --------------------------------------
@@ -462,11 +475,13 @@ PYBIND11_MODULE(_core, m) {
   m.def("axpy", &axpy_py, py::arg("y"), py::arg("x"), py::arg("alpha"), "y += alpha * x in place (float32)");
 
   m.def("lstm_forward", &lstm_forward_py, py::arg("x"), py::arg("c0"), py::arg("h0"), py::arg("kernel"),
-        py::arg("bias"), py::arg("forget_bias") = 0.0f,
-        "One LSTM layer over T steps: (h_all [T,B,H], c_all [T,B,H], gates [T,B,4H])");
+        py::arg("bias"), py::arg("forget_bias") = 0.0f, py::arg("bf16") = false,
+        "One LSTM layer over T steps: (h_all [T,B,H], c_all [T,B,H], gates [T,B,4H]); bf16: h_t rounded "
+        "to bf16 as made (x and kernel are rounded by the caller)");
   m.def("lstm_backward", &lstm_backward_py, py::arg("d_h_all"), py::arg("d_c_T"), py::arg("d_h_T"), py::arg("x"),
         py::arg("c0"), py::arg("h0"), py::arg("kernel"), py::arg("h_all"), py::arg("c_all"), py::arg("gates"),
-        "Backward through time: (dx, dc0, dh0, dkernel, dbias)");
+        py::arg("bf16") = false,
+        "Backward through time: (dx, dc0, dh0, dkernel, dbias); bf16: gate gradients rounded for the products");
 
   m.def("output_layer_forward", &output_layer_forward_py, py::arg("h"), py::arg("softmax_w"),
         py::arg("softmax_b"), py::arg("targets"), py::arg("block_rows") = 0, py::arg("transposed") = false,
@@ -476,10 +491,12 @@ PYBIND11_MODULE(_core, m) {
         "at a time (0: about 16 MiB)");
   m.def("output_layer_forward_backward", &output_layer_forward_backward_py, py::arg("h"), py::arg("softmax_w"),
         py::arg("softmax_b"), py::arg("targets"), py::arg("d_loss"), py::arg("block_rows") = 0,
-        py::arg("transposed") = false, py::arg("block_columns") = 0,
+        py::arg("transposed") = false, py::arg("block_columns") = 0, py::arg("bf16") = false,
         "(total, losses, dh, dw, db): gradients of d_loss * sum(losses); block_columns < V: two passes "
-        "over column chunks (0: chosen by the vocabulary size)");
+        "over column chunks (0: chosen by the vocabulary size); bf16: d_logits rounded for the dw and dh products");
 
+  m.def("round_bf16", &round_bf16_py, py::arg("x"),
+        "x rounded to bfloat16 (nearest even), as float32 with the low 16 bits zero; NaN stays NaN");
   m.def("sgemm_seconds", &sgemm_seconds, py::arg("M"), py::arg("N"), py::arg("K"), py::arg("reps") = 5,
         "Median seconds of one M x K @ K x N SGEMM through ptbfast's BLAS.");
   m.def("_vecmath", &vecmath_py, py::arg("name"), py::arg("x"), "exp/sigmoid/tanh approximations (for tests)");

@@ -33,22 +33,32 @@ void embedding_backward_dense(float* d_params, const float* d_out, const Id* ids
 // y[n] += alpha * x[n]: the SGD update of a dense parameter, in place, one pass.
 void axpy(float* y, const float* x, float alpha, int64_t n);
 
+// ---- bf16.cpp ----------------------------------------------------------------------------------
+// out[n] = in[n] rounded to bfloat16 (nearest even), as float32 with the low 16 bits zero.
+// out may be in.
+void round_to_bf16(float* out, const float* in, int64_t n);
+
 // ---- lstm.cpp -------------------------------------------------------------------------------
 // One LSTM layer over T steps, TF BasicLSTMCell (gate columns i, j, f, o):
 //   g = [x_t, h_{t-1}] @ kernel + bias;  c_t = c_{t-1} σ(f + forget_bias) + σ(i) tanh(j);
 //   h_t = tanh(c_t) σ(o).
 // Outputs: h_all [T,B,H], c_all [T,B,H], gates [T,B,4H] (activated σi, tanh j, σf, σo, kept for
 // the backward pass). Inputs: x [T,B,In], c0 [B,H], h0 [B,H], kernel [In+H, 4H], bias [4H].
+// bf16 (mixed precision): every h_t is rounded to bf16 as it is made (it is a product operand in
+// every use), and h0 is rounded for the first recurrent product; x and kernel are the caller's,
+// already rounded. Cell state and gate math stay float32.
 void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, const float* c0, const float* h0,
-                  const float* kernel, const float* bias, float forget_bias, int T, int B, int In, int H);
+                  const float* kernel, const float* bias, float forget_bias, int T, int B, int In, int H,
+                  bool bf16 = false);
 
 // Backward through time. Outputs (overwritten): dx [T,B,In], dc0 [B,H], dh0 [B,H],
 // dkernel [In+H,4H], dbias [4H]. Inputs: d_h_all [T,B,H]; d_c_T, d_h_T [B,H] or nullptr for zero;
-// the forward's inputs and outputs.
+// the forward's inputs and outputs. bf16: the gate gradients are rounded to bf16 for the products
+// (dx, dh, dkernel) and h0 for dkernel; dbias sums them unrounded.
 void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbias, const float* d_h_all,
                    const float* d_c_T, const float* d_h_T, const float* x, const float* c0, const float* h0,
                    const float* kernel, const float* h_all, const float* c_all, const float* gates, int T, int B,
-                   int In, int H);
+                   int In, int H, bool bf16 = false);
 
 // ---- output_layer.cpp -----------------------------------------------------------------------
 // At most this many logits exist at once (16 MiB): the whole small-config batch (400 x 10,000)
@@ -69,9 +79,11 @@ double output_layer_forward(float* losses, const float* h, const float* w, const
 // Same loss, plus the gradients of d_loss * sum(losses): dh [N,H], dw (w's layout), db [V]
 // (overwritten). Whole rows of logits (one pass) when block_columns >= V, or when it is <= 0 and
 // the vocabulary allows; otherwise block_rows x block_columns at a time in two passes over the
-// columns. Block sizes <= 0 are chosen here.
+// columns. Block sizes <= 0 are chosen here. bf16: the logits' gradient is rounded to bf16 for the
+// dw and dh products (db sums it unrounded); h and w are the caller's, already rounded.
 double output_layer_forward_backward(float* losses, float* dh, float* dw, float* db, const float* h,
                                      const float* w, const float* b, const int64_t* targets, float d_loss,
-                                     int N, int H, int V, int block_rows, int block_columns, bool w_transposed);
+                                     int N, int H, int V, int block_rows, int block_columns, bool w_transposed,
+                                     bool bf16 = false);
 
 }  // namespace ptbfast

@@ -15,6 +15,7 @@
 #include <memory>
 #include <vector>
 
+#include "bf16.h"
 #include "blas.h"
 #include "kernels.h"
 #include "vecmath.h"
@@ -63,7 +64,8 @@ static void run_time_loop(int threads, const Loop& loop) {
 }
 
 void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, const float* c0, const float* h0,
-                  const float* kernel, const float* bias, float forget_bias, int T, int B, int In, int H) {
+                  const float* kernel, const float* bias, float forget_bias, int T, int B, int In, int H,
+                  bool bf16) {
   const int G = 4 * H;
   const long rows = static_cast<long>(T) * B;
   const float* w_input = kernel;                         // [In, 4H]
@@ -80,6 +82,10 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   // (new[], not vector: every element is written before it is read, so no zero-fill pass.)
   const std::unique_ptr<float[]> w_own(new float[static_cast<size_t>(H) * G]),
       rec_all(new float[static_cast<size_t>(B) * G]);
+  // bf16: the first recurrent product multiplies h0 rounded (later ones h_t, rounded when made).
+  std::vector<float> h0_rounded(bf16 ? static_cast<size_t>(B) * H : 0);
+  if (bf16) round_to_bf16(h0_rounded.data(), h0, static_cast<int64_t>(B) * H);
+  const float* h0_product = bf16 ? h0_rounded.data() : h0;
   run_time_loop(time_loop_threads(B, H), [&](int part, int parts) {
     const UnitRange u = units_of(part, parts, H);
     const int n = u.size();
@@ -92,7 +98,7 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
     float* rec = rec_all.get() + static_cast<long>(B) * 4 * u.k0;
 
     for (int t = 0; t < T; ++t) {
-      const float* h_prev = t == 0 ? h0 : h_all + static_cast<long>(t - 1) * B * H;
+      const float* h_prev = t == 0 ? h0_product : h_all + static_cast<long>(t - 1) * B * H;
       const float* c_prev = t == 0 ? c0 : c_all + static_cast<long>(t - 1) * B * H;
       recurrent.gemm(h_prev, H, 0.0f, rec, 4 * n);  // rec [B, 4n] = h_{t-1} @ own columns of Wh
       // Split across threads only when one thread runs the whole loop (no MKL); inside the
@@ -124,7 +130,8 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
           const float o = sigmoid_approx(go[k] + ro[k] + bo[k]);
           const float c = cp[k] * f + i * j;
           cn[k] = c;
-          hn[k] = tanh_approx(c) * o;
+          const float h = tanh_approx(c) * o;
+          hn[k] = bf16 ? round_bf16(h) : h;
           gi[k] = i;
           gj[k] = j;
           gf[k] = f;
@@ -141,7 +148,7 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
 void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbias, const float* d_h_all,
                    const float* d_c_T, const float* d_h_T, const float* x, const float* c0, const float* h0,
                    const float* kernel, const float* h_all, const float* c_all, const float* gates, int T, int B,
-                   int In, int H) {
+                   int In, int H, bool bf16) {
   const int G = 4 * H;
   const long rows = static_cast<long>(T) * B;
   const long state = static_cast<long>(B) * H;
@@ -157,6 +164,8 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
   // copy_n, not memcpy: with B == 0 the vectors' data() is null, which memcpy may not be passed.
   if (d_c_T) std::copy_n(d_c_T, state, dc.data());
   if (d_h_T) std::copy_n(d_h_T, state, dh.data());
+  // bf16: dbias sums each step's gate gradients in the time loop, before they are rounded.
+  if (bf16) std::fill_n(dbias, G, 0.0f);
 
   if (rows > 0) run_time_loop(time_loop_threads(B, H), [&](int part, int parts) {
     const UnitRange own = units_of(part, parts, H);
@@ -193,6 +202,19 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
           dc[off + k] = d_c * f;
         }
       }
+      if (bf16) {  // this thread's columns: into dbias unrounded (t descending, b ascending), then rounded
+        for (int q = 0; q < 4; ++q) {
+          float* db = dbias + q * H;
+          for (int b = 0; b < B; ++b) {
+            float* row = dg + static_cast<long>(b) * G + q * H;
+#pragma omp simd
+            for (int k = own.k0; k < own.k1; ++k) {
+              db[k] += row[k];
+              row[k] = round_bf16(row[k]);
+            }
+          }
+        }
+      }
       if (parts > 1) {
 #pragma omp barrier  // the products below read every unit's d_gates_t
       }
@@ -213,11 +235,14 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
   float* dw_input = dkernel;
   float* dw_hidden = dkernel + static_cast<long>(In) * G;
   blas::sgemm(true, false, In, G, static_cast<int>(rows), 1.0f, x, In, d_gates, G, 0.0f, dw_input, G);
-  blas::sgemm(true, false, H, G, B, 1.0f, h0, H, d_gates, G, 0.0f, dw_hidden, G);
+  std::vector<float> h0_rounded(bf16 ? static_cast<size_t>(state) : 0);  // (h_all is rounded by the forward)
+  if (bf16) round_to_bf16(h0_rounded.data(), h0, state);
+  blas::sgemm(true, false, H, G, B, 1.0f, bf16 ? h0_rounded.data() : h0, H, d_gates, G, 0.0f, dw_hidden, G);
   blas::sgemm(true, false, H, G, static_cast<int>(rows - B), 1.0f, h_all, H,
               d_gates + static_cast<long>(B) * G, G, 1.0f, dw_hidden, G);
   blas::sgemm(false, true, static_cast<int>(rows), In, G, 1.0f, d_gates, G, w_input, G, 0.0f, dx, In);
 
+  if (bf16) return;  // (dbias was summed in the time loop)
   std::memset(dbias, 0, sizeof(float) * G);
   for (long r = 0; r < rows; ++r) {
     const float* src = d_gates + r * G;

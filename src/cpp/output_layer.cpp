@@ -21,6 +21,7 @@
 #include <limits>
 #include <vector>
 
+#include "bf16.h"
 #include "blas.h"
 #include "kernels.h"
 #include "vecmath.h"
@@ -180,12 +181,28 @@ double output_layer_forward(float* losses, const float* h, const float* w, const
 // ---- backward ---------------------------------------------------------------------------------
 
 // Folds one chunk's d_logits [rows, cols] (columns [c0, c0 + cols) of rows [r0, r0 + rows)) into
-// dw (w's layout), dh_blk and db: dw's columns (+)= h_blk^T @ d_logits (overwritten by the first
-// block of rows), dh_blk (+)= d_logits @ those columns^T (overwritten by the first chunk), db +=
-// column sums (each thread owns whole 256-column stripes and adds rows in order: deterministic).
-static void fold_gradient_chunk(float* dw, float* dh_blk, float* db, const float* d_logits, const float* h_blk,
+// dw (w's layout), dh_blk and db: db += column sums (each thread owns whole 256-column stripes and
+// adds rows in order: deterministic), dw's columns (+)= h_blk^T @ d_logits (overwritten by the
+// first block of rows), dh_blk (+)= d_logits @ those columns^T (overwritten by the first chunk).
+// bf16: d_logits is rounded in place after db has summed it, before the products.
+static void fold_gradient_chunk(float* dw, float* dh_blk, float* db, float* d_logits, const float* h_blk,
                                 const float* w, const ChunkedBlocks& blk, int rows, int cols, int c0, bool first_rows,
-                                int H, bool parallel) {
+                                int H, bool parallel, bool bf16) {
+  constexpr int kStripe = 256;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int v0 = 0; v0 < cols; v0 += kStripe) {
+    const int v1 = std::min(cols, v0 + kStripe);
+    float* db_chunk = db + c0;
+    for (int r = 0; r < rows; ++r) {
+      float* src = d_logits + static_cast<long>(r) * cols;
+#pragma omp simd
+      for (int v = v0; v < v1; ++v) db_chunk[v] += src[v];
+      if (bf16) {
+#pragma omp simd
+        for (int v = v0; v < v1; ++v) src[v] = round_bf16(src[v]);
+      }
+    }
+  }
   const float beta_dw = first_rows ? 0.0f : 1.0f;
   if (blk.w_transposed)  // dw [V, H]: rows [c0, c0 + cols) = d_logits^T @ h_blk
     blas::sgemm(true, false, cols, H, rows, 1.0f, d_logits, cols, h_blk, H, beta_dw, dw + static_cast<long>(c0) * H,
@@ -194,17 +211,6 @@ static void fold_gradient_chunk(float* dw, float* dh_blk, float* db, const float
     blas::sgemm(true, false, H, cols, rows, 1.0f, h_blk, H, d_logits, cols, beta_dw, dw + c0, blk.ldw);
   blas::sgemm(false, !blk.w_transposed, rows, H, cols, 1.0f, d_logits, cols, blk.columns(w, c0, H), blk.ldw,
               c0 == 0 ? 0.0f : 1.0f, dh_blk, H);
-  constexpr int kStripe = 256;
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int v0 = 0; v0 < cols; v0 += kStripe) {
-    const int v1 = std::min(cols, v0 + kStripe);
-    float* db_chunk = db + c0;
-    for (int r = 0; r < rows; ++r) {
-      const float* src = d_logits + static_cast<long>(r) * cols;
-#pragma omp simd
-      for (int v = v0; v < v1; ++v) db_chunk[v] += src[v];
-    }
-  }
 }
 
 // Training. Whole rows (one chunk of V columns): one GEMM per block of rows, then one pass per
@@ -216,7 +222,8 @@ static void fold_gradient_chunk(float* dw, float* dh_blk, float* db, const float
 // large and each part of dw is written once per block of rows instead of once per few rows.
 double output_layer_forward_backward(float* losses, float* dh, float* dw, float* db, const float* h,
                                      const float* w, const float* b, const int64_t* targets, float d_loss,
-                                     int N, int H, int V, int block_rows, int block_columns, bool w_transposed) {
+                                     int N, int H, int V, int block_rows, int block_columns, bool w_transposed,
+                                     bool bf16) {
   choose_training_blocks(N, V, block_rows, block_columns);
   const ChunkedBlocks blk(N, H, V, block_rows, block_columns, w_transposed);
   const bool whole_rows = blk.C >= V;
@@ -250,7 +257,7 @@ double output_layer_forward_backward(float* losses, float* dh, float* dw, float*
         if (target >= c0 && target < c0 + cols) row[target - c0] -= d_loss;
       }
       fold_gradient_chunk(dw, dh + static_cast<long>(r0) * H, db, logits.data(), h_blk, w, blk, rows, cols, c0,
-                          r0 == 0, H, parallel);
+                          r0 == 0, H, parallel, bf16);
     }
   }
   return total_of(losses, N);

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ptbfast import checkpoint, datasets
 from ptbfast.configs import CONFIGS, Config, get_config
+from ptbfast.precision import PRECISIONS
 from ptbfast.reader import DataError, load_corpus
 from ptbfast.train import TrainingError
 
@@ -24,6 +25,7 @@ _FIELD_HELP = {
     "nonfinite": "a batch with a NaN/Inf loss or gradient: stop (default) or skip it",
     "eval_batch_size": "batch size of the final test pass (TF: 1)",
     "eval_num_steps": "steps of the final test pass (TF: 1)",
+    "precision": "matrix products: fp32, or bf16 mixed precision (operands rounded to bfloat16)",
 }
 
 
@@ -121,7 +123,7 @@ def cmd_eval(args) -> int:
     from ptbfast.train import evaluate
 
     _set_threads(args.threads)
-    lm = LanguageModel.load(args.checkpoint)
+    lm = LanguageModel.load(args.checkpoint, args.precision)
     config, model = lm.config, lm.model
     data_dir = datasets.ptb(args.data_path)
     corpus = load_corpus(data_dir)
@@ -179,7 +181,7 @@ def cmd_generate(args) -> int:
     from ptbfast.lm import load
 
     _set_threads(args.threads)
-    lm = load(args.checkpoint)
+    lm = load(args.checkpoint, args.precision)
     start = time.perf_counter()
     text = lm.generate(args.prompt, words=args.words, temperature=args.temperature, top_k=args.top_k, seed=args.seed)
     seconds = time.perf_counter() - start
@@ -245,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-path")
     ev.add_argument("--threads", type=int)
     ev.add_argument("--json", action="store_true")
+    ev.add_argument("--precision", choices=PRECISIONS, help="matrix products (default: as trained)")
     ev.set_defaults(func=cmd_eval)
 
     ex = sub.add_parser("export", help="write a checkpoint's model as safetensors (weights) or ONNX (graph)")
@@ -275,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-k", type=int)
     gen.add_argument("--seed", type=int)
     gen.add_argument("--threads", type=int)
+    gen.add_argument("--precision", choices=PRECISIONS, help="matrix products (default: as trained)")
     gen.set_defaults(func=cmd_generate)
 
     emb = sub.add_parser("embeddings", help="nearest neighbours and a 2-D map of the learned word vectors")

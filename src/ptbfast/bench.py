@@ -54,7 +54,7 @@ def measure_ptbfast(config, steps: int) -> dict:
     rng = np.random.default_rng(0)
     B, T, V = config.batch_size, config.num_steps, config.vocab_size
     model = LSTMLanguageModel(V, config.hidden_size, config.num_layers, config.forget_bias, config.init_scale,
-                              tie_weights=config.tie_weights)
+                              tie_weights=config.tie_weights, precision=config.precision)
     x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
     box = {"state": model.initial_state(B)}
     mask_shape = (T, B, config.hidden_size)

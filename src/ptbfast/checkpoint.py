@@ -138,9 +138,11 @@ class SavedModel:
     path: Path          # the file it came from
 
 
-def load_model(path) -> SavedModel:
+def load_model(path, precision: str | None = None) -> SavedModel:
     """The model in the checkpoint ``path``, and nothing else: :class:`CheckpointError` naming the
-    file if it is missing, truncated, corrupt, not a ptbfast checkpoint, or holds no usable model."""
+    file if it is missing, truncated, corrupt, not a ptbfast checkpoint, or holds no usable model.
+    ``precision`` ("fp32", "bf16"; default: the one it was trained in) is the model's from now on:
+    the parameters are float32 either way, so a bf16-trained model runs in fp32 and back."""
     path = Path(path)
     params, meta, state = load(path)
     try:
@@ -150,7 +152,7 @@ def load_model(path) -> SavedModel:
         raise CheckpointError(f"checkpoint {path} has no usable config and vocabulary "
                               f"({type(e).__name__}: {e})") from None
     model = LSTMLanguageModel(config.vocab_size, config.hidden_size, config.num_layers, config.forget_bias,
-                              tie_weights=config.tie_weights)
+                              tie_weights=config.tie_weights, precision=precision or config.precision)
     check_params(params, model.params, path)
     model.params = {name: np.array(value, dtype=np.float32) for name, value in params.items()}
     return SavedModel(model, config, vocabulary, meta, state, path)

@@ -6,6 +6,8 @@ import dataclasses
 import warnings
 from dataclasses import dataclass
 
+from ptbfast.precision import PRECISIONS
+
 
 @dataclass
 class Config:
@@ -32,6 +34,8 @@ class Config:
     nonfinite: str = "stop"
     eval_batch_size: int = 1    # TF tests with batch 1 ...
     eval_num_steps: int = 1     # ... and 1 step
+    # Matrix products in "fp32", or "bf16" mixed precision (ptbfast.precision; TF's --use_fp16).
+    precision: str = "fp32"
 
     def __post_init__(self):
         for field in ("num_layers", "num_steps", "hidden_size", "max_max_epoch", "batch_size", "vocab_size",
@@ -46,6 +50,8 @@ class Config:
             raise ValueError("learning_rate, max_grad_norm and lr_decay must be > 0, init_scale >= 0")
         if self.nonfinite not in ("stop", "skip"):
             raise ValueError(f"config.nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"config.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.grad_norm not in ("indexed_slices", "dense"):
             raise ValueError(f"config.grad_norm must be 'indexed_slices' or 'dense', got {self.grad_norm!r}")
 

@@ -46,10 +46,11 @@ class LanguageModel:
         self.config = config  # the training config, when loaded from a checkpoint
 
     @classmethod
-    def load(cls, path) -> "LanguageModel":
+    def load(cls, path, precision: str | None = None) -> "LanguageModel":
         """From the checkpoint ``path`` and no other file; :class:`ptbfast.checkpoint.CheckpointError`
-        naming it if it is missing, corrupt or holds no complete model."""
-        saved = checkpoint.load_model(path)
+        naming it if it is missing, corrupt or holds no complete model. ``precision``: "fp32" or
+        "bf16" (default: the precision it was trained in)."""
+        saved = checkpoint.load_model(path, precision)
         return cls(saved.model, saved.vocabulary, saved.config)
 
     # ---- text <-> ids ----
@@ -161,6 +162,7 @@ class LanguageModel:
         return self._cosine_neighbours(query, k, space, {self.word_to_id[w] for w in (a, b, c)})
 
 
-def load(path) -> LanguageModel:
-    """A trained model and its vocabulary from a ptbfast checkpoint."""
-    return LanguageModel.load(path)
+def load(path, precision: str | None = None) -> LanguageModel:
+    """A trained model and its vocabulary from a ptbfast checkpoint (``precision``: see
+    :meth:`LanguageModel.load`)."""
+    return LanguageModel.load(path, precision)

@@ -13,6 +13,7 @@ import numpy as np
 from ptbfast import ops
 from ptbfast.ops import IndexedSlices, as_float32, as_ids
 from ptbfast.params import init_params
+from ptbfast.precision import PRECISIONS, warn_if_bf16_is_emulated
 
 
 class LSTMLanguageModel:
@@ -20,10 +21,17 @@ class LSTMLanguageModel:
 
     ``params``: dict of float32 arrays, keys ``embedding`` [V,H], ``lstm_{l}/kernel`` [2H,4H],
     ``lstm_{l}/bias`` [4H], ``softmax_w`` [H,V], ``softmax_b`` [V]; see ``ptbfast.params``.
+
+    ``precision``: "fp32", or "bf16" mixed precision: every matrix-product operand (layer inputs,
+    h, weights, the gradients that multiply them) is rounded to bfloat16 and the products
+    accumulate in float32; parameters, cell state, gate nonlinearities, softmax, loss, gradients
+    and the update stay float32. The rounded weights are made once per step (forward and backward
+    share them). ``ptbfast.reference`` rounds at the same places.
     """
 
     def __init__(self, vocab_size: int, hidden_size: int, num_layers: int, forget_bias: float = 0.0,
-                 init_scale: float = 0.1, seed: int = 0, tie_weights: bool = False):
+                 init_scale: float = 0.1, seed: int = 0, tie_weights: bool = False, precision: str = "fp32"):
+        self.precision = precision
         self.vocab_size = int(vocab_size)
         self.hidden_size = int(hidden_size)
         self.num_layers = int(num_layers)
@@ -34,6 +42,22 @@ class LSTMLanguageModel:
         self.tie_weights = bool(tie_weights)
         self.params = init_params(self.vocab_size, self.hidden_size, self.num_layers, init_scale, seed,
                                   tie_weights=self.tie_weights)
+
+    @property
+    def precision(self) -> str:
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        if value not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {value!r}")
+        if value == "bf16":
+            warn_if_bf16_is_emulated()
+        self._precision = value
+
+    def _operand(self, x):
+        """A matrix-product operand in this model's precision (bf16: rounded, a new array)."""
+        return ops.round_bf16(x) if self._precision == "bf16" else x
 
     def output_weights(self) -> np.ndarray:
         """The output projection [H, V]: ``softmax_w``, or with tied weights ``embedding.T`` (a
@@ -46,27 +70,33 @@ class LSTMLanguageModel:
         return [(np.zeros(shape, np.float32), np.zeros(shape, np.float32)) for _ in range(self.num_layers)]
 
     # ---- public API ---------------------------------------------------------------------------
-    def loss(self, x, y, state, masks=None):
-        """``(cost, new_state)``; cost = sum over steps of the batch-mean cross-entropy (TF's)."""
-        cost, _, new_state = self._run(x, y, state, masks, with_grads=False)
+    def loss(self, x, y, state, masks=None, total_batch=None):
+        """``(cost, new_state)``; cost = sum over steps of the batch-mean cross-entropy (TF's).
+
+        ``total_batch``: the batch size the mean divides by (default: the rows of ``x``). A
+        data-parallel rank passes the global batch size, so that the ranks' costs (and gradients)
+        add up to the one-process ones.
+        """
+        cost, _, new_state = self._run(x, y, state, masks, with_grads=False, total_batch=total_batch)
         return cost, new_state
 
-    def loss_and_grads(self, x, y, state, masks=None):
+    def loss_and_grads(self, x, y, state, masks=None, total_batch=None):
         """``(cost, grads, new_state)``; ``grads`` holds d cost / d param, dense, keys of ``params``.
 
         ``masks`` (dropout, optional): ``num_layers + 1`` float32 arrays [T, B, H], already scaled
         (0 or 1/keep_prob); masks[0] multiplies the embedding output, masks[l+1] layer l's output.
         The incoming state is a constant (truncated backpropagation through time, as in TF).
+        ``total_batch``: as in :meth:`loss`.
         """
-        cost, grads, new_state = self._run(x, y, state, masks, with_grads=True)
+        cost, grads, new_state = self._run(x, y, state, masks, with_grads=True, total_batch=total_batch)
         if isinstance(grads["embedding"], IndexedSlices):
             grads["embedding"] = grads["embedding"].to_dense()
         return cost, grads, new_state
 
-    def loss_and_sparse_grads(self, x, y, state, masks=None):
+    def loss_and_sparse_grads(self, x, y, state, masks=None, total_batch=None):
         """As :meth:`loss_and_grads`, but ``grads["embedding"]`` is an :class:`IndexedSlices` with
         one row per token, as TF's optimizer sees it (the trainer updates only the used rows)."""
-        return self._run(x, y, state, masks, with_grads=True)
+        return self._run(x, y, state, masks, with_grads=True, total_batch=total_batch)
 
     def hidden_states(self, x, state):
         """Top-layer LSTM outputs for ids ``x`` [B, T]: ``(outputs [B, T, H], new_state)``.
@@ -81,36 +111,43 @@ class LSTMLanguageModel:
 
     # ---- forward and backward -------------------------------------------------------------------
     def _forward_layers(self, ids, state, masks, steps):
-        """Embedding and LSTM layers on time-major ids: (top [T,B,H], layer inputs, caches, new state)."""
-        p = self.params
+        """Embedding and LSTM layers on time-major ids: (top [T,B,H], layer inputs, caches, new state).
+        Each cache holds what the layer's backward needs: (h_all, c_all, gates, kernel as multiplied)."""
+        p, bf16 = self.params, self._precision == "bf16"
         inputs = ops.embedding_lookup(p["embedding"], ids)  # [T, B, H]
         if masks is not None:
             inputs = inputs * masks[0]
         layer_inputs, caches, new_state = [], [], []
         for layer, (c0, h0) in enumerate(state):
+            if bf16 and (layer == 0 or masks is not None):  # (an unmasked h_all is rounded already)
+                inputs = ops.round_bf16(inputs)
+            kernel = self._operand(p[f"lstm_{layer}/kernel"])
             layer_inputs.append(inputs)
-            h_all, c_all, gates = ops.lstm_forward(
-                inputs, c0, h0, p[f"lstm_{layer}/kernel"], p[f"lstm_{layer}/bias"], self.forget_bias)
-            caches.append((h_all, c_all, gates))
+            h_all, c_all, gates = ops.lstm_forward(inputs, c0, h0, kernel, p[f"lstm_{layer}/bias"], self.forget_bias,
+                                                   bf16)
+            caches.append((h_all, c_all, gates, kernel))
             new_state.append((c_all[-1].copy(), h_all[-1].copy()) if steps else (c0.copy(), h0.copy()))
             inputs = h_all if masks is None else h_all * masks[layer + 1]
         return inputs, layer_inputs, caches, new_state
 
-    def _run(self, x, y, state, masks, with_grads):
+    def _run(self, x, y, state, masks, with_grads, total_batch=None):
         ids, targets, batch, steps = self._check_batch(x, y)
+        mean_over = batch if total_batch is None else int(total_batch)  # the cost is a mean over these rows
         state = self._check_state(state, batch)
         masks = self._check_masks(masks, steps, batch)
         p = self.params
         top, layer_inputs, caches, new_state = self._forward_layers(ids, state, masks, steps)
         top = top.reshape(steps * batch, self.hidden_size)
 
+        bf16 = self._precision == "bf16"
+        top, w = self._operand(top), self._operand(self.output_weights())
         if not with_grads:
-            total, _ = ops.output_layer_loss(top, self.output_weights(), p["softmax_b"], targets)
-            return self._checked_cost(total / batch), None, new_state
+            total, _ = ops.output_layer_loss(top, w, p["softmax_b"], targets)
+            return self._checked_cost(total / mean_over), None, new_state
 
         total, _, d_top, d_w, d_softmax_b = ops.output_layer_loss_and_grads(
-            top, self.output_weights(), p["softmax_b"], targets, 1.0 / batch)
-        cost = self._checked_cost(total / batch)
+            top, w, p["softmax_b"], targets, 1.0 / mean_over, bf16=bf16)
+        cost = self._checked_cost(total / mean_over)
         grads = {"softmax_b": d_softmax_b}
         if not self.tie_weights:
             grads["softmax_w"] = d_w
@@ -119,9 +156,9 @@ class LSTMLanguageModel:
             if masks is not None:
                 d_inputs = d_inputs * masks[layer + 1]
             c0, h0 = state[layer]
-            h_all, c_all, gates = caches[layer]
+            h_all, c_all, gates, kernel = caches[layer]
             d_inputs, _, _, d_kernel, d_bias = ops.lstm_backward(
-                d_inputs, None, None, layer_inputs[layer], c0, h0, p[f"lstm_{layer}/kernel"], h_all, c_all, gates)
+                d_inputs, None, None, layer_inputs[layer], c0, h0, kernel, h_all, c_all, gates, bf16)
             grads[f"lstm_{layer}/kernel"] = d_kernel
             grads[f"lstm_{layer}/bias"] = d_bias
         if masks is not None:

@@ -107,18 +107,21 @@ class IndexedSlices(NamedTuple):
 
 # ---- LSTM (src/cpp/lstm.cpp) ----------------------------------------------------------------------
 
-def lstm_forward(x, c0, h0, kernel, bias, forget_bias: float = 0.0):
-    """One LSTM layer over T steps, time-major x [T, B, In]: ``(h_all, c_all, gates)``."""
+def lstm_forward(x, c0, h0, kernel, bias, forget_bias: float = 0.0, bf16: bool = False):
+    """One LSTM layer over T steps, time-major x [T, B, In]: ``(h_all, c_all, gates)``.
+    ``bf16``: x and kernel must already be rounded (:func:`round_bf16`); h is rounded as it is made."""
     return _core.lstm_forward(as_float32(x, "x"), as_float32(c0, "c0"), as_float32(h0, "h0"),
-                              as_float32(kernel, "kernel"), as_float32(bias, "bias"), forget_bias)
+                              as_float32(kernel, "kernel"), as_float32(bias, "bias"), forget_bias, bf16)
 
 
-def lstm_backward(d_h_all, d_c_T, d_h_T, x, c0, h0, kernel, h_all, c_all, gates):
-    """Backward through time: ``(dx, dc0, dh0, dkernel, dbias)``; ``d_c_T``/``d_h_T`` may be None."""
+def lstm_backward(d_h_all, d_c_T, d_h_T, x, c0, h0, kernel, h_all, c_all, gates, bf16: bool = False):
+    """Backward through time: ``(dx, dc0, dh0, dkernel, dbias)``; ``d_c_T``/``d_h_T`` may be None.
+    ``bf16``: the same flag and (rounded) x and kernel as the forward."""
     optional = [None if a is None else as_float32(a, name) for a, name in ((d_c_T, "d_c_T"), (d_h_T, "d_h_T"))]
     return _core.lstm_backward(as_float32(d_h_all, "d_h_all"), *optional, as_float32(x, "x"),
                                as_float32(c0, "c0"), as_float32(h0, "h0"), as_float32(kernel, "kernel"),
-                               as_float32(h_all, "h_all"), as_float32(c_all, "c_all"), as_float32(gates, "gates"))
+                               as_float32(h_all, "h_all"), as_float32(c_all, "c_all"), as_float32(gates, "gates"),
+                               bf16)
 
 
 # ---- output layer (src/cpp/output_layer.cpp) -------------------------------------------------------
@@ -140,14 +143,27 @@ def output_layer_loss(h, w, b, targets, block_rows: int = 0, block_columns: int 
                                       block_rows, transposed, block_columns)
 
 
-def output_layer_loss_and_grads(h, w, b, targets, d_loss: float, block_rows: int = 0, block_columns: int = 0):
+def output_layer_loss_and_grads(h, w, b, targets, d_loss: float, block_rows: int = 0, block_columns: int = 0,
+                                bf16: bool = False):
     """``(total, losses, dh, dw, db)``: the loss and the gradients of ``d_loss * sum(losses)``;
-    ``dw`` has ``w``'s shape [H, V] (a transposed view when ``w`` is one)."""
+    ``dw`` has ``w``'s shape [H, V] (a transposed view when ``w`` is one). ``bf16``: h and w must
+    already be rounded; the logits' gradient is rounded for the dh and dw products."""
     w, transposed = _output_weights(w)
     total, losses, dh, dw, db = _core.output_layer_forward_backward(
         as_float32(h, "h"), w, as_float32(b, "softmax_b"), as_ids(targets, "targets"), d_loss, block_rows,
-        transposed, block_columns)
+        transposed, block_columns, bf16)
     return total, losses, dh, (dw.T if transposed else dw), db
+
+
+# ---- bf16 rounding (src/cpp/bf16.cpp) ----------------------------------------------------------------
+
+def round_bf16(x) -> np.ndarray:
+    """``x`` rounded to bfloat16 (nearest even) as float32 with the low 16 bits zero (a new array);
+    a transposed view comes back as the same kind of view. NaN stays NaN, overflow becomes inf."""
+    x = np.asarray(x)
+    if x.ndim == 2 and not x.flags.c_contiguous and x.T.flags.c_contiguous:
+        return _core.round_bf16(as_float32(x.T, "x")).T
+    return _core.round_bf16(as_float32(x, "x"))
 
 
 # ---- SGD update (src/cpp/sgd.cpp) --------------------------------------------------------------------
@@ -167,8 +183,12 @@ def sparse_sgd_update(param, grad: IndexedSlices, step: float) -> None:
 # ---- build and threads ----------------------------------------------------------------------------
 
 def build_info() -> dict:
-    """Compiler, ISA flags, BLAS libraries and thread counts of this build."""
-    return _core.build_info()
+    """Compiler, ISA flags, BLAS libraries and thread counts of this build; the CPU's bf16 matrix
+    features and how bf16 products are computed."""
+    from ptbfast.precision import bf16_product_path, cpu_matrix_features
+
+    return {**_core.build_info(), "cpu_matrix_features": cpu_matrix_features() or ["none"],
+            "bf16_products": bf16_product_path()}
 
 
 def set_num_threads(n: int) -> None:

@@ -22,6 +22,9 @@ import numpy as np
 
 from .params import init_params
 
+
+PRECISIONS = ("fp32", "bf16")  # "bf16": matrix-product operands rounded to bfloat16
+
 # --------------------------------------------------------------------------------------
 # Input validation
 # --------------------------------------------------------------------------------------
@@ -100,6 +103,27 @@ def embedding_lookup_backward_sparse(d_out: np.ndarray, ids) -> tuple[np.ndarray
 # --------------------------------------------------------------------------------------
 
 
+def round_bf16(x) -> np.ndarray:
+    """``x`` rounded to bfloat16 (round to nearest, ties to even), returned in ``x``'s dtype.
+
+    bf16 mixed precision rounds every matrix-product operand to bf16 and accumulates the products
+    in float (ptbfast's kernels in float32, this reference in float64 or float32): a bf16 number
+    is its float32 bit pattern with the low 16 bits dropped, so the rounding is done on those bits.
+    float64 values are rounded to float32 first, as the kernels hold them. NaN stays NaN.
+    """
+    x = np.asarray(x)
+    bits = x.astype(np.float32).view(np.uint32)
+    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
+    nan = (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    rounded = np.where(nan, (bits | np.uint32(0x00400000)) & np.uint32(0xFFFF0000), rounded)
+    return rounded.astype(np.uint32).view(np.float32).astype(x.dtype if x.dtype.kind == "f" else np.float32)
+
+
+def _operand(x, bf16: bool):
+    """A matrix-product operand: rounded to bf16 under mixed precision, else as it is."""
+    return round_bf16(x) if bf16 else x
+
+
 def sigmoid(x) -> np.ndarray:
     """Logistic function, elementwise, without overflow for large |x|.
 
@@ -125,11 +149,13 @@ class _CellCache(NamedTuple):
     tanh_new_c: np.ndarray  # tanh(new_c)
 
 
-def lstm_cell_forward(x, c, h, kernel, bias, forget_bias: float = 0.0):
+def lstm_cell_forward(x, c, h, kernel, bias, forget_bias: float = 0.0, bf16: bool = False):
     """One step of TF's BasicLSTMCell.
 
     x [B, In], c [B, H], h [B, H], kernel [In + H, 4H], bias [4H]
-    -> (new_c [B, H], new_h [B, H], cache)
+    -> (new_c [B, H], new_h [B, H], cache). With ``bf16`` the product's operands ([x, h] and the
+    kernel) are rounded to bf16, and so is new_h (an operand wherever it goes next); the cell
+    state and the gate nonlinearities stay in full precision.
     """
     x, c, h, kernel, bias = (np.asarray(a) for a in (x, c, h, kernel, bias))
     _check_rank("x", x, 2)
@@ -142,7 +168,8 @@ def lstm_cell_forward(x, c, h, kernel, bias, forget_bias: float = 0.0):
     _check_shape("kernel", kernel, (input_size + hidden_size, 4 * hidden_size))
     _check_shape("bias", bias, (4 * hidden_size,))
 
-    x_and_h = np.concatenate([x, h], axis=1)
+    x_and_h = _operand(np.concatenate([x, h], axis=1), bf16)
+    kernel = _operand(kernel, bf16)
     gates = x_and_h @ kernel + bias
     i, j, f, o = np.split(gates, 4, axis=1)
     input_gate = sigmoid(i)
@@ -152,16 +179,18 @@ def lstm_cell_forward(x, c, h, kernel, bias, forget_bias: float = 0.0):
 
     new_c = c * forget_gate + input_gate * candidate
     tanh_new_c = np.tanh(new_c)
-    new_h = tanh_new_c * output_gate
+    new_h = _operand(tanh_new_c * output_gate, bf16)
     cache = _CellCache(x_and_h, kernel, c, input_gate, candidate, forget_gate, output_gate, tanh_new_c)
     return new_c, new_h, cache
 
 
-def lstm_cell_backward(d_new_c, d_new_h, cache: _CellCache):
+def lstm_cell_backward(d_new_c, d_new_h, cache: _CellCache, bf16: bool = False):
     """Gradients of one LSTM step.
 
     d_new_c [B, H], d_new_h [B, H]
-    -> (dx [B, In], dc [B, H], dh [B, H], dkernel [In + H, 4H], dbias [4H])
+    -> (dx [B, In], dc [B, H], dh [B, H], dkernel [In + H, 4H], dbias [4H]). With ``bf16`` the
+    gate gradients are rounded for the two products (the cache holds the rounded [x, h] and
+    kernel); dbias sums them unrounded.
     """
     x_and_h, kernel, c, input_gate, candidate, forget_gate, output_gate, tanh_new_c = cache
     hidden_size = c.shape[1]
@@ -186,8 +215,9 @@ def lstm_cell_backward(d_new_c, d_new_h, cache: _CellCache):
         ],
         axis=1,
     )
-    dkernel = x_and_h.T @ d_gates
     dbias = d_gates.sum(axis=0)
+    d_gates = _operand(d_gates, bf16)
+    dkernel = x_and_h.T @ d_gates
     d_x_and_h = d_gates @ kernel.T
     dx = d_x_and_h[:, :input_size]
     dh = d_x_and_h[:, input_size:]
@@ -208,7 +238,7 @@ class _LayerCache(NamedTuple):
     bias: np.ndarray
 
 
-def lstm_layer_forward(x, c0, h0, kernel, bias, forget_bias: float = 0.0):
+def lstm_layer_forward(x, c0, h0, kernel, bias, forget_bias: float = 0.0, bf16: bool = False):
     """Run the cell over time-major ``x`` [T, B, In] from state (c0 [B, H], h0 [B, H]).
 
     -> (h_all [T, B, H], (c_T [B, H], h_T [B, H]), cache). With T == 0, h_all is empty and
@@ -230,14 +260,14 @@ def lstm_layer_forward(x, c0, h0, kernel, bias, forget_bias: float = 0.0):
     cell_caches = []
     c, h = c0, h0
     for t in range(num_steps):
-        c, h, cell_cache = lstm_cell_forward(x[t], c, h, kernel, bias, forget_bias)
+        c, h, cell_cache = lstm_cell_forward(x[t], c, h, kernel, bias, forget_bias, bf16)
         h_all[t] = h
         cell_caches.append(cell_cache)
     cache = _LayerCache(cell_caches, x.shape, c0, h0, kernel, bias)
     return h_all, (c, h), cache
 
 
-def lstm_layer_backward(d_h_all, d_c_T, d_h_T, cache: _LayerCache):
+def lstm_layer_backward(d_h_all, d_c_T, d_h_T, cache: _LayerCache, bf16: bool = False):
     """Backpropagation through time for one layer.
 
     d_h_all [T, B, H] is the gradient on every step's output; d_c_T, d_h_T [B, H] (or None
@@ -260,7 +290,7 @@ def lstm_layer_backward(d_h_all, d_c_T, d_h_T, cache: _LayerCache):
     for t in reversed(range(num_steps)):
         # Step t's h feeds both the layer output and the next step.
         dx[t], dc, dh_carry, dkernel_t, dbias_t = lstm_cell_backward(
-            dc, d_h_all[t] + dh_carry, cell_caches[t]
+            dc, d_h_all[t] + dh_carry, cell_caches[t], bf16
         )
         dkernel += dkernel_t
         dbias += dbias_t
@@ -279,12 +309,12 @@ class _OutputCache(NamedTuple):
     targets: np.ndarray  # [N]
 
 
-def output_layer_forward(h, w, b, targets):
+def output_layer_forward(h, w, b, targets, bf16: bool = False):
     """Per-row cross-entropy of softmax(h @ w + b) against integer ``targets``.
 
     h [N, H], w [H, V], b [V], targets [N] -> (losses [N], cache), where
     losses = logsumexp(logits) - logits[target], with the row max subtracted first so
-    large logits neither overflow nor lose the loss.
+    large logits neither overflow nor lose the loss. ``bf16``: h and w rounded for the product.
     """
     h, w, b = (np.asarray(a) for a in (h, w, b))
     _check_rank("h", h, 2)
@@ -296,6 +326,7 @@ def output_layer_forward(h, w, b, targets):
     targets = _check_ids("targets", targets, vocab_size)
     _check_shape("targets", targets, (num_rows,))
 
+    h, w = _operand(h, bf16), _operand(w, bf16)
     logits = h @ w + b
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp_shifted = np.exp(shifted)
@@ -306,10 +337,11 @@ def output_layer_forward(h, w, b, targets):
     return losses, _OutputCache(h, w, probabilities, targets)
 
 
-def output_layer_backward(d_losses, cache: _OutputCache):
+def output_layer_backward(d_losses, cache: _OutputCache, bf16: bool = False):
     """Gradients of the output layer; ``d_losses`` is [N] or a scalar applied to every row.
 
-    -> (dh [N, H], dw [H, V], db [V])
+    -> (dh [N, H], dw [H, V], db [V]). ``bf16``: the logits' gradient rounded for the two
+    products (db sums it unrounded).
     """
     h, w, probabilities, targets = cache
     num_rows = h.shape[0]
@@ -321,9 +353,10 @@ def output_layer_backward(d_losses, cache: _OutputCache):
     # d loss / d logits = softmax - one_hot(target)
     d_logits = probabilities * d_losses[:, None]
     d_logits[np.arange(num_rows), targets] -= d_losses
+    db = d_logits.sum(axis=0)
+    d_logits = _operand(d_logits, bf16)
     dh = d_logits @ w.T
     dw = h.T @ d_logits
-    db = d_logits.sum(axis=0)
     return dh, dw, db
 
 
@@ -349,7 +382,11 @@ class NumpyLSTMLanguageModel:
         seed: int = 0,
         dtype=np.float32,
         tie_weights: bool = False,
+        precision: str = "fp32",
     ):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.precision = precision  # "bf16": matrix-product operands rounded to bf16 (round_bf16)
         self.vocab_size = vocab_size
         self.tie_weights = tie_weights
         self.hidden_size = hidden_size
@@ -427,10 +464,11 @@ class NumpyLSTMLanguageModel:
             layer_input = layer_input * masks[0]
         layer_caches = []
         new_state = []
+        bf16 = self.precision == "bf16"
         for layer in range(self.num_layers):
             c0, h0 = state[layer]
             h_all, final_state, layer_cache = lstm_layer_forward(
-                layer_input, c0, h0, p[f"lstm_{layer}/kernel"], p[f"lstm_{layer}/bias"], self.forget_bias
+                layer_input, c0, h0, p[f"lstm_{layer}/kernel"], p[f"lstm_{layer}/bias"], self.forget_bias, bf16
             )
             layer_caches.append(layer_cache)
             new_state.append(final_state)
@@ -438,7 +476,7 @@ class NumpyLSTMLanguageModel:
 
         top = layer_input.reshape(-1, self.hidden_size)
         targets = y.T.reshape(-1)
-        losses, output_cache = output_layer_forward(top, self.output_weights(), p["softmax_b"], targets)
+        losses, output_cache = output_layer_forward(top, self.output_weights(), p["softmax_b"], targets, bf16)
         cost = float(losses.sum() / batch_size)
         return cost, new_state, (x, batch_size, masks, layer_caches, output_cache)
 
@@ -446,8 +484,9 @@ class NumpyLSTMLanguageModel:
         x, batch_size, masks, layer_caches, output_cache = caches
         num_steps = x.shape[1]
         grads = {}
+        bf16 = self.precision == "bf16"
         d_top, d_softmax_w, grads["softmax_b"] = output_layer_backward(
-            np.asarray(1.0 / batch_size, dtype=self.dtype), output_cache
+            np.asarray(1.0 / batch_size, dtype=self.dtype), output_cache, bf16
         )
         d_layer_output = d_top.reshape(num_steps, batch_size, self.hidden_size)
         for layer in reversed(range(self.num_layers)):
@@ -455,7 +494,7 @@ class NumpyLSTMLanguageModel:
                 d_layer_output = d_layer_output * masks[layer + 1]
             # The final state goes to the next batch only, never back into this cost.
             d_layer_output, _, _, grads[f"lstm_{layer}/kernel"], grads[f"lstm_{layer}/bias"] = (
-                lstm_layer_backward(d_layer_output, None, None, layer_caches[layer])
+                lstm_layer_backward(d_layer_output, None, None, layer_caches[layer], bf16)
             )
         if masks is not None:
             d_layer_output = d_layer_output * masks[0]

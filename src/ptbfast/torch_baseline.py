@@ -2,7 +2,8 @@
 
 Layout differs from TF (nn.LSTM's gate order and two biases) but the arithmetic per word is the
 same: embedding, dropout, stacked LSTM, linear + softmax cross-entropy, TF's cost (sum over steps
-of the batch mean), global-norm clipping and plain SGD.
+of the batch mean), global-norm clipping and plain SGD. ``config.precision == "bf16"`` runs the
+forward pass under ``torch.autocast("cpu", dtype=torch.bfloat16)``, PyTorch's one-line bf16.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ def make_torch_trainer(config, seed: int = 0):
 
     model = PTBModel()
     loss_fn = nn.CrossEntropyLoss()
+    bf16 = config.precision == "bf16"
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
 
     def zero_state(batch):
         return (torch.zeros(L, batch, H), torch.zeros(L, batch, H))
@@ -45,8 +50,9 @@ def make_torch_trainer(config, seed: int = 0):
         xt = torch.from_numpy(np.ascontiguousarray(x.T)).long()
         yt = torch.from_numpy(np.ascontiguousarray(y.T)).long().reshape(-1)
         state = tuple(s.detach() for s in state)
-        logits, state = model(xt, state)
-        cost = loss_fn(logits, yt) * x.shape[1]
+        with autocast():
+            logits, state = model(xt, state)
+        cost = loss_fn(logits.float(), yt) * x.shape[1]
         model.zero_grad(set_to_none=False)
         cost.backward()
         nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -60,7 +66,8 @@ def make_torch_trainer(config, seed: int = 0):
         with torch.no_grad():
             xt = torch.from_numpy(np.ascontiguousarray(x.T)).long()
             yt = torch.from_numpy(np.ascontiguousarray(y.T)).long().reshape(-1)
-            logits, state = model(xt, state)
-            return float(loss_fn(logits, yt)) * x.shape[1], state
+            with autocast():
+                logits, state = model(xt, state)
+            return float(loss_fn(logits.float(), yt)) * x.shape[1], state
 
     return train_step, eval_step, zero_state

@@ -26,6 +26,7 @@ import numpy as np
 from ptbfast import checkpoint, ops
 from ptbfast import tensorboard as tb
 from ptbfast.configs import Config
+from ptbfast.distributed import STOP_SIGNALS, DataParallel, SingleProcess, on_root
 from ptbfast.model import LSTMLanguageModel
 from ptbfast.reader import Corpus, epoch_size, ptb_producer
 from ptbfast.sgd import TrainingError, apply_sgd
@@ -89,12 +90,13 @@ def check_memory(config: Config) -> None:
 # ---- evaluation ------------------------------------------------------------------------------------
 
 def evaluate(model: LSTMLanguageModel, data: np.ndarray, batch_size: int, num_steps: int,
-             chunk_rows: int = 4096) -> float:
+             chunk_rows: int = 4096, dp: DataParallel | None = None) -> float:
     """Perplexity of ``data`` batched as TF's ``ptb_producer(data, batch_size, num_steps)``.
 
     With the state carried, running k consecutive batches of ``num_steps`` equals running one batch
     of ``k * num_steps`` steps, so the same tokens are scored in chunks of about ``chunk_rows``
     words per C++ call: TF's batch-1, step-1 test pass becomes ~20 calls instead of 82,429.
+    With ``dp`` (data-parallel ranks), each rank scores its block of rows and the costs are summed.
     """
     steps_per_row = epoch_size(len(data), batch_size, num_steps) * num_steps
     if steps_per_row == 0:
@@ -102,12 +104,17 @@ def evaluate(model: LSTMLanguageModel, data: np.ndarray, batch_size: int, num_st
                          f"num_steps={num_steps}")
     rows = np.asarray(data[: batch_size * (len(data) // batch_size)]).reshape(batch_size, -1)
     chunk = max(num_steps, (chunk_rows // batch_size) // num_steps * num_steps)
-    state = model.initial_state(batch_size)
+    scale = {}
+    if dp is not None and dp.distributed:  # this rank's rows; its costs are means over the whole batch
+        rows, scale = rows[dp.row_range(batch_size)], {"total_batch": batch_size}
+    state = model.initial_state(rows.shape[0])
     costs = 0.0
     for start in range(0, steps_per_row, chunk):
         stop = min(start + chunk, steps_per_row)
-        cost, state = model.loss(rows[:, start:stop], rows[:, start + 1:stop + 1], state)
+        cost, state = model.loss(rows[:, start:stop], rows[:, start + 1:stop + 1], state, **scale)
         costs += cost
+    if dp is not None:
+        costs, = dp.sum(costs)
     return perplexity(costs / steps_per_row)
 
 
@@ -149,28 +156,36 @@ class Trainer:
     or anything with its ``scalar(tag, value, step)`` and ``flush()``; training loss, perplexity and
     words/s every ``summary_every`` batches, the learning rate per epoch, validation loss and
     perplexity per epoch, test perplexity at the end. Steps count batches from the start of training.
+
+    ``comm`` (optional): a communicator from :mod:`ptbfast.distributed` to train data-parallel: each
+    rank trains its block of every batch's rows, and rank 0 alone logs, summarises and writes files.
     """
 
     def __init__(self, config: Config, corpus: Corpus, save_path=None, log=print, checkpoint_every: int = 0,
-                 progress: bool = True, summaries=None, summary_every: int = 50):
+                 progress: bool = True, summaries=None, summary_every: int = 50, comm=None):
         if corpus.vocab_size > config.vocab_size:
             raise ValueError(f"the corpus has {corpus.vocab_size} words but config.vocab_size is "
                              f"{config.vocab_size}; raise vocab_size")
         check_memory(config)
         self.config = config
         self.corpus = corpus
+        self.comm = comm or SingleProcess()
         self.save_path = Path(save_path) if save_path else None
-        self.log = log
+        self.log = log if self.comm.is_root else _silent
         self.checkpoint_every = checkpoint_every
-        self.progress = progress
-        self.summaries = summaries
+        self.progress = progress and self.comm.is_root
+        self.summaries = summaries if self.comm.is_root else None
         self.summary_every = summary_every
         self.model = LSTMLanguageModel(config.vocab_size, config.hidden_size, config.num_layers,
-                                       config.forget_bias, config.init_scale, config.seed, config.tie_weights)
+                                       config.forget_bias, config.init_scale, config.seed, config.tie_weights,
+                                       config.precision)
         self.rng = np.random.default_rng([config.seed, 1])  # dropout; separate stream from the init
+        # This rank's rows of each batch and the step's collectives (one process: they change nothing).
+        self.dp = DataParallel(self.comm, config.batch_size, self.model.params, sparse_embedding=not config.tie_weights)
         self.position = Position()
-        self.state = None  # LSTM state carried within the epoch
-        self._stop_signal = None
+        self.state = None  # LSTM state carried within the epoch (ranks: their rows of it)
+        self._stop_signal = None  # set by the signal handler
+        self._agreed_signal = None  # ranks: the stop signal all of them agreed on in the last step
         self._fresh = True  # not restored: train() starts a new metrics log
 
     # ---- checkpoints ----------------------------------------------------------------------------
@@ -179,22 +194,27 @@ class Trainer:
         return self.save_path / CHECKPOINT_NAME if self.save_path else None
 
     def save(self, path=None) -> Path:
+        """Write the checkpoint (ranks: rank 0 writes it, with the full batch's LSTM state gathered
+        from all of them; every rank must call this at the same point)."""
         bad = [name for name, a in self.model.params.items() if not np.isfinite(a).all()]
         if bad:  # never replace a good checkpoint with NaN/Inf weights
             raise TrainingError(f"refusing to checkpoint non-finite parameters: {', '.join(bad)}")
+        self.dp.check_replicas(self.model.params)
+        state = self.dp.full_state(self.state)
         meta = {
             "config": self.config.to_dict(),
             "vocabulary": self.corpus.id_to_word,
             "position": self.position.to_dict(),
             "rng": self.rng.bit_generator.state,
         }
-        return checkpoint.save(path or self.checkpoint_path, self.model.params, meta, self.state)
+        return on_root(self.comm, checkpoint.save, path or self.checkpoint_path, self.model.params, meta, state)
 
     def restore(self, path=None) -> Path:
         """Resume from the checkpoint, or from the previous one it replaced if it is unusable (said
         in the log, with the reason). Returns the file resumed from."""
         path = Path(path or self.checkpoint_path)
-        saved, why_skipped = checkpoint.load_model_or_previous(path)
+        # Ranks: rank 0 reads it (the save path need not be shared) and every rank checks the same data.
+        saved, why_skipped = on_root(self.comm, checkpoint.load_model_or_previous, path)
         used = saved.path
         if why_skipped:
             self.log(f"warning: not resuming from {path}: {why_skipped}; resuming from the previous "
@@ -223,7 +243,7 @@ class Trainer:
             raise checkpoint.CheckpointError(f"{used} has an unusable random-number state ({e})") from None
         self.model.params = saved.model.params
         self.position = position
-        self.state = [(np.array(c), np.array(h)) for c, h in state] if state else None
+        self.state = self.dp.local_state([(np.array(c), np.array(h)) for c, h in state]) if state else None
         self._fresh = False
         return used
 
@@ -231,22 +251,23 @@ class Trainer:
     def train(self) -> dict:
         """Train to ``max_max_epoch`` (from wherever :meth:`restore` left off), then test."""
         cfg = self.config
-        if self._fresh and self.save_path and (self.save_path / METRICS_NAME).exists():
-            (self.save_path / METRICS_NAME).unlink()  # a new run: its log must not continue an old one
+        if self._fresh and self.save_path:
+            on_root(self.comm, _remove, self.save_path / METRICS_NAME)  # a new run: its log must not continue an old one
         self._fresh = False
         handlers = self._catch_signals()
-        try:
-            while self.position.epoch < cfg.max_max_epoch and self._stop_signal is None:
+        try:  # (dp.agree_signal: the handler's signal; ranks: whether any of them has received one)
+            while self.position.epoch < cfg.max_max_epoch and self.dp.agree_signal(self._stop_signal) is None:
                 self.run_epoch()
         finally:
             self._restore_signals(handlers)
-        if self._stop_signal is not None:
+        stop = self.dp.agree_signal(self._stop_signal)
+        if stop is not None:
             path = self.save() if self.save_path else None
-            self.log(f"Stopped by signal {self._stop_signal} at epoch {self.position.epoch + 1}, step "
+            self.log(f"Stopped by signal {stop} at epoch {self.position.epoch + 1}, step "
                      f"{self.position.step}" + (f"; checkpoint saved to {path}" if path else ""))
-            return {"stopped": True, "signal": int(self._stop_signal), "history": self.position.history}
+            return {"stopped": True, "signal": int(stop), "history": self.position.history}
         start = time.perf_counter()
-        test_ppl = evaluate(self.model, self.corpus.test, cfg.eval_batch_size, cfg.eval_num_steps)
+        test_ppl = on_root(self.comm, self._test_perplexity)
         self.log(f"Test Perplexity: {test_ppl:.3f}")
         result = {"history": self.position.history, "test_perplexity": test_ppl,
                   "test_seconds": time.perf_counter() - start}
@@ -262,7 +283,7 @@ class Trainer:
         if pos.step == 0:
             self.log(f"Epoch: {pos.epoch + 1} Learning rate: {lr:.3f}")
             self._summarise({tb.LEARNING_RATE: lr}, self._global_step())
-            self.state = self.model.initial_state(cfg.batch_size)
+            self.state = self.model.initial_state(self.dp.rows.stop - self.dp.rows.start)
             pos.costs, pos.seconds, pos.skipped = 0.0, 0.0, 0
         bar = _progress_bar(n_batches, pos.step, pos.epoch, self.progress)
         started = time.perf_counter() - pos.seconds
@@ -271,7 +292,7 @@ class Trainer:
                 continue  # resuming: these batches were trained before the checkpoint
             cost = self.train_step(x, y, lr, step)
             self._record_step(step, cost, n_batches, started, bar)
-            if self._stop_signal is not None:
+            if self._stop_requested():
                 break
         if bar is not None:
             bar.close()
@@ -280,13 +301,30 @@ class Trainer:
 
     def train_step(self, x, y, lr: float, step: int) -> float | None:
         """Forward, backward, clipping and the SGD update of one batch; carries the LSTM state.
-        Returns the batch's cost, or None if the batch was skipped (``config.nonfinite == "skip"``)."""
-        cfg, model = self.config, self.model
+        Returns the batch's cost, or None if the batch was skipped (``config.nonfinite == "skip"``).
+
+        Ranks: each runs its rows of ``x``/``y`` with its rows of the masks (all draw the full
+        batch's, from the same stream), scaled by the global batch; the exchange sums the gradients
+        and costs and tells every rank whether any rank's loss failed, so all of them skip or stop at
+        the same batch. One process: the exchange returns its inputs as they are.
+        """
+        cfg, model, dp = self.config, self.model, self.dp
         masks = dropout_masks(self.rng, cfg.num_layers + 1, (cfg.num_steps, cfg.batch_size, cfg.hidden_size),
                               cfg.keep_prob)
+        scale = {"total_batch": cfg.batch_size} if dp.distributed else {}  # (one process: the model's default)
         try:
-            cost, grads, new_state = model.loss_and_sparse_grads(x, y, self.state, masks)
-            apply_sgd(model.params, grads, lr, cfg.max_grad_norm, cfg.grad_norm)
+            cost, grads, new_state = model.loss_and_sparse_grads(dp.local(x), dp.local(y), self.state,
+                                                                 dp.local_masks(masks), **scale)
+            failure = None
+        except FloatingPointError as e:  # decided below, together with the other ranks
+            cost, grads, new_state, failure = None, None, None, e
+        summed = dp.exchange(cost, grads, x, failure, self._stop_signal)
+        self._agreed_signal = summed.signal
+        try:
+            if summed.failure is not None:
+                raise summed.failure
+            cost = summed.cost
+            apply_sgd(model.params, summed.grads, lr, cfg.max_grad_norm, cfg.grad_norm)
         except (FloatingPointError, TrainingError) as e:
             if cfg.nonfinite == "skip":  # drop this batch: no update, state and costs as before it
                 self.log(f"warning: epoch {self.position.epoch + 1}, step {step} skipped: {e}")
@@ -329,7 +367,7 @@ class Trainer:
         wps = n_batches * cfg.batch_size * cfg.num_steps / pos.seconds
         self.log(f"Epoch: {pos.epoch + 1} Train Perplexity: {train_ppl:.3f}")
         valid_start = time.perf_counter()
-        valid_ppl = evaluate(self.model, self.corpus.valid, cfg.batch_size, cfg.num_steps)
+        valid_ppl = evaluate(self.model, self.corpus.valid, cfg.batch_size, cfg.num_steps, dp=self.dp)
         self.log(f"Epoch: {pos.epoch + 1} Valid Perplexity: {valid_ppl:.3f}")
         row = {"epoch": pos.epoch + 1, "learning_rate": lr, "train_perplexity": train_ppl,
                "valid_perplexity": valid_ppl, "train_wps": wps, "train_seconds": pos.seconds,
@@ -358,17 +396,32 @@ class Trainer:
 
     def _write_metrics(self, row: dict) -> None:
         if self.save_path:
-            self.save_path.mkdir(parents=True, exist_ok=True)
-            with open(self.save_path / METRICS_NAME, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
+            on_root(self.comm, _append_line, self.save_path / METRICS_NAME, json.dumps(row))
 
-    # -- signals: SIGINT/SIGTERM finish the current step, save, and stop --
+    def _test_perplexity(self) -> float:
+        """TF's test pass (batch 1 by default) in one process: with ranks, rank 0 runs it on the
+        threads of all the ranks on its host, which wait asleep."""
+        cfg, threads = self.config, ops.get_num_threads()
+        if self.comm.size > 1:
+            ops.set_num_threads(threads * self.comm.local_size)
+        try:
+            return evaluate(self.model, self.corpus.test, cfg.eval_batch_size, cfg.eval_num_steps)
+        finally:
+            if self.comm.size > 1:
+                ops.set_num_threads(threads)
+
+    # -- signals: SIGINT/SIGTERM (and SIGUSR1 with ranks) finish the current step, save, and stop --
+    def _stop_requested(self) -> bool:
+        """One process: whether a signal has arrived. Ranks: whether one had arrived on any rank by
+        the last step's exchange (the same answer on all of them)."""
+        return (self._agreed_signal if self.dp.distributed else self._stop_signal) is not None
+
     def _catch_signals(self):
         def on_signal(signum, _frame):
             self._stop_signal = signum
         handlers = {}
         try:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in STOP_SIGNALS if self.dp.distributed else (signal.SIGINT, signal.SIGTERM):
                 handlers[sig] = signal.signal(sig, on_signal)
         except ValueError:  # not the main thread: signals stay with the caller
             pass
@@ -378,6 +431,21 @@ class Trainer:
     def _restore_signals(handlers) -> None:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+
+
+def _silent(_message: str) -> None:
+    """The log of ranks other than 0."""
+
+
+def _remove(path: Path) -> None:
+    if path.exists():
+        path.unlink()
+
+
+def _append_line(path: Path, line: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
 
 
 def _progress_bar(total: int, initial: int, epoch: int, enabled: bool):

@@ -1,0 +1,15 @@
+// Bulk rounding to bfloat16 (bf16.h): the weights and layer inputs of a bf16 step are rounded
+// once per step by this kernel; the LSTM and output-layer kernels round what they make themselves
+// (h_t, d_gates, d_logits) in the passes that make it. It has no backward: rounding is treated as
+// the identity by the gradients, as every mixed-precision trainer does.
+#include "bf16.h"
+#include "kernels.h"
+
+namespace ptbfast {
+
+void round_to_bf16(float* out, const float* in, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > (1 << 16))
+  for (int64_t k = 0; k < n; ++k) out[k] = round_bf16(in[k]);
+}
+
+}  // namespace ptbfast

@@ -1,0 +1,214 @@
+"""bf16 mixed precision: the rounding kernel, the LSTM and output-layer kernels and the whole model
+against the NumPy reference's bf16 twin (ptbfast.reference rounds the same operands), and
+against the fp32 reference with a looser bound.
+
+Tolerances (max-norm relative, tests/helpers.py):
+  * TWIN_TOL = 1e-5 where no rounding flips: the kernels and the twin round the same values, but
+    the twin computes them in float64, so a value within one float32 ulp of a bf16 rounding
+    boundary can round the other way (a 2^-8 relative jump, which then propagates). In the cases
+    marked TWIN_TOL no value lands that close (measured: at most 2.3e-7; the seeds are fixed).
+  * FLIP_TOL = 2^-7 where a flip was measured (every larger shape has some): the budget of one
+    bf16 rounding step (two ulps) in the max norm; measured 2e-5 to 4e-3 there.
+  * FP32_TOL = 1e-2 against the fp32 reference: bf16 operands carry 8 significant bits, so
+    products are off by about 2^-9 relative each (measured 4e-4 to 4e-3).
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from ptbfast import ops
+from ptbfast import reference as ref
+from ptbfast.model import LSTMLanguageModel
+from ptbfast.precision import Bf16PerformanceWarning
+
+from helpers import f32, f64, max_rel_error
+
+TWIN_TOL = 1e-5
+FLIP_TOL = 2.0 ** -7
+FP32_TOL = 1e-2
+
+pytestmark = pytest.mark.filterwarnings("ignore::ptbfast.precision.Bf16PerformanceWarning")
+
+
+def is_bf16(a) -> bool:
+    """Every value has its low 16 bits zero (NaN aside)."""
+    bits = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    return bool(np.all((bits & 0xFFFF) == 0))
+
+
+# ---- rounding ------------------------------------------------------------------------------------
+
+def test_rounding_matches_the_reference_bit_for_bit():
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(200_001) * 10.0 ** rng.uniform(-44, 38, 200_001)).astype(np.float32)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, 3.4028235e38, -3.4028235e38, 1e-45, -1e-45, 1e-40,
+                        1.0, 1 + 2**-8, 1 + 3 * 2**-8, 1 + 2**-8 + 2**-20, -(1 + 2**-8)], np.float32)
+    for values in (x, special, x[:17], x[:1], x[:0], x[:1000].reshape(10, 100)):
+        got = ops.round_bf16(values)
+        assert got.shape == values.shape and got.dtype == np.float32
+        np.testing.assert_array_equal(got.view(np.uint32), ref.round_bf16(values).view(np.uint32))
+        assert is_bf16(got)
+
+
+def test_rounding_is_to_nearest_even():
+    one_ulp = 2.0 ** -7  # bf16's spacing just above 1; 3.4e38 lies past bf16's largest finite 3.39e38 + half a step
+    values = np.array([1 + one_ulp / 2, 1 + 3 * one_ulp / 2, 1 + one_ulp / 2 + 2**-20, 3.4e38],
+                      np.float32)
+    np.testing.assert_array_equal(ops.round_bf16(values), np.array([1.0, 1 + 2 * one_ulp, 1 + one_ulp, np.inf],
+                                                                   np.float32))
+
+
+def test_nan_stays_nan_and_transposed_views_stay_views():
+    nan_with_low_payload = np.array([0x7F800001], np.uint32).view(np.float32)  # would become inf if truncated
+    assert np.isnan(ops.round_bf16(nan_with_low_payload)).all()
+    assert np.isnan(ref.round_bf16(nan_with_low_payload)).all()
+    w = np.random.default_rng(1).standard_normal((7, 5)).astype(np.float32)
+    rounded = ops.round_bf16(w.T)
+    assert rounded.shape == (5, 7) and rounded.T.flags.c_contiguous
+    np.testing.assert_array_equal(rounded, ref.round_bf16(w.T))
+    with pytest.raises(TypeError, match="float32"):
+        ops.round_bf16(np.zeros(3))
+
+
+# ---- LSTM layer ----------------------------------------------------------------------------------
+
+def random_bf16_layer(rng, T, B, In, H):
+    x = ops.round_bf16(f32(rng, T, B, In))
+    kernel = ops.round_bf16(f32(rng, In + H, 4 * H, scale=1 / np.sqrt(H)))
+    return x, f32(rng, B, H), f32(rng, B, H), kernel, f32(rng, 4 * H, scale=0.1)
+
+
+@pytest.mark.parametrize("T,B,In,H,tol", [
+    (1, 1, 1, 1, TWIN_TOL), (3, 2, 5, 5, TWIN_TOL), (4, 3, 17, 17, FLIP_TOL), (6, 20, 40, 24, TWIN_TOL),
+    (5, 1, 7, 3, TWIN_TOL), (0, 2, 4, 4, TWIN_TOL), (3, 0, 4, 4, TWIN_TOL),
+    (8, 20, 200, 200, FLIP_TOL), (12, 64, 128, 300, FLIP_TOL)])  # (the last: the threaded time loop)
+def test_lstm_matches_the_bf16_twin_and_the_fp32_reference(T, B, In, H, tol):
+    rng = np.random.default_rng(T * 1000 + B * 10 + H)
+    x, c0, h0, kernel, bias = random_bf16_layer(rng, T, B, In, H)
+    h_all, c_all, gates = ops.lstm_forward(x, c0, h0, kernel, bias, 0.0, bf16=True)
+    assert is_bf16(h_all)  # h is a product operand wherever it goes: stored rounded
+    d = f32(rng, T, B, H)
+    got = ops.lstm_backward(d, None, None, x, c0, h0, kernel, h_all, c_all, gates, bf16=True)
+    for bf16, bound in ((True, tol), (False, FP32_TOL)):
+        want_h, _, cache = ref.lstm_layer_forward(*f64(x, c0, h0, kernel, bias), 0.0, bf16=bf16)
+        want = ref.lstm_layer_backward(f64(d)[0], None, None, cache, bf16=bf16)
+        assert max_rel_error(h_all, want_h) <= bound
+        for name, g, w in zip(("dx", "dc0", "dh0", "dkernel", "dbias"), got, want):
+            assert max_rel_error(g, w) <= bound, name
+
+
+def test_lstm_bf16_differs_from_fp32():
+    # The test above could not fail if the flag were ignored on shapes where bf16 and fp32 agree to
+    # FLIP_TOL; here the two must differ by far more than float32 rounding.
+    rng = np.random.default_rng(3)
+    x, c0, h0, kernel, bias = random_bf16_layer(rng, 6, 20, 40, 24)
+    fp32 = ops.lstm_forward(x, c0, h0, kernel, bias)[0]
+    bf16 = ops.lstm_forward(x, c0, h0, kernel, bias, bf16=True)[0]
+    assert max_rel_error(bf16, fp32) > 1e-4
+
+
+# ---- output layer --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("N,H,V,tol", [(1, 1, 1, TWIN_TOL), (5, 17, 33, TWIN_TOL), (37, 16, 100, FLIP_TOL),
+                                       (0, 4, 9, TWIN_TOL), (400, 200, 10000, FLIP_TOL)])
+@pytest.mark.parametrize("block_columns", [0, 7])
+def test_output_layer_matches_the_bf16_twin_and_the_fp32_reference(N, H, V, tol, block_columns):
+    rng = np.random.default_rng(N + H + V)
+    h = ops.round_bf16(f32(rng, N, H))
+    w = ops.round_bf16(f32(rng, H, V, scale=1 / np.sqrt(H)))
+    b, targets = f32(rng, V, scale=0.1), rng.integers(0, V, N)
+    block_columns *= 1 if V < 1000 else 300  # (column chunks of 7 over 10,000 words would be slow)
+    for weights in (w, np.ascontiguousarray(w.T).T):  # softmax_w, and tied weights (embedding.T)
+        total, losses, dh, dw, db = ops.output_layer_loss_and_grads(h, weights, b, targets, 0.05,
+                                                                    block_columns=block_columns, bf16=True)
+        for bf16, bound in ((True, tol), (False, FP32_TOL)):
+            want_losses, cache = ref.output_layer_forward(*f64(h, w, b), targets, bf16=bf16)
+            assert max_rel_error(losses, want_losses) <= max(bound, TWIN_TOL)
+            for name, g, want in zip(("dh", "dw", "db"), (dh, dw, db), ref.output_layer_backward(0.05, cache, bf16)):
+                assert max_rel_error(g, want) <= bound, name
+
+
+def test_output_layer_bf16_rounds_the_gradient_products():
+    rng = np.random.default_rng(4)
+    h = ops.round_bf16(f32(rng, 30, 16))
+    w = ops.round_bf16(f32(rng, 16, 50, scale=0.25))
+    b, targets = f32(rng, 50, scale=0.1), rng.integers(0, 50, 30)
+    fp32 = ops.output_layer_loss_and_grads(h, w, b, targets, 0.05)
+    bf16 = ops.output_layer_loss_and_grads(h, w, b, targets, 0.05, bf16=True)
+    np.testing.assert_array_equal(fp32[1], bf16[1])  # same operands: the same losses ...
+    np.testing.assert_array_equal(fp32[4], bf16[4])  # ... and db sums the unrounded gradient
+    assert max_rel_error(bf16[2], fp32[2]) > 1e-4    # dh and dw multiply the rounded one
+    assert max_rel_error(bf16[3], fp32[3]) > 1e-4
+
+
+# ---- the model -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("tie_weights", [False, True])
+@pytest.mark.parametrize("dropout", [False, True])
+def test_model_gradients_match_the_bf16_reference_model(tie_weights, dropout):
+    V, H, L, B, T = 23, 8, 2, 3, 4
+    fast = LSTMLanguageModel(V, H, L, forget_bias=0.5, init_scale=0.5, seed=2, tie_weights=tie_weights,
+                             precision="bf16")
+    rng = np.random.default_rng(5)
+    x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
+    state = [(f32(rng, B, H), f32(rng, B, H)) for _ in range(L)]
+    masks = ([((rng.random((T, B, H)) < 0.6) / np.float32(0.6)).astype(np.float32) for _ in range(L + 1)]
+             if dropout else None)
+    cost, grads, new_state = fast.loss_and_grads(x, y, state, masks)
+    for precision, bound in (("bf16", 1e-4), ("fp32", FP32_TOL)):
+        slow = ref.NumpyLSTMLanguageModel(V, H, L, forget_bias=0.5, tie_weights=tie_weights, dtype=np.float64,
+                                          precision=precision)
+        slow.params = {k: v.astype(np.float64) for k, v in fast.params.items()}
+        want_cost, want_grads, want_state = slow.loss_and_grads(x, y, [f64(c, h) for c, h in state],
+                                                                None if masks is None else f64(*masks))
+        assert abs(cost - want_cost) <= bound * abs(want_cost)
+        for name in fast.params:
+            assert max_rel_error(grads[name], want_grads[name]) <= bound, (precision, name)
+        for (c, h), (wc, wh) in zip(new_state, want_state):
+            assert max_rel_error(c, wc) <= bound and max_rel_error(h, wh) <= bound
+
+
+def test_unknown_precision_names_the_choices():
+    with pytest.raises(ValueError, match="fp32, bf16"):
+        LSTMLanguageModel(10, 4, 1, precision="fp16")
+    with pytest.raises(ValueError, match="fp32, bf16"):
+        ref.NumpyLSTMLanguageModel(10, 4, 1, precision="float16")
+    from ptbfast.configs import get_config
+    with pytest.raises(ValueError, match="precision"):
+        get_config("test", precision="half")
+
+
+def test_bf16_says_once_that_it_brings_no_speed_up(monkeypatch):
+    from ptbfast import precision
+    monkeypatch.setattr(precision, "_warned", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        LSTMLanguageModel(10, 4, 1, precision="bf16")
+        LSTMLanguageModel(10, 4, 1, precision="bf16")
+        LSTMLanguageModel(10, 4, 1)
+    said = [w for w in caught if issubclass(w.category, Bf16PerformanceWarning)]
+    assert len(said) == 1
+    assert "bf16" in str(said[0].message) and precision.EMULATED_SLOWDOWN in str(said[0].message)
+
+
+def test_a_bf16_trained_checkpoint_evaluates_in_either_precision(tmp_path):
+    import ptbfast
+    from ptbfast import checkpoint
+    from ptbfast.configs import get_config
+
+    config = get_config("test", vocab_size=12, hidden_size=6, precision="bf16")
+    model = LSTMLanguageModel(12, 6, 1, precision="bf16")
+    path = checkpoint.save(tmp_path / "c.npz", model.params, {"config": config.to_dict(),
+                                                              "vocabulary": [f"w{k}" for k in range(12)]})
+    as_trained = ptbfast.load(path)
+    assert as_trained.model.precision == "bf16" and as_trained.config.precision == "bf16"
+    in_fp32 = ptbfast.load(path, precision="fp32")
+    assert in_fp32.model.precision == "fp32"
+    text = "w1 w2 w3 w4 w5"
+    bf16_logp, fp32_logp = as_trained.score(text).log_probs, in_fp32.score(text).log_probs
+    assert not np.array_equal(bf16_logp, fp32_logp)
+    assert np.max(np.abs(bf16_logp - fp32_logp)) < 0.05
+    with pytest.raises(ValueError, match="precision"):
+        ptbfast.load(path, precision="int8")
