@@ -19,17 +19,53 @@ def one_thread():
     ptbfast.set_num_threads(before)
 
 
-# ---- hypothesis profiles (tests/test_fuzz.py) ------------------------------------------------------
+# ---- the synthetic corpus and the tiny config (tests/synthetic_corpus.py) ---------------------------
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """A directory holding the synthetic ``ptb.{train,valid,test}.txt`` (30 words); read-only."""
+    from synthetic_corpus import write_corpus
+
+    return write_corpus(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def corpus(data_dir):
+    from ptbfast import reader
+
+    return reader.load_corpus(data_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """``tiny_config(**changes)``: the config every training test uses on the synthetic corpus."""
+    from synthetic_corpus import tiny_config
+
+    return tiny_config
+
+
+@pytest.fixture(scope="module")
+def trained_run(one_thread, corpus, tiny_config, tmp_path_factory):
+    """A finished tiny run, one per test module: ``checkpoint.npz`` (end of epoch 2, ``finished``),
+    ``checkpoint.npz.prev`` (end of epoch 1) and ``metrics.jsonl``. Copy it before changing it."""
+    from ptbfast.train import Trainer
+
+    save = tmp_path_factory.mktemp("trained_run")
+    Trainer(tiny_config(), corpus, save_path=save, log=lambda s: None, progress=False).train()
+    return save
+
+
+# ---- hypothesis profiles (tests/test_fuzz_*.py) ------------------------------------------------------
 # HYPOTHESIS_PROFILE=ci (the default): 25 examples per property, derandomized so a CI run always
 # tests the same cases, no example database; the whole file runs in seconds.
 # HYPOTHESIS_PROFILE=fuzz: FUZZ_EXAMPLES per property, fresh random cases each run (failures are
-# kept in .hypothesis/ and replayed first next time); test_fuzz.py has 18 properties, so a run is
-# 18 x 700 = 12,600 generated cases (>= 10,000), plus 7 fixed cases of two plain tests.
+# kept in .hypothesis/ and replayed first next time); tests/test_fuzz_*.py have 18 properties, so a
+# run is 18 x 700 = 12,600 generated cases (>= 10,000), plus 7 fixed cases of two plain tests.
 # deadline=None in both: a first call can pay a one-off cost (OpenMP pool, MKL dispatch), and the
 # machine may be busy; a hang is caught by the CI job's timeout, not by per-example deadlines.
 try:
     from hypothesis import settings as _hypothesis_settings
-except ImportError:  # hypothesis is a test extra; the other test files do not need it
+except ImportError:  # hypothesis is a test extra; only the fuzz files need it
     _hypothesis_settings = None
 
 FUZZ_EXAMPLES = 700
@@ -41,14 +77,15 @@ if _hypothesis_settings is not None:
 
 
 def pytest_terminal_summary(terminalreporter):
-    """One line with the number of fuzz cases run: 'N valid and M invalid cases'."""
-    fuzz = sys.modules.get("test_fuzz")
+    """One line with the number of fuzz cases run (tests/fuzz_strategies.py counts them):
+    'test_fuzz_*: N valid and M invalid cases run'."""
+    fuzz = sys.modules.get("fuzz_strategies")
     if fuzz is None or not sum(fuzz.CASES.values()):
         return
     from hypothesis import settings
 
     terminalreporter.write_line(
-        f"test_fuzz: {fuzz.CASES['valid']} valid and {fuzz.CASES['invalid']} invalid cases run "
+        f"test_fuzz_*: {fuzz.CASES['valid']} valid and {fuzz.CASES['invalid']} invalid cases run "
         f"(max_examples={settings().max_examples} per property)")
 
 

@@ -1,4 +1,7 @@
-"""Shared test helpers: the error measure every parity test uses, and float64 copies."""
+"""Shared test helpers: the error measure every parity test uses, float64 copies, comparing training
+runs, and damaged checkpoints."""
+
+from pathlib import Path
 
 import numpy as np
 
@@ -26,3 +29,66 @@ def f64(*arrays):
 
 def f32(rng, *shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+# ---- comparing training runs ---------------------------------------------------------------------
+
+def same_params(a, b) -> bool:
+    """The same parameter names with bit-identical values."""
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def epochs_of(history):
+    """A training history without the timings, which differ from run to run."""
+    return [{k: row[k] for k in ("epoch", "learning_rate", "train_perplexity", "valid_perplexity")}
+            for row in history]
+
+
+# ---- damaged checkpoints: a named file that is unusable, beside a good checkpoint.npz.prev ----------
+
+def _truncated(path, good: bytes) -> None:
+    path.write_bytes(good[: len(good) // 2])
+
+
+def _corrupt(path, good: bytes) -> None:
+    data = bytearray(good)
+    middle = len(data) // 2
+    data[middle: middle + 64] = bytes(64)  # inside a member's data, which its CRC-32 covers
+    assert data != good
+    path.write_bytes(bytes(data))
+
+
+def _foreign_npz(path, good: bytes) -> None:
+    rng = np.random.default_rng(0)
+    with open(path, "wb") as f:  # (np.savez on a path would append .npz to a name without it)
+        np.savez(f, embedding=rng.standard_normal((30, 8)).astype(np.float32), ids=rng.integers(0, 30, 50))
+
+
+def _text(path, good: bytes) -> None:
+    path.write_text("epoch 3: valid perplexity 5.43\n" * 20, encoding="utf-8")
+
+
+# kind -> (how to make the file from a good checkpoint's bytes, what the error must say about it);
+# None: the file is missing.
+DAMAGED_CHECKPOINTS = {
+    "missing": (None, "does not exist"),
+    "truncated": (_truncated, "corrupt or truncated"),
+    "corrupt": (_corrupt, "corrupt or truncated"),
+    "foreign npz": (_foreign_npz, "not a ptbfast checkpoint (a .npz file without ptbfast's metadata)"),
+    "text file": (_text, "not a ptbfast checkpoint (not a .npz file)"),
+}
+
+
+def damaged_checkpoint(directory, run, kind: str):
+    """``directory/checkpoint.npz`` made unusable in the way ``kind`` names, from the good
+    ``run/checkpoint.npz``, with ``run``'s good ``checkpoint.npz.prev`` copied beside it (the file a
+    silent fallback would use). Returns the path and the fragment its error message must hold."""
+    from ptbfast.checkpoint import previous_path
+    from ptbfast.train import CHECKPOINT_NAME
+
+    make, says = DAMAGED_CHECKPOINTS[kind]
+    path, good = Path(directory) / CHECKPOINT_NAME, Path(run) / CHECKPOINT_NAME
+    previous_path(path).write_bytes(previous_path(good).read_bytes())
+    if make is not None:
+        make(path, good.read_bytes())
+    return path, says

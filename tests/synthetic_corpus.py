@@ -38,3 +38,33 @@ def write_corpus(directory, sizes=None) -> Path:
     for seed, (split, n_words) in enumerate((sizes or SIZES).items(), start=1):
         (directory / f"ptb.{split}.txt").write_text(_text(n_words, seed), encoding="utf-8")
     return directory
+
+
+# ---- the tiny config every training test uses on this corpus ------------------------------------
+# TF's small recipe (two layers, lr 1.0 halved per epoch after the first) at a size that trains an
+# epoch of ~150 batches in a fraction of a second. tests/conftest.py serves it as the tiny_config
+# fixture; command-line tests pass the same settings as flags (cli_args).
+
+VOCAB_SIZE = N_WORDS + 1
+TINY = dict(hidden_size=8, num_steps=5, batch_size=4, vocab_size=VOCAB_SIZE, max_epoch=1, max_max_epoch=2,
+            init_scale=0.3)
+
+
+def tiny_config(**changes):
+    """``get_config("small")`` with :data:`TINY` and then ``changes`` applied."""
+    from ptbfast.configs import get_config
+
+    return get_config("small", **{**TINY, **changes})
+
+
+def cli_args(**changes) -> list:
+    """The flags of ``python -m ptbfast train`` for ``tiny_config(**changes)``, without a progress bar
+    (``max_max_epoch`` is given as ``--max-epochs``, so a later ``--max-epochs N`` replaces it)."""
+    args = ["--config", "small", "--no-progress"]
+    for name, value in {**TINY, **changes}.items():
+        flag = "--max-epochs" if name == "max_max_epoch" else "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag[2:])
+        else:
+            args += [flag, str(value)]
+    return args

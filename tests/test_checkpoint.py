@@ -167,20 +167,27 @@ def test_truncated_file(saved, keep):
 def test_empty_file(tmp_path):
     path = tmp_path / "checkpoint.npz"
     path.write_bytes(b"")
-    assert_fails(path, "corrupt or truncated")
+    assert_fails(path, "not a ptbfast checkpoint (an empty file)")
 
 
 @pytest.mark.parametrize("content", [b"hello, this is not a checkpoint\n", "random"])
 def test_file_that_is_not_a_zip(tmp_path, content):
     path = tmp_path / "checkpoint.npz"
     path.write_bytes(np.random.default_rng(3).bytes(5000) if content == "random" else content)
-    assert_fails(path, "corrupt or truncated")
+    assert_fails(path, "not a ptbfast checkpoint (not a .npz file)")
+
+
+def test_a_single_npy_array_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    with open(path, "wb") as f:
+        np.save(f, np.zeros(3, np.float32))
+    assert_fails(path, "not a ptbfast checkpoint (not a .npz file)")
 
 
 def test_npz_without_meta(tmp_path):
     path = tmp_path / "checkpoint.npz"
     np.savez(path, **{"param/embedding": np.zeros((3, 2), np.float32)})
-    assert_fails(path, "no readable metadata")
+    assert_fails(path, "not a ptbfast checkpoint (a .npz file without ptbfast's metadata)")
 
 
 @pytest.mark.parametrize("meta", [b"\xff\xfe not utf-8", b"{not json", json.dumps({"format": "other-1"}).encode(),

@@ -1,23 +1,51 @@
-"""``python -m ptbfast``: train and eval on a tiny synthetic corpus, data-path errors, info."""
+"""Every command-line test: ``python -m ptbfast`` run as a user runs it, in a subprocess.
 
+On the synthetic corpus (tests/synthetic_corpus.py) with the tiny config: train prints TF's lines
+and eval reproduces them; a checkpoint named on the command line is that file or an error, never
+the ``checkpoint.npz.prev`` beside it, while ``train --resume`` falls back to ``.prev`` and says so;
+killed or stopped runs resume to the same bits; data-path errors; ``bench --json``; ``info``.
+One training run (the module's ``trained`` fixture) serves every test that needs a checkpoint.
+"""
+
+import importlib.util
 import json
 import os
 import re
+import shutil
+import signal
+import site
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
+import ptbfast
+from ptbfast import checkpoint
 from ptbfast.datasets import PTB_FILES
+from ptbfast.train import CHECKPOINT_NAME, METRICS_NAME
 
-from synthetic_corpus import write_corpus
+from helpers import DAMAGED_CHECKPOINTS, damaged_checkpoint, epochs_of, same_params
+from synthetic_corpus import VOCAB_SIZE, cli_args
 
-TINY = ["--config", "test", "--vocab-size", "30", "--hidden-size", "8", "--num-steps", "5", "--batch-size", "4",
-        "--max-epochs", "2", "--no-progress", "--checkpoint-every", "0"]
+# ---- running the command -------------------------------------------------------------------------
+
+# The directory the ptbfast under test was imported from, unless the interpreter finds it anyway (an
+# installed package): a child process with cwd elsewhere must run the same code, not another copy
+# (a relative PYTHONPATH such as "src" would otherwise point nowhere, and an older install win).
+_IMPORTED_FROM = Path(ptbfast.__file__).resolve().parent.parent
+_SITE_DIRS = {Path(p).resolve() for p in [*site.getsitepackages(), site.getusersitepackages()]}
 
 
 def light_env(**changes):
+    """The environment of a child process: one thread, unbuffered, importing the ptbfast under test;
+    ``changes`` set variables (None removes one)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    paths = [os.path.abspath(p) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if _IMPORTED_FROM not in _SITE_DIRS:
+        paths.insert(0, str(_IMPORTED_FROM))
+    env["PYTHONPATH"] = os.pathsep.join(paths)
     for name, value in changes.items():
         if value is None:
             env.pop(name, None)
@@ -26,9 +54,24 @@ def light_env(**changes):
     return env
 
 
-def ptbfast(*args, cwd, env=None):
-    return subprocess.run([sys.executable, "-m", "ptbfast", *map(str, args)], cwd=cwd, env=env or light_env(),
-                          capture_output=True, text=True, timeout=120)
+def command(*args) -> list:
+    return [sys.executable, "-m", "ptbfast", *map(str, args)]
+
+
+def ptbfast_cli(*args, cwd, env=None):
+    return subprocess.run(command(*args), cwd=cwd, env=env or light_env(), capture_output=True, text=True,
+                          timeout=120)
+
+
+def run_together(commands, cwd) -> list:
+    """Run several ``python -m ptbfast`` commands at once (each is mostly interpreter start-up)."""
+    procs = [subprocess.Popen(command(*args), cwd=cwd, env=light_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for args in commands]
+    done = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return done
 
 
 def value(pattern, text):
@@ -38,15 +81,25 @@ def value(pattern, text):
     return found[0]
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return write_corpus(tmp_path_factory.mktemp("data"))
+def test_subprocesses_run_the_ptbfast_under_test(tmp_path):
+    done = subprocess.run([sys.executable, "-c", "import ptbfast; print(ptbfast.__file__)"], cwd=tmp_path,
+                          env=light_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()).resolve() == Path(ptbfast.__file__).resolve()
+
+
+# ---- one tiny training run -----------------------------------------------------------------------
+
+# Three epochs with dropout (resuming must restore the RNG too); checkpoints at epoch ends only, so
+# checkpoint.npz is the end of epoch 3 and checkpoint.npz.prev the end of epoch 2.
+TRAINED = [*cli_args(keep_prob=0.8, max_max_epoch=3), "--checkpoint-every", "0"]
 
 
 @pytest.fixture(scope="module")
 def trained(data_dir, tmp_path_factory):
+    """(save path, stdout) of ``train`` with TRAINED; tests that change the run copy it first."""
     save = tmp_path_factory.mktemp("run")
-    done = ptbfast("train", "--data-path", data_dir, "--save-path", save, *TINY, cwd=save)
+    done = ptbfast_cli("train", "--data-path", data_dir, "--save-path", save, *TRAINED, cwd=save)
     assert done.returncode == 0, done.stderr
     return save, done.stdout
 
@@ -54,58 +107,153 @@ def trained(data_dir, tmp_path_factory):
 def test_train_prints_tf_style_lines(trained):
     save, out = trained
     lines = out.splitlines()
-    assert lines.index("Epoch: 1 Learning rate: 1.000") < lines.index("Epoch: 2 Learning rate: 0.500")
-    for epoch in (1, 2):
+    assert (lines.index("Epoch: 1 Learning rate: 1.000") < lines.index("Epoch: 2 Learning rate: 0.500")
+            < lines.index("Epoch: 3 Learning rate: 0.250"))
+    for epoch in (1, 2, 3):
         assert float(value(f"Epoch: {epoch} Train Perplexity:", out)) > 1
         assert float(value(f"Epoch: {epoch} Valid Perplexity:", out)) > 1
     assert lines[-1] == f"Test Perplexity: {value('Test Perplexity:', out)}"
-    config = json.loads(out.split("Config test: ", 1)[1].splitlines()[0])
+    config = json.loads(out.split("Config small: ", 1)[1].splitlines()[0])
     assert (config["hidden_size"], config["num_steps"], config["batch_size"], config["vocab_size"],
-            config["max_max_epoch"], config["num_layers"]) == (8, 5, 4, 30, 2, 1)
-    assert (save / "checkpoint.npz").is_file() and (save / "metrics.jsonl").is_file()
+            config["max_max_epoch"], config["num_layers"], config["keep_prob"]) == (8, 5, 4, VOCAB_SIZE, 3, 2, 0.8)
+    assert sorted(p.name for p in save.iterdir()) == [CHECKPOINT_NAME, CHECKPOINT_NAME + ".prev", METRICS_NAME]
 
 
 def test_eval_reproduces_the_trained_perplexities(trained, data_dir):
     save, out = trained
-    done = ptbfast("eval", "--checkpoint", save / "checkpoint.npz", "--data-path", data_dir, "--json", cwd=save)
+    done = ptbfast_cli("eval", "--checkpoint", save / CHECKPOINT_NAME, "--data-path", data_dir, "--json", cwd=save)
     assert done.returncode == 0, done.stderr
     assert value("Test Perplexity:", done.stdout) == value("Test Perplexity:", out)
-    assert value("Valid Perplexity:", done.stdout) == value("Epoch: 2 Valid Perplexity:", out)
+    assert value("Valid Perplexity:", done.stdout) == value("Epoch: 3 Valid Perplexity:", out)
     results = json.loads(done.stdout.strip().splitlines()[-1])
-    metrics = [json.loads(line) for line in (save / "metrics.jsonl").read_text().splitlines()]
+    metrics = [json.loads(line) for line in (save / METRICS_NAME).read_text().splitlines()]
     assert results["test"]["perplexity"] == metrics[-1]["test_perplexity"]  # the same float, bit for bit
     assert results["valid"]["perplexity"] == metrics[-2]["valid_perplexity"]
 
 
 def test_a_new_run_does_not_mix_with_an_old_one(trained, data_dir, tmp_path):
     save, _ = trained
-    done = ptbfast("train", "--data-path", data_dir, "--save-path", save, *TINY, cwd=save)
+    done = ptbfast_cli("train", "--data-path", data_dir, "--save-path", save, *cli_args(), cwd=save)
     assert done.returncode != 0 and "already holds a run" in done.stderr and "--overwrite" in done.stderr
     run = tmp_path / "run"
     run.mkdir()
-    (run / "metrics.jsonl").write_text('{"epoch": 7}\n')
-    done = ptbfast("train", "--data-path", data_dir, "--save-path", run, *TINY, "--overwrite", cwd=tmp_path)
+    (run / METRICS_NAME).write_text('{"epoch": 7}\n')
+    done = ptbfast_cli("train", "--data-path", data_dir, "--save-path", run, *cli_args(), "--overwrite", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run / METRICS_NAME).read_text().splitlines()]
     assert [r.get("epoch") for r in rows] == [1, 2, None]
 
 
 def test_max_epochs_and_max_max_epoch_must_agree(data_dir, tmp_path):
-    done = ptbfast("train", "--data-path", data_dir, *TINY, "--max-max-epoch", "3", cwd=tmp_path)
+    done = ptbfast_cli("train", "--data-path", data_dir, *cli_args(max_max_epoch=2), "--max-max-epoch", "3",
+                       cwd=tmp_path)
     assert done.returncode == 2 and "same setting" in done.stderr
 
 
-def test_eval_of_a_corrupt_checkpoint_is_a_clean_error(tmp_path, data_dir):
-    bad = tmp_path / "checkpoint.npz"
-    bad.write_bytes(b"PK\x03\x04" + b"\x00" * 50)
-    done = ptbfast("eval", "--checkpoint", bad, "--data-path", data_dir, cwd=tmp_path)
-    assert done.returncode == 2
-    assert done.stderr.startswith("error: ") and str(bad) in done.stderr and "Traceback" not in done.stderr
+# ---- a checkpoint named on the command line is that file or an error --------------------------------
 
+USING_A_MODEL = {  # every command that loads --checkpoint, and the other arguments it needs
+    "eval": lambda tmp_path, data_dir: ["--data-path", data_dir],
+    "generate": lambda tmp_path, data_dir: ["--prompt", "w01 w02", "--words", "5", "--seed", "0"],
+    "embeddings": lambda tmp_path, data_dir: ["--nearest", "w01"],
+    "export": lambda tmp_path, data_dir: ["--format", "safetensors", tmp_path / "model.safetensors"],
+}
+if importlib.util.find_spec("safetensors") is None:  # (an extra: without it export says so first)
+    del USING_A_MODEL["export"]
+
+
+@pytest.mark.parametrize("kind", list(DAMAGED_CHECKPOINTS))
+def test_an_unusable_named_checkpoint_is_an_error_never_the_previous_one(trained, data_dir, tmp_path, kind):
+    path, says = damaged_checkpoint(tmp_path, trained[0], kind)
+    ptbfast.load(checkpoint.previous_path(path))  # a good checkpoint.npz.prev sits beside it
+    results = run_together([[name, "--checkpoint", path, *extra(tmp_path, data_dir)]
+                            for name, extra in USING_A_MODEL.items()], cwd=tmp_path)
+    for name, done in zip(USING_A_MODEL, results):
+        assert done.returncode == 2, (name, done.stdout, done.stderr)
+        assert done.stdout == "", name  # no perplexity, no generated text, no neighbours, nothing written
+        (message,) = done.stderr.splitlines()  # one line, no traceback
+        assert message.startswith("error: ") and str(path) in message and says in message, (name, message)
+        assert ".prev" not in message, (name, message)
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_resume_from_an_unusable_checkpoint_uses_the_previous_one_and_says_why(trained, data_dir, tmp_path):
+    save, out = trained
+    run = tmp_path / "run"
+    shutil.copytree(save, run)
+    path, says = damaged_checkpoint(run, save, "corrupt")
+    previous = checkpoint.previous_path(path)
+    done = ptbfast_cli("train", "--data-path", data_dir, "--save-path", run, *TRAINED, "--resume", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    (warning,) = [line for line in lines if line.startswith("warning:")]
+    assert warning.startswith(f"warning: not resuming from {path}: checkpoint {path} is {says}")
+    assert warning.endswith(f"; resuming from the previous checkpoint {previous} instead")
+    resumed = f"Resumed from {previous} at epoch 3, step 0"  # .prev: the end of epoch 2
+    assert resumed in lines and lines.index(warning) < lines.index(resumed)
+    assert value("Test Perplexity:", done.stdout) == value("Test Perplexity:", out)  # epoch 3 again, same bits
+
+
+# ---- killed and resumed ----------------------------------------------------------------------------
+
+def start_and_interrupt(data_dir, save, sig):
+    """Start a training run that checkpoints every step; send ``sig`` once the first checkpoint exists."""
+    proc = subprocess.Popen(command("train", "--data-path", data_dir, "--save-path", save, *TRAINED,
+                                    "--checkpoint-every", "1"),
+                            env=light_env(), cwd=save, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (save / CHECKPOINT_NAME).exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no checkpoint after 60 s"
+            time.sleep(0.005)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, out, err
+
+
+def resume_and_compare(data_dir, save, trained):
+    """Resume the run in ``save`` and check that it ends exactly as the uninterrupted ``trained``."""
+    _, meta, _ = checkpoint.load(save / CHECKPOINT_NAME)
+    pos = meta["position"]
+    assert not pos["finished"]  # interrupted (almost surely within epoch 1: the first checkpoint is at step 1)
+    done = ptbfast_cli("train", "--data-path", data_dir, "--save-path", save, *TRAINED, "--resume", cwd=save)
+    assert done.returncode == 0, done.stderr
+    assert f"Resumed from {save / CHECKPOINT_NAME} at epoch {pos['epoch'] + 1}, step {pos['step']}" in done.stdout
+    assert not [line for line in done.stdout.splitlines() if line.startswith("warning:")]
+    params, meta, _ = checkpoint.load(save / CHECKPOINT_NAME)
+    expected_params, expected_meta, _ = checkpoint.load(trained[0] / CHECKPOINT_NAME)
+    assert same_params(params, expected_params)
+    assert epochs_of(meta["position"]["history"]) == epochs_of(expected_meta["position"]["history"])
+    assert value("Test Perplexity:", done.stdout) == value("Test Perplexity:", trained[1])
+    rows = [json.loads(line) for line in (save / METRICS_NAME).read_text().splitlines()]
+    assert [row.get("epoch") for row in rows] == [1, 2, 3, None]
+
+
+def test_killed_with_sigkill_resumes_to_the_same_result(data_dir, tmp_path, trained):
+    code, _, err = start_and_interrupt(data_dir, tmp_path, signal.SIGKILL)
+    assert code == -signal.SIGKILL, err  # killed, not finished
+    resume_and_compare(data_dir, tmp_path, trained)
+
+
+def test_sigterm_saves_exits_143_and_resumes(data_dir, tmp_path, trained):
+    code, out, err = start_and_interrupt(data_dir, tmp_path, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, err  # the shell's code for death by SIGTERM
+    assert f"Stopped by signal {int(signal.SIGTERM)} at epoch" in out
+    assert f"checkpoint saved to {tmp_path / CHECKPOINT_NAME}" in out
+    assert "Test Perplexity" not in out
+    resume_and_compare(data_dir, tmp_path, trained)
+
+
+# ---- where the data comes from ---------------------------------------------------------------------
 
 def test_missing_data_directory(tmp_path):
     missing = tmp_path / "no-such-data"
-    done = ptbfast("train", "--data-path", missing, *TINY, cwd=tmp_path)
+    done = ptbfast_cli("train", "--data-path", missing, *cli_args(), cwd=tmp_path)
     assert done.returncode == 2
     assert str(missing) in done.stderr and "does not exist" in done.stderr
     assert "Traceback" not in done.stderr
@@ -113,7 +261,7 @@ def test_missing_data_directory(tmp_path):
 
 def test_no_data_anywhere_explains_how_to_get_it(tmp_path):
     env = light_env(PTBFAST_DATA=None, PTBFAST_CACHE=None, HOME=tmp_path)
-    done = ptbfast("train", *TINY, cwd=tmp_path, env=env)
+    done = ptbfast_cli("train", *cli_args(), cwd=tmp_path, env=env)
     assert done.returncode == 2
     err = done.stderr
     assert "PTB data not found" in err and "--data-path" in err and "PTBFAST_DATA" in err
@@ -123,14 +271,26 @@ def test_no_data_anywhere_explains_how_to_get_it(tmp_path):
 
 
 def test_data_from_environment_variable(tmp_path, data_dir):
-    done = ptbfast("train", *TINY, "--max-epochs", "1", cwd=tmp_path, env=light_env(PTBFAST_DATA=data_dir))
+    done = ptbfast_cli("train", *cli_args(max_max_epoch=1), cwd=tmp_path, env=light_env(PTBFAST_DATA=data_dir))
     assert done.returncode == 0, done.stderr
-    assert f"Data: {data_dir} (vocabulary 30" in done.stdout
+    assert f"Data: {data_dir} (vocabulary {VOCAB_SIZE}" in done.stdout
     value("Test Perplexity:", done.stdout)
 
 
+# ---- bench and info --------------------------------------------------------------------------------
+
+def test_bench_json_has_the_documented_fields_from_real_steps(tmp_path):
+    done = ptbfast_cli("bench", "--config", "test", "--steps", "2", "--json", "--vocab-size", "50", "--hidden-size",
+                       "8", "--tie-weights", "--grad-norm", "dense", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for key in ("train_wps", "eval_wps", "eval_b1_wps", "peak_rss_mb", "train_gflops", "eval_gflops"):
+        assert result[key] > 0, key
+    assert result["impl"] == "ptbfast" and result["threads"] == 1
+
+
 def test_info_prints_json_with_the_blas(tmp_path):
-    done = ptbfast("info", cwd=tmp_path)
+    done = ptbfast_cli("info", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     info = json.loads(done.stdout)
     assert info["blas"] in ("mkl", "openblas")

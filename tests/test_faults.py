@@ -1,5 +1,7 @@
 """Faults in training: a corrupt newest checkpoint, non-finite batches, configs too big for memory."""
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -8,52 +10,33 @@ from ptbfast.configs import get_config
 from ptbfast.sgd import TrainingError
 from ptbfast.train import CHECKPOINT_NAME, Trainer, check_memory, training_memory_bytes
 
-from synthetic_corpus import write_corpus
-
+from helpers import damaged_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("corpus")
-    write_corpus(directory)
-    return reader.load_corpus(directory)
-
-
-def config(corpus, **changes):
-    base = dict(hidden_size=8, num_steps=5, batch_size=4, vocab_size=corpus.vocab_size, max_max_epoch=2,
-                max_epoch=1, init_scale=0.3)
-    return get_config("small", **{**base, **changes})
-
-
-def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(corpus, tmp_path):
-    trainer = Trainer(config(corpus), corpus, save_path=tmp_path, log=lambda s: None, progress=False)
-    trainer.train()  # two epoch-end checkpoints: the first is kept as .prev
-    path = tmp_path / CHECKPOINT_NAME
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(trained_run, corpus, tmp_path, tiny_config):
+    path, says = damaged_checkpoint(tmp_path, trained_run, "corrupt")
     previous = checkpoint.previous_path(path)
-    assert previous.exists()
-    _, prev_meta, _ = checkpoint.load(previous)
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2: len(data) // 2 + 64] = b"\0" * 64
-    path.write_bytes(bytes(data))
     with pytest.raises(checkpoint.CheckpointError):
         checkpoint.load(path)
     messages = []
-    resumed = Trainer(config(corpus), corpus, save_path=tmp_path, log=messages.append, progress=False)
+    resumed = Trainer(tiny_config(), corpus, save_path=tmp_path, log=messages.append, progress=False)
     assert resumed.restore() == previous
-    assert resumed.position.epoch == prev_meta["position"]["epoch"] == 1
+    assert resumed.position.epoch == 1  # .prev: the end of epoch 1
     # The log says which file it resumed from and why the newer one was skipped.
     (warning,) = [m for m in messages if m.startswith("warning:")]
-    assert f"not resuming from {path}" in warning and "corrupt or truncated" in warning
+    assert f"not resuming from {path}" in warning and says in warning
     assert f"resuming from the previous checkpoint {previous}" in warning
 
 
-def test_resume_from_a_good_checkpoint_says_nothing_about_the_previous_one(corpus, tmp_path):
-    Trainer(config(corpus), corpus, save_path=tmp_path, log=lambda s: None, progress=False).train()
+def test_resume_from_a_good_checkpoint_says_nothing_about_the_previous_one(trained_run, corpus, tmp_path,
+                                                                           tiny_config):
+    shutil.copytree(trained_run, tmp_path, dirs_exist_ok=True)
     messages = []
-    resumed = Trainer(config(corpus), corpus, save_path=tmp_path, log=messages.append, progress=False)
+    resumed = Trainer(tiny_config(), corpus, save_path=tmp_path, log=messages.append, progress=False)
     assert resumed.restore() == tmp_path / CHECKPOINT_NAME
+    assert resumed.position.epoch == 2 and resumed.position.finished
     assert not [m for m in messages if m.startswith("warning:")]
 
 
@@ -78,9 +61,9 @@ def poison_step(trainer, bad_steps):
     trainer.model.loss_and_sparse_grads = maybe_poisoned
 
 
-def test_nonfinite_batches_are_skipped_when_configured(corpus):
+def test_nonfinite_batches_are_skipped_when_configured(corpus, tiny_config):
     messages = []
-    trainer = Trainer(config(corpus, nonfinite="skip", max_max_epoch=1), corpus, log=messages.append, progress=False)
+    trainer = Trainer(tiny_config(nonfinite="skip", max_max_epoch=1), corpus, log=messages.append, progress=False)
     poison_step(trainer, {3, 7})
     result = trainer.train()
     assert result["history"][0]["skipped_batches"] == 2
@@ -88,8 +71,8 @@ def test_nonfinite_batches_are_skipped_when_configured(corpus):
     assert sum("skipped" in m for m in messages) == 2
 
 
-def test_nonfinite_batch_stops_training_by_default(corpus):
-    trainer = Trainer(config(corpus, max_max_epoch=1), corpus, log=lambda s: None, progress=False)
+def test_nonfinite_batch_stops_training_by_default(corpus, tiny_config):
+    trainer = Trainer(tiny_config(max_max_epoch=1), corpus, log=lambda s: None, progress=False)
     poison_step(trainer, {3})
     with pytest.raises(TrainingError, match="step 2"):
         trainer.train()
@@ -113,9 +96,9 @@ def test_corpus_shorter_than_one_batch_is_a_clear_error(tmp_path):
         trainer.train()
 
 
-def test_corpus_vocabulary_smaller_than_vocab_size_trains(corpus):
+def test_corpus_vocabulary_smaller_than_vocab_size_trains(corpus, tiny_config):
     # As in TF, vocab_size only sizes the embedding and softmax; unused rows stay at their init.
-    trainer = Trainer(config(corpus, vocab_size=corpus.vocab_size + 20, max_max_epoch=1), corpus,
+    trainer = Trainer(tiny_config(vocab_size=corpus.vocab_size + 20, max_max_epoch=1), corpus,
                       log=lambda s: None, progress=False)
     before = trainer.model.params["embedding"][corpus.vocab_size:].copy()
     trainer.train()

@@ -1,4 +1,5 @@
-"""Using a trained model: prediction, generation, scoring, embeddings, plots (ptbfast.lm)."""
+"""Using a trained model: prediction, generation, scoring, embeddings, plots (ptbfast.lm), and
+loading exactly the checkpoint named (ptbfast.load)."""
 
 import importlib.util
 import json
@@ -11,6 +12,9 @@ import ptbfast
 from ptbfast import checkpoint
 from ptbfast.lm import LanguageModel
 from ptbfast.model import LSTMLanguageModel
+from ptbfast.train import CHECKPOINT_NAME
+
+from helpers import DAMAGED_CHECKPOINTS, damaged_checkpoint, same_params
 
 WORDS = ["the", "<unk>", "<eos>", "a", "b", "c", "monday", "tuesday", "one", "two"]
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
@@ -139,6 +143,28 @@ def test_load_rejects_incomplete_checkpoints(tmp_path, lm, break_it, message):
     path = checkpoint.save(tmp_path / "c.npz", params, meta)
     with pytest.raises(checkpoint.CheckpointError, match=message):
         ptbfast.load(path)
+
+
+# ---- a named checkpoint is that file or an error, never the checkpoint.npz.prev beside it -------------
+
+@pytest.mark.parametrize("load", [ptbfast.load, LanguageModel.load], ids=["ptbfast.load", "LanguageModel.load"])
+@pytest.mark.parametrize("kind", list(DAMAGED_CHECKPOINTS))
+def test_load_of_an_unusable_file_is_an_error_never_the_previous_one(trained_run, tmp_path, kind, load):
+    path, says = damaged_checkpoint(tmp_path, trained_run, kind)
+    assert load(checkpoint.previous_path(path)).next_word_probs("w01", k=1)  # a good .prev sits beside it
+    with pytest.raises(checkpoint.CheckpointError) as err:
+        load(path)
+    message = str(err.value)
+    assert str(path) in message and says in message and ".prev" not in message
+
+
+def test_load_reads_the_named_file(trained_run):
+    newest = trained_run / CHECKPOINT_NAME
+    previous = checkpoint.previous_path(newest)
+    for path in (newest, previous):
+        params, _, _ = checkpoint.load(path)
+        assert same_params(ptbfast.load(path).model.params, params)
+    assert not same_params(ptbfast.load(newest).model.params, ptbfast.load(previous).model.params)
 
 
 @pytest.mark.skipif(not HAS_MATPLOTLIB, reason="plots need matplotlib (pip install 'ptbfast[plot]')")

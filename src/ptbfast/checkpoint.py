@@ -76,22 +76,25 @@ def load(path):
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":  # every .npz is a zip file; anything else is not a checkpoint at all
+        kind = "an empty file" if not magic else "not a .npz file"
+        raise CheckpointError(f"{path} is not a ptbfast checkpoint ({kind})")
     try:
         with open(path, "rb") as f:  # our handle, so a file np.load rejects is still closed
-            data = np.load(f, allow_pickle=False)
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise CheckpointError(f"{path} is a single .npy array, not a {FORMAT} file")
+            data = np.load(f, allow_pickle=False)  # (a zip file, checked above: an NpzFile)
             with data:
                 arrays = {name: data[name] for name in data.files}  # reading each member checks its CRC
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
-        if isinstance(e, CheckpointError):
-            raise
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {e})") from None
     if not all(isinstance(a, np.ndarray) for a in arrays.values()):
         raise CheckpointError(f"checkpoint {path} holds members that are not arrays")
     try:
         meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
-    except (KeyError, UnicodeDecodeError, json.JSONDecodeError):
+    except KeyError:
+        raise CheckpointError(f"{path} is not a ptbfast checkpoint (a .npz file without ptbfast's metadata)") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
         raise CheckpointError(f"checkpoint {path} has no readable metadata") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
