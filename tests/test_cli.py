@@ -131,6 +131,70 @@ def test_eval_reproduces_the_trained_perplexities(trained, data_dir):
     assert results["valid"]["perplexity"] == metrics[-2]["valid_perplexity"]
 
 
+def test_eval_and_generate_in_the_other_precision(trained, data_dir):
+    # Parameters are float32 whatever the precision: an fp32-trained model evaluates in bf16 too
+    # (close to, not equal to, its fp32 perplexity), and says once that bf16 is not faster here.
+    save, out = trained
+    done = ptbfast_cli("eval", "--checkpoint", save / CHECKPOINT_NAME, "--data-path", data_dir, "--precision", "bf16",
+                       cwd=save)
+    assert done.returncode == 0, done.stderr
+    fp32, bf16 = float(value("Test Perplexity:", out)), float(value("Test Perplexity:", done.stdout))
+    assert bf16 != fp32 and abs(bf16 - fp32) < 0.02 * fp32
+    assert done.stderr.count("Bf16PerformanceWarning") == 1
+    bad = ptbfast_cli("eval", "--checkpoint", save / CHECKPOINT_NAME, "--data-path", data_dir, "--precision", "fp16",
+                      cwd=save)
+    assert bad.returncode == 2 and "invalid choice: 'fp16'" in bad.stderr
+
+
+def test_export_writes_both_formats_and_refuses_to_overwrite(trained, tmp_path):
+    save, _ = trained
+    pytest.importorskip("safetensors", reason="safetensors is not installed (pip install 'ptbfast[export]')")
+    pytest.importorskip("onnx", reason="onnx is not installed (pip install 'ptbfast[export]')")
+    for fmt in ("safetensors", "onnx"):
+        out = tmp_path / f"model.{fmt}"
+        done = ptbfast_cli("export", "--checkpoint", save / CHECKPOINT_NAME, "--format", fmt, out, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert f"wrote {out} ({out.stat().st_size:,} bytes, {fmt})" in done.stdout
+        before = out.read_bytes()
+        again = ptbfast_cli("export", "--checkpoint", save / CHECKPOINT_NAME, "--format", fmt, out, cwd=tmp_path)
+        assert again.returncode == 2 and "exists" in again.stderr and "--overwrite" in again.stderr
+        assert out.read_bytes() == before
+        forced = ptbfast_cli("export", "--checkpoint", save / CHECKPOINT_NAME, "--format", fmt, out, "--overwrite",
+                             cwd=tmp_path)
+        assert forced.returncode == 0, forced.stderr
+    unknown = ptbfast_cli("export", "--checkpoint", save / CHECKPOINT_NAME, "--format", "pickle", tmp_path / "x",
+                          cwd=tmp_path)
+    assert unknown.returncode == 2 and "invalid choice: 'pickle'" in unknown.stderr
+
+
+def test_tensorboard_flag(data_dir, tmp_path):
+    # With tensorboardX: the event file holds the run's scalars. Without it: a clear error naming the
+    # package, before any training.
+    args = ["train", "--data-path", data_dir, "--save-path", tmp_path / "run", *cli_args(max_max_epoch=1),
+            "--tensorboard", tmp_path / "tb", "--tensorboard-every", "25"]
+    blocked = tmp_path / "no_tensorboardx"
+    blocked.mkdir()
+    (blocked / "tensorboardX.py").write_text("raise ImportError('blocked for this test')\n")
+    env = light_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(blocked), env["PYTHONPATH"]])
+    done = ptbfast_cli(*args, cwd=tmp_path, env=env)
+    assert done.returncode == 2 and "tensorboardX" in done.stderr and "ptbfast[tensorboard]" in done.stderr
+    assert "Epoch:" not in done.stdout
+    if importlib.util.find_spec("tensorboardX") is None:
+        pytest.skip("tensorboardX is not installed (pip install 'ptbfast[tensorboard]')")
+    done = ptbfast_cli(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    from ptbfast import tensorboard
+
+    scalars = tensorboard.read_scalars(tmp_path / "tb")
+    metrics = [json.loads(line) for line in (tmp_path / "run" / METRICS_NAME).read_text().splitlines()]
+    assert [v for _, v in scalars[tensorboard.VALIDATION_PERPLEXITY]] == pytest.approx(
+        [metrics[0]["valid_perplexity"]], rel=1e-6)
+    assert [v for _, v in scalars[tensorboard.TEST_PERPLEXITY]] == pytest.approx([metrics[1]["test_perplexity"]],
+                                                                                 rel=1e-6)
+    assert len(scalars[tensorboard.TRAINING_LOSS]) >= 1
+
+
 def test_a_new_run_does_not_mix_with_an_old_one(trained, data_dir, tmp_path):
     save, _ = trained
     done = ptbfast_cli("train", "--data-path", data_dir, "--save-path", save, *cli_args(), cwd=save)
