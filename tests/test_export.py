@@ -242,12 +242,16 @@ def test_a_failure_mid_write_leaves_no_temporary_file(tmp_path, monkeypatch):
     out = tmp_path / "out.onnx"
     out.write_bytes(b"old")
 
-    def fail_half_way(lm, path):
-        Path(path).write_bytes(b"half a model")
-        raise OSError("disk full")
+    real_write_atomically = export_module.write_atomically
+
+    def fail_half_way(path, write):
+        def half(f):
+            f.write(b"half a model")
+            raise OSError("disk full")
+        return real_write_atomically(path, half)
 
     monkeypatch.setattr(export_module, "_import", lambda name: None)  # no package needed for this
-    monkeypatch.setattr(export_module, "_write_onnx", fail_half_way)
+    monkeypatch.setattr(export_module, "write_atomically", fail_half_way)
     with pytest.raises(OSError, match="disk full"):
         export(saved, "onnx", out, overwrite=True)
     assert files_in(tmp_path) == ["model.npz", "out.onnx"] and out.read_bytes() == b"old"

@@ -36,21 +36,30 @@ class CheckpointError(ValueError):
 def save(path, params: dict, meta: dict, state=None) -> Path:
     """Write ``params`` (name -> array), JSON-able ``meta`` and an optional LSTM ``state`` atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"param/{name}": np.ascontiguousarray(a) for name, a in params.items()}
     for layer, (c, h) in enumerate(state or []):
         arrays[f"state/{layer}/c"] = c
         arrays[f"state/{layer}/h"] = h
     meta = dict(meta, format=FORMAT)
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    return write_atomically(path, lambda f: np.savez(f, **arrays), keep_previous=True)
+
+
+def write_atomically(path, write, keep_previous: bool = False) -> Path:
+    """Create ``path`` with ``write(binary file)``: into a temporary file in the same directory,
+    flushed to disk, then renamed over ``path``, so that a crash or an exception at any moment
+    leaves either the old file or the new one, never a part (and no temporary file). With
+    ``keep_previous`` the file it replaces becomes ``<name>.prev``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp made it 0600; a checkpoint is an ordinary file
-            np.savez(f, **arrays)
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp made it 0600; this is an ordinary file
+            write(f)
             f.flush()
             os.fsync(f.fileno())
-        if path.exists():
+        if keep_previous and path.exists():
             os.replace(path, previous_path(path))
         os.replace(tmp, path)
     except BaseException:

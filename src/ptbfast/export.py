@@ -32,12 +32,11 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ptbfast.checkpoint import write_atomically
 from ptbfast.lm import LanguageModel, load
 
 FORMATS = ("safetensors", "onnx")
@@ -57,31 +56,12 @@ def export(checkpoint_path, fmt: str, out_path, overwrite: bool = False) -> Path
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     _import(_PACKAGES[fmt])  # before reading the checkpoint: a missing package is the first thing said
-    write = {"safetensors": _write_safetensors, "onnx": _write_onnx}[fmt]
+    write = {"safetensors": _safetensors_bytes, "onnx": _onnx_bytes}[fmt]
     out_path = Path(out_path)
     if out_path.exists() and not overwrite:
         raise FileExistsError(f"{out_path} exists; pass overwrite=True (--overwrite) to replace it")
     lm = load(checkpoint_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out_path.name + ".", suffix=".tmp", dir=out_path.parent)
-    try:
-        os.close(fd)
-        write(lm, tmp)
-        with open(tmp, "rb+") as f:  # on disk before the rename, so a crash cannot leave an empty file
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it 0600; an export is an ordinary file
-        os.replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return out_path
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it
-    os.umask(mask)
-    return mask
+    return write_atomically(out_path, lambda f: f.write(write(lm)))
 
 
 def _import(name: str):
@@ -96,10 +76,10 @@ def _metadata(lm: LanguageModel) -> dict:
     return {"format": "ptbfast", "config": json.dumps(lm.config.to_dict()), "vocabulary": json.dumps(lm.id_to_word)}
 
 
-def _write_safetensors(lm: LanguageModel, path) -> None:
+def _safetensors_bytes(lm: LanguageModel) -> bytes:
     st = _import("safetensors.numpy")
     tensors = {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in lm.model.params.items()}
-    st.save_file(tensors, str(path), metadata=_metadata(lm))
+    return st.save(tensors, metadata=_metadata(lm))
 
 
 # ---- ONNX -------------------------------------------------------------------------------------
@@ -161,7 +141,5 @@ def onnx_model(lm: LanguageModel):
     return model
 
 
-def _write_onnx(lm: LanguageModel, path) -> None:
-    model = onnx_model(lm)
-    with open(path, "wb") as f:
-        f.write(model.SerializeToString())
+def _onnx_bytes(lm: LanguageModel) -> bytes:
+    return onnx_model(lm).SerializeToString()
