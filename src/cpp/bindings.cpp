@@ -19,6 +19,7 @@
 
 #include "blas.h"
 #include "kernels.h"
+#include "profile.h"
 #include "vecmath.h"
 
 namespace py = pybind11;
@@ -497,6 +498,16 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("round_bf16", &round_bf16_py, py::arg("x"),
         "x rounded to bfloat16 (nearest even), as float32 with the low 16 bits zero; NaN stays NaN");
+  m.def("profile_enable", [](bool on) { profile::enabled().store(on); }, py::arg("on"),
+        "Start or stop summing the kernels' time per phase (python -m ptbfast bench --profile).");
+  m.def("profile_read", []() {
+        static const char* names[profile::kPhases] = {"lstm_input_products", "recurrent_products", "gate_math",
+                                                      "output_products", "softmax_pass"};
+        py::dict out;
+        for (int k = 0; k < profile::kPhases; ++k)
+          out[names[k]] = profile::nanoseconds()[k].exchange(0) * 1e-9;
+        return out;
+      }, "Seconds per phase since the last read (and reset them).");
   m.def("sgemm_seconds", &sgemm_seconds, py::arg("M"), py::arg("N"), py::arg("K"), py::arg("reps") = 5,
         "Median seconds of one M x K @ K x N SGEMM through ptbfast's BLAS.");
   m.def("_vecmath", &vecmath_py, py::arg("name"), py::arg("x"), "exp/sigmoid/tanh approximations (for tests)");

@@ -18,6 +18,7 @@
 #include "bf16.h"
 #include "blas.h"
 #include "kernels.h"
+#include "profile.h"
 #include "vecmath.h"
 
 namespace ptbfast {
@@ -49,6 +50,13 @@ static UnitRange units_of(int part, int parts, int H) {
           std::min(H, static_cast<int>(vectors * (part + 1) / parts) * 16)};
 }
 
+// Splits a time loop's wall time into thread 0's recurrent products and the rest (gate math).
+static void time_loop_profile(double loop_start, double recurrent_seconds) {
+  if (!profile::enabled()) return;
+  profile::add(profile::kRecurrentProducts, recurrent_seconds);
+  profile::add(profile::kGateMath, omp_get_wtime() - loop_start - recurrent_seconds);
+}
+
 // Runs loop(part, parts) on the time loop's threads, BLAS calls inside each on its own thread.
 template <typename Loop>
 static void run_time_loop(int threads, const Loop& loop) {
@@ -73,7 +81,9 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
 
   // Input projection of every step at once: gates = x @ Wx (the bias is added in the gate math,
   // which saves a pass that would write it into all T*B rows first).
+  const double input_start = profile::now();
   blas::sgemm(false, false, static_cast<int>(rows), G, In, 1.0f, x, In, w_input, G, 0.0f, gates, G);
+  profile::since(profile::kLstmInputProducts, input_start);
   if (rows == 0) return;
 
   // Scratch of all threads, allocated here (an exception must not leave a parallel region):
@@ -86,7 +96,10 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   std::vector<float> h0_rounded(bf16 ? static_cast<size_t>(B) * H : 0);
   if (bf16) round_to_bf16(h0_rounded.data(), h0, static_cast<int64_t>(B) * H);
   const float* h0_product = bf16 ? h0_rounded.data() : h0;
+  const double loop_start = profile::now();
+  double recurrent_seconds = 0.0;  // thread 0's, when profiling
   run_time_loop(time_loop_threads(B, H), [&](int part, int parts) {
+    const bool timing = part == 0 && profile::enabled();
     const UnitRange u = units_of(part, parts, H);
     const int n = u.size();
     // This thread's columns of Wh, gates i, j, f, o side by side: [H, 4n], packed once for T steps.
@@ -100,7 +113,9 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
     for (int t = 0; t < T; ++t) {
       const float* h_prev = t == 0 ? h0_product : h_all + static_cast<long>(t - 1) * B * H;
       const float* c_prev = t == 0 ? c0 : c_all + static_cast<long>(t - 1) * B * H;
+      const double product_start = timing ? omp_get_wtime() : 0.0;
       recurrent.gemm(h_prev, H, 0.0f, rec, 4 * n);  // rec [B, 4n] = h_{t-1} @ own columns of Wh
+      if (timing) recurrent_seconds += omp_get_wtime() - product_start;
       // Split across threads only when one thread runs the whole loop (no MKL); inside the
       // region the `if` is false and each thread runs its rows itself.
 #pragma omp parallel for schedule(static) if (parts == 1 && static_cast<long>(B) * H >= kParallelGateElements)
@@ -143,6 +158,7 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
       }
     }
   });
+  time_loop_profile(loop_start, recurrent_seconds);
 }
 
 void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbias, const float* d_h_all,
@@ -167,7 +183,10 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
   // bf16: dbias sums each step's gate gradients in the time loop, before they are rounded.
   if (bf16) std::fill_n(dbias, G, 0.0f);
 
+  const double loop_start = profile::now();
+  double recurrent_seconds = 0.0;  // thread 0's, when profiling
   if (rows > 0) run_time_loop(time_loop_threads(B, H), [&](int part, int parts) {
+    const bool timing = part == 0 && profile::enabled();
     const UnitRange own = units_of(part, parts, H);
     // dh of this thread's units = d_gates_t [B, 4H] @ (rows k0..k1 of Wh)^T, packed once.
     const blas::PackedB recurrent_transposed(true, B, own.size(), G, w_hidden + static_cast<long>(own.k0) * G, G, T);
@@ -220,9 +239,12 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
       }
       // Gradient into h_{t-1} of this thread's units; step t-1 reads only these columns of dh
       // (and writes d_gates_{t-1}), so no second barrier is needed.
+      const double product_start = timing ? omp_get_wtime() : 0.0;
       recurrent_transposed.gemm(dg, G, 0.0f, dh.data() + own.k0, H);
+      if (timing) recurrent_seconds += omp_get_wtime() - product_start;
     }
   });
+  if (rows > 0) time_loop_profile(loop_start, recurrent_seconds);
   std::copy_n(dc.data(), state, dc0);
   std::copy_n(dh.data(), state, dh0);
   if (T == 0) {  // no step: no gradient for the weights
@@ -232,6 +254,7 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
   }
 
   // Weight gradients over all steps at once: rows [0, In) see x, rows [In, In+H) see h_{t-1}.
+  const double products_start = profile::now();
   float* dw_input = dkernel;
   float* dw_hidden = dkernel + static_cast<long>(In) * G;
   blas::sgemm(true, false, In, G, static_cast<int>(rows), 1.0f, x, In, d_gates, G, 0.0f, dw_input, G);
@@ -241,14 +264,17 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
   blas::sgemm(true, false, H, G, static_cast<int>(rows - B), 1.0f, h_all, H,
               d_gates + static_cast<long>(B) * G, G, 1.0f, dw_hidden, G);
   blas::sgemm(false, true, static_cast<int>(rows), In, G, 1.0f, d_gates, G, w_input, G, 0.0f, dx, In);
+  profile::since(profile::kLstmInputProducts, products_start);
 
   if (bf16) return;  // (dbias was summed in the time loop)
+  const double bias_start = profile::now();
   std::memset(dbias, 0, sizeof(float) * G);
   for (long r = 0; r < rows; ++r) {
     const float* src = d_gates + r * G;
 #pragma omp simd
     for (int k = 0; k < G; ++k) dbias[k] += src[k];
   }
+  profile::since(profile::kGateMath, bias_start);
 }
 
 }  // namespace ptbfast

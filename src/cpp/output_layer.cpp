@@ -24,6 +24,7 @@
 #include "bf16.h"
 #include "blas.h"
 #include "kernels.h"
+#include "profile.h"
 #include "vecmath.h"
 
 namespace ptbfast {
@@ -113,7 +114,9 @@ struct ChunkedBlocks {
   }
   // logits [rows, cols] = h_blk @ (columns [c0, c0 + cols) of w)
   void logits(float* out, const float* h_blk, int rows, int cols, int H, const float* w, int c0) const {
+    const double start = profile::now();
     blas::sgemm(false, w_transposed, rows, cols, H, 1.0f, h_blk, H, columns(w, c0, H), ldw, 0.0f, out, cols);
+    profile::since(profile::kOutputProducts, start);
   }
 };
 
@@ -125,9 +128,11 @@ static void block_losses(float* losses, float* logits, RunningLogSumExp* acc, co
   for (int c0 = 0; c0 < V; c0 += blk.C) {
     const int cols = std::min(blk.C, V - c0);
     blk.logits(logits, h_blk, rows, cols, H, w, c0);
+    const double start = profile::now();
 #pragma omp parallel for schedule(static) if (static_cast<long>(rows) * cols >= kParallelElements)
     for (int r = 0; r < rows; ++r)
       fold_chunk(acc[r], logits + static_cast<long>(r) * cols, b + c0, cols, c0, targets[r]);
+    profile::since(profile::kSoftmaxPass, start);
   }
   for (int r = 0; r < rows; ++r) losses[r] = (acc[r].max - acc[r].target_logit) + std::log(acc[r].sum);
 }
@@ -189,6 +194,7 @@ static void fold_gradient_chunk(float* dw, float* dh_blk, float* db, float* d_lo
                                 const float* w, const ChunkedBlocks& blk, int rows, int cols, int c0, bool first_rows,
                                 int H, bool parallel, bool bf16) {
   constexpr int kStripe = 256;
+  const double pass_start = profile::now();
 #pragma omp parallel for schedule(static) if (parallel)
   for (int v0 = 0; v0 < cols; v0 += kStripe) {
     const int v1 = std::min(cols, v0 + kStripe);
@@ -203,6 +209,8 @@ static void fold_gradient_chunk(float* dw, float* dh_blk, float* db, float* d_lo
       }
     }
   }
+  profile::since(profile::kSoftmaxPass, pass_start);
+  const double products_start = profile::now();
   const float beta_dw = first_rows ? 0.0f : 1.0f;
   if (blk.w_transposed)  // dw [V, H]: rows [c0, c0 + cols) = d_logits^T @ h_blk
     blas::sgemm(true, false, cols, H, rows, 1.0f, d_logits, cols, h_blk, H, beta_dw, dw + static_cast<long>(c0) * H,
@@ -211,6 +219,7 @@ static void fold_gradient_chunk(float* dw, float* dh_blk, float* db, float* d_lo
     blas::sgemm(true, false, H, cols, rows, 1.0f, h_blk, H, d_logits, cols, beta_dw, dw + c0, blk.ldw);
   blas::sgemm(false, !blk.w_transposed, rows, H, cols, 1.0f, d_logits, cols, blk.columns(w, c0, H), blk.ldw,
               c0 == 0 ? 0.0f : 1.0f, dh_blk, H);
+  profile::since(profile::kOutputProducts, products_start);
 }
 
 // Training. Whole rows (one chunk of V columns): one GEMM per block of rows, then one pass per
@@ -241,6 +250,7 @@ double output_layer_forward_backward(float* losses, float* dh, float* dw, float*
       const int cols = std::min(blk.C, V - c0);
       blk.logits(logits.data(), h_blk, rows, cols, H, w, c0);
       const bool parallel = static_cast<long>(rows) * cols >= kParallelElements;
+      const double pass_start = profile::now();
 #pragma omp parallel for schedule(static) if (parallel)
       for (int r = 0; r < rows; ++r) {
         float* row = logits.data() + static_cast<long>(r) * cols;
@@ -256,6 +266,7 @@ double output_layer_forward_backward(float* losses, float* dh, float* dw, float*
         for (int v = 0; v < cols; ++v) row[v] = d_loss * exp_approx((row[v] + bias[v] - max) - log_sum);
         if (target >= c0 && target < c0 + cols) row[target - c0] -= d_loss;
       }
+      profile::since(profile::kSoftmaxPass, pass_start);
       fold_gradient_chunk(dw, dh + static_cast<long>(r0) * H, db, logits.data(), h_blk, w, blk, rows, cols, c0,
                           r0 == 0, H, parallel, bf16);
     }

@@ -208,6 +208,16 @@ def vecmath(name: str, x) -> np.ndarray:
     return _core._vecmath(name, as_float32(x, "x"))
 
 
+def profile_enable(on: bool) -> None:
+    """Start or stop the kernels' per-phase timers (ptbfast.profile)."""
+    _core.profile_enable(on)
+
+
+def profile_read() -> dict:
+    """Seconds per kernel phase since the last read (and reset them)."""
+    return _core.profile_read()
+
+
 def sgemm_seconds(M: int, N: int, K: int, reps: int = 5) -> float:
     """Median seconds of one M x K @ K x N SGEMM through ptbfast's BLAS (bench's peak)."""
     return _core.sgemm_seconds(M, N, K, reps)

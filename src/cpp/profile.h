@@ -1,0 +1,45 @@
+// Where a step's time goes inside the kernels (python -m ptbfast bench --profile): seconds per
+// phase, summed over calls while profiling is on. Off (the default) it costs one relaxed atomic
+// load per timed section. Sections are timed on the calling thread; inside the LSTM's threaded
+// time loop, thread 0 times its own products and the rest of the loop's wall time counts as gate
+// math (the threads meet at a barrier every step, so thread 0's split is the loop's).
+#pragma once
+
+#include <omp.h>
+
+#include <atomic>
+#include <cstdint>
+
+namespace ptbfast::profile {
+
+enum Phase : int {
+  kLstmInputProducts,  // x @ Wx forward; dW, dx backward: the GEMMs over all T*B rows
+  kRecurrentProducts,  // h_{t-1} @ Wh and its backward, inside the time loop
+  kGateMath,           // the gate nonlinearities and their gradients (the rest of the time loop)
+  kOutputProducts,     // logits = h @ w and the dw, dh GEMMs
+  kSoftmaxPass,        // bias, max, exp, sum, loss and d_logits over each row; db
+  kPhases
+};
+
+inline std::atomic<bool>& enabled() {
+  static std::atomic<bool> on{false};
+  return on;
+}
+
+inline std::atomic<int64_t>* nanoseconds() {
+  static std::atomic<int64_t> ns[kPhases] = {};
+  return ns;
+}
+
+inline void add(Phase phase, double seconds) {
+  nanoseconds()[phase].fetch_add(static_cast<int64_t>(seconds * 1e9), std::memory_order_relaxed);
+}
+
+inline double now() { return enabled().load(std::memory_order_relaxed) ? omp_get_wtime() : 0.0; }
+
+// Adds the time since `start` (from now()) to `phase` when profiling is on.
+inline void since(Phase phase, double start) {
+  if (enabled().load(std::memory_order_relaxed)) add(phase, omp_get_wtime() - start);
+}
+
+}  // namespace ptbfast::profile

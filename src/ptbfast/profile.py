@@ -1,0 +1,90 @@
+"""Where a training step's time goes (``python -m ptbfast bench --profile``).
+
+The kernels time their own phases (src/cpp/profile.h: the LSTM's input-side and recurrent
+products and gate math, the output layer's products and softmax pass); Python times the
+embedding lookup, the bf16 rounding of operands, drawing the dropout masks and the update
+(clipping and SGD); what is left of the step's wall time is Python overhead (NumPy glue between
+the kernels: dropout multiplies, reshapes, argument checks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import numpy as np
+
+from ptbfast import ops
+
+ROWS = ("embedding", "lstm_input_products", "recurrent_products", "gate_math", "output_products", "softmax_pass",
+        "bf16_rounding", "dropout_masks", "update", "python_overhead")
+
+
+@contextlib.contextmanager
+def _timed(module, name: str, seconds: dict, row: str):
+    """Replaces ``module.name`` by a version that adds its time to ``seconds[row]``."""
+    original = getattr(module, name)
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            seconds[row] += time.perf_counter() - start
+
+    setattr(module, name, timed)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
+def profile_training(config, steps: int = 10, warmup: int = 2, seed: int = 0) -> dict:
+    """Milliseconds per training step in each of :data:`ROWS` (and ``total``), averaged over
+    ``steps`` steps of ``config`` (its precision included) on random ids."""
+    from ptbfast.model import LSTMLanguageModel
+    from ptbfast.sgd import apply_sgd
+    from ptbfast.train import dropout_masks
+
+    rng = np.random.default_rng(seed)
+    B, T, V, H = config.batch_size, config.num_steps, config.vocab_size, config.hidden_size
+    model = LSTMLanguageModel(V, H, config.num_layers, config.forget_bias, config.init_scale,
+                              tie_weights=config.tie_weights, precision=config.precision)
+    x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
+    state = model.initial_state(B)
+    seconds = dict.fromkeys(ROWS, 0.0)
+    total = 0.0
+    with _timed(ops, "embedding_lookup", seconds, "embedding"), _timed(ops, "round_bf16", seconds, "bf16_rounding"):
+        for step in range(warmup + steps):
+            if step == warmup:  # measure from here (in place: the wrappers add into this dict)
+                seconds.update(dict.fromkeys(ROWS, 0.0))
+                ops.profile_read()
+                ops.profile_enable(True)
+            start = time.perf_counter()
+            masks = dropout_masks(rng, config.num_layers + 1, (T, B, H), config.keep_prob)
+            masked = time.perf_counter()
+            _, grads, state = model.loss_and_sparse_grads(x, y, state, masks)
+            updating = time.perf_counter()
+            apply_sgd(model.params, grads, 0.1, config.max_grad_norm, config.grad_norm)
+            end = time.perf_counter()
+            if step >= warmup:
+                seconds["dropout_masks"] += masked - start
+                seconds["update"] += end - updating
+                total += end - start
+    ops.profile_enable(False)
+    seconds.update(ops.profile_read())
+    seconds["python_overhead"] = total - sum(v for k, v in seconds.items() if k != "python_overhead")
+    result = {row: 1e3 * seconds[row] / steps for row in ROWS}
+    result["total"] = 1e3 * total / steps
+    return result
+
+
+def format_profile(profiles: dict) -> str:
+    """A table of ms and % per step, one column pair per precision: ``{"fp32": {...}, "bf16": {...}}``."""
+    names = list(profiles)
+    head = f"{'phase':<22}" + "".join(f" | {name + ' ms':>10} {'%':>5}" for name in names)
+    lines = [head, "-" * len(head)]
+    for row in ROWS + ("total",):
+        cells = "".join(f" | {p[row]:>10.2f} {100 * p[row] / p['total']:>5.1f}" for p in profiles.values())
+        lines.append(f"{row.replace('_', ' '):<22}{cells}")
+    return "\n".join(lines)

@@ -1,0 +1,48 @@
+"""The step profile (python -m ptbfast bench --profile): kernel phase timers and the Python rows."""
+
+import numpy as np
+import pytest
+
+from ptbfast import ops
+from ptbfast.configs import get_config
+from ptbfast.profile import ROWS, format_profile, profile_training
+
+pytestmark = pytest.mark.filterwarnings("ignore::ptbfast.precision.Bf16PerformanceWarning")
+
+
+def test_kernel_timers_count_only_while_enabled_and_reset_on_read():
+    rng = np.random.default_rng(0)
+    h, w = rng.standard_normal((64, 32)).astype(np.float32), rng.standard_normal((32, 500)).astype(np.float32)
+    b, targets = np.zeros(500, np.float32), rng.integers(0, 500, 64)
+    ops.profile_read()
+    ops.output_layer_loss_and_grads(h, w, b, targets, 1.0)
+    assert all(v == 0 for v in ops.profile_read().values())  # off by default
+    ops.profile_enable(True)
+    try:
+        ops.output_layer_loss_and_grads(h, w, b, targets, 1.0)
+        x = rng.standard_normal((5, 4, 32)).astype(np.float32)
+        s = np.zeros((4, 32), np.float32)
+        k, bias = rng.standard_normal((64, 128)).astype(np.float32), np.zeros(128, np.float32)
+        h_all, c_all, gates = ops.lstm_forward(x, s, s, k, bias)
+        ops.lstm_backward(h_all, None, None, x, s, s, k, h_all, c_all, gates)
+    finally:
+        ops.profile_enable(False)
+    seconds = ops.profile_read()
+    assert set(seconds) == {"lstm_input_products", "recurrent_products", "gate_math", "output_products",
+                            "softmax_pass"}
+    assert all(v > 0 for v in seconds.values()), seconds
+    assert all(v == 0 for v in ops.profile_read().values())  # the read reset them
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_rows_add_up_to_the_step(precision):
+    config = get_config("test", vocab_size=300, hidden_size=24, num_layers=2, num_steps=6, batch_size=5,
+                        keep_prob=0.5, precision=precision)
+    profile = profile_training(config, steps=3, warmup=1)
+    assert set(profile) == set(ROWS) | {"total"}
+    assert sum(profile[row] for row in ROWS) == pytest.approx(profile["total"], rel=1e-9)
+    assert all(profile[row] > 0 for row in ROWS if row not in ("bf16_rounding", "python_overhead"))
+    assert (profile["bf16_rounding"] > 0) == (precision == "bf16")
+    assert not ops.profile_read()["gate_math"]  # profiling was switched off again
+    table = format_profile({precision: profile})
+    assert table.splitlines()[-1].startswith("total") and f"{precision} ms" in table
