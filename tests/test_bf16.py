@@ -190,7 +190,7 @@ def test_bf16_says_once_that_it_brings_no_speed_up(monkeypatch):
         LSTMLanguageModel(10, 4, 1)
     said = [w for w in caught if issubclass(w.category, Bf16PerformanceWarning)]
     assert len(said) == 1
-    assert "bf16" in str(said[0].message) and precision.EMULATED_SLOWDOWN in str(said[0].message)
+    assert "bf16" in str(said[0].message) and precision.EMULATED_STEP_TIME in str(said[0].message)
 
 
 def test_a_bf16_trained_checkpoint_evaluates_in_either_precision(tmp_path):
