@@ -6,6 +6,8 @@ Shapes are the small config's (B=20, T=20, H=200, V=10,000) and the medium confi
 (H=650, T=35). The error measure is tests/helpers.py's: max|fast - ref| / max|ref| per tensor.
 """
 
+import warnings
+
 import numpy as np
 
 import ptbfast
@@ -23,6 +25,7 @@ def f64(*arrays):
 
 
 def main():
+    warnings.simplefilter("ignore", ptbfast.precision.Bf16PerformanceWarning)
     rng = np.random.default_rng(0)
     rows = []
     V, H, B, T = 10000, 200, 20, 20
@@ -83,6 +86,18 @@ def main():
     ref_cost, ref_grads, _ = slow.loss_and_grads(x, y, slow.initial_state(B))
     rows.append(("whole model cost (small config)", abs(cost - ref_cost) / ref_cost))
     rows.append(("whole model gradients (worst tensor)", max(rel(grads[k], ref_grads[k]) for k in grads)))
+
+    # bf16 mixed precision, small config: against the bf16 twin (rounding at the same places; one
+    # float32 ulp can flip a rounding) and against the fp32 reference (the cost of bf16 itself).
+    for precision in ("bf16", "fp32"):
+        fast_bf16 = ptbfast.LSTMLanguageModel(V, H, 2, seed=1, precision="bf16")
+        slow = ref.NumpyLSTMLanguageModel(V, H, 2, seed=1, dtype=np.float64, precision=precision)
+        slow.params = {k: v.astype(np.float64) for k, v in fast_bf16.params.items()}
+        cost, grads, _ = fast_bf16.loss_and_grads(x, y, fast_bf16.initial_state(B))
+        ref_cost, ref_grads, _ = slow.loss_and_grads(x, y, slow.initial_state(B))
+        rows.append((f"bf16 model vs {precision} reference: cost", abs(cost - ref_cost) / ref_cost))
+        rows.append((f"bf16 model vs {precision} reference: gradients (worst tensor)",
+                     max(rel(grads[k], ref_grads[k]) for k in grads)))
 
     x = np.linspace(-100, 100, 2_000_001).astype(np.float32)
     xd = x.astype(np.float64)

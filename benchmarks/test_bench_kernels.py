@@ -134,3 +134,35 @@ def test_output_layer_forward_backward(benchmark, impl, config):
         def run():
             torch.nn.functional.cross_entropy(torch.addmm(b, h, w), t, reduction="sum").backward()
         benchmark(run)
+
+
+# ---- bf16 mixed precision: the same kernels with rounded operands, against fp32 ------------------
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("config", ["small", "medium"])
+def test_lstm_forward_backward_by_precision(benchmark, precision, config):
+    # bf16 includes rounding the layer input and the kernel (once per step in the model).
+    a = arrays(config)
+    benchmark.group = f"LSTM layer forward+backward by precision {config}"
+    bf16 = precision == "bf16"
+
+    def run():
+        x = ops.round_bf16(a["x"]) if bf16 else a["x"]
+        kernel = ops.round_bf16(a["kernel"]) if bf16 else a["kernel"]
+        h_all, c_all, gates = ops.lstm_forward(x, a["c0"], a["h0"], kernel, a["bias"], 0.0, bf16)
+        ops.lstm_backward(h_all, None, None, x, a["c0"], a["h0"], kernel, h_all, c_all, gates, bf16)
+    benchmark(run)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("config", ["small", "medium"])
+def test_output_layer_forward_backward_by_precision(benchmark, precision, config):
+    a = arrays(config)
+    benchmark.group = f"output layer forward+backward by precision {config}"
+    bf16 = precision == "bf16"
+
+    def run():
+        h = ops.round_bf16(a["h"]) if bf16 else a["h"]
+        w = ops.round_bf16(a["w"]) if bf16 else a["w"]
+        ops.output_layer_loss_and_grads(h, w, a["b"], a["targets"], 1.0 / a["B"], bf16=bf16)
+    benchmark(run)
