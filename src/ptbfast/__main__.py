@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from ptbfast import checkpoint, datasets
+from ptbfast import checkpoint, datasets, distributed
 from ptbfast.configs import CONFIGS, Config, get_config
 from ptbfast.precision import PRECISIONS
 from ptbfast.reader import DataError, load_corpus
@@ -71,36 +71,75 @@ def _set_threads(n) -> None:
 
 
 def cmd_train(args) -> int:
-    from ptbfast.train import Trainer
-
-    _set_threads(args.threads)
-    data_dir = datasets.ptb(args.data_path)
-    corpus = load_corpus(data_dir)
-    config = _config_from_args(args)
-    save_path = Path(args.save_path) if args.save_path else None
-    if args.resume and not save_path:
-        raise SystemExit("--resume needs --save-path (the directory holding checkpoint.npz)")
-    if save_path and not args.resume:
-        _check_fresh_save_path(save_path, args.overwrite)
-    summaries = None
-    if args.tensorboard:
-        from ptbfast.tensorboard import ScalarLog
-        summaries = ScalarLog(args.tensorboard)  # (a clear ImportError naming the extra if it is missing)
-    trainer = Trainer(config, corpus, save_path=save_path, checkpoint_every=args.checkpoint_every,
-                      progress=not args.no_progress, log=lambda s: print(s, flush=True), summaries=summaries,
-                      summary_every=args.tensorboard_every)
-    if args.resume and (trainer.checkpoint_path.exists() or checkpoint.previous_path(trainer.checkpoint_path).exists()):
-        used = trainer.restore()  # (the only place that may fall back to checkpoint.npz.prev, and says so)
+    comm = distributed.world()  # one process, or this rank of an MPI job (ptbfast.distributed)
+    # Ranks: the whole setup runs on every rank, and an error on any of them is raised on all.
+    trainer, data_dir, summaries = distributed.agree(comm, _new_trainer, args, comm)
+    say = _say if comm.is_root else (lambda message: None)
+    path = trainer.checkpoint_path
+    if args.resume and distributed.on_root(comm, lambda: path.exists() or checkpoint.previous_path(path).exists()):
+        # (the only place that may fall back to checkpoint.npz.prev, and says so)
+        used = distributed.agree(comm, trainer.restore)
         pos = trainer.position
-        print(f"Resumed from {used} at epoch {pos.epoch + 1}, step {pos.step}", flush=True)
-    print(f"Config {args.config}: {json.dumps(config.to_dict())}", flush=True)
-    print(f"Data: {data_dir} (vocabulary {corpus.vocab_size}, train {len(corpus.train)} tokens)", flush=True)
+        say(f"Resumed from {used} at epoch {pos.epoch + 1}, step {pos.step}")
+    say(f"Config {args.config}: {json.dumps(trainer.config.to_dict())}")
+    say(f"Data: {data_dir} (vocabulary {trainer.corpus.vocab_size}, train {len(trainer.corpus.train)} tokens)")
+    if comm.size > 1:
+        threads = _threads()
+        say(f"Data-parallel: {comm.size} ranks ({comm.library}), {trainer.config.batch_size // comm.size} rows of "
+            f"each batch and {threads} thread{'s' if threads > 1 else ''} per rank")
     try:
         result = trainer.train()
     finally:
         if summaries is not None:
             summaries.close()
     return 128 + result["signal"] if result.get("stopped") else 0  # the shell's code for death by signal
+
+
+def _new_trainer(args, comm):
+    """(trainer, data directory, TensorBoard log or None) for ``train``'s arguments; with ranks,
+    rank 0 alone checks the save path and writes TensorBoard scalars."""
+    from ptbfast.train import Trainer
+
+    # Ranks: --threads each; by default the host's cores shared among the ranks on it.
+    _set_threads(args.threads or (distributed.default_threads(comm) if comm.size > 1 else None))
+    data_dir = datasets.ptb(args.data_path)
+    corpus = load_corpus(data_dir)
+    config = _config_from_args(args)
+    save_path = Path(args.save_path) if args.save_path else None
+    if args.resume and not save_path:
+        raise SystemExit("--resume needs --save-path (the directory holding checkpoint.npz)")
+    if save_path and not args.resume and comm.is_root:
+        _check_fresh_save_path(save_path, args.overwrite)
+    if comm.size > 1:  # errors the one-process run meets later, in training: here every rank meets them together
+        _check_enough_data(config, corpus)
+    summaries = None
+    if args.tensorboard and comm.is_root:
+        from ptbfast.tensorboard import ScalarLog
+        summaries = ScalarLog(args.tensorboard)  # (a clear ImportError naming the extra if it is missing)
+    trainer = Trainer(config, corpus, save_path=save_path, checkpoint_every=args.checkpoint_every,
+                      progress=not args.no_progress, log=_say, summaries=summaries,
+                      summary_every=args.tensorboard_every, comm=comm)
+    return trainer, data_dir, summaries
+
+
+def _check_enough_data(config, corpus) -> None:
+    from ptbfast.reader import epoch_size, ptb_producer
+
+    ptb_producer(corpus.train, config.batch_size, config.num_steps)  # (raises if too short for one batch)
+    for split, batch, steps in (("valid", config.batch_size, config.num_steps),
+                                ("test", config.eval_batch_size, config.eval_num_steps)):
+        if epoch_size(len(getattr(corpus, split)), batch, steps) == 0:
+            raise ValueError(f"the {split} data ({len(getattr(corpus, split))} tokens) are too few to evaluate "
+                             f"with batch_size={batch}, num_steps={steps}")
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _threads() -> int:
+    import ptbfast
+    return ptbfast.get_num_threads()
 
 
 def _check_fresh_save_path(save_path: Path, overwrite: bool) -> None:
@@ -159,11 +198,23 @@ def cmd_bench(args) -> int:
     from ptbfast import bench
 
     _set_threads(args.threads)
+    if args.profile:
+        from ptbfast.profile import format_profile, profile_training
+
+        config = get_config(args.config or "small", **_config_overrides(args))
+        print(f"ms per training step, {config.batch_size} x {config.num_steps} words, {_threads()} threads")
+        print(format_profile({p: profile_training(config.replace(precision=p), args.steps) for p in PRECISIONS}))
+        return 0
     if args.json:
         config = get_config(args.config or "small", **_config_overrides(args))
-        print(json.dumps(bench.run_one(config, args.steps, args.impl)))
+        result = bench.run_one(config, args.steps, args.impl, train_only=args.train_only)
+        if distributed.world().is_root:  # (under mpiexec: bench --ranks's data-parallel measurement)
+            print(json.dumps(result))
         return 0
     configs = [args.config] if args.config else ["small", "medium", "large"]
+    if args.ranks:
+        bench.run_ranks_table(configs, args.steps, args.ranks, args.threads, _override_args(args), args.repeat)
+        return 0
     bench.run_table(configs, args.steps, args.threads, _override_args(args))
     return 0
 
@@ -228,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--save-path", help="directory for checkpoint.npz and metrics.jsonl")
     train.add_argument("--max-epochs", type=int, help="epochs in all (config max_max_epoch)")
     train.add_argument("--seed", type=int)
-    train.add_argument("--threads", type=int, help="OpenMP and BLAS threads")
+    train.add_argument("--threads", type=int,
+                       help="OpenMP and BLAS threads (under mpiexec: per rank; default there: the host's cores "
+                            "divided by the ranks on it)")
     train.add_argument("--resume", action="store_true", help="continue from SAVE_PATH/checkpoint.npz")
     train.add_argument("--overwrite", action="store_true",
                        help="start afresh even if SAVE_PATH holds a run (its checkpoint and log are deleted)")
@@ -267,6 +320,14 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--threads", type=int)
     be.add_argument("--impl", choices=["ptbfast", "torch"], default="ptbfast", help="with --json")
     be.add_argument("--json", action="store_true", help="measure one config here, print one JSON object")
+    be.add_argument("--ranks", type=int, metavar="N",
+                    help="data-parallel training: mpiexec -n N with --threads each (default: cores / N) against one "
+                         "process with N x that many threads; words/s, the step's parts, the allreduce")
+    be.add_argument("--repeat", type=int, default=1, metavar="K",
+                    help="with --ranks: alternate the two measurements K times and report medians")
+    be.add_argument("--profile", action="store_true",
+                    help="where a training step's time goes, per phase, in fp32 and bf16 (one config: default small)")
+    be.add_argument("--train-only", action="store_true", help=argparse.SUPPRESS)  # (bench --ranks's one-process run)
     _add_config_overrides(be)
     be.set_defaults(func=cmd_bench)
 
@@ -302,21 +363,72 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        comm = distributed.world()  # a plain run: one process, and mpi4py is never imported
+    except distributed.DistributedError as e:  # (printed by every rank: there is nothing to agree with)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if comm.size == 1:
+        return _run(args)
+    if args.command != "train" and not (args.command == "bench" and args.json):
+        if comm.is_root:
+            print(f"error: python -m ptbfast {args.command} runs as one process, not under mpiexec with {comm.size} "
+                  "ranks (train is the data-parallel command)", file=sys.stderr)
+        return 2
+    try:
+        return _run(args, comm)
+    except BaseException as e:  # raised on this rank only (a bug, a local error, Ctrl-C): end the whole job,
+        import traceback       # or the other ranks would wait for this one in their next collective for ever
+
+        code = 128 + 2 if isinstance(e, KeyboardInterrupt) else e.code if isinstance(e, SystemExit) and \
+            isinstance(e.code, int) else 1
+        print(f"rank {comm.rank}: ending the MPI job: "
+              + "".join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip(), file=sys.stderr)
+        comm.abort(code)
+        raise
+
+
+def _run(args, comm=None) -> int:
+    """Run the command; turn the errors it may raise into a message and an exit code.
+
+    ``comm`` (ranks of an MPI job): only errors raised by every rank at the same point are handled
+    here (rank 0 prints the message, every rank exits with the code); any other propagates to
+    :func:`main`, which aborts the job. TrainingError is always raised by all ranks together: its
+    causes (a non-finite loss on any rank, the summed gradient's norm) are agreed in the step's
+    exchange.
+    """
     from ptbfast.bench import BenchError
 
-    args = build_parser().parse_args(argv)
+    def every_rank(e) -> bool:
+        return comm is None or distributed.is_agreed(e) or isinstance(e, TrainingError)
+
+    def report(message) -> None:
+        if comm is None or comm.is_root:
+            print(message, file=sys.stderr)
+
     try:
         return args.func(args)
     except (DataError, checkpoint.CheckpointError, ValueError, KeyError, MemoryError, ImportError, OSError,
-            BenchError) as e:
-        print(f"error: {e}", file=sys.stderr)
+            BenchError, distributed.DistributedError) as e:
+        if not every_rank(e):
+            raise
+        report(f"error: {e}")
         return 2
     except TrainingError as e:
-        print(f"training stopped: {e}", file=sys.stderr)
+        report(f"training stopped: {e}")
         return 3
     except KeyboardInterrupt:  # outside training (which checkpoints and stops by itself): no traceback
+        if comm is not None:
+            raise
         print("interrupted", file=sys.stderr)
         return 128 + 2
+    except SystemExit as e:  # (one process: as Python reports it)
+        if comm is None or not every_rank(e):
+            raise
+        if isinstance(e.code, str):
+            report(e.code)
+        return e.code if isinstance(e.code, int) else 1
 
 
 if __name__ == "__main__":

@@ -2,12 +2,14 @@
 
 Each (config, implementation) pair runs in its own process so that peak memory is its own. A
 training step is a real one (forward, backward, clipping, update, dropout when the config has it)
-on synthetic ids; times are medians over steps.
+on synthetic ids; times are medians over steps. ``--ranks N`` measures data-parallel training
+under ``mpiexec -n N`` against one process with as many threads in all, and times the step's parts.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -46,7 +48,7 @@ def _median_seconds(step, steps: int, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
-def measure_ptbfast(config, steps: int) -> dict:
+def measure_ptbfast(config, steps: int, train_only: bool = False) -> dict:
     from ptbfast.model import LSTMLanguageModel
     from ptbfast.sgd import apply_sgd
     from ptbfast.train import dropout_masks, evaluate
@@ -68,12 +70,53 @@ def measure_ptbfast(config, steps: int) -> dict:
         _, box["state"] = model.loss(x, y, box["state"])
 
     train_s = _median_seconds(train_step, steps)
+    if train_only:
+        return {"train_wps": B * T / train_s, "step_ms": 1e3 * train_s}
     eval_s = _median_seconds(eval_step, steps)
     words = rng.integers(0, V, 2001)
     start = time.perf_counter()
     evaluate(model, words, 1, 1)
     b1_s = time.perf_counter() - start
     return {"train_wps": B * T / train_s, "eval_wps": B * T / eval_s, "eval_b1_wps": 2000 / b1_s}
+
+
+def measure_data_parallel(config, steps: int, comm, warmup: int = 3) -> dict:
+    """The trainer's data-parallel step (this rank's rows, the exchange, the update) on synthetic
+    ids, timed in parts; medians over ``steps`` as rank 0 sees them. Runs on every rank of an MPI job."""
+    from ptbfast.distributed import DataParallel
+    from ptbfast.model import LSTMLanguageModel
+    from ptbfast.sgd import apply_sgd
+    from ptbfast.train import dropout_masks
+
+    rng = np.random.default_rng(0)  # the same ids and masks on every rank
+    B, T, V = config.batch_size, config.num_steps, config.vocab_size
+    model = LSTMLanguageModel(V, config.hidden_size, config.num_layers, config.forget_bias, config.init_scale,
+                              tie_weights=config.tie_weights, precision=config.precision)
+    dp = DataParallel(comm, B, model.params, sparse_embedding=not config.tie_weights)
+    x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
+    state = model.initial_state(dp.rows.stop - dp.rows.start)
+    parts = {name: [] for name in ("masks", "compute", "pack", "allreduce", "gather", "update", "step")}
+    for step in range(warmup + steps):
+        t0 = time.perf_counter()
+        masks = dp.local_masks(dropout_masks(rng, config.num_layers + 1, (T, B, config.hidden_size), config.keep_prob))
+        t1 = time.perf_counter()
+        cost, grads, state = model.loss_and_sparse_grads(dp.local(x), dp.local(y), state, masks, total_batch=B)
+        t2 = time.perf_counter()
+        summed = dp.exchange(cost, grads, x, None, None)
+        t3 = time.perf_counter()
+        apply_sgd(model.params, summed.grads, 0.1, config.max_grad_norm, config.grad_norm)
+        t4 = time.perf_counter()
+        if step >= warmup:
+            s = dp.stats
+            for name, seconds in (("masks", t1 - t0), ("compute", t2 - t1), ("pack", s.pack_s),
+                                  ("allreduce", s.allreduce_s), ("gather", s.gather_s), ("update", t4 - t3),
+                                  ("step", t4 - t0)):
+                parts[name].append(seconds)
+    result = {f"{name}_ms": 1e3 * statistics.median(times) for name, times in parts.items()}
+    result.update(train_wps=B * T / statistics.median(parts["step"]), ranks=comm.size, mpi=comm.library,
+                  allreduce_alone_ms=1e3 * statistics.median(dp.allreduce_seconds(max(5, steps // 2))),
+                  allreduce_bytes=dp.stats.allreduce_bytes, gather_bytes=dp.stats.gather_bytes)
+    return result
 
 
 def measure_torch(config, steps: int) -> dict:
@@ -110,14 +153,24 @@ def _threads() -> int:
     return ops.get_num_threads()
 
 
-def run_one(config, steps: int, impl: str) -> dict:
-    """Measure in this process; the result includes its peak RSS."""
-    result = measure_torch(config, steps) if impl == "torch" else measure_ptbfast(config, steps)
+def run_one(config, steps: int, impl: str, train_only: bool = False) -> dict:
+    """Measure in this process (under mpiexec: data-parallel training on every rank); the result
+    includes its peak RSS (rank 0's)."""
+    from ptbfast import distributed
+
+    comm = distributed.world()
+    if comm.size > 1:
+        result = measure_data_parallel(config, steps, comm)
+    elif impl == "torch":
+        result = measure_torch(config, steps)
+    else:
+        result = measure_ptbfast(config, steps, train_only)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["impl"] = impl
     result["threads"] = _threads()
     result["train_gflops"] = result["train_wps"] * flops_per_word(config, True) / 1e9
-    result["eval_gflops"] = result["eval_wps"] * flops_per_word(config, False) / 1e9
+    if "eval_wps" in result:
+        result["eval_gflops"] = result["eval_wps"] * flops_per_word(config, False) / 1e9
     return result
 
 
@@ -167,3 +220,53 @@ def _print_table(rows, impls) -> None:
                      f" {p['eval_b1_wps'] / t['eval_b1_wps']:>5.2f}x")
         print(line)
     print(f"sgemm 2048^3 peak through ptbfast's BLAS: {rows[0]['sgemm_peak_gflops']:.0f} GFLOP/s")
+
+
+# ---- data-parallel: bench --ranks N ------------------------------------------------------------------
+
+def run_ranks_table(configs, steps: int, ranks: int, threads: int | None, overrides: list[str],
+                    repeat: int = 1) -> list[dict]:
+    """Train words/s of ``mpiexec -n ranks`` (``threads`` each; default: cores / ranks) against one
+    process with ``ranks * threads`` threads, the two alternated ``repeat`` times; medians."""
+    from ptbfast import distributed
+
+    threads = threads or max(1, (os.cpu_count() or 1) // ranks)
+    rows = []
+    for name in configs:
+        base = [sys.executable, "-m", "ptbfast", "bench", "--config", name, "--steps", str(steps), "--json", *overrides]
+        one, many = [], []
+        for _ in range(repeat):
+            one.append(_measure(base + ["--threads", str(ranks * threads), "--train-only"], name))
+            many.append(_measure(distributed.mpiexec_command(ranks, base + ["--threads", str(threads)]), name))
+        row = {key: statistics.median(r[key] for r in many) for key in many[0] if key.endswith(("_ms", "_wps"))}
+        row.update(config=name, ranks=ranks, threads=threads, one_process_wps=statistics.median(r["train_wps"] for r in one),
+                   allreduce_bytes=many[0]["allreduce_bytes"], gather_bytes=many[0]["gather_bytes"], mpi=many[0]["mpi"],
+                   one_process_runs=[r["train_wps"] for r in one], ranks_runs=[r["train_wps"] for r in many])
+        rows.append(row)
+    _print_ranks_table(rows, repeat)
+    return rows
+
+
+def _measure(cmd, name) -> dict:
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BenchError(f"measuring {name} ({' '.join(cmd[:3])} ...) failed (exit {done.returncode}):\n"
+                         + (done.stderr or done.stdout).strip()[-2000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _print_ranks_table(rows, repeat: int) -> None:
+    r0 = rows[0]
+    one, many = f"1 x {r0['ranks'] * r0['threads']} threads", f"{r0['ranks']} ranks x {r0['threads']}"
+    print(f"{'config':<8} {one + ' wps':>18} {many + ' wps':>18} {'ratio':>6} | ms per step: {'masks':>6} {'compute':>8} "
+          f"{'pack':>6} {'allreduce':>9} {'alone':>6} {'gather':>7} {'update':>7} {'step':>7} | {'MB':>6}")
+    for r in rows:
+        mb = (r["allreduce_bytes"] + r["gather_bytes"]) / 1e6
+        print(f"{r['config']:<8} {r['one_process_wps']:>18.0f} {r['train_wps']:>18.0f} "
+              f"{r['train_wps'] / r['one_process_wps']:>5.2f}x | {'':>12} {r['masks_ms']:>6.1f} {r['compute_ms']:>8.1f} "
+              f"{r['pack_ms']:>6.1f} {r['allreduce_ms']:>9.1f} {r['allreduce_alone_ms']:>6.1f} {r['gather_ms']:>7.1f} "
+              f"{r['update_ms']:>7.1f} {r['step_ms']:>7.1f} | {mb:>6.2f}")
+    print(f"{r0['mpi']}; medians of {repeat} alternating run(s). Per rank and step: compute = forward and backward "
+          "of its rows; allreduce = the flat gradient buffer, including any wait for the slower rank (alone: the "
+          "same allreduce back to back); gather = the embedding's token rows; MB = bytes this rank sends into the "
+          "two collectives.")
