@@ -47,6 +47,12 @@ def as_ids(ids, name: str = "ids") -> np.ndarray:
     return np.asarray(ids, order="C")
 
 
+def _is_transposed_view(a: np.ndarray) -> bool:
+    """A matrix that is the ``.T`` of a C-contiguous one (the tied embedding's [H, V] view): the
+    kernels read it in place, as its transpose, instead of copying it to C order."""
+    return a.ndim == 2 and not a.flags.c_contiguous and a.T.flags.c_contiguous
+
+
 def _in_place(array, name: str) -> np.ndarray:
     if not isinstance(array, np.ndarray) or array.dtype != np.float32 or not array.flags.c_contiguous:
         raise TypeError(f"{name} is updated in place and must be a C-contiguous float32 array")
@@ -130,7 +136,7 @@ def _output_weights(w):
     """(array for the kernel, transposed): softmax_w [H, V] as it is, or a transposed view of a
     C-contiguous [V, H] (the tied embedding's ``.T``) read in place by the kernel, without a copy."""
     w = np.asarray(w)
-    if w.ndim == 2 and not w.flags.c_contiguous and w.T.flags.c_contiguous:
+    if _is_transposed_view(w):
         return as_float32(w.T, "softmax_w"), True
     return as_float32(w, "softmax_w"), False
 
@@ -161,7 +167,7 @@ def round_bf16(x) -> np.ndarray:
     """``x`` rounded to bfloat16 (nearest even) as float32 with the low 16 bits zero (a new array);
     a transposed view comes back as the same kind of view. NaN stays NaN, overflow becomes inf."""
     x = np.asarray(x)
-    if x.ndim == 2 and not x.flags.c_contiguous and x.T.flags.c_contiguous:
+    if _is_transposed_view(x):
         return _core.round_bf16(as_float32(x.T, "x")).T
     return _core.round_bf16(as_float32(x, "x"))
 
