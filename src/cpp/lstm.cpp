@@ -71,6 +71,33 @@ static void run_time_loop(int threads, const Loop& loop) {
   }
 }
 
+// The gate math of one row's units [k0, k0 + n): g holds x @ Wx of gates i, j, f, o (stride H) and
+// becomes their activations; rec holds h_{t-1} @ Wh (stride n). A function of its own, with
+// restrict pointers and scalars by value: inside the time loop's lambda, the stores to the gates
+// could alias the captured forget_bias, and GCC left this loop scalar; for the same reason the
+// bf16 choice is a template argument (a run-time select between h and its rounding is not one
+// GCC 12 vectorises).
+template <bool kRoundH>
+static void gate_math_forward(float* __restrict g, const float* __restrict rec, const float* __restrict bias,
+                              const float* __restrict c_prev, float* __restrict c_next, float* __restrict h_next,
+                              int n, int H, float forget_bias) {
+#pragma omp simd
+  for (int k = 0; k < n; ++k) {
+    const float i = sigmoid_approx(g[k] + rec[k] + bias[k]);
+    const float j = tanh_approx(g[H + k] + rec[n + k] + bias[H + k]);
+    const float f = sigmoid_approx(g[2 * H + k] + rec[2 * n + k] + bias[2 * H + k] + forget_bias);
+    const float o = sigmoid_approx(g[3 * H + k] + rec[3 * n + k] + bias[3 * H + k]);
+    const float c = c_prev[k] * f + i * j;
+    c_next[k] = c;
+    const float h = tanh_approx(c) * o;
+    h_next[k] = kRoundH ? round_bf16(h) : h;
+    g[k] = i;
+    g[H + k] = j;
+    g[2 * H + k] = f;
+    g[3 * H + k] = o;
+  }
+}
+
 void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, const float* c0, const float* h0,
                   const float* kernel, const float* bias, float forget_bias, int T, int B, int In, int H,
                   bool bf16) {
@@ -120,38 +147,15 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
       // region the `if` is false and each thread runs its rows itself.
 #pragma omp parallel for schedule(static) if (parts == 1 && static_cast<long>(B) * H >= kParallelGateElements)
       for (int b = 0; b < B; ++b) {
-        // This thread's units of each gate: x @ Wx in gates, h_{t-1} @ Wh in rec, and the bias.
-        float* gi = gates + (static_cast<long>(t) * B + b) * G + u.k0;
-        float* gj = gi + H;
-        float* gf = gj + H;
-        float* go = gf + H;
-        const float* ri = rec + static_cast<long>(b) * 4 * n;
-        const float* rj = ri + n;
-        const float* rf = rj + n;
-        const float* ro = rf + n;
-        const float* bi = bias + u.k0;
-        const float* bj = bi + H;
-        const float* bf = bj + H;
-        const float* bo = bf + H;
         const long off = static_cast<long>(b) * H + u.k0;
-        const float* cp = c_prev + off;
-        float* cn = c_all + static_cast<long>(t) * B * H + off;
-        float* hn = h_all + static_cast<long>(t) * B * H + off;
-#pragma omp simd
-        for (int k = 0; k < n; ++k) {
-          const float i = sigmoid_approx(gi[k] + ri[k] + bi[k]);
-          const float j = tanh_approx(gj[k] + rj[k] + bj[k]);
-          const float f = sigmoid_approx(gf[k] + rf[k] + bf[k] + forget_bias);
-          const float o = sigmoid_approx(go[k] + ro[k] + bo[k]);
-          const float c = cp[k] * f + i * j;
-          cn[k] = c;
-          const float h = tanh_approx(c) * o;
-          hn[k] = bf16 ? round_bf16(h) : h;
-          gi[k] = i;
-          gj[k] = j;
-          gf[k] = f;
-          go[k] = o;
-        }
+        float* g = gates + (static_cast<long>(t) * B + b) * G + u.k0;
+        const float* r = rec + static_cast<long>(b) * 4 * n;
+        float* c_next = c_all + static_cast<long>(t) * B * H + off;
+        float* h_next = h_all + static_cast<long>(t) * B * H + off;
+        if (bf16)
+          gate_math_forward<true>(g, r, bias + u.k0, c_prev + off, c_next, h_next, n, H, forget_bias);
+        else
+          gate_math_forward<false>(g, r, bias + u.k0, c_prev + off, c_next, h_next, n, H, forget_bias);
       }
       if (parts > 1) {  // (on one thread no region is open: a barrier would bind to the caller's)
 #pragma omp barrier  // step t+1 multiplies all of h_t
