@@ -18,6 +18,7 @@ import warnings
 import numpy as np
 import pytest
 
+import ptbfast
 from ptbfast import ops
 from ptbfast import reference as ref
 from ptbfast.model import LSTMLanguageModel
@@ -212,3 +213,23 @@ def test_a_bf16_trained_checkpoint_evaluates_in_either_precision(tmp_path):
     assert np.max(np.abs(bf16_logp - fp32_logp)) < 0.05
     with pytest.raises(ValueError, match="precision"):
         ptbfast.load(path, precision="int8")
+
+
+def cpu_flags() -> set:
+    with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+        for line in f:
+            if line.startswith(("flags", "Features")):
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def test_info_reports_the_amx_permission_and_the_bf16_path():
+    info = ptbfast.build_info()
+    flags = cpu_flags()
+    features = [name for name in ("amx_bf16", "avx512_bf16") if name in flags] or ["none"]
+    assert info["cpu_matrix_features"] == features
+    assert info["bf16_products"]
+    if "amx_tile" in flags:  # Linux >= 5.16 grants it; an older kernel refuses, and info says so
+        assert info["amx_permission"] == "granted" or info["amx_permission"].startswith("refused by the kernel")
+    else:
+        assert info["amx_permission"].startswith("not requested")

@@ -444,6 +444,7 @@ py::dict build_info() {
   info["blas_threads"] = blas::num_threads();
   info["openmp_threads"] = omp_get_max_threads();
   info["openmp_version"] = _OPENMP;
+  info["amx_permission"] = amx_permission();
   return info;
 }
 
@@ -458,6 +459,7 @@ void set_num_threads(int n) {
 PYBIND11_MODULE(_core, m) {
   m.doc() = "ptbfast C++ kernels (float32, OpenMP + SIMD, BLAS for matrix products)";
   blas::init();
+  amx_permission();  // before any library can run a tile instruction (amx.cpp)
   m.attr("OUTPUT_BLOCK_FLOATS") = kOutputBlockFloats;
 
   m.def("build_info", &build_info, "Compiler, ISA flags, BLAS backend and thread counts of this build.");

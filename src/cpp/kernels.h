@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace ptbfast {
@@ -37,6 +38,10 @@ void axpy(float* y, const float* x, float alpha, int64_t n);
 // out[n] = in[n] rounded to bfloat16 (nearest even), as float32 with the low 16 bits zero.
 // out may be in.
 void round_to_bf16(float* out, const float* in, int64_t n);
+
+// ---- amx.cpp -----------------------------------------------------------------------------------
+// The process's AMX tile permission, asked of Linux once (at import): "granted", or why not.
+const std::string& amx_permission();
 
 // ---- lstm.cpp -------------------------------------------------------------------------------
 // One LSTM layer over T steps, TF BasicLSTMCell (gate columns i, j, f, o):
