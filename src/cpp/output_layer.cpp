@@ -32,21 +32,18 @@ namespace ptbfast {
 // Below this many logits per block, OpenMP's fork/join costs more than the work.
 static constexpr long kParallelElements = 16384;
 
-// Loss of one row of logits (h @ w, to which the bias is added here, in the same pass as the
-// max), stable for large logits (the row max is subtracted before exp). The row is overwritten by
-// d_loss * (softmax - onehot(target)).
+// Loss of one row of logits (h @ w, to which the bias is added here, in the max pass and again in
+// the exp pass: one write pass less than storing it), stable for large logits (the row max is
+// subtracted before exp). The row is overwritten by d_loss * (softmax - onehot(target)).
 static float row_loss_and_gradient(float* row, const float* bias, int V, int64_t target, float d_loss) {
   float max_logit = -std::numeric_limits<float>::infinity();
 #pragma omp simd reduction(max : max_logit)
-  for (int v = 0; v < V; ++v) {
-    row[v] += bias[v];
-    max_logit = std::max(max_logit, row[v]);
-  }
-  const float target_logit = row[target];
+  for (int v = 0; v < V; ++v) max_logit = std::max(max_logit, row[v] + bias[v]);
+  const float target_logit = row[target] + bias[target];
   float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
   for (int v = 0; v < V; ++v) {
-    const float e = exp_approx(row[v] - max_logit);
+    const float e = exp_approx((row[v] + bias[v]) - max_logit);
     row[v] = e;
     sum += e;
   }
@@ -66,21 +63,22 @@ struct RunningLogSumExp {
 
 // Folds one chunk of a row's logits (columns [c0, c0 + n), bias added here) into `acc`. A NaN
 // anywhere makes the sum NaN for good (the max alone would skip it).
-static void fold_chunk(RunningLogSumExp& acc, float* chunk, const float* bias, int n, int c0, int64_t target) {
+// Reads the chunk twice and writes nothing: the bias is added in both passes.
+static void fold_chunk(RunningLogSumExp& acc, const float* chunk, const float* bias, int n, int c0, int64_t target) {
   float chunk_max = -std::numeric_limits<float>::infinity();
   int nans = 0;
 #pragma omp simd reduction(max : chunk_max) reduction(+ : nans)
   for (int v = 0; v < n; ++v) {
-    chunk[v] += bias[v];
-    chunk_max = std::max(chunk_max, chunk[v]);
-    nans += chunk[v] != chunk[v];
+    const float logit = chunk[v] + bias[v];
+    chunk_max = std::max(chunk_max, logit);
+    nans += logit != logit;
   }
-  if (target >= c0 && target < c0 + n) acc.target_logit = chunk[target - c0];
+  if (target >= c0 && target < c0 + n) acc.target_logit = chunk[target - c0] + bias[target - c0];
   const float new_max = std::max(acc.max, chunk_max);
   float sum = 0.0f;
   if (new_max != -std::numeric_limits<float>::infinity()) {  // (all -inf so far: every exp is 0)
 #pragma omp simd reduction(+ : sum)
-    for (int v = 0; v < n; ++v) sum += exp_approx(chunk[v] - new_max);
+    for (int v = 0; v < n; ++v) sum += exp_approx((chunk[v] + bias[v]) - new_max);
   }
   // The sum so far, rescaled to the new max (from -inf: a zero sum times a tiny factor).
   const float rescale = acc.max == new_max ? 1.0f : exp_approx(acc.max - new_max);
