@@ -131,6 +131,56 @@ def test_output_layer_matches_the_bf16_twin_and_the_fp32_reference(N, H, V, tol,
                 assert max_rel_error(g, want) <= bound, name
 
 
+# V = 1300: three pieces of w's columns; H = 3000: pieces of 174 columns (the scratch's cap).
+@pytest.mark.parametrize("N,H,V", [(1, 1, 1), (0, 3, 5), (9, 7, 1300), (5, 3000, 1000)])
+def test_kernels_round_the_weights_themselves(N, H, V):
+    # bf16 kernels take the fp32 master weights and round them piece by piece into scratch: the
+    # same results, bit for bit, as given weights rounded beforehand (rounding is idempotent), and
+    # the eval path agrees with the bf16 twin, which rounds w itself.
+    rng = np.random.default_rng(N + H + V)
+    h = ops.round_bf16(f32(rng, N, H))
+    w = f32(rng, H, V, scale=1 / np.sqrt(H))
+    b, targets = f32(rng, V, scale=0.1), rng.integers(0, V, N)
+    for master in (w, np.ascontiguousarray(w.T).T):  # softmax_w, and tied weights (embedding.T)
+        rounded = ops.round_bf16(master)
+        for block_columns in (0, 400):
+            got = ops.output_layer_loss_and_grads(h, master, b, targets, 0.05, block_columns=block_columns, bf16=True)
+            want = ops.output_layer_loss_and_grads(h, rounded, b, targets, 0.05, block_columns=block_columns,
+                                                   bf16=True)
+            for g, r in zip(got[1:], want[1:]):
+                np.testing.assert_array_equal(g, r)
+            losses = ops.output_layer_loss(h, master, b, targets, block_columns=block_columns, bf16=True)[1]
+            np.testing.assert_array_equal(losses, ops.output_layer_loss(h, rounded, b, targets,
+                                                                        block_columns=block_columns, bf16=True)[1])
+            want_losses, _ = ref.output_layer_forward(*f64(h, w, b), targets, bf16=True)
+            assert max_rel_error(losses, want_losses) <= FLIP_TOL
+    T, B = 3, max(N, 1)
+    x, c0, h0, _, bias = random_bf16_layer(rng, T, B, min(H, 40), min(H, 40))
+    kernel = f32(rng, 2 * min(H, 40), 4 * min(H, 40))
+    forward = [ops.lstm_forward(x, c0, h0, k, bias, 0.0, bf16=True) for k in (kernel, ops.round_bf16(kernel))]
+    d = f32(rng, T, B, min(H, 40))
+    for g, r in zip(*[ops.lstm_backward(d, None, None, x, c0, h0, k, *out, bf16=True)
+                      for k, out in zip((kernel, ops.round_bf16(kernel)), forward)]):
+        np.testing.assert_array_equal(g, r)
+    for g, r in zip(*forward):
+        np.testing.assert_array_equal(g, r)
+
+
+def test_round_in_place_refuses_what_it_cannot_write():
+    x = np.linspace(-3, 3, 10, dtype=np.float32)
+    assert ops.round_bf16_in_place(x) is x and is_bf16(x)
+    with pytest.raises(TypeError, match="NumPy array"):
+        ops.round_bf16_in_place([1.0, 2.0])
+    with pytest.raises(TypeError, match="float32"):
+        ops.round_bf16_in_place(np.ones(3))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        ops.round_bf16_in_place(np.ones((4, 4), np.float32)[:, 1])
+    read_only = np.ones(3, np.float32)
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        ops.round_bf16_in_place(read_only)
+
+
 def test_output_layer_bf16_rounds_the_gradient_products():
     rng = np.random.default_rng(4)
     h = ops.round_bf16(f32(rng, 30, 16))

@@ -318,7 +318,8 @@ OutputShape check_output(const py::array& h, const py::array& w, const py::array
 }
 
 py::tuple output_layer_forward_py(const py::array& h, const py::array& w, const py::array& b,
-                                  const py::array& targets, int block_rows, bool transposed, int block_columns) {
+                                  const py::array& targets, int block_rows, bool transposed, int block_columns,
+                                  bool bf16) {
   const OutputShape s = check_output(h, w, b, targets, transposed);
   const std::vector<int64_t> t = targets_as_int64(targets);
   auto losses = new_float_array({s.N});
@@ -327,7 +328,7 @@ py::tuple output_layer_forward_py(const py::array& h, const py::array& w, const 
   {
     py::gil_scoped_release nogil;
     total = output_layer_forward(lo, f(h), f(w), f(b), t.data(), s.N, s.H, s.V, block_rows, block_columns,
-                                 transposed);
+                                 transposed, bf16);
   }
   return py::make_tuple(total, losses);
 }
@@ -362,6 +363,14 @@ py::array round_bf16_py(const py::array& x) {
   py::gil_scoped_release nogil;
   round_to_bf16(o, in, n);
   return std::move(out);
+}
+
+void round_bf16_in_place_py(py::array& x) {
+  std::vector<py::ssize_t> dims(x.ndim(), -1);
+  float* p = float_output(x, "x", dims);
+  const int64_t n = x.size();
+  py::gil_scoped_release nogil;
+  round_to_bf16(p, p, n);
 }
 
 // ---- vectorised math, exposed so tests can measure its error --------------------------------------
@@ -480,7 +489,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("lstm_forward", &lstm_forward_py, py::arg("x"), py::arg("c0"), py::arg("h0"), py::arg("kernel"),
         py::arg("bias"), py::arg("forget_bias") = 0.0f, py::arg("bf16") = false,
         "One LSTM layer over T steps: (h_all [T,B,H], c_all [T,B,H], gates [T,B,4H]); bf16: h_t rounded "
-        "to bf16 as made (x and kernel are rounded by the caller)");
+        "to bf16 as made, the kernel rounded for the products (x by the caller)");
   m.def("lstm_backward", &lstm_backward_py, py::arg("d_h_all"), py::arg("d_c_T"), py::arg("d_h_T"), py::arg("x"),
         py::arg("c0"), py::arg("h0"), py::arg("kernel"), py::arg("h_all"), py::arg("c_all"), py::arg("gates"),
         py::arg("bf16") = false,
@@ -488,18 +497,21 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("output_layer_forward", &output_layer_forward_py, py::arg("h"), py::arg("softmax_w"),
         py::arg("softmax_b"), py::arg("targets"), py::arg("block_rows") = 0, py::arg("transposed") = false,
-        py::arg("block_columns") = 0,
+        py::arg("block_columns") = 0, py::arg("bf16") = false,
         "(sum of losses as float, losses [N]) of softmax cross-entropy of h @ w + b "
         "(h @ w.T + b with transposed, w then [V, H]); logits are made block_rows x block_columns "
-        "at a time (0: about 16 MiB)");
+        "at a time (0: about 16 MiB); bf16: w rounded to bf16 for the product (h by the caller)");
   m.def("output_layer_forward_backward", &output_layer_forward_backward_py, py::arg("h"), py::arg("softmax_w"),
         py::arg("softmax_b"), py::arg("targets"), py::arg("d_loss"), py::arg("block_rows") = 0,
         py::arg("transposed") = false, py::arg("block_columns") = 0, py::arg("bf16") = false,
         "(total, losses, dh, dw, db): gradients of d_loss * sum(losses); block_columns < V: two passes "
-        "over column chunks (0: chosen by the vocabulary size); bf16: d_logits rounded for the dw and dh products");
+        "over column chunks (0: chosen by the vocabulary size); bf16: w and d_logits rounded for the products "
+        "(h by the caller)");
 
   m.def("round_bf16", &round_bf16_py, py::arg("x"),
         "x rounded to bfloat16 (nearest even), as float32 with the low 16 bits zero; NaN stays NaN");
+  m.def("round_bf16_in_place", &round_bf16_in_place_py, py::arg("x"),
+        "round_bf16, written over x (float32, C-contiguous, writable)");
   m.def("profile_enable", [](bool on) { profile::enabled().store(on); }, py::arg("on"),
         "Start or stop summing the kernels' time per phase (python -m ptbfast bench --profile).");
   m.def("profile_read", []() {

@@ -50,8 +50,9 @@ const std::string& amx_permission();
 // Outputs: h_all [T,B,H], c_all [T,B,H], gates [T,B,4H] (activated σi, tanh j, σf, σo, kept for
 // the backward pass). Inputs: x [T,B,In], c0 [B,H], h0 [B,H], kernel [In+H, 4H], bias [4H].
 // bf16 (mixed precision): every h_t is rounded to bf16 as it is made (it is a product operand in
-// every use), and h0 is rounded for the first recurrent product; x and kernel are the caller's,
-// already rounded. Cell state and gate math stay float32.
+// every use), h0 is rounded for the first recurrent product, and the kernel is rounded here, into
+// scratch fp32 needs too (an already rounded kernel stays the same); x is the caller's, already
+// rounded. Cell state and gate math stay float32.
 void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, const float* c0, const float* h0,
                   const float* kernel, const float* bias, float forget_bias, int T, int B, int In, int H,
                   bool bf16 = false);
@@ -59,7 +60,7 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
 // Backward through time. Outputs (overwritten): dx [T,B,In], dc0 [B,H], dh0 [B,H],
 // dkernel [In+H,4H], dbias [4H]. Inputs: d_h_all [T,B,H]; d_c_T, d_h_T [B,H] or nullptr for zero;
 // the forward's inputs and outputs. bf16: the gate gradients are rounded to bf16 for the products
-// (dx, dh, dkernel) and h0 for dkernel; dbias sums them unrounded.
+// (dx, dh, dkernel), h0 for dkernel and the kernel for dx and dh; dbias sums them unrounded.
 void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbias, const float* d_h_all,
                    const float* d_c_T, const float* d_h_T, const float* x, const float* c0, const float* h0,
                    const float* kernel, const float* h_all, const float* c_all, const float* gates, int T, int B,
@@ -77,15 +78,18 @@ constexpr long kOutputBlockFloats = 4L << 20;
 // is chosen here (output_layer.cpp says how).
 //   losses [N], h [N,H], w [H,V] (or [V,H] with w_transposed: tied weights, w = the embedding),
 //   b [V], targets [N] in [0, V). Returns the sum of losses (double).
+// bf16: w is rounded to bf16 here (piece by piece, never a whole rounded copy); h is the
+// caller's, already rounded.
 double output_layer_forward(float* losses, const float* h, const float* w, const float* b,
                             const int64_t* targets, int N, int H, int V, int block_rows, int block_columns,
-                            bool w_transposed);
+                            bool w_transposed, bool bf16 = false);
 
 // Same loss, plus the gradients of d_loss * sum(losses): dh [N,H], dw (w's layout), db [V]
 // (overwritten). Whole rows of logits (one pass) when block_columns >= V, or when it is <= 0 and
 // the vocabulary allows; otherwise block_rows x block_columns at a time in two passes over the
 // columns. Block sizes <= 0 are chosen here. bf16: the logits' gradient is rounded to bf16 for the
-// dw and dh products (db sums it unrounded); h and w are the caller's, already rounded.
+// dw and dh products (db sums it unrounded), w is rounded as in the forward; h is the caller's,
+// already rounded.
 double output_layer_forward_backward(float* losses, float* dh, float* dw, float* db, const float* h,
                                      const float* w, const float* b, const int64_t* targets, float d_loss,
                                      int N, int H, int V, int block_rows, int block_columns, bool w_transposed,

@@ -50,6 +50,16 @@ static UnitRange units_of(int part, int parts, int H) {
           std::min(H, static_cast<int>(vectors * (part + 1) / parts) * 16)};
 }
 
+// out[n] = in[n], or in bf16 rounded to bf16 (the recurrent weights, as they are packed).
+static void copy_or_round(float* out, const float* in, int n, bool bf16) {
+  if (!bf16) {
+    std::copy_n(in, n, out);
+    return;
+  }
+#pragma omp simd
+  for (int k = 0; k < n; ++k) out[k] = round_bf16(in[k]);
+}
+
 // Splits a time loop's wall time into thread 0's recurrent products and the rest (gate math).
 static void time_loop_profile(double loop_start, double recurrent_seconds) {
   if (!profile::enabled()) return;
@@ -106,19 +116,22 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   const float* w_input = kernel;                         // [In, 4H]
   const float* w_hidden = kernel + static_cast<long>(In) * G;  // [H, 4H]
 
+  // Scratch of all threads, allocated here (an exception must not leave a parallel region):
+  // the thread of units [k0, k1), n = k1 - k0, uses w_own [H, 4n] from offset H*4*k0 and
+  // rec [B, 4n] from B*4*k0. bf16: w_own first holds Wx rounded for the input projection (so a
+  // bf16 layer needs no rounded copy of its kernel beside this scratch that fp32 has too).
+  // (new[], not vector: every element is written before it is read, so no zero-fill pass.)
+  const std::unique_ptr<float[]> w_own(new float[static_cast<size_t>(bf16 ? std::max(In, H) : H) * G]),
+      rec_all(new float[static_cast<size_t>(B) * G]);
+
   // Input projection of every step at once: gates = x @ Wx (the bias is added in the gate math,
   // which saves a pass that would write it into all T*B rows first).
   const double input_start = profile::now();
-  blas::sgemm(false, false, static_cast<int>(rows), G, In, 1.0f, x, In, w_input, G, 0.0f, gates, G);
+  if (bf16) round_to_bf16(w_own.get(), w_input, static_cast<int64_t>(In) * G);
+  blas::sgemm(false, false, static_cast<int>(rows), G, In, 1.0f, x, In, bf16 ? w_own.get() : w_input, G, 0.0f,
+              gates, G);
   profile::since(profile::kLstmInputProducts, input_start);
   if (rows == 0) return;
-
-  // Scratch of all threads, allocated here (an exception must not leave a parallel region):
-  // the thread of units [k0, k1), n = k1 - k0, uses w_own [H, 4n] from offset H*4*k0 and
-  // rec [B, 4n] from B*4*k0.
-  // (new[], not vector: every element is written before it is read, so no zero-fill pass.)
-  const std::unique_ptr<float[]> w_own(new float[static_cast<size_t>(H) * G]),
-      rec_all(new float[static_cast<size_t>(B) * G]);
   // bf16: the first recurrent product multiplies h0 rounded (later ones h_t, rounded when made).
   std::vector<float> h0_rounded(bf16 ? static_cast<size_t>(B) * H : 0);
   if (bf16) round_to_bf16(h0_rounded.data(), h0, static_cast<int64_t>(B) * H);
@@ -133,7 +146,8 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
     float* w = w_own.get() + static_cast<long>(H) * 4 * u.k0;
     for (int r = 0; r < H; ++r)
       for (int q = 0; q < 4; ++q)
-        std::copy_n(w_hidden + static_cast<long>(r) * G + q * H + u.k0, n, w + static_cast<long>(r) * 4 * n + q * n);
+        copy_or_round(w + static_cast<long>(r) * 4 * n + q * n, w_hidden + static_cast<long>(r) * G + q * H + u.k0, n,
+                      bf16);
     const blas::PackedB recurrent(false, B, 4 * n, H, w, 4 * n, T);
     float* rec = rec_all.get() + static_cast<long>(B) * 4 * u.k0;
 
@@ -186,6 +200,9 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
   if (d_h_T) std::copy_n(d_h_T, state, dh.data());
   // bf16: dbias sums each step's gate gradients in the time loop, before they are rounded.
   if (bf16) std::fill_n(dbias, G, 0.0f);
+  // bf16: the kernel rounded, rows [0, H) first Wh (each thread rounds the rows it packs), then Wx
+  // for dx. Scratch as large as the forward's w_own (fp32 needs none: it packs Wh as it is).
+  const std::unique_ptr<float[]> rounded(bf16 ? new float[static_cast<size_t>(std::max(In, H)) * G] : nullptr);
 
   const double loop_start = profile::now();
   double recurrent_seconds = 0.0;  // thread 0's, when profiling
@@ -193,7 +210,14 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
     const bool timing = part == 0 && profile::enabled();
     const UnitRange own = units_of(part, parts, H);
     // dh of this thread's units = d_gates_t [B, 4H] @ (rows k0..k1 of Wh)^T, packed once.
-    const blas::PackedB recurrent_transposed(true, B, own.size(), G, w_hidden + static_cast<long>(own.k0) * G, G, T);
+    const float* own_rows = w_hidden + static_cast<long>(own.k0) * G;
+    if (bf16) {
+      float* own_rounded = rounded.get() + static_cast<long>(own.k0) * G;
+      for (int r = 0; r < own.size(); ++r)
+        copy_or_round(own_rounded + static_cast<long>(r) * G, own_rows + static_cast<long>(r) * G, G, true);
+      own_rows = own_rounded;
+    }
+    const blas::PackedB recurrent_transposed(true, B, own.size(), G, own_rows, G, T);
     for (int t = T - 1; t >= 0; --t) {
       const float* c_prev = t == 0 ? c0 : c_all + static_cast<long>(t - 1) * state;
       const float* c_t = c_all + static_cast<long>(t) * state;
@@ -267,7 +291,9 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
   blas::sgemm(true, false, H, G, B, 1.0f, bf16 ? h0_rounded.data() : h0, H, d_gates, G, 0.0f, dw_hidden, G);
   blas::sgemm(true, false, H, G, static_cast<int>(rows - B), 1.0f, h_all, H,
               d_gates + static_cast<long>(B) * G, G, 1.0f, dw_hidden, G);
-  blas::sgemm(false, true, static_cast<int>(rows), In, G, 1.0f, d_gates, G, w_input, G, 0.0f, dx, In);
+  if (bf16) round_to_bf16(rounded.get(), w_input, static_cast<int64_t>(In) * G);  // (Wh's packs are gone)
+  blas::sgemm(false, true, static_cast<int>(rows), In, G, 1.0f, d_gates, G, bf16 ? rounded.get() : w_input, G, 0.0f,
+              dx, In);
   profile::since(profile::kLstmInputProducts, products_start);
 
   if (bf16) return;  // (dbias was summed in the time loop)

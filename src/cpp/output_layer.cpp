@@ -93,39 +93,92 @@ static double total_of(const float* losses, int N) {
   return total;
 }
 
+// bf16: the products read w's columns rounded, a piece of at most this many columns at a time
+// (an [H, piece] scratch), so that no rounded copy of the whole w (8 MB small, 26 MB medium)
+// exists; smaller for a wide H, so that the scratch stays an eighth of the logits' budget.
+static constexpr int kBf16PieceColumns = 512;
+
+static int bf16_piece_columns(int H, int V) {
+  const long fit = kOutputBlockFloats / 8 / std::max(H, 1);
+  return static_cast<int>(std::max(1L, std::min<long>({kBf16PieceColumns, fit, std::max(V, 1)})));
+}
+
 // Blocks of R rows x C columns: column chunks of equal width (a narrow last chunk would be a slow
-// GEMM), whose weights start at column c0 of w.
+// GEMM), whose weights start at column c0 of w. Products over a chunk run in pieces of P columns:
+// one piece (P = C) in fp32, w rounded piece by piece into `scratch` in bf16.
 struct ChunkedBlocks {
-  int R, C, ldw;
-  bool w_transposed;
-  ChunkedBlocks(int N, int H, int V, int block_rows, int block_columns, bool transposed) {
+  int R, C, P, ldw;
+  bool w_transposed, bf16;
+  ChunkedBlocks(int N, int H, int V, int block_rows, int block_columns, bool transposed, bool round_w) {
     R = std::max(1, std::min(N, block_rows));
     V = std::max(1, V);  // (callers guarantee V >= 1; never divide by zero)
     const int max_columns = block_columns <= 0 ? V : std::min(V, block_columns);  // <= 0: whole rows
     const int chunks = (V + max_columns - 1) / max_columns;
     C = (V + chunks - 1) / chunks;
+    P = round_w ? std::min(C, bf16_piece_columns(H, V)) : C;
     ldw = transposed ? H : V;  // w is [H, V], or [V, H] when transposed (tied: w is the embedding)
     w_transposed = transposed;
+    bf16 = round_w;
   }
+  size_t scratch_floats(int H) const { return bf16 ? static_cast<size_t>(H) * P : 0; }
   const float* columns(const float* w, int c0, int H) const {
     return w_transposed ? w + static_cast<long>(c0) * H : w + c0;
   }
+  // Columns [c0, c0 + n) of w as a product operand, and its leading dimension: w itself in fp32;
+  // in bf16 rounded into scratch, in w's layout.
+  const float* piece(float* scratch, const float* w, int c0, int n, int H, int& ld) const {
+    if (!bf16) {
+      ld = ldw;
+      return columns(w, c0, H);
+    }
+    if (w_transposed) {  // n whole rows of the [V, H] embedding
+      round_to_bf16(scratch, columns(w, c0, H), static_cast<int64_t>(n) * H);
+      ld = H;
+      return scratch;
+    }
+#pragma omp parallel for schedule(static) if (static_cast<long>(H) * n >= kParallelElements)
+    for (int k = 0; k < H; ++k) {
+      const float* src = w + static_cast<long>(k) * ldw + c0;
+      float* dst = scratch + static_cast<long>(k) * n;
+#pragma omp simd
+      for (int j = 0; j < n; ++j) dst[j] = round_bf16(src[j]);
+    }
+    ld = n;
+    return scratch;
+  }
   // logits [rows, cols] = h_blk @ (columns [c0, c0 + cols) of w)
-  void logits(float* out, const float* h_blk, int rows, int cols, int H, const float* w, int c0) const {
+  void logits(float* out, const float* h_blk, int rows, int cols, int H, const float* w, int c0,
+              float* scratch) const {
     const double start = profile::now();
-    blas::sgemm(false, w_transposed, rows, cols, H, 1.0f, h_blk, H, columns(w, c0, H), ldw, 0.0f, out, cols);
+    for (int p0 = 0; p0 < cols; p0 += P) {
+      const int n = std::min(P, cols - p0);
+      int ld = 0;
+      const float* wp = piece(scratch, w, c0 + p0, n, H, ld);
+      blas::sgemm(false, w_transposed, rows, n, H, 1.0f, h_blk, H, wp, ld, 0.0f, out + p0, cols);
+    }
     profile::since(profile::kOutputProducts, start);
+  }
+  // dh_blk (+)= d_logits [rows, cols] @ (columns [c0, c0 + cols) of w)^T; `overwrite`: = for the first.
+  void dh_product(float* dh_blk, const float* d_logits, int rows, int cols, int H, const float* w, int c0,
+                  bool overwrite, float* scratch) const {
+    for (int p0 = 0; p0 < cols; p0 += P) {
+      const int n = std::min(P, cols - p0);
+      int ld = 0;
+      const float* wp = piece(scratch, w, c0 + p0, n, H, ld);
+      blas::sgemm(false, !w_transposed, rows, H, n, 1.0f, d_logits + p0, cols, wp, ld,
+                  overwrite && p0 == 0 ? 0.0f : 1.0f, dh_blk, H);
+    }
   }
 };
 
 // losses of rows [r0, r0 + rows), chunk by chunk (the online logsumexp); returns nothing else.
-static void block_losses(float* losses, float* logits, RunningLogSumExp* acc, const ChunkedBlocks& blk,
-                         const float* h_blk, const float* w, const float* b, const int64_t* targets, int rows,
-                         int H, int V) {
+static void block_losses(float* losses, float* logits, RunningLogSumExp* acc, float* scratch,
+                         const ChunkedBlocks& blk, const float* h_blk, const float* w, const float* b,
+                         const int64_t* targets, int rows, int H, int V) {
   std::fill(acc, acc + rows, RunningLogSumExp{});
   for (int c0 = 0; c0 < V; c0 += blk.C) {
     const int cols = std::min(blk.C, V - c0);
-    blk.logits(logits, h_blk, rows, cols, H, w, c0);
+    blk.logits(logits, h_blk, rows, cols, H, w, c0, scratch);
     const double start = profile::now();
 #pragma omp parallel for schedule(static) if (static_cast<long>(rows) * cols >= kParallelElements)
     for (int r = 0; r < rows; ++r)
@@ -136,16 +189,22 @@ static void block_losses(float* losses, float* logits, RunningLogSumExp* acc, co
 }
 
 // ---- block sizes: how much of the [N, V] logits exists at once ---------------------------------
+// `budget`: the floats the logits may take, kOutputBlockFloats less bf16's rounding scratch (so
+// that bf16 never holds more than fp32 does).
+
+static long logits_budget(int H, int V, bool bf16) {
+  return kOutputBlockFloats - (bf16 ? static_cast<long>(H) * bf16_piece_columns(H, V) : 0L);
+}
 
 // Evaluation: rows for column chunks of about 4,096 (efficient GEMMs) when V allows, as many as
 // fit (the weight is read once per block of rows), then the columns that still fit (ChunkedBlocks
 // evens out the chunk widths: 10,000 words in 1,024-row blocks gives 3 chunks of 3,334).
-static void choose_forward_blocks(int N, int V, int& rows, int& columns) {
+static void choose_forward_blocks(int N, int V, long budget, int& rows, int& columns) {
   if (rows <= 0) {
     const long min_columns = std::min<long>(V, columns > 0 ? columns : 4096);
-    rows = static_cast<int>(std::max(1L, std::min<long>(N, kOutputBlockFloats / std::max(1L, min_columns))));
+    rows = static_cast<int>(std::max(1L, std::min<long>(N, budget / std::max(1L, min_columns))));
   }
-  if (columns <= 0) columns = static_cast<int>(std::max(1L, kOutputBlockFloats / rows));
+  if (columns <= 0) columns = static_cast<int>(std::max(1L, budget / rows));
 }
 
 // Training: whole rows (one chunk of V columns, one pass) while at least kMinWholeRows of them
@@ -155,11 +214,11 @@ static void choose_forward_blocks(int N, int V, int& rows, int& columns) {
 // chunks; 50,000 words (83 whole rows) 201 vs 213.
 static constexpr int kMinWholeRows = 64;
 
-static void choose_training_blocks(int N, int V, int& rows, int& columns) {
-  const long whole_rows_per_block = std::max(1L, kOutputBlockFloats / std::max(V, 1));
+static void choose_training_blocks(int N, int V, long budget, int& rows, int& columns) {
+  const long whole_rows_per_block = std::max(1L, budget / std::max(V, 1));
   const bool column_chunks = columns > 0 ? columns < V : whole_rows_per_block < std::min(N, kMinWholeRows);
   if (column_chunks) {
-    choose_forward_blocks(N, V, rows, columns);
+    choose_forward_blocks(N, V, budget, rows, columns);
     return;
   }
   if (rows <= 0) rows = static_cast<int>(whole_rows_per_block);
@@ -170,14 +229,14 @@ static void choose_training_blocks(int N, int V, int& rows, int& columns) {
 
 double output_layer_forward(float* losses, const float* h, const float* w, const float* b,
                             const int64_t* targets, int N, int H, int V, int block_rows, int block_columns,
-                            bool w_transposed) {
-  choose_forward_blocks(N, V, block_rows, block_columns);
-  const ChunkedBlocks blk(N, H, V, block_rows, block_columns, w_transposed);
-  std::vector<float> logits(static_cast<size_t>(blk.R) * blk.C);
+                            bool w_transposed, bool bf16) {
+  choose_forward_blocks(N, V, logits_budget(H, V, bf16), block_rows, block_columns);
+  const ChunkedBlocks blk(N, H, V, block_rows, block_columns, w_transposed, bf16);
+  std::vector<float> logits(static_cast<size_t>(blk.R) * blk.C), scratch(blk.scratch_floats(H));
   std::vector<RunningLogSumExp> acc(blk.R);
   for (int r0 = 0; r0 < N; r0 += blk.R)
-    block_losses(losses + r0, logits.data(), acc.data(), blk, h + static_cast<long>(r0) * H, w, b, targets + r0,
-                 std::min(blk.R, N - r0), H, V);
+    block_losses(losses + r0, logits.data(), acc.data(), scratch.data(), blk, h + static_cast<long>(r0) * H, w, b,
+                 targets + r0, std::min(blk.R, N - r0), H, V);
   return total_of(losses, N);
 }
 
@@ -187,10 +246,11 @@ double output_layer_forward(float* losses, const float* h, const float* w, const
 // dw (w's layout), dh_blk and db: db += column sums (each thread owns whole 256-column stripes and
 // adds rows in order: deterministic), dw's columns (+)= h_blk^T @ d_logits (overwritten by the
 // first block of rows), dh_blk (+)= d_logits @ those columns^T (overwritten by the first chunk).
-// bf16: d_logits is rounded in place after db has summed it, before the products.
-static void fold_gradient_chunk(float* dw, float* dh_blk, float* db, float* d_logits, const float* h_blk,
-                                const float* w, const ChunkedBlocks& blk, int rows, int cols, int c0, bool first_rows,
-                                int H, bool parallel, bool bf16) {
+// bf16: d_logits is rounded in place after db has summed it, before the products (and w's columns
+// piece by piece, ChunkedBlocks::piece).
+static void fold_gradient_chunk(float* dw, float* dh_blk, float* db, float* d_logits, float* scratch,
+                                const float* h_blk, const float* w, const ChunkedBlocks& blk, int rows, int cols,
+                                int c0, bool first_rows, int H, bool parallel) {
   constexpr int kStripe = 256;
   const double pass_start = profile::now();
 #pragma omp parallel for schedule(static) if (parallel)
@@ -201,7 +261,7 @@ static void fold_gradient_chunk(float* dw, float* dh_blk, float* db, float* d_lo
       float* src = d_logits + static_cast<long>(r) * cols;
 #pragma omp simd
       for (int v = v0; v < v1; ++v) db_chunk[v] += src[v];
-      if (bf16) {
+      if (blk.bf16) {
 #pragma omp simd
         for (int v = v0; v < v1; ++v) src[v] = round_bf16(src[v]);
       }
@@ -215,8 +275,7 @@ static void fold_gradient_chunk(float* dw, float* dh_blk, float* db, float* d_lo
                 H);
   else
     blas::sgemm(true, false, H, cols, rows, 1.0f, h_blk, H, d_logits, cols, beta_dw, dw + c0, blk.ldw);
-  blas::sgemm(false, !blk.w_transposed, rows, H, cols, 1.0f, d_logits, cols, blk.columns(w, c0, H), blk.ldw,
-              c0 == 0 ? 0.0f : 1.0f, dh_blk, H);
+  blk.dh_product(dh_blk, d_logits, rows, cols, H, w, c0, c0 == 0, scratch);
   profile::since(profile::kOutputProducts, products_start);
 }
 
@@ -231,10 +290,10 @@ double output_layer_forward_backward(float* losses, float* dh, float* dw, float*
                                      const float* w, const float* b, const int64_t* targets, float d_loss,
                                      int N, int H, int V, int block_rows, int block_columns, bool w_transposed,
                                      bool bf16) {
-  choose_training_blocks(N, V, block_rows, block_columns);
-  const ChunkedBlocks blk(N, H, V, block_rows, block_columns, w_transposed);
+  choose_training_blocks(N, V, logits_budget(H, V, bf16), block_rows, block_columns);
+  const ChunkedBlocks blk(N, H, V, block_rows, block_columns, w_transposed, bf16);
   const bool whole_rows = blk.C >= V;
-  std::vector<float> logits(static_cast<size_t>(blk.R) * blk.C);
+  std::vector<float> logits(static_cast<size_t>(blk.R) * blk.C), scratch(blk.scratch_floats(H));
   std::vector<RunningLogSumExp> acc(whole_rows ? 0 : blk.R);
   std::memset(db, 0, sizeof(float) * V);
   if (N == 0) std::memset(dw, 0, sizeof(float) * H * V);
@@ -243,10 +302,11 @@ double output_layer_forward_backward(float* losses, float* dh, float* dw, float*
     const int rows = std::min(blk.R, N - r0);
     const float* h_blk = h + static_cast<long>(r0) * H;
     if (!whole_rows)  // first pass: the losses and each row's logsumexp
-      block_losses(losses + r0, logits.data(), acc.data(), blk, h_blk, w, b, targets + r0, rows, H, V);
+      block_losses(losses + r0, logits.data(), acc.data(), scratch.data(), blk, h_blk, w, b, targets + r0, rows, H,
+                   V);
     for (int c0 = 0; c0 < V; c0 += blk.C) {
       const int cols = std::min(blk.C, V - c0);
-      blk.logits(logits.data(), h_blk, rows, cols, H, w, c0);
+      blk.logits(logits.data(), h_blk, rows, cols, H, w, c0, scratch.data());
       const bool parallel = static_cast<long>(rows) * cols >= kParallelElements;
       const double pass_start = profile::now();
 #pragma omp parallel for schedule(static) if (parallel)
@@ -265,8 +325,8 @@ double output_layer_forward_backward(float* losses, float* dh, float* dw, float*
         if (target >= c0 && target < c0 + cols) row[target - c0] -= d_loss;
       }
       profile::since(profile::kSoftmaxPass, pass_start);
-      fold_gradient_chunk(dw, dh + static_cast<long>(r0) * H, db, logits.data(), h_blk, w, blk, rows, cols, c0,
-                          r0 == 0, H, parallel, bf16);
+      fold_gradient_chunk(dw, dh + static_cast<long>(r0) * H, db, logits.data(), scratch.data(), h_blk, w, blk,
+                          rows, cols, c0, r0 == 0, H, parallel);
     }
   }
   return total_of(losses, N);

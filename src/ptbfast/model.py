@@ -25,8 +25,9 @@ class LSTMLanguageModel:
     ``precision``: "fp32", or "bf16" mixed precision: every matrix-product operand (layer inputs,
     h, weights, the gradients that multiply them) is rounded to bfloat16 and the products
     accumulate in float32; parameters, cell state, gate nonlinearities, softmax, loss, gradients
-    and the update stay float32. The rounded weights are made once per step (forward and backward
-    share them). ``ptbfast.reference`` rounds at the same places.
+    and the update stay float32. The kernels round the weights as they use them (into scratch that
+    fp32 needs too, or a piece at a time), and each layer's fresh input is rounded in place, so bf16
+    holds no more memory than fp32. ``ptbfast.reference`` rounds at the same places.
     """
 
     def __init__(self, vocab_size: int, hidden_size: int, num_layers: int, forget_bias: float = 0.0,
@@ -54,10 +55,6 @@ class LSTMLanguageModel:
         if value == "bf16":
             warn_if_bf16_is_emulated()
         self._precision = value
-
-    def _operand(self, x):
-        """A matrix-product operand in this model's precision (bf16: rounded, a new array)."""
-        return ops.round_bf16(x) if self._precision == "bf16" else x
 
     def output_weights(self) -> np.ndarray:
         """The output projection [H, V]: ``softmax_w``, or with tied weights ``embedding.T`` (a
@@ -112,16 +109,16 @@ class LSTMLanguageModel:
     # ---- forward and backward -------------------------------------------------------------------
     def _forward_layers(self, ids, state, masks, steps):
         """Embedding and LSTM layers on time-major ids: (top [T,B,H], layer inputs, caches, new state).
-        Each cache holds what the layer's backward needs: (h_all, c_all, gates, kernel as multiplied)."""
+        Each cache holds what the layer's backward needs: (h_all, c_all, gates, kernel)."""
         p, bf16 = self.params, self._precision == "bf16"
         inputs = ops.embedding_lookup(p["embedding"], ids)  # [T, B, H]
         if masks is not None:
             inputs = inputs * masks[0]
         layer_inputs, caches, new_state = [], [], []
         for layer, (c0, h0) in enumerate(state):
-            if bf16 and (layer == 0 or masks is not None):  # (an unmasked h_all is rounded already)
-                inputs = ops.round_bf16(inputs)
-            kernel = self._operand(p[f"lstm_{layer}/kernel"])
+            if bf16 and (layer == 0 or masks is not None):  # a fresh array (an unmasked h_all is rounded already)
+                ops.round_bf16_in_place(inputs)
+            kernel = p[f"lstm_{layer}/kernel"]
             layer_inputs.append(inputs)
             h_all, c_all, gates = ops.lstm_forward(inputs, c0, h0, kernel, p[f"lstm_{layer}/bias"], self.forget_bias,
                                                    bf16)
@@ -140,9 +137,11 @@ class LSTMLanguageModel:
         top = top.reshape(steps * batch, self.hidden_size)
 
         bf16 = self._precision == "bf16"
-        top, w = self._operand(top), self._operand(self.output_weights())
+        if bf16 and masks is not None:  # h_all * mask, a fresh array (h_all itself is rounded already)
+            ops.round_bf16_in_place(top)
+        w = self.output_weights()
         if not with_grads:
-            total, _ = ops.output_layer_loss(top, w, p["softmax_b"], targets)
+            total, _ = ops.output_layer_loss(top, w, p["softmax_b"], targets, bf16=bf16)
             return self._checked_cost(total / mean_over), None, new_state
 
         total, _, d_top, d_w, d_softmax_b = ops.output_layer_loss_and_grads(

@@ -115,14 +115,15 @@ class IndexedSlices(NamedTuple):
 
 def lstm_forward(x, c0, h0, kernel, bias, forget_bias: float = 0.0, bf16: bool = False):
     """One LSTM layer over T steps, time-major x [T, B, In]: ``(h_all, c_all, gates)``.
-    ``bf16``: x and kernel must already be rounded (:func:`round_bf16`); h is rounded as it is made."""
+    ``bf16``: x must already be rounded (:func:`round_bf16`); the kernel rounds the weights for its
+    products (into scratch fp32 needs too) and h as it is made."""
     return _core.lstm_forward(as_float32(x, "x"), as_float32(c0, "c0"), as_float32(h0, "h0"),
                               as_float32(kernel, "kernel"), as_float32(bias, "bias"), forget_bias, bf16)
 
 
 def lstm_backward(d_h_all, d_c_T, d_h_T, x, c0, h0, kernel, h_all, c_all, gates, bf16: bool = False):
     """Backward through time: ``(dx, dc0, dh0, dkernel, dbias)``; ``d_c_T``/``d_h_T`` may be None.
-    ``bf16``: the same flag and (rounded) x and kernel as the forward."""
+    ``bf16``: the same flag, x and kernel as the forward."""
     optional = [None if a is None else as_float32(a, name) for a, name in ((d_c_T, "d_c_T"), (d_h_T, "d_h_T"))]
     return _core.lstm_backward(as_float32(d_h_all, "d_h_all"), *optional, as_float32(x, "x"),
                                as_float32(c0, "c0"), as_float32(h0, "h0"), as_float32(kernel, "kernel"),
@@ -141,19 +142,20 @@ def _output_weights(w):
     return as_float32(w, "softmax_w"), False
 
 
-def output_layer_loss(h, w, b, targets, block_rows: int = 0, block_columns: int = 0):
+def output_layer_loss(h, w, b, targets, block_rows: int = 0, block_columns: int = 0, bf16: bool = False):
     """``(total, losses [N])``: softmax cross-entropy of ``h @ w + b`` against ``targets``, the
-    logits made a block at a time (block sizes 0: chosen by the kernel). ``w`` is [H, V]."""
+    logits made a block at a time (block sizes 0: chosen by the kernel). ``w`` is [H, V].
+    ``bf16``: h must already be rounded; the kernel rounds w for the product."""
     w, transposed = _output_weights(w)
     return _core.output_layer_forward(as_float32(h, "h"), w, as_float32(b, "softmax_b"), as_ids(targets, "targets"),
-                                      block_rows, transposed, block_columns)
+                                      block_rows, transposed, block_columns, bf16)
 
 
 def output_layer_loss_and_grads(h, w, b, targets, d_loss: float, block_rows: int = 0, block_columns: int = 0,
                                 bf16: bool = False):
     """``(total, losses, dh, dw, db)``: the loss and the gradients of ``d_loss * sum(losses)``;
-    ``dw`` has ``w``'s shape [H, V] (a transposed view when ``w`` is one). ``bf16``: h and w must
-    already be rounded; the logits' gradient is rounded for the dh and dw products."""
+    ``dw`` has ``w``'s shape [H, V] (a transposed view when ``w`` is one). ``bf16``: h must already
+    be rounded; the kernel rounds w, and the logits' gradient for the dh and dw products."""
     w, transposed = _output_weights(w)
     total, losses, dh, dw, db = _core.output_layer_forward_backward(
         as_float32(h, "h"), w, as_float32(b, "softmax_b"), as_ids(targets, "targets"), d_loss, block_rows,
@@ -170,6 +172,15 @@ def round_bf16(x) -> np.ndarray:
     if _is_transposed_view(x):
         return _core.round_bf16(as_float32(x.T, "x")).T
     return _core.round_bf16(as_float32(x, "x"))
+
+
+def round_bf16_in_place(x: np.ndarray) -> np.ndarray:
+    """:func:`round_bf16` written over ``x`` (float32, C-contiguous, writable); returns ``x``. For
+    arrays the caller owns: a bf16 step rounds its fresh layer inputs this way, with no copy."""
+    if not isinstance(x, np.ndarray):  # (pybind11 would round a converted copy and drop it)
+        raise TypeError(f"x must be a NumPy array to round in place, got {type(x).__name__}")
+    _core.round_bf16_in_place(x)
+    return x
 
 
 # ---- SGD update (src/cpp/sgd.cpp) --------------------------------------------------------------------

@@ -54,7 +54,8 @@ def profile_training(config, steps: int = 10, warmup: int = 2, seed: int = 0) ->
     state = model.initial_state(B)
     seconds = dict.fromkeys(ROWS, 0.0)
     total = 0.0
-    with _timed(ops, "embedding_lookup", seconds, "embedding"), _timed(ops, "round_bf16", seconds, "bf16_rounding"):
+    with _timed(ops, "embedding_lookup", seconds, "embedding"), \
+            _timed(ops, "round_bf16_in_place", seconds, "bf16_rounding"):
         for step in range(warmup + steps):
             if step == warmup:  # measure from here (in place: the wrappers add into this dict)
                 seconds.update(dict.fromkeys(ROWS, 0.0))
