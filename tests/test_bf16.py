@@ -13,6 +13,7 @@ Tolerances (max-norm relative, tests/helpers.py):
     products are off by about 2^-9 relative each (measured 4e-4 to 4e-3).
 """
 
+import os
 import warnings
 
 import numpy as np
@@ -31,6 +32,19 @@ FLIP_TOL = 2.0 ** -7
 FP32_TOL = 1e-2
 
 pytestmark = pytest.mark.filterwarnings("ignore::ptbfast.precision.Bf16PerformanceWarning")
+
+
+@pytest.fixture(params=["auto", "mkl"])
+def bf16_products(request):
+    """Each bf16 kernel test runs on the default path and on MKL's bf16 GEMM forced onto every
+    product (which MKL emulates on CPUs without bf16 instructions), so that path is tested on
+    every x86_64 CI machine, not only where "auto" would choose it."""
+    if request.param == "mkl" and ptbfast.build_info()["blas"] != "mkl":
+        pytest.skip("this build has no MKL, so it has no MKL bf16 path")
+    before = ops.bf16_products()
+    ops.set_bf16_products(request.param)
+    yield request.param
+    ops.set_bf16_products(before)
 
 
 def is_bf16(a) -> bool:
@@ -85,7 +99,7 @@ def random_bf16_layer(rng, T, B, In, H):
     (1, 1, 1, 1, TWIN_TOL), (3, 2, 5, 5, TWIN_TOL), (4, 3, 17, 17, FLIP_TOL), (6, 20, 40, 24, TWIN_TOL),
     (5, 1, 7, 3, TWIN_TOL), (0, 2, 4, 4, TWIN_TOL), (3, 0, 4, 4, TWIN_TOL),
     (8, 20, 200, 200, FLIP_TOL), (12, 64, 128, 300, FLIP_TOL)])  # (the last: the threaded time loop)
-def test_lstm_matches_the_bf16_twin_and_the_fp32_reference(T, B, In, H, tol):
+def test_lstm_matches_the_bf16_twin_and_the_fp32_reference(T, B, In, H, tol, bf16_products):
     rng = np.random.default_rng(T * 1000 + B * 10 + H)
     x, c0, h0, kernel, bias = random_bf16_layer(rng, T, B, In, H)
     h_all, c_all, gates = ops.lstm_forward(x, c0, h0, kernel, bias, 0.0, bf16=True)
@@ -115,7 +129,7 @@ def test_lstm_bf16_differs_from_fp32():
 @pytest.mark.parametrize("N,H,V,tol", [(1, 1, 1, TWIN_TOL), (5, 17, 33, TWIN_TOL), (37, 16, 100, FLIP_TOL),
                                        (0, 4, 9, TWIN_TOL), (400, 200, 10000, FLIP_TOL)])
 @pytest.mark.parametrize("block_columns", [0, 7])
-def test_output_layer_matches_the_bf16_twin_and_the_fp32_reference(N, H, V, tol, block_columns):
+def test_output_layer_matches_the_bf16_twin_and_the_fp32_reference(N, H, V, tol, block_columns, bf16_products):
     rng = np.random.default_rng(N + H + V)
     h = ops.round_bf16(f32(rng, N, H))
     w = ops.round_bf16(f32(rng, H, V, scale=1 / np.sqrt(H)))
@@ -133,7 +147,7 @@ def test_output_layer_matches_the_bf16_twin_and_the_fp32_reference(N, H, V, tol,
 
 # V = 1300: three pieces of w's columns; H = 3000: pieces of 174 columns (the scratch's cap).
 @pytest.mark.parametrize("N,H,V", [(1, 1, 1), (0, 3, 5), (9, 7, 1300), (5, 3000, 1000)])
-def test_kernels_round_the_weights_themselves(N, H, V):
+def test_kernels_round_the_weights_themselves(N, H, V, bf16_products):
     # bf16 kernels take the fp32 master weights and round them piece by piece into scratch: the
     # same results, bit for bit, as given weights rounded beforehand (rounding is idempotent), and
     # the eval path agrees with the bf16 twin, which rounds w itself.
@@ -198,7 +212,7 @@ def test_output_layer_bf16_rounds_the_gradient_products():
 
 @pytest.mark.parametrize("tie_weights", [False, True])
 @pytest.mark.parametrize("dropout", [False, True])
-def test_model_gradients_match_the_bf16_reference_model(tie_weights, dropout):
+def test_model_gradients_match_the_bf16_reference_model(tie_weights, dropout, bf16_products):
     V, H, L, B, T = 23, 8, 2, 3, 4
     fast = LSTMLanguageModel(V, H, L, forget_bias=0.5, init_scale=0.5, seed=2, tie_weights=tie_weights,
                              precision="bf16")
@@ -241,7 +255,12 @@ def test_bf16_says_once_that_it_brings_no_speed_up(monkeypatch):
         LSTMLanguageModel(10, 4, 1)
     said = [w for w in caught if issubclass(w.category, Bf16PerformanceWarning)]
     assert len(said) == 1
-    assert "bf16" in str(said[0].message) and precision.EMULATED_STEP_TIME in str(said[0].message)
+    message = str(said[0].message)
+    assert ptbfast.build_info()["bf16_products"] in message
+    if ptbfast.build_info()["bf16_matrix_engine"]:
+        assert "not measured" in message and "PTBFAST_BF16_PRODUCTS=sgemm" in message
+    else:
+        assert precision.EMULATED_STEP_TIME in message and "no faster" in message
 
 
 def test_a_bf16_trained_checkpoint_evaluates_in_either_precision(tmp_path):
@@ -283,3 +302,21 @@ def test_info_reports_the_amx_permission_and_the_bf16_path():
         assert info["amx_permission"] == "granted" or info["amx_permission"].startswith("refused by the kernel")
     else:
         assert info["amx_permission"].startswith("not requested")
+
+
+def test_bf16_products_setting_is_checked():
+    with pytest.raises(ValueError, match="auto, sgemm, mkl"):
+        ops.set_bf16_products("amx")
+    assert ops.bf16_products() in ops.BF16_PRODUCTS
+
+
+def test_a_bad_bf16_products_variable_stops_the_import():
+    import subprocess
+    import sys
+    env = {**os.environ, "PTBFAST_BF16_PRODUCTS": "fast"}
+    done = subprocess.run([sys.executable, "-c", "import ptbfast"], capture_output=True, text=True, env=env)
+    assert done.returncode != 0 and "PTBFAST_BF16_PRODUCTS='fast'" in done.stderr
+    env["PTBFAST_BF16_PRODUCTS"] = "sgemm"
+    done = subprocess.run([sys.executable, "-c", "import ptbfast; print(ptbfast.build_info()['bf16_products'])"],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and "PTBFAST_BF16_PRODUCTS=sgemm" in done.stdout

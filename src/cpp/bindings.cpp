@@ -454,6 +454,8 @@ py::dict build_info() {
   info["openmp_threads"] = omp_get_max_threads();
   info["openmp_version"] = _OPENMP;
   info["amx_permission"] = amx_permission();
+  info["bf16_products"] = blas::bf16_products_description();
+  info["bf16_matrix_engine"] = blas::bf16_products_use_matrix_engine();
   return info;
 }
 
@@ -468,7 +470,7 @@ void set_num_threads(int n) {
 PYBIND11_MODULE(_core, m) {
   m.doc() = "ptbfast C++ kernels (float32, OpenMP + SIMD, BLAS for matrix products)";
   blas::init();
-  amx_permission();  // before any library can run a tile instruction (amx.cpp)
+  amx_permission();  // before any library can run a tile instruction (matrix_engine.cpp)
   m.attr("OUTPUT_BLOCK_FLOATS") = kOutputBlockFloats;
 
   m.def("build_info", &build_info, "Compiler, ISA flags, BLAS backend and thread counts of this build.");
@@ -510,6 +512,10 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("round_bf16", &round_bf16_py, py::arg("x"),
         "x rounded to bfloat16 (nearest even), as float32 with the low 16 bits zero; NaN stays NaN");
+  m.def("set_bf16_products", &blas::set_bf16_products, py::arg("name"),
+        "How bf16 products run: \"auto\" (MKL's bf16 GEMM where the CPU has AVX512-BF16 or AMX and the "
+        "shape gains, float32 SGEMM elsewhere), \"sgemm\", or \"mkl\" (MKL's bf16 GEMM everywhere)");
+  m.def("bf16_products", &blas::bf16_products, "The bf16 products setting: auto, sgemm or mkl");
   m.def("round_bf16_in_place", &round_bf16_in_place_py, py::arg("x"),
         "round_bf16, written over x (float32, C-contiguous, writable)");
   m.def("profile_enable", [](bool on) { profile::enabled().store(on); }, py::arg("on"),

@@ -3,6 +3,8 @@
 // from scipy-openblas32 alone elsewhere or on request).
 #pragma once
 
+#include <string>
+
 namespace ptbfast::blas {
 
 // C[M,N] = alpha * op(A) @ op(B) + beta * C, all row-major; op(A) is M×K, op(B) is K×N.
@@ -10,6 +12,26 @@ namespace ptbfast::blas {
 // Never call it from inside one of our own OpenMP parallel regions: OpenBLAS hangs there.
 void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
            const float* B, int ldb, float beta, float* C, int ldc);
+
+// The same product, for operands that hold bf16 values (float32 with the low 16 bits zero, as
+// bf16 mixed precision makes them): on the path bf16_products() names, see blas_bf16.cpp.
+void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+               const float* B, int ldb, float beta, float* C, int ldc);
+
+// The product for a kernel's precision: gemm_bf16 for bf16 operands, sgemm for float32 ones.
+using Gemm = void (*)(bool, bool, int, int, int, float, const float*, int, const float*, int, float, float*, int);
+inline Gemm gemm_for(bool bf16) { return bf16 ? &gemm_bf16 : &sgemm; }
+
+// How gemm_bf16 multiplies: "sgemm" (float32 SGEMM on the bf16 values: exact products, fp32
+// speed), "mkl" (MKL's cblas_gemm_bf16bf16f32 on every shape) or "auto" (MKL's bf16 GEMM where
+// the CPU has AVX512-BF16 or AMX and the shape measured faster, SGEMM elsewhere; the default).
+// set_bf16_products throws std::invalid_argument on another name, or on "mkl" without MKL.
+void set_bf16_products(const std::string& name);
+std::string bf16_products();
+// In words: what the setting resolves to on this CPU and build (ptbfast info).
+std::string bf16_products_description();
+// Whether some bf16 products run on the CPU's bf16 instructions (AVX512-BF16 or AMX through MKL).
+bool bf16_products_use_matrix_engine();
 
 // A right-hand operand op(B) [K, N] prepared once for many products A @ op(B) with the same M:
 // MKL packs it into its internal layout (cblas_sgemm_pack), measured 228 vs 169 GFLOP/s on the

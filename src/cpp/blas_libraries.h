@@ -2,6 +2,8 @@
 // because mkl.h and OpenBLAS's cblas.h declare the same CBLAS enums and cannot be included together.
 #pragma once
 
+#include <cstdint>
+
 namespace ptbfast::blas {
 
 #if defined(PTBFAST_BLAS_MKL)
@@ -11,6 +13,9 @@ void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const f
 void set_num_threads(int n);
 int num_threads();
 void init();
+// cblas_gemm_bf16bf16f32: A and B as bf16 bit patterns, C float32.
+void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t* A, int lda,
+               const uint16_t* B, int ldb, float beta, float* C, int ldc);
 }  // namespace mkl
 #endif
 

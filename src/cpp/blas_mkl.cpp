@@ -13,6 +13,13 @@ void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const f
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N, K,
               alpha, A, lda, B, ldb, beta, C, ldc);
 }
+void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t* A, int lda,
+               const uint16_t* B, int ldb, float beta, float* C, int ldc) {
+  static_assert(sizeof(MKL_BF16) == sizeof(uint16_t), "MKL_BF16 is a 16-bit pattern");
+  cblas_gemm_bf16bf16f32(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M,
+                         N, K, alpha, reinterpret_cast<const MKL_BF16*>(A), lda,
+                         reinterpret_cast<const MKL_BF16*>(B), ldb, beta, C, ldc);
+}
 void set_num_threads(int n) { mkl_set_num_threads(n); }
 int num_threads() { return mkl_get_max_threads(); }
 // Results independent of the arrays' memory alignment, so a resumed run repeats the same bits.

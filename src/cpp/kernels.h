@@ -39,9 +39,12 @@ void axpy(float* y, const float* x, float alpha, int64_t n);
 // out may be in.
 void round_to_bf16(float* out, const float* in, int64_t n);
 
-// ---- amx.cpp -----------------------------------------------------------------------------------
+// ---- matrix_engine.cpp ---------------------------------------------------------------------------
 // The process's AMX tile permission, asked of Linux once (at import): "granted", or why not.
 const std::string& amx_permission();
+// The CPU's bf16 instructions (CPUID), whether or not this build uses them.
+bool cpu_has_amx_bf16();
+bool cpu_has_avx512_bf16();
 
 // ---- lstm.cpp -------------------------------------------------------------------------------
 // One LSTM layer over T steps, TF BasicLSTMCell (gate columns i, j, f, o):

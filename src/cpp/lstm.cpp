@@ -128,8 +128,8 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   // which saves a pass that would write it into all T*B rows first).
   const double input_start = profile::now();
   if (bf16) round_to_bf16(w_own.get(), w_input, static_cast<int64_t>(In) * G);
-  blas::sgemm(false, false, static_cast<int>(rows), G, In, 1.0f, x, In, bf16 ? w_own.get() : w_input, G, 0.0f,
-              gates, G);
+  blas::gemm_for(bf16)(false, false, static_cast<int>(rows), G, In, 1.0f, x, In, bf16 ? w_own.get() : w_input, G,
+                       0.0f, gates, G);
   profile::since(profile::kLstmInputProducts, input_start);
   if (rows == 0) return;
   // bf16: the first recurrent product multiplies h0 rounded (later ones h_t, rounded when made).
@@ -285,15 +285,16 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
   const double products_start = profile::now();
   float* dw_input = dkernel;
   float* dw_hidden = dkernel + static_cast<long>(In) * G;
-  blas::sgemm(true, false, In, G, static_cast<int>(rows), 1.0f, x, In, d_gates, G, 0.0f, dw_input, G);
+  const blas::Gemm gemm = blas::gemm_for(bf16);
+  gemm(true, false, In, G, static_cast<int>(rows), 1.0f, x, In, d_gates, G, 0.0f, dw_input, G);
   std::vector<float> h0_rounded(bf16 ? static_cast<size_t>(state) : 0);  // (h_all is rounded by the forward)
   if (bf16) round_to_bf16(h0_rounded.data(), h0, state);
-  blas::sgemm(true, false, H, G, B, 1.0f, bf16 ? h0_rounded.data() : h0, H, d_gates, G, 0.0f, dw_hidden, G);
-  blas::sgemm(true, false, H, G, static_cast<int>(rows - B), 1.0f, h_all, H,
-              d_gates + static_cast<long>(B) * G, G, 1.0f, dw_hidden, G);
+  gemm(true, false, H, G, B, 1.0f, bf16 ? h0_rounded.data() : h0, H, d_gates, G, 0.0f, dw_hidden, G);
+  gemm(true, false, H, G, static_cast<int>(rows - B), 1.0f, h_all, H, d_gates + static_cast<long>(B) * G, G, 1.0f,
+       dw_hidden, G);
   if (bf16) round_to_bf16(rounded.get(), w_input, static_cast<int64_t>(In) * G);  // (Wh's packs are gone)
-  blas::sgemm(false, true, static_cast<int>(rows), In, G, 1.0f, d_gates, G, bf16 ? rounded.get() : w_input, G, 0.0f,
-              dx, In);
+  gemm(false, true, static_cast<int>(rows), In, G, 1.0f, d_gates, G, bf16 ? rounded.get() : w_input, G, 0.0f, dx,
+       In);
   profile::since(profile::kLstmInputProducts, products_start);
 
   if (bf16) return;  // (dbias was summed in the time loop)

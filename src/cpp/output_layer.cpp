@@ -154,7 +154,7 @@ struct ChunkedBlocks {
       const int n = std::min(P, cols - p0);
       int ld = 0;
       const float* wp = piece(scratch, w, c0 + p0, n, H, ld);
-      blas::sgemm(false, w_transposed, rows, n, H, 1.0f, h_blk, H, wp, ld, 0.0f, out + p0, cols);
+      blas::gemm_for(bf16)(false, w_transposed, rows, n, H, 1.0f, h_blk, H, wp, ld, 0.0f, out + p0, cols);
     }
     profile::since(profile::kOutputProducts, start);
   }
@@ -165,8 +165,8 @@ struct ChunkedBlocks {
       const int n = std::min(P, cols - p0);
       int ld = 0;
       const float* wp = piece(scratch, w, c0 + p0, n, H, ld);
-      blas::sgemm(false, !w_transposed, rows, H, n, 1.0f, d_logits + p0, cols, wp, ld,
-                  overwrite && p0 == 0 ? 0.0f : 1.0f, dh_blk, H);
+      blas::gemm_for(bf16)(false, !w_transposed, rows, H, n, 1.0f, d_logits + p0, cols, wp, ld,
+                           overwrite && p0 == 0 ? 0.0f : 1.0f, dh_blk, H);
     }
   }
 };
@@ -270,11 +270,11 @@ static void fold_gradient_chunk(float* dw, float* dh_blk, float* db, float* d_lo
   profile::since(profile::kSoftmaxPass, pass_start);
   const double products_start = profile::now();
   const float beta_dw = first_rows ? 0.0f : 1.0f;
+  const blas::Gemm gemm = blas::gemm_for(blk.bf16);
   if (blk.w_transposed)  // dw [V, H]: rows [c0, c0 + cols) = d_logits^T @ h_blk
-    blas::sgemm(true, false, cols, H, rows, 1.0f, d_logits, cols, h_blk, H, beta_dw, dw + static_cast<long>(c0) * H,
-                H);
+    gemm(true, false, cols, H, rows, 1.0f, d_logits, cols, h_blk, H, beta_dw, dw + static_cast<long>(c0) * H, H);
   else
-    blas::sgemm(true, false, H, cols, rows, 1.0f, h_blk, H, d_logits, cols, beta_dw, dw + c0, blk.ldw);
+    gemm(true, false, H, cols, rows, 1.0f, h_blk, H, d_logits, cols, beta_dw, dw + c0, blk.ldw);
   blk.dh_product(dh_blk, d_logits, rows, cols, H, w, c0, c0 == 0, scratch);
   profile::since(profile::kOutputProducts, products_start);
 }

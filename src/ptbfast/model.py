@@ -13,7 +13,7 @@ import numpy as np
 from ptbfast import ops
 from ptbfast.ops import IndexedSlices, as_float32, as_ids
 from ptbfast.params import init_params
-from ptbfast.precision import PRECISIONS, warn_if_bf16_is_emulated
+from ptbfast.precision import PRECISIONS, warn_about_bf16_speed
 
 
 class LSTMLanguageModel:
@@ -53,7 +53,7 @@ class LSTMLanguageModel:
         if value not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {value!r}")
         if value == "bf16":
-            warn_if_bf16_is_emulated()
+            warn_about_bf16_speed()
         self._precision = value
 
     def output_weights(self) -> np.ndarray:

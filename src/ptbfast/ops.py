@@ -14,6 +14,7 @@ module gets an exception, never a wrong answer.
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -22,6 +23,9 @@ from ptbfast import _core
 
 # At most this many logits exist at once in the output layer (16 MiB; src/cpp/kernels.h).
 OUTPUT_BLOCK_FLOATS: int = _core.OUTPUT_BLOCK_FLOATS
+
+# How bf16 products run (src/cpp/blas_bf16.cpp): "auto" (the default), "sgemm" or "mkl".
+BF16_PRODUCTS = ("auto", "sgemm", "mkl")
 
 
 def as_float32(array, name: str) -> np.ndarray:
@@ -201,11 +205,24 @@ def sparse_sgd_update(param, grad: IndexedSlices, step: float) -> None:
 
 def build_info() -> dict:
     """Compiler, ISA flags, BLAS libraries and thread counts of this build; the CPU's bf16 matrix
-    features and how bf16 products are computed."""
-    from ptbfast.precision import bf16_product_path, cpu_matrix_features
+    features, the AMX permission and how bf16 products are computed."""
+    from ptbfast.precision import cpu_matrix_features
 
-    return {**_core.build_info(), "cpu_matrix_features": cpu_matrix_features() or ["none"],
-            "bf16_products": bf16_product_path()}
+    return {**_core.build_info(), "cpu_matrix_features": cpu_matrix_features() or ["none"]}
+
+
+def set_bf16_products(name: str) -> None:
+    """How bf16 products run, process-wide: "auto" (MKL's bf16 GEMM where the CPU has AVX512-BF16
+    or AMX and the shape gains, float32 SGEMM on the bf16 values elsewhere), "sgemm", or "mkl"
+    (MKL's bf16 GEMM on every product, emulated on CPUs without bf16 instructions: for tests and
+    measuring). The environment variable PTBFAST_BF16_PRODUCTS sets it at import."""
+    if name not in BF16_PRODUCTS:
+        raise ValueError(f"bf16 products must be one of {', '.join(BF16_PRODUCTS)}, got {name!r}")
+    _core.set_bf16_products(name)
+
+
+def bf16_products() -> str:
+    return _core.bf16_products()
 
 
 def set_num_threads(n: int) -> None:
@@ -216,6 +233,18 @@ def set_num_threads(n: int) -> None:
 
 def get_num_threads() -> int:
     return _core.get_num_threads()
+
+
+def _bf16_products_from_environment() -> None:
+    name = os.environ.get("PTBFAST_BF16_PRODUCTS", "")
+    if name:
+        try:
+            set_bf16_products(name)
+        except ValueError as error:
+            raise ValueError(f"PTBFAST_BF16_PRODUCTS={name!r}: {error}") from None
+
+
+_bf16_products_from_environment()
 
 
 # ---- internals exposed for tests ---------------------------------------------------------------------

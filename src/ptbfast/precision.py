@@ -5,10 +5,12 @@ products in float32; parameters, cell state, gate nonlinearities, softmax, loss,
 the SGD update stay float32 (the recipe of PyTorch's autocast and llm.c, with fp32 master weights,
 unlike TF's --use_fp16, which kept float16 variables).
 
-Today every CPU runs bf16 products the same way: float32 SGEMMs on the rounded operands. That is
-bf16 arithmetic exactly (a product of two bf16 numbers is exact in float32), so a model trained in
-bf16 here trains as it would on a matrix engine, but it is no faster: a path through the CPU's bf16
-instructions (AMX, AVX512-BF16) is not built yet, and the first bf16 model says so once.
+Where the products run is src/cpp/blas_bf16.cpp's choice (``ptbfast info`` says it): on a CPU with
+AVX512-BF16 or AMX, in a build with MKL, products with K >= 400 go to MKL's bf16 GEMM; everywhere
+else they are float32 SGEMMs on the rounded operands. Both are bf16 arithmetic (a product of two
+bf16 numbers is exact in float32, and both accumulate in float32), so a model trains the same on
+either, up to the order of the sums. The first bf16 model of a process says once how its speed
+compares with fp32 here (Bf16PerformanceWarning).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ _warned = False
 
 
 class Bf16PerformanceWarning(UserWarning):
-    """bf16 gives bf16 numerics here but no speed-up (its products run as float32 SGEMMs)."""
+    """bf16 gives bf16 numerics here, but no speed-up (its products run as float32 SGEMMs) or one
+    ptbfast has not measured on this CPU."""
 
 
 def cpu_matrix_features() -> list:
@@ -44,18 +47,28 @@ def cpu_matrix_features() -> list:
 
 
 def bf16_product_path() -> str:
-    """How bf16 products are computed in this build, in words (``ptbfast info``)."""
-    return "float32 SGEMM on bf16-rounded operands (bf16 numerics, fp32 speed or a little slower)"
+    """How bf16 products are computed in this build on this CPU, in words (``ptbfast info``)."""
+    from ptbfast import ops
+    return ops.build_info()["bf16_products"]
 
 
-def warn_if_bf16_is_emulated() -> None:
-    """Says once per process that bf16 brings no speed-up here, and how its speed compares."""
+def warn_about_bf16_speed() -> None:
+    """Says once per process how bf16's speed compares with fp32's here: no faster where its
+    products run as float32 SGEMMs; not yet measured by ptbfast where they run on the CPU's bf16
+    instructions."""
     global _warned
     if _warned:
         return
     _warned = True
+    from ptbfast import ops
+    info = ops.build_info()
     features = ", ".join(cpu_matrix_features()) or "none"
-    warnings.warn(f"precision='bf16': this build runs bf16 products as {bf16_product_path()}; the CPU's bf16 "
-                  f"matrix features ({features}) are not used yet, so bf16 is no faster than fp32 (a bf16 "
-                  f"step took {EMULATED_STEP_TIME} the time of an fp32 one where measured)",
-                  Bf16PerformanceWarning, stacklevel=3)
+    if info["bf16_matrix_engine"]:
+        message = (f"precision='bf16': products run as {info['bf16_products']}; ptbfast has not measured this "
+                   f"path against fp32 on this CPU ({features}): compare `python -m ptbfast bench --config "
+                   f"small --precision bf16` with fp32, and set PTBFAST_BF16_PRODUCTS=sgemm if it is slower")
+    else:
+        message = (f"precision='bf16': products run as {info['bf16_products']}; the CPU's bf16 matrix features "
+                   f"({features}) are not used, so bf16 is no faster than fp32 (a bf16 step took "
+                   f"{EMULATED_STEP_TIME} the time of an fp32 one where measured)")
+    warnings.warn(message, Bf16PerformanceWarning, stacklevel=3)

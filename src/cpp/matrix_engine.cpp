@@ -1,4 +1,6 @@
-// The AMX permission request. Linux keeps a process's AMX tile registers out of its saved state
+// The CPU's bf16 matrix features, and the AMX permission request.
+//
+// Linux keeps a process's AMX tile registers out of its saved state
 // until the process asks for them (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA), Linux
 // 5.16+); a tile instruction before that kills the process with SIGILL. oneDNN asks by itself,
 // MKL may not and then quietly runs slower kernels (issue 11's measurements on a Xeon with AMX), so
@@ -22,11 +24,15 @@ static constexpr int kArchGetXcompPerm = 0x1022;  // <asm/prctl.h>; spelled here
 static constexpr int kArchReqXcompPerm = 0x1023;
 static constexpr int kXfeatureXtiledata = 18;
 
-static bool cpu_has_amx_tile() {
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
-  return (edx >> 24) & 1u;  // CPUID.(EAX=7,ECX=0):EDX[24] = AMX-TILE
+// CPUID leaf 7: subleaf 0 EDX[22] AMX-BF16, EDX[24] AMX-TILE; subleaf 1 EAX[5] AVX512-BF16.
+static bool cpuid_bit(unsigned subleaf, int reg, int bit) {
+  unsigned r[4] = {0, 0, 0, 0};  // eax, ebx, ecx, edx
+  if (!__get_cpuid_count(7, subleaf, &r[0], &r[1], &r[2], &r[3])) return false;
+  return (r[reg] >> bit) & 1u;
 }
+static bool cpu_has_amx_tile() { return cpuid_bit(0, 3, 24); }
+bool cpu_has_amx_bf16() { return cpuid_bit(0, 3, 22) && cpu_has_amx_tile(); }
+bool cpu_has_avx512_bf16() { return cpuid_bit(1, 0, 5); }
 
 static std::string request() {
   if (!cpu_has_amx_tile()) return "not requested: the CPU has no AMX tiles";
@@ -39,6 +45,8 @@ static std::string request() {
 }
 #else
 static std::string request() { return "not requested: AMX exists only on x86_64 Linux"; }
+bool cpu_has_amx_bf16() { return false; }
+bool cpu_has_avx512_bf16() { return false; }
 #endif
 
 const std::string& amx_permission() {
