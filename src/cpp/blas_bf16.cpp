@@ -30,7 +30,11 @@ static constexpr int kMklBf16MinK = 400;
 
 enum class Bf16Products { kSgemm, kMkl, kAuto };
 
-static bool cpu_runs_bf16() { return cpu_has_avx512_bf16() || (cpu_has_amx_bf16() && amx_permission() == "granted"); }
+#if defined(PTBFAST_BLAS_MKL)
+static bool cpu_runs_bf16() {
+  return cpu_has_avx512_bf16() || (cpu_has_amx_bf16() && amx_permission() == "granted");
+}
+#endif
 
 static Bf16Products parse(const std::string& name) {
   if (name == "sgemm") return Bf16Products::kSgemm;
@@ -98,6 +102,7 @@ std::string bf16_products_description() {
 #endif
 }
 
+#if defined(PTBFAST_BLAS_MKL)
 // An [rows, cols] block of bf16 values held in float32 (leading dimension ld) as bit patterns.
 static std::vector<uint16_t> to_bf16_bits(const float* a, int rows, int cols, int ld) {
   std::vector<uint16_t> out(static_cast<size_t>(rows) * cols);
@@ -114,6 +119,7 @@ static std::vector<uint16_t> to_bf16_bits(const float* a, int rows, int cols, in
   }
   return out;
 }
+#endif
 
 void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
                const float* B, int ldb, float beta, float* C, int ldc) {
