@@ -136,33 +136,65 @@ def test_output_layer_forward_backward(benchmark, impl, config):
         benchmark(run)
 
 
-# ---- bf16 mixed precision: the same kernels with rounded operands, against fp32 ------------------
+# ---- bf16 mixed precision: the same kernels and products, by precision and bf16 products path ----
+# "bf16-sgemm": float32 SGEMMs on bf16 values; "bf16-mkl": MKL's bf16 GEMM on every product (on a
+# CPU without AVX512-BF16 or AMX, MKL emulates it); "bf16-auto": what the model uses by default.
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+PRECISIONS = ["fp32", "bf16-auto", "bf16-sgemm", "bf16-mkl"]
+
+
+@pytest.fixture
+def precision_path(request):
+    """Sets the bf16 products path a benchmark's `precision` names, and restores it after."""
+    precision = request.node.callspec.params["precision"]
+    path = precision.partition("-")[2] or "auto"
+    if path == "mkl" and ptbfast.build_info()["blas"] != "mkl":
+        pytest.skip("this build has no MKL, so it has no MKL bf16 path")
+    before = ops.bf16_products()
+    ops.set_bf16_products(path)
+    yield precision != "fp32"
+    ops.set_bf16_products(before)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("config", ["small", "medium"])
-def test_lstm_forward_backward_by_precision(benchmark, precision, config):
-    # bf16 includes rounding the layer input and the kernel (once per step in the model).
+def test_lstm_forward_backward_by_precision(benchmark, precision, config, precision_path):
+    # bf16 includes rounding the layer input (in place, as the model does; the kernel rounds the weights).
     a = arrays(config)
     benchmark.group = f"LSTM layer forward+backward by precision {config}"
-    bf16 = precision == "bf16"
+    bf16 = precision_path
 
     def run():
-        x = ops.round_bf16(a["x"]) if bf16 else a["x"]
-        kernel = ops.round_bf16(a["kernel"]) if bf16 else a["kernel"]
-        h_all, c_all, gates = ops.lstm_forward(x, a["c0"], a["h0"], kernel, a["bias"], 0.0, bf16)
-        ops.lstm_backward(h_all, None, None, x, a["c0"], a["h0"], kernel, h_all, c_all, gates, bf16)
+        x = ops.round_bf16_in_place(a["x"].copy()) if bf16 else a["x"]
+        h_all, c_all, gates = ops.lstm_forward(x, a["c0"], a["h0"], a["kernel"], a["bias"], 0.0, bf16)
+        ops.lstm_backward(h_all, None, None, x, a["c0"], a["h0"], a["kernel"], h_all, c_all, gates, bf16)
     benchmark(run)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("config", ["small", "medium"])
-def test_output_layer_forward_backward_by_precision(benchmark, precision, config):
+def test_output_layer_forward_backward_by_precision(benchmark, precision, config, precision_path):
     a = arrays(config)
     benchmark.group = f"output layer forward+backward by precision {config}"
-    bf16 = precision == "bf16"
+    bf16 = precision_path
 
     def run():
-        h = ops.round_bf16(a["h"]) if bf16 else a["h"]
-        w = ops.round_bf16(a["w"]) if bf16 else a["w"]
-        ops.output_layer_loss_and_grads(h, w, a["b"], a["targets"], 1.0 / a["B"], bf16=bf16)
+        h = ops.round_bf16_in_place(a["h"].copy()) if bf16 else a["h"]
+        ops.output_layer_loss_and_grads(h, a["w"], a["b"], a["targets"], 1.0 / a["B"], bf16=bf16)
     benchmark(run)
+
+
+# The model's product shapes (M x K @ K x N), and the AMX Xeon's of ../shared/notes.
+GEMM_SHAPES = [(400, 200, 10000), (700, 650, 10000), (700, 1500, 10000), (20, 400, 800), (20, 1300, 2600),
+               (200, 400, 10000), (700, 650, 2600)]
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("shape", GEMM_SHAPES, ids=lambda s: "%dx%d@%dx%d" % (s[0], s[1], s[1], s[2]))
+def test_gemm_by_precision(benchmark, precision, shape, precision_path):
+    M, K, N = shape
+    rng = np.random.default_rng(0)
+    a, b = (ops.round_bf16(rng.uniform(-1, 1, s).astype(np.float32)) for s in ((M, K), (K, N)))
+    benchmark.group = f"GEMM {M}x{K}@{K}x{N} by precision"
+    benchmark.extra_info["gflop_per_call"] = 2 * M * N * K / 1e9
+    benchmark(ops.matmul, a, b, precision_path)

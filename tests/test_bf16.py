@@ -320,3 +320,24 @@ def test_a_bad_bf16_products_variable_stops_the_import():
     done = subprocess.run([sys.executable, "-c", "import ptbfast; print(ptbfast.build_info()['bf16_products'])"],
                           capture_output=True, text=True, env=env)
     assert done.returncode == 0 and "PTBFAST_BF16_PRODUCTS=sgemm" in done.stdout
+
+
+@pytest.mark.parametrize("M,K,N", [(1, 1, 1), (0, 5, 3), (3, 0, 4), (7, 17, 33), (20, 400, 800), (33, 650, 130)])
+def test_bf16_products_are_exact_products_summed_in_float32(M, K, N, bf16_products):
+    # On every path a bf16 x bf16 product is exact and the sums are float32: against float64, the
+    # error is float32 summation's (a relative 1e-5 bounds K = 650 sums of unit-size terms).
+    rng = np.random.default_rng(M + K + N)
+    a = ops.round_bf16(rng.uniform(-1, 1, (M, K)).astype(np.float32))
+    b = ops.round_bf16(rng.uniform(-1, 1, (K, N)).astype(np.float32))
+    got = ops.matmul(a, b, bf16=True)
+    assert got.shape == (M, N) and got.dtype == np.float32
+    want = f64(a)[0] @ f64(b)[0]
+    assert max_rel_error(got, want) <= 1e-5
+    assert max_rel_error(got, ops.matmul(a, b)) <= 1e-5  # the fp32 SGEMM of the same values
+
+
+def test_matmul_refuses_mismatched_or_float64_operands():
+    with pytest.raises(ValueError, match="b must have shape"):
+        ops.matmul(np.ones((2, 3), np.float32), np.ones((4, 2), np.float32))
+    with pytest.raises(TypeError, match="float32"):
+        ops.matmul(np.ones((2, 3)), np.ones((3, 2), np.float32))

@@ -365,6 +365,22 @@ py::array round_bf16_py(const py::array& x) {
   return std::move(out);
 }
 
+// a @ b through ptbfast's products: SGEMM, or with bf16 (operands that hold bf16 values) the
+// bf16 products path. For tests and benchmarks of the paths themselves.
+py::array matmul_py(const py::array& a, const py::array& b, bool bf16) {
+  const float* pa = float_input(a, "a", {-1, -1});
+  const float* pb = float_input(b, "b", {a.shape(1), -1});
+  require_int(a.shape(0), "rows of a");
+  require_int(a.shape(1), "columns of a");
+  require_int(b.shape(1), "columns of b");
+  const int M = static_cast<int>(a.shape(0)), K = static_cast<int>(a.shape(1)), N = static_cast<int>(b.shape(1));
+  py::array_t<float> out({a.shape(0), b.shape(1)});
+  float* o = out.mutable_data();
+  py::gil_scoped_release nogil;
+  blas::gemm_for(bf16)(false, false, M, N, K, 1.0f, pa, K, pb, N, 0.0f, o, N);
+  return std::move(out);
+}
+
 void round_bf16_in_place_py(py::array& x) {
   std::vector<py::ssize_t> dims(x.ndim(), -1);
   float* p = float_output(x, "x", dims);
@@ -395,18 +411,20 @@ py::array vecmath_py(const std::string& name, const py::array& x) {
   return std::move(out);
 }
 
-// Seconds per call of an M x K @ K x N SGEMM through ptbfast's BLAS (median of reps), for the
-// peak that `python -m ptbfast bench` reports its GFLOP/s against.
-double sgemm_seconds(int M, int N, int K, int reps) {
+// Seconds per call of an M x K @ K x N product through ptbfast's BLAS (median of reps): SGEMM, for
+// the peak that `python -m ptbfast bench` reports its GFLOP/s against, or with bf16 the product
+// bf16 operands take (blas::gemm_bf16 on the current bf16 products path).
+double gemm_seconds(int M, int N, int K, int reps, bool bf16) {
   if (M < 1 || N < 1 || K < 1 || reps < 1) throw py::value_error("sizes and reps must be >= 1");
   std::vector<float> a(static_cast<size_t>(M) * K, 0.5f), b(static_cast<size_t>(K) * N, 0.25f),
       c(static_cast<size_t>(M) * N, 0.0f);
   std::vector<double> times;
+  const blas::Gemm gemm = blas::gemm_for(bf16);
   py::gil_scoped_release nogil;
-  blas::sgemm(false, false, M, N, K, 1.0f, a.data(), K, b.data(), N, 0.0f, c.data(), N);  // warm-up
+  gemm(false, false, M, N, K, 1.0f, a.data(), K, b.data(), N, 0.0f, c.data(), N);  // warm-up
   for (int r = 0; r < reps; ++r) {
     const double start = omp_get_wtime();
-    blas::sgemm(false, false, M, N, K, 1.0f, a.data(), K, b.data(), N, 0.0f, c.data(), N);
+    gemm(false, false, M, N, K, 1.0f, a.data(), K, b.data(), N, 0.0f, c.data(), N);
     times.push_back(omp_get_wtime() - start);
   }
   std::sort(times.begin(), times.end());
@@ -528,7 +546,13 @@ PYBIND11_MODULE(_core, m) {
           out[names[k]] = profile::nanoseconds()[k].exchange(0) * 1e-9;
         return out;
       }, "Seconds per phase since the last read (and reset them).");
-  m.def("sgemm_seconds", &sgemm_seconds, py::arg("M"), py::arg("N"), py::arg("K"), py::arg("reps") = 5,
+  m.def("sgemm_seconds", [](int M, int N, int K, int reps) { return gemm_seconds(M, N, K, reps, false); },
+        py::arg("M"), py::arg("N"), py::arg("K"), py::arg("reps") = 5,
         "Median seconds of one M x K @ K x N SGEMM through ptbfast's BLAS.");
+  m.def("matmul", &matmul_py, py::arg("a"), py::arg("b"), py::arg("bf16") = false,
+        "a [M, K] @ b [K, N] through ptbfast's products (bf16: the bf16 products path)");
+  m.def("gemm_seconds", &gemm_seconds, py::arg("M"), py::arg("N"), py::arg("K"), py::arg("reps") = 5,
+        py::arg("bf16") = false,
+        "Median seconds of one M x K @ K x N product: SGEMM, or with bf16 on the bf16 products path.");
   m.def("_vecmath", &vecmath_py, py::arg("name"), py::arg("x"), "exp/sigmoid/tanh approximations (for tests)");
 }

@@ -267,3 +267,15 @@ def profile_read() -> dict:
 def sgemm_seconds(M: int, N: int, K: int, reps: int = 5) -> float:
     """Median seconds of one M x K @ K x N SGEMM through ptbfast's BLAS (bench's peak)."""
     return _core.sgemm_seconds(M, N, K, reps)
+
+
+def matmul(a, b, bf16: bool = False) -> np.ndarray:
+    """``a @ b`` (float32 [M, K] and [K, N]) through ptbfast's products: SGEMM, or with ``bf16``
+    (operands holding bf16 values) the current :func:`bf16_products` path."""
+    return _core.matmul(as_float32(a, "a"), as_float32(b, "b"), bf16)
+
+
+def gemm_seconds(M: int, N: int, K: int, reps: int = 5, bf16: bool = False) -> float:
+    """As :func:`sgemm_seconds`; ``bf16``: the product bf16 operands take on the current
+    :func:`bf16_products` path (benchmarks/test_bench_kernels.py compares the paths)."""
+    return _core.gemm_seconds(M, N, K, reps, bf16)
