@@ -1,6 +1,7 @@
 """``ptbfast.bench``: the FLOP count, and a failing measurement. (``bench --json``, the contract for
 scripts, is a command-line test: tests/test_cli.py.)"""
 
+import json
 import subprocess
 
 import pytest
@@ -23,3 +24,21 @@ def test_a_failing_measurement_reports_the_child_error(monkeypatch):
     monkeypatch.setattr(bench, "sgemm_peak_gflops", lambda: 100.0)
     with pytest.raises(bench.BenchError, match="something broke inside"):
         bench.run_table(["small"], 1, None, [])
+
+
+def test_a_failing_pytorch_comparison_is_reported_and_the_table_printed(monkeypatch, capsys):
+    ours = {"train_wps": 100.0, "eval_wps": 300.0, "eval_b1_wps": 50.0, "peak_rss_mb": 90.0, "train_gflops": 1.6,
+            "eval_gflops": 1.6}
+
+    def run(cmd, **kwargs):
+        if cmd[cmd.index("--impl") + 1] == "torch":  # as PyTorch's bf16 LSTM fails on a CPU without AVX512-BF16
+            return subprocess.CompletedProcess(cmd, 1, stdout="", stderr="Traceback ...\nRuntimeError: no primitive")
+        return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps(ours) + "\n", stderr="")
+    monkeypatch.setattr(bench.subprocess, "run", run)
+    monkeypatch.setattr(bench, "sgemm_peak_gflops", lambda: 10.0)
+    monkeypatch.setattr(bench, "torch_available", lambda: True)
+    rows = bench.run_table(["small"], 1, None, ["--precision", "bf16"])
+    out = capsys.readouterr().out
+    assert rows[0]["ptbfast"] == ours and "torch" not in rows[0]
+    assert "PyTorch could not measure small (exit 1): RuntimeError: no primitive" in out
+    assert " 16% " in out  # train and eval GFLOP/s against the peak
