@@ -200,9 +200,10 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
   if (d_h_T) std::copy_n(d_h_T, state, dh.data());
   // bf16: dbias sums each step's gate gradients in the time loop, before they are rounded.
   if (bf16) std::fill_n(dbias, G, 0.0f);
-  // bf16: the kernel rounded, rows [0, H) first Wh (each thread rounds the rows it packs), then Wx
-  // for dx. Scratch as large as the forward's w_own (fp32 needs none: it packs Wh as it is).
-  const std::unique_ptr<float[]> rounded(bf16 ? new float[static_cast<size_t>(std::max(In, H)) * G] : nullptr);
+  // bf16: the rounded kernel lives in dkernel until the weight gradients overwrite it: Wh in its
+  // rows [In, In+H) during the time loop (each thread rounds the rows it packs), then Wx in rows
+  // [0, In) for dx. So bf16 needs no scratch that fp32 does not have.
+  float* const wh_rounded = dkernel + static_cast<long>(In) * G;
 
   const double loop_start = profile::now();
   double recurrent_seconds = 0.0;  // thread 0's, when profiling
@@ -212,7 +213,7 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
     // dh of this thread's units = d_gates_t [B, 4H] @ (rows k0..k1 of Wh)^T, packed once.
     const float* own_rows = w_hidden + static_cast<long>(own.k0) * G;
     if (bf16) {
-      float* own_rounded = rounded.get() + static_cast<long>(own.k0) * G;
+      float* own_rounded = wh_rounded + static_cast<long>(own.k0) * G;
       for (int r = 0; r < own.size(); ++r)
         copy_or_round(own_rounded + static_cast<long>(r) * G, own_rows + static_cast<long>(r) * G, G, true);
       own_rows = own_rounded;
@@ -286,15 +287,15 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
   float* dw_input = dkernel;
   float* dw_hidden = dkernel + static_cast<long>(In) * G;
   const blas::Gemm gemm = blas::gemm_for(bf16);
+  // dx first: in bf16 it multiplies Wx rounded into dw_input's rows, which the next product overwrites.
+  if (bf16) round_to_bf16(dw_input, w_input, static_cast<int64_t>(In) * G);
+  gemm(false, true, static_cast<int>(rows), In, G, 1.0f, d_gates, G, bf16 ? dw_input : w_input, G, 0.0f, dx, In);
   gemm(true, false, In, G, static_cast<int>(rows), 1.0f, x, In, d_gates, G, 0.0f, dw_input, G);
   std::vector<float> h0_rounded(bf16 ? static_cast<size_t>(state) : 0);  // (h_all is rounded by the forward)
   if (bf16) round_to_bf16(h0_rounded.data(), h0, state);
   gemm(true, false, H, G, B, 1.0f, bf16 ? h0_rounded.data() : h0, H, d_gates, G, 0.0f, dw_hidden, G);
   gemm(true, false, H, G, static_cast<int>(rows - B), 1.0f, h_all, H, d_gates + static_cast<long>(B) * G, G, 1.0f,
        dw_hidden, G);
-  if (bf16) round_to_bf16(rounded.get(), w_input, static_cast<int64_t>(In) * G);  // (Wh's packs are gone)
-  gemm(false, true, static_cast<int>(rows), In, G, 1.0f, d_gates, G, bf16 ? rounded.get() : w_input, G, 0.0f, dx,
-       In);
   profile::since(profile::kLstmInputProducts, products_start);
 
   if (bf16) return;  // (dbias was summed in the time loop)
