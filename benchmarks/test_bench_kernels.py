@@ -137,7 +137,7 @@ def test_output_layer_forward_backward(benchmark, impl, config):
 
 
 # ---- bf16 mixed precision: the same kernels and products, by precision and bf16 products path ----
-# "bf16-sgemm": float32 SGEMMs on bf16 values; "bf16-mkl": MKL's bf16 GEMM on every product (on a
+# "bf16-sgemm": float32 SGEMMs on bf16 values; "bf16-mkl": MKL's bf16 GEMM on every product but the recurrent ones (on a
 # CPU without AVX512-BF16 or AMX, MKL emulates it); "bf16-auto": what the model uses by default.
 
 PRECISIONS = ["fp32", "bf16-auto", "bf16-sgemm", "bf16-mkl"]

@@ -37,8 +37,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::ptbfast.precision.Bf16Performan
 @pytest.fixture(params=["auto", "mkl"])
 def bf16_products(request):
     """Each bf16 kernel test runs on the default path and on MKL's bf16 GEMM forced onto every
-    product (which MKL emulates on CPUs without bf16 instructions), so that path is tested on
-    every x86_64 CI machine, not only where "auto" would choose it."""
+    product outside the LSTM time loops (which MKL emulates on CPUs without bf16 instructions), so
+    that path is tested on every x86_64 CI machine, not only where "auto" would choose it."""
     if request.param == "mkl" and ptbfast.build_info()["blas"] != "mkl":
         pytest.skip("this build has no MKL, so it has no MKL bf16 path")
     before = ops.bf16_products()

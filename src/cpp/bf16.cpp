@@ -1,5 +1,5 @@
-// Bulk rounding to bfloat16 (bf16.h): the weights and layer inputs of a bf16 step are rounded
-// once per step by this kernel; the LSTM and output-layer kernels round what they make themselves
+// Bulk rounding to bfloat16 (bf16.h): the layer inputs of a bf16 step (in place, from Python) and
+// the weights inside the LSTM and output-layer kernels, which also round what they make themselves
 // (h_t, d_gates, d_logits) in the passes that make it. It has no backward: rounding is treated as
 // the identity by the gradients, as every mixed-precision trainer does.
 #include "bf16.h"

@@ -487,8 +487,8 @@ void set_num_threads(int n) {
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "ptbfast C++ kernels (float32, OpenMP + SIMD, BLAS for matrix products)";
+  amx_permission();  // first: before MKL can look at the CPU or run a tile instruction (matrix_engine.cpp)
   blas::init();
-  amx_permission();  // before any library can run a tile instruction (matrix_engine.cpp)
   m.attr("OUTPUT_BLOCK_FLOATS") = kOutputBlockFloats;
 
   m.def("build_info", &build_info, "Compiler, ISA flags, BLAS backend and thread counts of this build.");

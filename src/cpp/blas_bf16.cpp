@@ -8,11 +8,15 @@
 // K = 400 (20x400 @ 400x800) 204 / 199 and (200x400 @ 400x10000) 515 / 230; K = 650 279 / 231;
 // K = 1300 240 / 131; K = 1500 596 / 235; K = 3000 328 / 114. So "auto" sends a product to MKL's
 // bf16 GEMM only where K >= 400 and the CPU has the instructions; everything else stays an SGEMM.
+// (Those were whole products, N up to 10,000; the output layer multiplies 512-column pieces of w,
+// and its dh product has K = the piece width: the threshold is untested on those shapes.)
 // Without AVX512-BF16 or AMX MKL would emulate bf16 (correct, slower): "auto" never does that, and
-// "mkl" forces it, for tests on any CPU and for measuring.
+// "mkl" forces it, for tests on any CPU and for measuring. Not every product comes here: the
+// recurrent products inside the LSTM time loops stay packed SGEMMs (blas::PackedB).
 //
 // The operands are converted to bf16 bit patterns (their high halves) in scratch per call: a pass
-// over A and B, small beside a product with K >= 400 multiply-adds per element.
+// over A and B, small beside a product with K >= 400 multiply-adds per element, but memory that
+// the SGEMM path does not use (up to both operands at 2 bytes per value).
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -88,13 +92,14 @@ bool bf16_products_use_matrix_engine() {
 std::string bf16_products_description() {
   const std::string sgemm = "float32 SGEMM on the bf16 values (exact bf16 products, fp32 speed)";
   switch (chosen().load()) {
-    case Bf16Products::kSgemm: return sgemm + " (PTBFAST_BF16_PRODUCTS=sgemm)";
-    case Bf16Products::kMkl: return "MKL cblas_gemm_bf16bf16f32 on every product (forced)";
+    case Bf16Products::kSgemm: return sgemm + " (set to sgemm: PTBFAST_BF16_PRODUCTS=sgemm)";
+    case Bf16Products::kMkl: return "MKL cblas_gemm_bf16bf16f32 on every product outside the LSTM time loops (forced)";
     default: break;
   }
 #if defined(PTBFAST_BLAS_MKL)
   if (cpu_runs_bf16())
-    return "MKL cblas_gemm_bf16bf16f32 where K >= " + std::to_string(kMklBf16MinK) + " (the CPU's " +
+    return "MKL cblas_gemm_bf16bf16f32 where K >= " + std::to_string(kMklBf16MinK) +
+           " outside the LSTM time loops (the CPU's " +
            (cpu_has_amx_bf16() && amx_permission() == "granted" ? "AMX" : "AVX512-BF16") + "), elsewhere " + sgemm;
   return sgemm + ": the CPU has neither AVX512-BF16 nor AMX";
 #else

@@ -32,7 +32,16 @@ static bool cpuid_bit(unsigned subleaf, int reg, int bit) {
 }
 static bool cpu_has_amx_tile() { return cpuid_bit(0, 3, 24); }
 bool cpu_has_amx_bf16() { return cpuid_bit(0, 3, 22) && cpu_has_amx_tile(); }
-bool cpu_has_avx512_bf16() { return cpuid_bit(1, 0, 5); }
+// The OS saves the AVX-512 registers (XCR0 bits 5-7: opmask, ZMM upper halves, ZMM16-31) only if
+// it enabled them; a VM or kernel may not, and then AVX512-BF16 in CPUID is unusable.
+static bool os_saves_avx512_state() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !((ecx >> 27) & 1u)) return false;  // OSXSAVE
+  unsigned xcr0_low = 0, xcr0_high = 0;
+  __asm__ volatile("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
+  return (xcr0_low & 0xE6u) == 0xE6u;  // SSE, AVX and the three AVX-512 components
+}
+bool cpu_has_avx512_bf16() { return cpuid_bit(1, 0, 5) && os_saves_avx512_state(); }
 
 static std::string request() {
   if (!cpu_has_amx_tile()) return "not requested: the CPU has no AMX tiles";

@@ -214,7 +214,8 @@ def build_info() -> dict:
 def set_bf16_products(name: str) -> None:
     """How bf16 products run, process-wide: "auto" (MKL's bf16 GEMM where the CPU has AVX512-BF16
     or AMX and the shape gains, float32 SGEMM on the bf16 values elsewhere), "sgemm", or "mkl"
-    (MKL's bf16 GEMM on every product, emulated on CPUs without bf16 instructions: for tests and
+    (MKL's bf16 GEMM on every product outside the LSTM time loops, whose recurrent products stay
+    packed SGEMMs; emulated on CPUs without bf16 instructions: for tests and
     measuring). The environment variable PTBFAST_BF16_PRODUCTS sets it at import."""
     if name not in BF16_PRODUCTS:
         raise ValueError(f"bf16 products must be one of {', '.join(BF16_PRODUCTS)}, got {name!r}")

@@ -9,7 +9,7 @@ Where the products run is src/cpp/blas_bf16.cpp's choice (``ptbfast info`` says 
 AVX512-BF16 or AMX, in a build with MKL, products with K >= 400 go to MKL's bf16 GEMM; everywhere
 else they are float32 SGEMMs on the rounded operands. Both are bf16 arithmetic (a product of two
 bf16 numbers is exact in float32, and both accumulate in float32), so a model trains the same on
-either, up to the order of the sums. The first bf16 model of a process says once how its speed
+either, up to the order of the sums (and the bf16 instructions' flushing of denormals to zero). The first bf16 model of a process says once how its speed
 compares with fp32 here (Bf16PerformanceWarning).
 """
 
@@ -46,12 +46,6 @@ def cpu_matrix_features() -> list:
     return []
 
 
-def bf16_product_path() -> str:
-    """How bf16 products are computed in this build on this CPU, in words (``ptbfast info``)."""
-    from ptbfast import ops
-    return ops.build_info()["bf16_products"]
-
-
 def warn_about_bf16_speed() -> None:
     """Says once per process how bf16's speed compares with fp32's here: no faster where its
     products run as float32 SGEMMs; not yet measured by ptbfast where they run on the CPU's bf16
@@ -63,7 +57,10 @@ def warn_about_bf16_speed() -> None:
     from ptbfast import ops
     info = ops.build_info()
     features = ", ".join(cpu_matrix_features()) or "none"
-    if info["bf16_matrix_engine"]:
+    if ops.bf16_products() == "mkl" and not info["bf16_matrix_engine"]:
+        message = (f"precision='bf16': products run as {info['bf16_products']}, which MKL emulates on this CPU "
+                   f"(bf16 features: {features}): expect it to be slower than fp32 (not measured by ptbfast)")
+    elif info["bf16_matrix_engine"]:
         message = (f"precision='bf16': products run as {info['bf16_products']}; ptbfast has not measured this "
                    f"path against fp32 on this CPU ({features}): compare `python -m ptbfast bench --config "
                    f"small --precision bf16` with fp32, and set PTBFAST_BF16_PRODUCTS=sgemm if it is slower")
