@@ -12,4 +12,14 @@ void round_to_bf16(float* out, const float* in, int64_t n) {
   for (int64_t k = 0; k < n; ++k) out[k] = round_bf16(in[k]);
 }
 
+void round_rows_to_bf16(float* out, int ld_out, const float* in, int ld_in, int rows, int cols) {
+#pragma omp parallel for schedule(static) if (static_cast<int64_t>(rows) * cols > (1 << 16))
+  for (int r = 0; r < rows; ++r) {
+    const float* src = in + static_cast<int64_t>(r) * ld_in;
+    float* dst = out + static_cast<int64_t>(r) * ld_out;
+#pragma omp simd
+    for (int c = 0; c < cols; ++c) dst[c] = round_bf16(src[c]);
+  }
+}
+
 }  // namespace ptbfast

@@ -38,6 +38,9 @@ void axpy(float* y, const float* x, float alpha, int64_t n);
 // out[n] = in[n] rounded to bfloat16 (nearest even), as float32 with the low 16 bits zero.
 // out may be in.
 void round_to_bf16(float* out, const float* in, int64_t n);
+// out[r, c] = in[r, c] rounded, for the [rows, cols] blocks of two row-major matrices with leading
+// dimensions ld_out and ld_in (a piece of a weight matrix into a compact scratch).
+void round_rows_to_bf16(float* out, int ld_out, const float* in, int ld_in, int rows, int cols);
 
 // ---- matrix_engine.cpp ---------------------------------------------------------------------------
 // The process's AMX tile permission, asked of Linux once (at import): "granted", or why not.

@@ -214,8 +214,7 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
     const float* own_rows = w_hidden + static_cast<long>(own.k0) * G;
     if (bf16) {
       float* own_rounded = wh_rounded + static_cast<long>(own.k0) * G;
-      for (int r = 0; r < own.size(); ++r)
-        copy_or_round(own_rounded + static_cast<long>(r) * G, own_rows + static_cast<long>(r) * G, G, true);
+      copy_or_round(own_rounded, own_rows, own.size() * G, true);  // (own rows are contiguous)
       own_rows = own_rounded;
     }
     const blas::PackedB recurrent_transposed(true, B, own.size(), G, own_rows, G, T);

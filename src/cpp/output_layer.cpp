@@ -131,19 +131,8 @@ struct ChunkedBlocks {
       ld = ldw;
       return columns(w, c0, H);
     }
-    if (w_transposed) {  // n whole rows of the [V, H] embedding
-      round_to_bf16(scratch, columns(w, c0, H), static_cast<int64_t>(n) * H);
-      ld = H;
-      return scratch;
-    }
-#pragma omp parallel for schedule(static) if (static_cast<long>(H) * n >= kParallelElements)
-    for (int k = 0; k < H; ++k) {
-      const float* src = w + static_cast<long>(k) * ldw + c0;
-      float* dst = scratch + static_cast<long>(k) * n;
-#pragma omp simd
-      for (int j = 0; j < n; ++j) dst[j] = round_bf16(src[j]);
-    }
-    ld = n;
+    ld = w_transposed ? H : n;  // n whole rows of the [V, H] embedding, or n columns of all H rows of w
+    round_rows_to_bf16(scratch, ld, columns(w, c0, H), ldw, w_transposed ? n : H, w_transposed ? H : n);
     return scratch;
   }
   // logits [rows, cols] = h_blk @ (columns [c0, c0 + cols) of w)
