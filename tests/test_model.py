@@ -196,3 +196,16 @@ def test_tied_weights_match_reference(masked):
         assert max_rel_error(grads[name], ref_grads[name]) <= TOL, name
     _, sparse, _ = fast.loss_and_sparse_grads(x, y, fast.initial_state(B), masks)
     np.testing.assert_array_equal(sparse["embedding"], grads["embedding"])  # dense when tied
+
+
+def test_from_config_builds_the_model_the_config_describes():
+    from ptbfast.configs import get_config
+    config = get_config("test", tie_weights=True, seed=3, precision="bf16")
+    model = ptbfast.LSTMLanguageModel.from_config(config, precision="fp32")  # (the argument overrides the config's bf16)
+    assert (model.vocab_size, model.hidden_size, model.num_layers) == (config.vocab_size, config.hidden_size,
+                                                                     config.num_layers)
+    assert model.tie_weights and "softmax_w" not in model.params and model.precision == "fp32"
+    same = ptbfast.LSTMLanguageModel(config.vocab_size, config.hidden_size, config.num_layers, config.forget_bias,
+                                     config.init_scale, 3, True)
+    for name, value in same.params.items():
+        np.testing.assert_array_equal(model.params[name], value)  # initialised from the config's seed

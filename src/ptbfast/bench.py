@@ -55,8 +55,7 @@ def measure_ptbfast(config, steps: int, train_only: bool = False) -> dict:
 
     rng = np.random.default_rng(0)
     B, T, V = config.batch_size, config.num_steps, config.vocab_size
-    model = LSTMLanguageModel(V, config.hidden_size, config.num_layers, config.forget_bias, config.init_scale,
-                              tie_weights=config.tie_weights, precision=config.precision)
+    model = LSTMLanguageModel.from_config(config)
     x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
     box = {"state": model.initial_state(B)}
     mask_shape = (T, B, config.hidden_size)
@@ -90,8 +89,7 @@ def measure_data_parallel(config, steps: int, comm, warmup: int = 3) -> dict:
 
     rng = np.random.default_rng(0)  # the same ids and masks on every rank
     B, T, V = config.batch_size, config.num_steps, config.vocab_size
-    model = LSTMLanguageModel(V, config.hidden_size, config.num_layers, config.forget_bias, config.init_scale,
-                              tie_weights=config.tie_weights, precision=config.precision)
+    model = LSTMLanguageModel.from_config(config)
     dp = DataParallel(comm, B, model.params, sparse_embedding=not config.tie_weights)
     x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
     state = model.initial_state(dp.rows.stop - dp.rows.start)

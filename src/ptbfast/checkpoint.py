@@ -163,8 +163,7 @@ def load_model(path, precision: str | None = None) -> SavedModel:
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path} has no usable config and vocabulary "
                               f"({type(e).__name__}: {e})") from None
-    model = LSTMLanguageModel(config.vocab_size, config.hidden_size, config.num_layers, config.forget_bias,
-                              tie_weights=config.tie_weights, precision=precision or config.precision)
+    model = LSTMLanguageModel.from_config(config, precision)
     check_params(params, model.params, path)
     model.params = {name: np.array(value, dtype=np.float32) for name, value in params.items()}
     return SavedModel(model, config, vocabulary, meta, state, path)

@@ -44,6 +44,13 @@ class LSTMLanguageModel:
         self.params = init_params(self.vocab_size, self.hidden_size, self.num_layers, init_scale, seed,
                                   tie_weights=self.tie_weights)
 
+    @classmethod
+    def from_config(cls, config, precision: str | None = None) -> "LSTMLanguageModel":
+        """The model a :class:`ptbfast.configs.Config` describes, freshly initialised from its seed
+        (``precision``: instead of the config's)."""
+        return cls(config.vocab_size, config.hidden_size, config.num_layers, config.forget_bias, config.init_scale,
+                   config.seed, config.tie_weights, precision or config.precision)
+
     @property
     def precision(self) -> str:
         return self._precision

@@ -48,8 +48,7 @@ def profile_training(config, steps: int = 10, warmup: int = 2, seed: int = 0) ->
 
     rng = np.random.default_rng(seed)
     B, T, V, H = config.batch_size, config.num_steps, config.vocab_size, config.hidden_size
-    model = LSTMLanguageModel(V, H, config.num_layers, config.forget_bias, config.init_scale,
-                              tie_weights=config.tie_weights, precision=config.precision)
+    model = LSTMLanguageModel.from_config(config)
     x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
     state = model.initial_state(B)
     seconds = dict.fromkeys(ROWS, 0.0)

@@ -176,9 +176,7 @@ class Trainer:
         self.progress = progress and self.comm.is_root
         self.summaries = summaries if self.comm.is_root else None
         self.summary_every = summary_every
-        self.model = LSTMLanguageModel(config.vocab_size, config.hidden_size, config.num_layers,
-                                       config.forget_bias, config.init_scale, config.seed, config.tie_weights,
-                                       config.precision)
+        self.model = LSTMLanguageModel.from_config(config)
         self.rng = np.random.default_rng([config.seed, 1])  # dropout; separate stream from the init
         # This rank's rows of each batch and the step's collectives (one process: they change nothing).
         self.dp = DataParallel(self.comm, config.batch_size, self.model.params, sparse_embedding=not config.tie_weights)
