@@ -353,17 +353,20 @@ def test_bench_json_has_the_documented_fields_from_real_steps(tmp_path):
     assert result["impl"] == "ptbfast" and result["threads"] == 1
 
 
-def test_bench_profile_prints_both_precisions(tmp_path):
+def test_bench_profile_prints_both_precisions_for_training_and_eval(tmp_path):
     done = ptbfast_cli("bench", "--profile", "--config", "test", "--steps", "2", "--vocab-size", "50", "--hidden-size",
                        "8", "--keep-prob", "0.5", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    assert lines[0] == "ms per training step, 20 x 2 words, 1 threads"
-    assert "fp32 ms" in lines[1] and "bf16 ms" in lines[1]
-    rows = {line.split("|")[0].strip(): line for line in lines[3:]}
-    assert set(rows) == {"embedding", "lstm input products", "recurrent products", "gate math", "output products",
-                         "softmax pass", "bf16 rounding", "dropout masks", "update", "python overhead", "total"}
-    assert rows["total"].split("|")[1].split()[1] == "100.0"
+    tables = done.stdout.strip().split("\n\n")
+    assert len(tables) == 2
+    for table, title in zip(tables, ["training", "evaluation (forward only)"]):
+        lines = table.splitlines()
+        assert lines[0] == f"ms per {title} step, 20 x 2 words, 1 threads"
+        assert "fp32 ms" in lines[1] and "bf16 ms" in lines[1]
+        rows = {line.split("|")[0].strip(): line for line in lines[3:]}
+        assert set(rows) == {"embedding", "lstm input products", "recurrent products", "gate math", "output products",
+                             "softmax pass", "bf16 rounding", "dropout masks", "update", "python overhead", "total"}
+        assert rows["total"].split("|")[1].split()[1] == "100.0"
 
 
 def test_info_prints_json_with_the_blas(tmp_path):

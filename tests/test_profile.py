@@ -5,7 +5,7 @@ import pytest
 
 from ptbfast import ops
 from ptbfast.configs import get_config
-from ptbfast.profile import ROWS, format_profile, profile_training
+from ptbfast.profile import ROWS, format_profile, profile_eval, profile_training
 
 pytestmark = pytest.mark.filterwarnings("ignore::ptbfast.precision.Bf16PerformanceWarning")
 
@@ -46,3 +46,16 @@ def test_rows_add_up_to_the_step(precision):
     assert not ops.profile_read()["gate_math"]  # profiling was switched off again
     table = format_profile({precision: profile})
     assert table.splitlines()[-1].startswith("total") and f"{precision} ms" in table
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_eval_rows_add_up_to_the_step(precision):
+    config = get_config("test", vocab_size=300, hidden_size=24, num_layers=2, num_steps=6, batch_size=5,
+                        precision=precision)
+    profile = profile_eval(config, steps=3, warmup=1)
+    assert sum(profile[row] for row in ROWS) == pytest.approx(profile["total"], rel=1e-9)
+    forward = ("embedding", "lstm_input_products", "recurrent_products", "gate_math", "output_products", "softmax_pass")
+    assert all(profile[row] > 0 for row in forward)
+    assert profile["update"] == profile["dropout_masks"] == 0  # forward only
+    assert (profile["bf16_rounding"] > 0) == (precision == "bf16")
+    assert not ops.profile_read()["gate_math"]

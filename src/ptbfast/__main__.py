@@ -199,11 +199,13 @@ def cmd_bench(args) -> int:
 
     _set_threads(args.threads)
     if args.profile:
-        from ptbfast.profile import format_profile, profile_training
+        from ptbfast.profile import format_profile, profile_eval, profile_training
 
         config = get_config(args.config or "small", **_config_overrides(args))
-        print(f"ms per training step, {config.batch_size} x {config.num_steps} words, {_threads()} threads")
-        print(format_profile({p: profile_training(config.replace(precision=p), args.steps) for p in PRECISIONS}))
+        for kind, profile in (("training", profile_training), ("evaluation (forward only)", profile_eval)):
+            print(f"ms per {kind} step, {config.batch_size} x {config.num_steps} words, {_threads()} threads")
+            print(format_profile({p: profile(config.replace(precision=p), args.steps) for p in PRECISIONS}))
+            print()
         return 0
     if args.json:
         config = get_config(args.config or "small", **_config_overrides(args))
@@ -326,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--repeat", type=int, default=1, metavar="K",
                     help="with --ranks: alternate the two measurements K times and report medians")
     be.add_argument("--profile", action="store_true",
-                    help="where a training step's time goes, per phase, in fp32 and bf16 (one config: default small)")
+                    help="where a training step's and an evaluation step's time goes, per phase, in fp32 and bf16 "
+                         "(one config: default small)")
     be.add_argument("--train-only", action="store_true", help=argparse.SUPPRESS)  # (bench --ranks's one-process run)
     _add_config_overrides(be)
     be.set_defaults(func=cmd_bench)

@@ -1,4 +1,4 @@
-"""Where a training step's time goes (``python -m ptbfast bench --profile``).
+"""Where a training step's and an evaluation step's time goes (``python -m ptbfast bench --profile``).
 
 The kernels time their own phases (src/cpp/profile.h: the LSTM's input-side and recurrent
 products and gate math, the output layer's products and softmax pass); Python times the
@@ -39,6 +39,31 @@ def _timed(module, name: str, seconds: dict, row: str):
         setattr(module, name, original)
 
 
+def _profile_steps(config, step, steps: int, warmup: int) -> dict:
+    """Runs ``step(seconds)`` ``warmup + steps`` times with the kernels' and ``ops``' timers on
+    and returns ms per step in each of :data:`ROWS` (and ``total``); ``step`` adds the rows it
+    times itself (dropout masks, update) into ``seconds``."""
+    seconds = dict.fromkeys(ROWS, 0.0)
+    total = 0.0
+    with _timed(ops, "embedding_lookup", seconds, "embedding"), \
+            _timed(ops, "round_bf16_in_place", seconds, "bf16_rounding"):
+        for k in range(warmup + steps):
+            if k == warmup:  # measure from here (in place: the wrappers add into this dict)
+                seconds.update(dict.fromkeys(ROWS, 0.0))
+                ops.profile_read()
+                ops.profile_enable(True)
+            start = time.perf_counter()
+            step(seconds)
+            if k >= warmup:
+                total += time.perf_counter() - start
+    ops.profile_enable(False)
+    seconds.update(ops.profile_read())
+    seconds["python_overhead"] = total - sum(v for k, v in seconds.items() if k != "python_overhead")
+    result = {row: 1e3 * seconds[row] / steps for row in ROWS}
+    result["total"] = 1e3 * total / steps
+    return result
+
+
 def profile_training(config, steps: int = 10, warmup: int = 2, seed: int = 0) -> dict:
     """Milliseconds per training step in each of :data:`ROWS` (and ``total``), averaged over
     ``steps`` steps of ``config`` (its precision included) on random ids."""
@@ -50,33 +75,37 @@ def profile_training(config, steps: int = 10, warmup: int = 2, seed: int = 0) ->
     B, T, V, H = config.batch_size, config.num_steps, config.vocab_size, config.hidden_size
     model = LSTMLanguageModel.from_config(config)
     x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
-    state = model.initial_state(B)
-    seconds = dict.fromkeys(ROWS, 0.0)
-    total = 0.0
-    with _timed(ops, "embedding_lookup", seconds, "embedding"), \
-            _timed(ops, "round_bf16_in_place", seconds, "bf16_rounding"):
-        for step in range(warmup + steps):
-            if step == warmup:  # measure from here (in place: the wrappers add into this dict)
-                seconds.update(dict.fromkeys(ROWS, 0.0))
-                ops.profile_read()
-                ops.profile_enable(True)
-            start = time.perf_counter()
-            masks = dropout_masks(rng, config.num_layers + 1, (T, B, H), config.keep_prob)
-            masked = time.perf_counter()
-            _, grads, state = model.loss_and_sparse_grads(x, y, state, masks)
-            updating = time.perf_counter()
-            apply_sgd(model.params, grads, 0.1, config.max_grad_norm, config.grad_norm)
-            end = time.perf_counter()
-            if step >= warmup:
-                seconds["dropout_masks"] += masked - start
-                seconds["update"] += end - updating
-                total += end - start
-    ops.profile_enable(False)
-    seconds.update(ops.profile_read())
-    seconds["python_overhead"] = total - sum(v for k, v in seconds.items() if k != "python_overhead")
-    result = {row: 1e3 * seconds[row] / steps for row in ROWS}
-    result["total"] = 1e3 * total / steps
-    return result
+    box = {"state": model.initial_state(B)}
+
+    def train_step(seconds):
+        start = time.perf_counter()
+        masks = dropout_masks(rng, config.num_layers + 1, (T, B, H), config.keep_prob)
+        masked = time.perf_counter()
+        _, grads, box["state"] = model.loss_and_sparse_grads(x, y, box["state"], masks)
+        updating = time.perf_counter()
+        apply_sgd(model.params, grads, 0.1, config.max_grad_norm, config.grad_norm)
+        seconds["dropout_masks"] += masked - start
+        seconds["update"] += time.perf_counter() - updating
+
+    return _profile_steps(config, train_step, steps, warmup)
+
+
+def profile_eval(config, steps: int = 10, warmup: int = 2, seed: int = 0) -> dict:
+    """As :func:`profile_training` for an evaluation step: the loss of the training batch's
+    shape, forward only, no dropout (what ``bench``'s eval words/s times); the dropout masks and
+    update rows are 0."""
+    from ptbfast.model import LSTMLanguageModel
+
+    rng = np.random.default_rng(seed)
+    B, T, V = config.batch_size, config.num_steps, config.vocab_size
+    model = LSTMLanguageModel.from_config(config)
+    x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
+    box = {"state": model.initial_state(B)}
+
+    def eval_step(seconds):
+        _, box["state"] = model.loss(x, y, box["state"])
+
+    return _profile_steps(config, eval_step, steps, warmup)
 
 
 def format_profile(profiles: dict) -> str:
