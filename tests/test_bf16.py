@@ -14,6 +14,8 @@ Tolerances (max-norm relative, tests/helpers.py):
 """
 
 import os
+import platform
+import sys
 import warnings
 
 import numpy as np
@@ -284,6 +286,14 @@ def test_a_bf16_trained_checkpoint_evaluates_in_either_precision(tmp_path):
         ptbfast.load(path, precision="int8")
 
 
+def cpu_vendor() -> str:
+    with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+        for line in f:
+            if line.startswith("vendor_id"):
+                return line.split(":", 1)[1].strip()
+    return ""
+
+
 def cpu_flags() -> set:
     with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
         for line in f:
@@ -298,6 +308,11 @@ def test_info_reports_the_amx_permission_and_the_bf16_path():
     features = [name for name in ("amx_bf16", "avx512_bf16") if name in flags] or ["none"]
     assert info["cpu_matrix_features"] == features
     assert info["bf16_products"]
+    if platform.machine() in ("x86_64", "AMD64") and sys.platform == "linux":
+        assert info["cpu_vendor"] == cpu_vendor()
+    if info["cpu_vendor"] != "GenuineIntel":  # MKL's bf16 kernels are Intel's only: auto stays on SGEMM
+        assert not info["bf16_matrix_engine"]
+        assert "SGEMM" in info["bf16_products"]
     if "amx_tile" in flags:  # Linux >= 5.16 grants it; an older kernel refuses, and info says so
         assert info["amx_permission"] == "granted" or info["amx_permission"].startswith("refused by the kernel")
     else:
@@ -312,7 +327,6 @@ def test_bf16_products_setting_is_checked():
 
 def test_a_bad_bf16_products_variable_stops_the_import():
     import subprocess
-    import sys
     env = {**os.environ, "PTBFAST_BF16_PRODUCTS": "fast"}
     done = subprocess.run([sys.executable, "-c", "import ptbfast"], capture_output=True, text=True, env=env)
     assert done.returncode != 0 and "PTBFAST_BF16_PRODUCTS='fast'" in done.stderr

@@ -471,6 +471,7 @@ py::dict build_info() {
   info["blas_threads"] = blas::num_threads();
   info["openmp_threads"] = omp_get_max_threads();
   info["openmp_version"] = _OPENMP;
+  info["cpu_vendor"] = cpu_vendor();
   info["amx_permission"] = amx_permission();
   info["bf16_products"] = blas::bf16_products_description();
   info["bf16_matrix_engine"] = blas::bf16_products_use_matrix_engine();
@@ -531,7 +532,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("round_bf16", &round_bf16_py, py::arg("x"),
         "x rounded to bfloat16 (nearest even), as float32 with the low 16 bits zero; NaN stays NaN");
   m.def("set_bf16_products", &blas::set_bf16_products, py::arg("name"),
-        "How bf16 products run: \"auto\" (MKL's bf16 GEMM where the CPU has AVX512-BF16 or AMX and the "
+        "How bf16 products run: \"auto\" (MKL's bf16 GEMM where an Intel CPU has AVX512-BF16 or AMX and the "
         "shape gains, float32 SGEMM elsewhere), \"sgemm\", or \"mkl\" (MKL's bf16 GEMM everywhere)");
   m.def("bf16_products", &blas::bf16_products, "The bf16 products setting: auto, sgemm or mkl");
   m.def("round_bf16_in_place", &round_bf16_in_place_py, py::arg("x"),

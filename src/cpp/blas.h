@@ -24,7 +24,7 @@ inline Gemm gemm_for(bool bf16) { return bf16 ? &gemm_bf16 : &sgemm; }
 
 // How gemm_bf16 multiplies: "sgemm" (float32 SGEMM on the bf16 values: exact products, fp32
 // speed), "mkl" (MKL's cblas_gemm_bf16bf16f32 on every shape) or "auto" (MKL's bf16 GEMM where
-// the CPU has AVX512-BF16 or AMX and the shape measured faster, SGEMM elsewhere; the default).
+// an Intel CPU has AVX512-BF16 or AMX and the shape measured faster, SGEMM elsewhere; the default).
 // set_bf16_products throws std::invalid_argument on another name, or on "mkl" without MKL.
 void set_bf16_products(const std::string& name);
 std::string bf16_products();

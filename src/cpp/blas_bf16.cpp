@@ -7,11 +7,16 @@
 // fp32, ../shared/notes): K = 200 (400x200 @ 200x10000, the small output layer) 195 / 229;
 // K = 400 (20x400 @ 400x800) 204 / 199 and (200x400 @ 400x10000) 515 / 230; K = 650 279 / 231;
 // K = 1300 240 / 131; K = 1500 596 / 235; K = 3000 328 / 114. So "auto" sends a product to MKL's
-// bf16 GEMM only where K >= 400 and the CPU has the instructions; everything else stays an SGEMM.
+// bf16 GEMM only where K >= 400 and an Intel CPU has the instructions; everything else stays an SGEMM.
 // (Those were whole products, N up to 10,000; the output layer multiplies 512-column pieces of w,
 // and its dh product has K = the piece width: the threshold is untested on those shapes.)
 // Without AVX512-BF16 or AMX MKL would emulate bf16 (correct, slower): "auto" never does that, and
-// "mkl" forces it, for tests on any CPU and for measuring. Not every product comes here: the
+// "mkl" forces it, for tests on any CPU and for measuring. Emulated, on AMD EPYC Zen 3 (2 threads,
+// GFLOP/s, MKL bf16 / SGEMM, conversions included, alternating): 400x200 @ 200x10000 60-64 /
+// 107-114, 700x650 @ 650x10000 85 / 123-132. MKL picks its instruction-set code paths on Intel CPUs
+// only (its dispatch controls are "not available on non-Intel processors"), so on an AMD CPU that
+// has AVX512-BF16 (Zen 4) its bf16 GEMM would not be known to use it: "auto" takes MKL's bf16 path
+// on Intel CPUs alone until someone measures it on AMD (PTBFAST_BF16_PRODUCTS=mkl to try). Not every product comes here: the
 // recurrent products inside the LSTM time loops stay packed SGEMMs (blas::PackedB).
 //
 // The operands are converted to bf16 bit patterns (their high halves) in scratch per call: a pass
@@ -35,9 +40,11 @@ static constexpr int kMklBf16MinK = 400;
 enum class Bf16Products { kSgemm, kMkl, kAuto };
 
 #if defined(PTBFAST_BLAS_MKL)
-static bool cpu_runs_bf16() {
+static bool cpu_has_bf16_instructions() {
   return cpu_has_avx512_bf16() || (cpu_has_amx_bf16() && amx_permission() == "granted");
 }
+// Whether MKL's bf16 GEMM runs on the CPU's bf16 instructions here (see the top of this file).
+static bool cpu_runs_bf16() { return cpu_has_bf16_instructions() && cpu_vendor() == "GenuineIntel"; }
 #endif
 
 static Bf16Products parse(const std::string& name) {
@@ -101,6 +108,9 @@ std::string bf16_products_description() {
     return "MKL cblas_gemm_bf16bf16f32 where K >= " + std::to_string(kMklBf16MinK) +
            " outside the LSTM time loops (the CPU's " +
            (cpu_has_amx_bf16() && amx_permission() == "granted" ? "AMX" : "AVX512-BF16") + "), elsewhere " + sgemm;
+  if (cpu_has_bf16_instructions())
+    return sgemm + ": MKL's bf16 GEMM is used on Intel CPUs only (MKL picks its instruction-set code paths on "
+           "Intel alone) and this one is " + cpu_vendor() + " (PTBFAST_BF16_PRODUCTS=mkl to measure it here)";
   return sgemm + ": the CPU has neither AVX512-BF16 nor AMX";
 #else
   return sgemm + ": this build has no MKL";

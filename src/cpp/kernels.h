@@ -48,6 +48,9 @@ const std::string& amx_permission();
 // The CPU's bf16 instructions (CPUID), whether or not this build uses them.
 bool cpu_has_amx_bf16();
 bool cpu_has_avx512_bf16();
+// CPUID's vendor string: "GenuineIntel", "AuthenticAMD", ... (MKL picks instruction-set code paths
+// on Intel CPUs only, so its bf16 GEMM is used on Intel alone: blas_bf16.cpp).
+std::string cpu_vendor();
 
 // ---- lstm.cpp -------------------------------------------------------------------------------
 // One LSTM layer over T steps, TF BasicLSTMCell (gate columns i, j, f, o):

@@ -43,6 +43,15 @@ static bool os_saves_avx512_state() {
 }
 bool cpu_has_avx512_bf16() { return cpuid_bit(1, 0, 5) && os_saves_avx512_state(); }
 
+// CPUID leaf 0: the vendor string in EBX, EDX, ECX ("GenuineIntel", "AuthenticAMD", ...).
+std::string cpu_vendor() {
+  unsigned eax = 0, r[3] = {0, 0, 0};
+  if (!__get_cpuid(0, &eax, &r[0], &r[2], &r[1])) return "unknown";  // (EBX, ECX, EDX) -> r[0], r[2], r[1]
+  char name[13] = {};
+  std::memcpy(name, r, 12);
+  return name;
+}
+
 static std::string request() {
   if (!cpu_has_amx_tile()) return "not requested: the CPU has no AMX tiles";
   if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0)
@@ -56,6 +65,7 @@ static std::string request() {
 static std::string request() { return "not requested: AMX exists only on x86_64 Linux"; }
 bool cpu_has_amx_bf16() { return false; }
 bool cpu_has_avx512_bf16() { return false; }
+std::string cpu_vendor() { return "not x86_64 Linux"; }
 #endif
 
 const std::string& amx_permission() {

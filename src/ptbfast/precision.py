@@ -5,8 +5,8 @@ products in float32; parameters, cell state, gate nonlinearities, softmax, loss,
 the SGD update stay float32 (the recipe of PyTorch's autocast and llm.c, with fp32 master weights,
 unlike TF's --use_fp16, which kept float16 variables).
 
-Where the products run is src/cpp/blas_bf16.cpp's choice (``ptbfast info`` says it): on a CPU with
-AVX512-BF16 or AMX, in a build with MKL, products with K >= 400 go to MKL's bf16 GEMM; everywhere
+Where the products run is src/cpp/blas_bf16.cpp's choice (``ptbfast info`` says it): on an Intel CPU
+with AVX512-BF16 or AMX, in a build with MKL, products with K >= 400 go to MKL's bf16 GEMM; everywhere
 else they are float32 SGEMMs on the rounded operands. Both are bf16 arithmetic (a product of two
 bf16 numbers is exact in float32, and both accumulate in float32), so a model trains the same on
 either, up to the order of the sums (and the bf16 instructions' flushing of denormals to zero). The first bf16 model of a process says once how its speed
