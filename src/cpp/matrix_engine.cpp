@@ -1,4 +1,4 @@
-// The CPU's bf16 matrix features, and the AMX permission request.
+// The CPU's vendor and bf16 matrix features, and the AMX permission request.
 //
 // Linux keeps a process's AMX tile registers out of its saved state
 // until the process asks for them (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA), Linux
