@@ -16,8 +16,9 @@
 // 107-114, 700x650 @ 650x10000 85 / 123-132. MKL picks its instruction-set code paths on Intel CPUs
 // only (its dispatch controls are "not available on non-Intel processors"), so on an AMD CPU that
 // has AVX512-BF16 (Zen 4) its bf16 GEMM would not be known to use it: "auto" takes MKL's bf16 path
-// on Intel CPUs alone until someone measures it on AMD (PTBFAST_BF16_PRODUCTS=mkl to try). Not every product comes here: the
-// recurrent products inside the LSTM time loops stay packed SGEMMs (blas::PackedB).
+// on Intel CPUs alone until someone measures it on AMD (PTBFAST_BF16_PRODUCTS=mkl to try).
+// Not every product comes here: the recurrent products inside the LSTM time loops stay packed
+// SGEMMs (blas::PackedB).
 //
 // The operands are converted to bf16 bit patterns (their high halves) in scratch per call: a pass
 // over A and B, small beside a product with K >= 400 multiply-adds per element, but memory that
@@ -40,9 +41,8 @@ static constexpr int kMklBf16MinK = 400;
 enum class Bf16Products { kSgemm, kMkl, kAuto };
 
 #if defined(PTBFAST_BLAS_MKL)
-static bool cpu_has_bf16_instructions() {
-  return cpu_has_avx512_bf16() || (cpu_has_amx_bf16() && amx_permission() == "granted");
-}
+static bool amx_usable() { return cpu_has_amx_bf16() && amx_permission() == "granted"; }
+static bool cpu_has_bf16_instructions() { return cpu_has_avx512_bf16() || amx_usable(); }
 // Whether MKL's bf16 GEMM runs on the CPU's bf16 instructions here (see the top of this file).
 static bool cpu_runs_bf16() { return cpu_has_bf16_instructions() && cpu_vendor() == "GenuineIntel"; }
 #endif
@@ -107,7 +107,7 @@ std::string bf16_products_description() {
   if (cpu_runs_bf16())
     return "MKL cblas_gemm_bf16bf16f32 where K >= " + std::to_string(kMklBf16MinK) +
            " outside the LSTM time loops (the CPU's " +
-           (cpu_has_amx_bf16() && amx_permission() == "granted" ? "AMX" : "AVX512-BF16") + "), elsewhere " + sgemm;
+           (amx_usable() ? "AMX" : "AVX512-BF16") + "), elsewhere " + sgemm;
   if (cpu_has_bf16_instructions())
     return sgemm + ": MKL's bf16 GEMM is used on Intel CPUs only (MKL picks its instruction-set code paths on "
            "Intel alone) and this one is " + cpu_vendor() + " (PTBFAST_BF16_PRODUCTS=mkl to measure it here)";

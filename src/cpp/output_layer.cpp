@@ -94,16 +94,6 @@ static double total_of(const float* losses, int N) {
   return total;
 }
 
-// Uninitialised float scratch: every element is written (a GEMM with beta = 0, a rounding pass)
-// before it is read. A std::vector zero-filled the 16 MiB logits block on every call: a serial
-// memset, 1.3 ms of a 21 ms small-config eval step (Zen 3: the profile's Python-overhead row,
-// which held it, 1.8 -> 0.5 ms eval and 2.0 -> 0.75 ms training).
-struct Scratch {
-  explicit Scratch(size_t n) : buffer(new float[n]) {}
-  float* data() const { return buffer.get(); }
-  std::unique_ptr<float[]> buffer;
-};
-
 // bf16: the products read w's columns rounded, a piece of at most this many columns at a time
 // (an [H, piece] scratch), so that no rounded copy of the whole w (8 MB small, 26 MB medium)
 // exists; smaller for a wide H, so that the scratch stays an eighth of the logits' budget.
@@ -232,10 +222,13 @@ double output_layer_forward(float* losses, const float* h, const float* w, const
                             bool w_transposed, bool bf16) {
   choose_forward_blocks(N, V, logits_budget(H, V, bf16), block_rows, block_columns);
   const ChunkedBlocks blk(N, H, V, block_rows, block_columns, w_transposed, bf16);
-  const Scratch logits(static_cast<size_t>(blk.R) * blk.C), scratch(blk.scratch_floats(H));
+  // (new[], not vector: every element is written, by a beta = 0 GEMM or a rounding pass, before it is
+  // read; a vector zero-filled the 16 MiB logits on every call, 1.3 ms of a 21 ms small eval step on Zen 3.)
+  const std::unique_ptr<float[]> logits(new float[static_cast<size_t>(blk.R) * blk.C]),
+      scratch(new float[blk.scratch_floats(H)]);
   std::vector<RunningLogSumExp> acc(blk.R);
   for (int r0 = 0; r0 < N; r0 += blk.R)
-    block_losses(losses + r0, logits.data(), acc.data(), scratch.data(), blk, h + static_cast<long>(r0) * H, w, b,
+    block_losses(losses + r0, logits.get(), acc.data(), scratch.get(), blk, h + static_cast<long>(r0) * H, w, b,
                  targets + r0, std::min(blk.R, N - r0), H, V);
   return total_of(losses, N);
 }
@@ -293,7 +286,10 @@ double output_layer_forward_backward(float* losses, float* dh, float* dw, float*
   choose_training_blocks(N, V, logits_budget(H, V, bf16), block_rows, block_columns);
   const ChunkedBlocks blk(N, H, V, block_rows, block_columns, w_transposed, bf16);
   const bool whole_rows = blk.C >= V;
-  const Scratch logits(static_cast<size_t>(blk.R) * blk.C), scratch(blk.scratch_floats(H));
+  // (new[], not vector: every element is written, by a beta = 0 GEMM or a rounding pass, before it is
+  // read; a vector zero-filled the 16 MiB logits on every call, 1.3 ms of a 21 ms small eval step on Zen 3.)
+  const std::unique_ptr<float[]> logits(new float[static_cast<size_t>(blk.R) * blk.C]),
+      scratch(new float[blk.scratch_floats(H)]);
   std::vector<RunningLogSumExp> acc(whole_rows ? 0 : blk.R);
   std::memset(db, 0, sizeof(float) * V);
   if (N == 0) std::memset(dw, 0, sizeof(float) * H * V);
@@ -302,16 +298,16 @@ double output_layer_forward_backward(float* losses, float* dh, float* dw, float*
     const int rows = std::min(blk.R, N - r0);
     const float* h_blk = h + static_cast<long>(r0) * H;
     if (!whole_rows)  // first pass: the losses and each row's logsumexp
-      block_losses(losses + r0, logits.data(), acc.data(), scratch.data(), blk, h_blk, w, b, targets + r0, rows, H,
+      block_losses(losses + r0, logits.get(), acc.data(), scratch.get(), blk, h_blk, w, b, targets + r0, rows, H,
                    V);
     for (int c0 = 0; c0 < V; c0 += blk.C) {
       const int cols = std::min(blk.C, V - c0);
-      blk.logits(logits.data(), h_blk, rows, cols, H, w, c0, scratch.data());
+      blk.logits(logits.get(), h_blk, rows, cols, H, w, c0, scratch.get());
       const bool parallel = static_cast<long>(rows) * cols >= kParallelElements;
       const double pass_start = profile::now();
 #pragma omp parallel for schedule(static) if (parallel)
       for (int r = 0; r < rows; ++r) {
-        float* row = logits.data() + static_cast<long>(r) * cols;
+        float* row = logits.get() + static_cast<long>(r) * cols;
         const int64_t target = targets[r0 + r];
         if (whole_rows) {
           losses[r0 + r] = row_loss_and_gradient(row, b, V, target, d_loss);
@@ -325,7 +321,7 @@ double output_layer_forward_backward(float* losses, float* dh, float* dw, float*
         if (target >= c0 && target < c0 + cols) row[target - c0] -= d_loss;
       }
       profile::since(profile::kSoftmaxPass, pass_start);
-      fold_gradient_chunk(dw, dh + static_cast<long>(r0) * H, db, logits.data(), scratch.data(), h_blk, w, blk,
+      fold_gradient_chunk(dw, dh + static_cast<long>(r0) * H, db, logits.get(), scratch.get(), h_blk, w, blk,
                           rows, cols, c0, r0 == 0, H, parallel);
     }
   }

@@ -27,7 +27,8 @@ class LSTMLanguageModel:
     accumulate in float32; parameters, cell state, gate nonlinearities, softmax, loss, gradients
     and the update stay float32. The kernels round the weights as they use them (into scratch that
     fp32 needs too, or a piece at a time), and each layer's fresh input is rounded in place, so bf16
-    holds no more memory than fp32 (where its products are SGEMMs). ``ptbfast.reference`` rounds at the same places.
+    holds no more memory than fp32 (where its products are SGEMMs). ``ptbfast.reference`` rounds at
+    the same places.
     """
 
     def __init__(self, vocab_size: int, hidden_size: int, num_layers: int, forget_bias: float = 0.0,

@@ -9,8 +9,9 @@ Where the products run is src/cpp/blas_bf16.cpp's choice (``ptbfast info`` says 
 with AVX512-BF16 or AMX, in a build with MKL, products with K >= 400 go to MKL's bf16 GEMM; everywhere
 else they are float32 SGEMMs on the rounded operands. Both are bf16 arithmetic (a product of two
 bf16 numbers is exact in float32, and both accumulate in float32), so a model trains the same on
-either, up to the order of the sums (and the bf16 instructions' flushing of denormals to zero). The first bf16 model of a process says once how its speed
-compares with fp32 here (Bf16PerformanceWarning).
+either, up to the order of the sums (and the bf16 instructions' flushing of denormals to zero).
+The first bf16 model of a process says once how its speed compares with fp32 here
+(Bf16PerformanceWarning).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def _timed(module, name: str, seconds: dict, row: str):
         setattr(module, name, original)
 
 
-def _profile_steps(config, step, steps: int, warmup: int) -> dict:
+def _profile_steps(step, steps: int, warmup: int) -> dict:
     """Runs ``step(seconds)`` ``warmup + steps`` times with the kernels' and ``ops``' timers on
     and returns ms per step in each of :data:`ROWS` (and ``total``); ``step`` adds the rows it
     times itself (dropout masks, update) into ``seconds``."""
@@ -64,22 +64,30 @@ def _profile_steps(config, step, steps: int, warmup: int) -> dict:
     return result
 
 
+def _model_and_batch(config, seed: int):
+    """(rng, a fresh model of ``config``, random ids x and y of its batch shape, a box holding
+    the carried state)."""
+    from ptbfast.model import LSTMLanguageModel
+
+    rng = np.random.default_rng(seed)
+    B, T, V = config.batch_size, config.num_steps, config.vocab_size
+    model = LSTMLanguageModel.from_config(config)
+    x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
+    return rng, model, x, y, {"state": model.initial_state(B)}
+
+
 def profile_training(config, steps: int = 10, warmup: int = 2, seed: int = 0) -> dict:
     """Milliseconds per training step in each of :data:`ROWS` (and ``total``), averaged over
     ``steps`` steps of ``config`` (its precision included) on random ids."""
-    from ptbfast.model import LSTMLanguageModel
     from ptbfast.sgd import apply_sgd
     from ptbfast.train import dropout_masks
 
-    rng = np.random.default_rng(seed)
-    B, T, V, H = config.batch_size, config.num_steps, config.vocab_size, config.hidden_size
-    model = LSTMLanguageModel.from_config(config)
-    x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
-    box = {"state": model.initial_state(B)}
+    rng, model, x, y, box = _model_and_batch(config, seed)
+    shape = (config.num_steps, config.batch_size, config.hidden_size)
 
     def train_step(seconds):
         start = time.perf_counter()
-        masks = dropout_masks(rng, config.num_layers + 1, (T, B, H), config.keep_prob)
+        masks = dropout_masks(rng, config.num_layers + 1, shape, config.keep_prob)
         masked = time.perf_counter()
         _, grads, box["state"] = model.loss_and_sparse_grads(x, y, box["state"], masks)
         updating = time.perf_counter()
@@ -87,25 +95,19 @@ def profile_training(config, steps: int = 10, warmup: int = 2, seed: int = 0) ->
         seconds["dropout_masks"] += masked - start
         seconds["update"] += time.perf_counter() - updating
 
-    return _profile_steps(config, train_step, steps, warmup)
+    return _profile_steps(train_step, steps, warmup)
 
 
 def profile_eval(config, steps: int = 10, warmup: int = 2, seed: int = 0) -> dict:
     """As :func:`profile_training` for an evaluation step: the loss of the training batch's
     shape, forward only, no dropout (what ``bench``'s eval words/s times); the dropout masks and
     update rows are 0."""
-    from ptbfast.model import LSTMLanguageModel
-
-    rng = np.random.default_rng(seed)
-    B, T, V = config.batch_size, config.num_steps, config.vocab_size
-    model = LSTMLanguageModel.from_config(config)
-    x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
-    box = {"state": model.initial_state(B)}
+    _, model, x, y, box = _model_and_batch(config, seed)
 
     def eval_step(seconds):
         _, box["state"] = model.loss(x, y, box["state"])
 
-    return _profile_steps(config, eval_step, steps, warmup)
+    return _profile_steps(eval_step, steps, warmup)
 
 
 def format_profile(profiles: dict) -> str:
