@@ -134,13 +134,18 @@ def test_eval_reproduces_the_trained_perplexities(trained, data_dir):
 def test_eval_and_generate_in_the_other_precision(trained, data_dir):
     # Parameters are float32 whatever the precision: an fp32-trained model evaluates in bf16 too
     # (close to, not equal to, its fp32 perplexity), and says once that bf16 is not faster here.
-    save, out = trained
-    done = ptbfast_cli("eval", "--checkpoint", save / CHECKPOINT_NAME, "--data-path", data_dir, "--precision", "bf16",
-                       cwd=save)
-    assert done.returncode == 0, done.stderr
-    fp32, bf16 = float(value("Test Perplexity:", out)), float(value("Test Perplexity:", done.stdout))
+    # The perplexities are compared unrounded (eval --json): printed to three decimals they can agree
+    # (both 5.905 on an AMD Zen 4, where the costs differed by 1e-7 relative).
+    save, _ = trained
+    perplexity = {}
+    for precision in ("fp32", "bf16"):
+        done = ptbfast_cli("eval", "--checkpoint", save / CHECKPOINT_NAME, "--data-path", data_dir,
+                           "--precision", precision, "--json", cwd=save)
+        assert done.returncode == 0, done.stderr
+        perplexity[precision] = json.loads(done.stdout.splitlines()[-1])["test"]["perplexity"]
+        assert done.stderr.count("Bf16PerformanceWarning") == (precision == "bf16")
+    fp32, bf16 = perplexity["fp32"], perplexity["bf16"]
     assert bf16 != fp32 and abs(bf16 - fp32) < 0.02 * fp32
-    assert done.stderr.count("Bf16PerformanceWarning") == 1
     bad = ptbfast_cli("eval", "--checkpoint", save / CHECKPOINT_NAME, "--data-path", data_dir, "--precision", "fp16",
                       cwd=save)
     assert bad.returncode == 2 and "invalid choice: 'fp16'" in bad.stderr

@@ -302,12 +302,12 @@ def test_nan_on_one_rank_stops_or_skips_on_every_rank(tiny_data, tmp_path, skip)
 
 @needs_mpi
 def test_exception_on_one_rank_ends_the_job(tiny_data, tmp_path):
-    start = time.monotonic()
+    # The job must end (a hang would run into the timeout) and say why: the failing rank's message
+    # must reach stderr before MPI_Abort ends the job (distributed._drain_pipes).
     done = train([*TINY, "--data-path", tiny_data, "--save-path", tmp_path / "run", "--max-epochs", "1"], ranks=2,
-                 worker=["raise", "1", "7"], timeout=60)
+                 worker=["raise", "1", "7"], timeout=LAUNCH_TIMEOUT)
     assert done.returncode != 0
     assert "rank 1: ending the MPI job" in done.stderr and "injected failure" in done.stderr
-    assert time.monotonic() - start < 60
 
 
 def wait_for(condition, process, timeout=60.0):
@@ -327,19 +327,15 @@ def test_killed_rank_ends_the_job_and_the_checkpoint_resumes(tiny_data, tmp_path
     job = subprocess.Popen(command(args, 2, ["none", "0", "0"]), env=clean_env(PIDDIR=pids),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        # A checkpoint exists: training is under way (12 epochs of ~180 steps; one checkpoint every 20).
         wait_for(lambda: (pids / f"rank{victim}.pid").exists() and (run / "checkpoint.npz").exists(), job)
-        time.sleep(0.5)  # into the middle of training
-        killed = time.monotonic()
         os.kill(int((pids / f"rank{victim}.pid").read_text()), signal.SIGKILL)
-        job.communicate(timeout=30)
-        seconds = time.monotonic() - killed
+        job.communicate(timeout=LAUNCH_TIMEOUT)  # the job ends (a hang runs into this timeout)
     finally:
         if job.poll() is None:
             job.kill()
             job.communicate()
     assert job.returncode != 0
-    assert seconds < 30
-    print(f"job ended {seconds:.2f} s after SIGKILL of rank {victim} ({MPIEXEC})")
     saved, _ = checkpoint.load_model_or_previous(run / "checkpoint.npz")  # what --resume will use
     used, meta = saved.path, saved.meta
     assert not meta["position"]["finished"]

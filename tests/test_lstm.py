@@ -17,7 +17,7 @@ TOL = 1e-5
 SHAPES = [  # (T, B, In, H): SIMD tails, size 1, empty, In != H
     (1, 1, 1, 1), (3, 2, 5, 5), (4, 3, 17, 17), (2, 5, 16, 33), (5, 1, 7, 3),
     (0, 2, 4, 4), (3, 0, 4, 4), (6, 20, 40, 24),
-    # Large enough (B*H*4H >= 2^16) for the threaded time loop (with 2+ threads): units split
+    # Large enough (B*H*4H >= 2^16) for the threaded time loop (at 2 and 3 threads): units split
     # 16 + 1; one thread with no units at all; batch 1 (TF's test pass); T < 8 runs unpacked.
     (9, 64, 10, 17), (8, 300, 3, 9), (10, 1, 200, 200), (3, 64, 5, 17),
 ]
@@ -31,9 +31,21 @@ def random_layer(rng, T, B, In, H, scale=1.0):
     return x, c0, h0, kernel, bias
 
 
+@pytest.fixture(params=[1, 2, 3])
+def threads(request):
+    """The time loop splits units over as many threads as OpenMP gives it, so the split is tested at
+    1, 2 and 3 threads whatever the machine has (3: a split that is not a power of two)."""
+    import ptbfast
+
+    before = ptbfast.get_num_threads()
+    ptbfast.set_num_threads(request.param)
+    yield request.param
+    ptbfast.set_num_threads(before)
+
+
 @pytest.mark.parametrize("T,B,In,H", SHAPES)
 @pytest.mark.parametrize("forget_bias", [0.0, 1.0])
-def test_forward_and_backward_match_reference(T, B, In, H, forget_bias):
+def test_forward_and_backward_match_reference(T, B, In, H, forget_bias, threads):
     rng = np.random.default_rng(T * 100 + B * 10 + H)
     x, c0, h0, kernel, bias = random_layer(rng, T, B, In, H)
     h_all, c_all, gates = ops.lstm_forward(x, c0, h0, kernel, bias, forget_bias)

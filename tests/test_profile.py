@@ -27,11 +27,14 @@ def test_kernel_timers_count_only_while_enabled_and_reset_on_read():
         ops.lstm_backward(h_all, None, None, x, s, s, k, h_all, c_all, gates)
     finally:
         ops.profile_enable(False)
-    seconds = ops.profile_read()
-    assert set(seconds) == {"lstm_input_products", "recurrent_products", "gate_math", "output_products",
-                            "softmax_pass"}
-    assert all(v > 0 for v in seconds.values()), seconds
-    assert all(v == 0 for v in ops.profile_read().values())  # the read reset them
+    sections, seconds = ops.profile_sections(), ops.profile_read()
+    assert set(seconds) == set(sections) == {"lstm_input_products", "recurrent_products", "gate_math",
+                                             "output_products", "softmax_pass"}
+    # Every phase was timed; its time may round to 0 ns on a coarse clock, so only >= 0 is certain.
+    assert all(n > 0 for n in sections.values()), sections
+    assert all(v >= 0 for v in seconds.values()), seconds
+    assert all(v == 0 for v in ops.profile_read().values())  # the read reset them ...
+    assert all(n == 0 for n in ops.profile_sections().values())  # ... and the counts
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -41,7 +44,9 @@ def test_rows_add_up_to_the_step(precision):
     profile = profile_training(config, steps=3, warmup=1)
     assert set(profile) == set(ROWS) | {"total"}
     assert sum(profile[row] for row in ROWS) == pytest.approx(profile["total"], rel=1e-9)
-    assert all(profile[row] > 0 for row in ROWS if row not in ("bf16_rounding", "python_overhead"))
+    # Rows the kernels time can be 0 ms (see the test above); Python's rows time whole NumPy calls.
+    assert all(profile[row] >= 0 for row in ROWS if row != "python_overhead")
+    assert all(profile[row] > 0 for row in ("embedding", "dropout_masks", "update"))
     assert (profile["bf16_rounding"] > 0) == (precision == "bf16")
     assert not ops.profile_read()["gate_math"]  # profiling was switched off again
     table = format_profile({precision: profile})
@@ -54,8 +59,7 @@ def test_eval_rows_add_up_to_the_step(precision):
                         precision=precision)
     profile = profile_eval(config, steps=3, warmup=1)
     assert sum(profile[row] for row in ROWS) == pytest.approx(profile["total"], rel=1e-9)
-    forward = ("embedding", "lstm_input_products", "recurrent_products", "gate_math", "output_products", "softmax_pass")
-    assert all(profile[row] > 0 for row in forward)
+    assert all(profile[row] >= 0 for row in ROWS if row != "python_overhead") and profile["embedding"] > 0
     assert profile["update"] == profile["dropout_masks"] == 0  # forward only
     assert (profile["bf16_rounding"] > 0) == (precision == "bf16")
     assert not ops.profile_read()["gate_math"]

@@ -540,13 +540,18 @@ PYBIND11_MODULE(_core, m) {
   m.def("profile_enable", [](bool on) { profile::enabled().store(on); }, py::arg("on"),
         "Start or stop summing the kernels' time per phase (python -m ptbfast bench --profile).");
   m.def("profile_read", []() {
-        static const char* names[profile::kPhases] = {"lstm_input_products", "recurrent_products", "gate_math",
-                                                      "output_products", "softmax_pass"};
         py::dict out;
-        for (int k = 0; k < profile::kPhases; ++k)
-          out[names[k]] = profile::nanoseconds()[k].exchange(0) * 1e-9;
+        for (int k = 0; k < profile::kPhases; ++k) {
+          out[profile::kPhaseNames[k]] = profile::nanoseconds()[k].exchange(0) * 1e-9;
+          profile::sections()[k].store(0);
+        }
         return out;
-      }, "Seconds per phase since the last read (and reset them).");
+      }, "Seconds per phase since the last read (and reset them and the section counts).");
+  m.def("profile_sections", []() {
+        py::dict out;
+        for (int k = 0; k < profile::kPhases; ++k) out[profile::kPhaseNames[k]] = profile::sections()[k].load();
+        return out;
+      }, "How many timed sections each phase has added since the last profile_read.");
   m.def("sgemm_seconds", [](int M, int N, int K, int reps) { return gemm_seconds(M, N, K, reps, false); },
         py::arg("M"), py::arg("N"), py::arg("K"), py::arg("reps") = 5,
         "Median seconds of one M x K @ K x N SGEMM through ptbfast's BLAS.");

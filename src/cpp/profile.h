@@ -21,6 +21,10 @@ enum Phase : int {
   kPhases
 };
 
+// The phases' names in ptbfast.ops.profile_read() and the profile's rows.
+inline constexpr const char* kPhaseNames[kPhases] = {"lstm_input_products", "recurrent_products", "gate_math",
+                                                     "output_products", "softmax_pass"};
+
 inline std::atomic<bool>& enabled() {
   static std::atomic<bool> on{false};
   return on;
@@ -31,8 +35,16 @@ inline std::atomic<int64_t>* nanoseconds() {
   return ns;
 }
 
+// How many sections each phase timed: a phase that ran is told apart from one that did not by this
+// count, not by its time, which can be 0 (a short section on a coarse clock, truncated to whole ns).
+inline std::atomic<int64_t>* sections() {
+  static std::atomic<int64_t> count[kPhases] = {};
+  return count;
+}
+
 inline void add(Phase phase, double seconds) {
   nanoseconds()[phase].fetch_add(static_cast<int64_t>(seconds * 1e9), std::memory_order_relaxed);
+  sections()[phase].fetch_add(1, std::memory_order_relaxed);
 }
 
 inline double now() { return enabled().load(std::memory_order_relaxed) ? omp_get_wtime() : 0.0; }

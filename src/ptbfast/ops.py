@@ -261,8 +261,14 @@ def profile_enable(on: bool) -> None:
 
 
 def profile_read() -> dict:
-    """Seconds per kernel phase since the last read (and reset them)."""
+    """Seconds per kernel phase since the last read (and reset them and the section counts)."""
     return _core.profile_read()
+
+
+def profile_sections() -> dict:
+    """How many timed sections each kernel phase has added since the last :func:`profile_read`
+    (a phase that ran has a count above 0 even where its time rounds to 0)."""
+    return _core.profile_sections()
 
 
 def sgemm_seconds(M: int, N: int, K: int, reps: int = 5) -> float:
