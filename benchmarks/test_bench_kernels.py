@@ -7,7 +7,7 @@ import ptbfast
 from ptbfast import ops
 from ptbfast import reference as ref
 
-from conftest import IMPLS
+from conftest import HAS_TORCH, IMPLS
 
 SHAPES = {"small": (20, 20, 200, 10000), "medium": (20, 35, 650, 10000)}  # B, T, H, V
 
@@ -136,11 +136,12 @@ def test_output_layer_forward_backward(benchmark, impl, config):
         benchmark(run)
 
 
-# ---- bf16 mixed precision: the same kernels and products, by precision and bf16 products path ----
-# "bf16-sgemm": float32 SGEMMs on bf16 values; "bf16-mkl": MKL's bf16 GEMM on every product but the recurrent ones (on a
-# CPU without AVX512-BF16 or AMX, MKL emulates it); "bf16-auto": what the model uses by default.
+# ---- bf16 mixed precision: the same kernels and products, by precision and bf16 product kernel ----
+# "bf16-<kernel>": every product outside the LSTM time loops on that kernel of the bf16 GEMM table
+# (src/cpp/gemm/bf16/: MKL's bf16 GEMM, ptbfast's AVX512-BF16 kernel, SGEMM on bf16 values, the
+# generic twin); "bf16-auto": what the model uses by default. Kernels this CPU cannot run are skipped.
 
-PRECISIONS = ["fp32", "bf16-auto", "bf16-sgemm", "bf16-mkl"]
+PRECISIONS = ["fp32", "bf16-auto", *(f"bf16-{name}" for name in ops.BF16_KERNELS)]
 
 
 @pytest.fixture
@@ -148,8 +149,8 @@ def precision_path(request):
     """Sets the bf16 products path a benchmark's `precision` names, and restores it after."""
     precision = request.node.callspec.params["precision"]
     path = precision.partition("-")[2] or "auto"
-    if path == "mkl" and ptbfast.build_info()["blas"] != "mkl":
-        pytest.skip("this build has no MKL, so it has no MKL bf16 path")
+    if path not in ("auto", *ops.BF16_KERNELS_HERE):
+        pytest.skip(f"this CPU or build cannot run the {path!r} bf16 kernel")
     before = ops.bf16_products()
     ops.set_bf16_products(path)
     yield precision != "fp32"
@@ -184,17 +185,27 @@ def test_output_layer_forward_backward_by_precision(benchmark, precision, config
     benchmark(run)
 
 
-# The model's product shapes (M x K @ K x N), and the AMX Xeon's of ../shared/notes.
-GEMM_SHAPES = [(400, 200, 10000), (700, 650, 10000), (700, 1500, 10000), (20, 400, 800), (20, 1300, 2600),
-               (200, 400, 10000), (700, 650, 2600)]
+# The model's product shapes (M x K @ K x N): output layer forward (small, medium, large), its dw
+# (small), the medium and large recurrent products, and the shapes of the notes' Zen 4 and Xeon tables.
+GEMM_SHAPES = [(400, 200, 10000), (400, 10000, 200), (700, 650, 10000), (700, 1500, 10000), (20, 650, 2600),
+               (20, 1500, 6000), (20, 400, 800), (200, 400, 10000), (2048, 2048, 2048)]
 
 
-@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("precision", [*PRECISIONS, pytest.param("torch-bf16", marks=pytest.mark.skipif(
+    not HAS_TORCH, reason="PyTorch not installed"))])
 @pytest.mark.parametrize("shape", GEMM_SHAPES, ids=lambda s: "%dx%d@%dx%d" % (s[0], s[1], s[1], s[2]))
-def test_gemm_by_precision(benchmark, precision, shape, precision_path):
+def test_gemm_by_precision(benchmark, precision, shape, request):
+    # GFLOP/s = extra_info gflop_per_call / the median; bench.py prints the bf16 instruction's peak
+    # (ops.bf16_peak_gflops) beside SGEMM's to compare them with.
     M, K, N = shape
     rng = np.random.default_rng(0)
     a, b = (ops.round_bf16(rng.uniform(-1, 1, s).astype(np.float32)) for s in ((M, K), (K, N)))
     benchmark.group = f"GEMM {M}x{K}@{K}x{N} by precision"
     benchmark.extra_info["gflop_per_call"] = 2 * M * N * K / 1e9
-    benchmark(ops.matmul, a, b, precision_path)
+    if precision == "torch-bf16":  # PyTorch's bf16 matmul (oneDNN where the CPU has bf16 instructions)
+        import torch
+        ta, tb = torch.from_numpy(a).bfloat16(), torch.from_numpy(b).bfloat16()
+        benchmark(torch.matmul, ta, tb)
+        return
+    bf16 = request.getfixturevalue("precision_path")
+    benchmark(ops.matmul, a, b, bf16)

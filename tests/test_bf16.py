@@ -38,13 +38,14 @@ FP32_TOL = 1e-2
 pytestmark = pytest.mark.filterwarnings("ignore::ptbfast.precision.Bf16PerformanceWarning")
 
 
-@pytest.fixture(params=["sgemm", "mkl"])
+@pytest.fixture(params=ops.BF16_KERNELS)
 def bf16_products(request):
-    """Each bf16 kernel test runs on every path by name, whatever "auto" would choose on this CPU
-    (so a test covers the same code on every machine): SGEMM, and MKL's bf16 GEMM forced onto every
-    product outside the LSTM time loops (which MKL emulates on CPUs without bf16 instructions)."""
-    if request.param == "mkl" and ptbfast.build_info()["blas"] != "mkl":
-        pytest.skip("this build has no MKL, so it has no MKL bf16 path")
+    """Each bf16 kernel test runs on every kernel of the bf16 GEMM table by name, whatever "auto"
+    would choose on this CPU (so a test covers the same code on every machine that can run it):
+    MKL's bf16 GEMM (emulated on CPUs without bf16 instructions), ptbfast's AVX512-BF16 kernel, SGEMM
+    and the generic twin of the dot-product kernels."""
+    if request.param not in ops.BF16_KERNELS_HERE:
+        pytest.skip(f"this CPU or build cannot run the {request.param!r} bf16 kernel")
     before = ops.bf16_products()
     ops.set_bf16_products(request.param)
     yield request.param
@@ -336,8 +337,8 @@ def test_info_reports_the_amx_permission_and_the_bf16_path():
 
 
 def test_bf16_products_setting_is_checked():
-    with pytest.raises(ValueError, match="auto, sgemm, mkl"):
-        ops.set_bf16_products("amx")
+    with pytest.raises(ValueError, match="must be one of " + ", ".join(ops.BF16_PRODUCTS)):
+        ops.set_bf16_products("fast")
     assert ops.bf16_products() in ops.BF16_PRODUCTS
 
 
@@ -352,18 +353,7 @@ def test_a_bad_bf16_products_variable_stops_the_import():
     assert done.returncode == 0 and "PTBFAST_BF16_PRODUCTS=sgemm" in done.stdout
 
 
-@pytest.mark.parametrize("M,K,N", [(1, 1, 1), (0, 5, 3), (3, 0, 4), (7, 17, 33), (20, 400, 800), (33, 650, 130)])
-def test_bf16_products_are_exact_products_summed_in_float32(M, K, N, bf16_products):
-    # On every path a bf16 x bf16 product is exact and the sums are float32: against float64, the
-    # error is float32 summation's (a relative 1e-5 bounds K = 650 sums of unit-size terms).
-    rng = np.random.default_rng(M + K + N)
-    a = ops.round_bf16(rng.uniform(-1, 1, (M, K)).astype(np.float32))
-    b = ops.round_bf16(rng.uniform(-1, 1, (K, N)).astype(np.float32))
-    got = ops.matmul(a, b, bf16=True)
-    assert got.shape == (M, N) and got.dtype == np.float32
-    want = f64(a)[0] @ f64(b)[0]
-    assert max_rel_error(got, want) <= 1e-5
-    assert max_rel_error(got, ops.matmul(a, b)) <= 1e-5  # the fp32 SGEMM of the same values
+# (Each bf16 product kernel against float64: tests/test_gemm_bf16.py.)
 
 
 def test_matmul_refuses_mismatched_or_float64_operands():

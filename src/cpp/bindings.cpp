@@ -12,12 +12,15 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <optional>
 #include <climits>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "blas.h"
+#include "cpu_features.h"
+#include "gemm/bf16/gemm_bf16.h"
 #include "kernels.h"
 #include "profile.h"
 #include "vecmath.h"
@@ -365,20 +368,25 @@ py::array round_bf16_py(const py::array& x) {
   return std::move(out);
 }
 
-// a @ b through ptbfast's products: SGEMM, or with bf16 (operands that hold bf16 values) the
-// bf16 products path. For tests and benchmarks of the paths themselves.
-py::array matmul_py(const py::array& a, const py::array& b, bool bf16) {
+// op(a) @ op(b) through ptbfast's products: SGEMM, or with bf16 (operands that hold bf16 values)
+// the bf16 products path; op transposes a C-contiguous array when trans_*. With c: c += the
+// product, in place (beta 1). For tests and benchmarks of the paths themselves.
+py::array matmul_py(const py::array& a, const py::array& b, bool bf16, bool trans_a, bool trans_b,
+                    std::optional<py::array> c) {
   const float* pa = float_input(a, "a", {-1, -1});
-  const float* pb = float_input(b, "b", {a.shape(1), -1});
-  require_int(a.shape(0), "rows of a");
-  require_int(a.shape(1), "columns of a");
-  require_int(b.shape(1), "columns of b");
-  const int M = static_cast<int>(a.shape(0)), K = static_cast<int>(a.shape(1)), N = static_cast<int>(b.shape(1));
-  py::array_t<float> out({a.shape(0), b.shape(1)});
-  float* o = out.mutable_data();
+  const py::ssize_t M = a.shape(trans_a ? 1 : 0), K = a.shape(trans_a ? 0 : 1);
+  const float* pb = float_input(b, "b", trans_b ? std::vector<py::ssize_t>{-1, K} : std::vector<py::ssize_t>{K, -1});
+  const py::ssize_t N = b.shape(trans_b ? 0 : 1);
+  require_int(M, "rows of the product");
+  require_int(K, "the inner dimension");
+  require_int(N, "columns of the product");
+  py::array out = c ? *c : py::array(py::array_t<float>({M, N}));
+  float* o = c ? float_output(out, "c", {M, N}) : static_cast<float*>(out.mutable_data());
+  const int lda = static_cast<int>(a.shape(1)), ldb = static_cast<int>(b.shape(1));
   py::gil_scoped_release nogil;
-  blas::gemm_for(bf16)(false, false, M, N, K, 1.0f, pa, K, pb, N, 0.0f, o, N);
-  return std::move(out);
+  blas::gemm_for(bf16)(trans_a, trans_b, static_cast<int>(M), static_cast<int>(N), static_cast<int>(K), 1.0f, pa,
+                       lda, pb, ldb, c ? 1.0f : 0.0f, o, static_cast<int>(N));
+  return out;
 }
 
 void round_bf16_in_place_py(py::array& x) {
@@ -473,8 +481,18 @@ py::dict build_info() {
   info["openmp_version"] = _OPENMP;
   info["cpu_vendor"] = cpu_vendor();
   info["amx_permission"] = amx_permission();
+  py::list features;  // the CPU's bf16 matrix features, by /proc/cpuinfo's names (CPUID + XGETBV here)
+  if (cpu_has_amx_bf16()) features.append("amx_bf16");
+  if (cpu_has_avx512_bf16()) features.append("avx512_bf16");
+  if (features.empty()) features.append("none");
+  info["cpu_matrix_features"] = features;
   info["bf16_products"] = blas::bf16_products_description();
   info["bf16_matrix_engine"] = blas::bf16_products_use_matrix_engine();
+  py::dict kernels;  // the bf16 GEMM table: name -> usable here
+  const std::vector<std::string> usable = blas::usable_bf16_product_names();
+  for (const std::string& name : blas::bf16_product_names())
+    kernels[name.c_str()] = std::find(usable.begin(), usable.end(), name) != usable.end();
+  info["bf16_kernels"] = kernels;
   return info;
 }
 
@@ -488,7 +506,7 @@ void set_num_threads(int n) {
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "ptbfast C++ kernels (float32, OpenMP + SIMD, BLAS for matrix products)";
-  amx_permission();  // first: before MKL can look at the CPU or run a tile instruction (matrix_engine.cpp)
+  amx_permission();  // first: before MKL can look at the CPU or run a tile instruction (cpu_features.cpp)
   blas::init();
   m.attr("OUTPUT_BLOCK_FLOATS") = kOutputBlockFloats;
 
@@ -532,9 +550,19 @@ PYBIND11_MODULE(_core, m) {
   m.def("round_bf16", &round_bf16_py, py::arg("x"),
         "x rounded to bfloat16 (nearest even), as float32 with the low 16 bits zero; NaN stays NaN");
   m.def("set_bf16_products", &blas::set_bf16_products, py::arg("name"),
-        "How bf16 products run: \"auto\" (MKL's bf16 GEMM where an Intel CPU has AVX512-BF16 or AMX and the "
-        "shape gains, float32 SGEMM elsewhere), \"sgemm\", or \"mkl\" (MKL's bf16 GEMM everywhere)");
-  m.def("bf16_products", &blas::bf16_products, "The bf16 products setting: auto, sgemm or mkl");
+        "How bf16 products run: \"auto\" (per product, the first usable kernel of the bf16 GEMM table that "
+        "prefers the shape) or a kernel of that table by name (bf16_product_names)");
+  m.def("bf16_products", &blas::bf16_products, "The bf16 products setting: auto or a kernel's name");
+  m.def("bf16_product_names", &blas::bf16_product_names,
+        "The bf16 GEMM table's kernels, in the order \"auto\" tries them");
+  m.def("usable_bf16_product_names", &blas::usable_bf16_product_names,
+        "The bf16 GEMM table's kernels that this CPU and build can run");
+  m.def("bf16_peak_gflops", []() {
+        py::gil_scoped_release nogil;
+        return gemm::bf16::native_peak_gflops();
+      }, "GFLOP/s of the CPU's bf16 dot-product instruction in independent chains on all threads (0: none here)");
+  m.def("bf16_product_kernel", &blas::bf16_product_kernel, py::arg("M"), py::arg("N"), py::arg("K"),
+        "The kernel an M x K @ K x N bf16 product runs on under the current setting");
   m.def("round_bf16_in_place", &round_bf16_in_place_py, py::arg("x"),
         "round_bf16, written over x (float32, C-contiguous, writable)");
   m.def("profile_enable", [](bool on) { profile::enabled().store(on); }, py::arg("on"),
@@ -555,8 +583,10 @@ PYBIND11_MODULE(_core, m) {
   m.def("sgemm_seconds", [](int M, int N, int K, int reps) { return gemm_seconds(M, N, K, reps, false); },
         py::arg("M"), py::arg("N"), py::arg("K"), py::arg("reps") = 5,
         "Median seconds of one M x K @ K x N SGEMM through ptbfast's BLAS.");
-  m.def("matmul", &matmul_py, py::arg("a"), py::arg("b"), py::arg("bf16") = false,
-        "a [M, K] @ b [K, N] through ptbfast's products (bf16: the bf16 products path)");
+  m.def("matmul", &matmul_py, py::arg("a"), py::arg("b"), py::arg("bf16") = false, py::arg("trans_a") = false,
+        py::arg("trans_b") = false, py::arg("c") = py::none(),
+        "op(a) [M, K] @ op(b) [K, N] through ptbfast's products (bf16: the bf16 products path); with c, "
+        "c += the product in place");
   m.def("gemm_seconds", &gemm_seconds, py::arg("M"), py::arg("N"), py::arg("K"), py::arg("reps") = 5,
         py::arg("bf16") = false,
         "Median seconds of one M x K @ K x N product: SGEMM, or with bf16 on the bf16 products path.");

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace ptbfast::blas {
 
@@ -22,15 +23,19 @@ void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, con
 using Gemm = void (*)(bool, bool, int, int, int, float, const float*, int, const float*, int, float, float*, int);
 inline Gemm gemm_for(bool bf16) { return bf16 ? &gemm_bf16 : &sgemm; }
 
-// How gemm_bf16 multiplies: "sgemm" (float32 SGEMM on the bf16 values: exact products, fp32
-// speed), "mkl" (MKL's cblas_gemm_bf16bf16f32 on every shape) or "auto" (MKL's bf16 GEMM where
-// an Intel CPU has AVX512-BF16 or AMX and the shape measured faster, SGEMM elsewhere; the default).
-// set_bf16_products throws std::invalid_argument on another name, or on "mkl" without MKL.
+// How gemm_bf16 multiplies: "auto" (per product, the first kernel of gemm/bf16's table usable on
+// this CPU that prefers the shape; the default) or a kernel of that table by name ("mkl",
+// "avx512_bf16", "sgemm", "generic": bf16_product_names()). set_bf16_products throws
+// std::invalid_argument on another name, or on a kernel this CPU or build cannot run.
 void set_bf16_products(const std::string& name);
 std::string bf16_products();
+std::vector<std::string> bf16_product_names();         // the table's kernels, in the order auto tries them
+std::vector<std::string> usable_bf16_product_names();  // those this CPU and build run
+// The kernel a product of this shape runs on under the current setting.
+std::string bf16_product_kernel(int M, int N, int K);
 // In words: what the setting resolves to on this CPU and build (ptbfast info).
 std::string bf16_products_description();
-// Whether some bf16 products run on the CPU's bf16 instructions (AVX512-BF16 or AMX through MKL).
+// Whether some bf16 products run on the CPU's bf16 instructions (AVX512-BF16 or AMX).
 bool bf16_products_use_matrix_engine();
 
 // A right-hand operand op(B) [K, N] prepared once for many products A @ op(B) with the same M:

@@ -42,16 +42,6 @@ void round_to_bf16(float* out, const float* in, int64_t n);
 // dimensions ld_out and ld_in (a piece of a weight matrix into a compact scratch).
 void round_rows_to_bf16(float* out, int ld_out, const float* in, int ld_in, int rows, int cols);
 
-// ---- matrix_engine.cpp ---------------------------------------------------------------------------
-// The process's AMX tile permission, asked of Linux once (at import): "granted", or why not.
-const std::string& amx_permission();
-// The CPU's bf16 instructions (CPUID), whether or not this build uses them.
-bool cpu_has_amx_bf16();
-bool cpu_has_avx512_bf16();
-// CPUID's vendor string: "GenuineIntel", "AuthenticAMD", ... (MKL picks instruction-set code paths
-// on Intel CPUs only, so its bf16 GEMM is used on Intel alone: blas_bf16.cpp).
-std::string cpu_vendor();
-
 // ---- lstm.cpp -------------------------------------------------------------------------------
 // One LSTM layer over T steps, TF BasicLSTMCell (gate columns i, j, f, o):
 //   g = [x_t, h_{t-1}] @ kernel + bias;  c_t = c_{t-1} σ(f + forget_bias) + σ(i) tanh(j);

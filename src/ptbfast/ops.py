@@ -25,7 +25,11 @@ from ptbfast import _core
 OUTPUT_BLOCK_FLOATS: int = _core.OUTPUT_BLOCK_FLOATS
 
 # How bf16 products run (src/cpp/blas_bf16.cpp): "auto" (the default), "sgemm" or "mkl".
-BF16_PRODUCTS = ("auto", "sgemm", "mkl")
+# How bf16 products may run: "auto", or a kernel of the bf16 GEMM table by name (src/cpp/gemm/bf16/,
+# in the order "auto" tries them; BF16_KERNELS_HERE: those this CPU and build can run).
+BF16_KERNELS = tuple(_core.bf16_product_names())
+BF16_KERNELS_HERE = tuple(_core.usable_bf16_product_names())
+BF16_PRODUCTS = ("auto", *BF16_KERNELS)
 
 
 def as_float32(array, name: str) -> np.ndarray:
@@ -206,20 +210,31 @@ def sparse_sgd_update(param, grad: IndexedSlices, step: float) -> None:
 def build_info() -> dict:
     """Compiler, ISA flags, BLAS libraries and thread counts of this build; the CPU's bf16 matrix
     features, the AMX permission and how bf16 products are computed."""
-    from ptbfast.precision import cpu_matrix_features
-
-    return {**_core.build_info(), "cpu_matrix_features": cpu_matrix_features() or ["none"]}
+    return _core.build_info()
 
 
 def set_bf16_products(name: str) -> None:
-    """How bf16 products run, process-wide: "auto" (MKL's bf16 GEMM where the CPU has AVX512-BF16
-    or AMX and the shape gains, float32 SGEMM on the bf16 values elsewhere), "sgemm", or "mkl"
-    (MKL's bf16 GEMM on every product outside the LSTM time loops, whose recurrent products stay
-    packed SGEMMs; emulated on CPUs without bf16 instructions: for tests and
-    measuring). The environment variable PTBFAST_BF16_PRODUCTS sets it at import."""
+    """How bf16 products run, process-wide: "auto" (per product, the first kernel of
+    :data:`BF16_KERNELS` this CPU runs that prefers the shape: MKL's bf16 GEMM where an Intel CPU
+    has AVX512-BF16 or AMX and K >= 400, ptbfast's AVX512-BF16 kernel where the CPU has it, float32
+    SGEMM on the bf16 values elsewhere) or one kernel by name on every product outside the LSTM time
+    loops (whose recurrent products stay packed SGEMMs): "mkl" (emulated on CPUs without bf16
+    instructions), "avx512_bf16", "sgemm", or "generic" (the dot-product kernels' plain C++ twin;
+    slow). The environment variable PTBFAST_BF16_PRODUCTS sets it at import."""
     if name not in BF16_PRODUCTS:
         raise ValueError(f"bf16 products must be one of {', '.join(BF16_PRODUCTS)}, got {name!r}")
     _core.set_bf16_products(name)
+
+
+def bf16_peak_gflops() -> float:
+    """GFLOP/s of the CPU's bf16 dot-product instruction (AVX512-BF16's VDPBF16PS) in independent
+    chains on all threads: the ceiling of the bf16 GEMM; 0.0 where no native kernel runs."""
+    return _core.bf16_peak_gflops()
+
+
+def bf16_product_kernel(M: int, N: int, K: int) -> str:
+    """The kernel an [M, K] @ [K, N] bf16 product runs on under the current setting."""
+    return _core.bf16_product_kernel(M, N, K)
 
 
 def bf16_products() -> str:
@@ -276,10 +291,20 @@ def sgemm_seconds(M: int, N: int, K: int, reps: int = 5) -> float:
     return _core.sgemm_seconds(M, N, K, reps)
 
 
-def matmul(a, b, bf16: bool = False) -> np.ndarray:
+def matmul(a, b, bf16: bool = False, out=None) -> np.ndarray:
     """``a @ b`` (float32 [M, K] and [K, N]) through ptbfast's products: SGEMM, or with ``bf16``
-    (operands holding bf16 values) the current :func:`bf16_products` path."""
-    return _core.matmul(as_float32(a, "a"), as_float32(b, "b"), bf16)
+    (operands holding bf16 values) the current :func:`bf16_products` path, the one the model's
+    kernels take. Transposed views (``w.T`` of a C-contiguous ``w``) are read in place. With ``out``
+    (float32 [M, N], C-contiguous, writable): ``out += a @ b`` in place, and ``out`` is returned."""
+    a, b = as_float32(a, "a"), as_float32(b, "b")
+    trans_a, trans_b = _is_transposed(a), _is_transposed(b)
+    return _core.matmul(a.T if trans_a else a, b.T if trans_b else b, bf16, trans_a, trans_b,
+                        None if out is None else as_float32(out, "out"))
+
+
+def _is_transposed(x: np.ndarray) -> bool:
+    """A 2-D view whose transpose is C-contiguous (and that is not C-contiguous itself)."""
+    return x.ndim == 2 and not x.flags.c_contiguous and x.T.flags.c_contiguous
 
 
 def gemm_seconds(M: int, N: int, K: int, reps: int = 5, bf16: bool = False) -> float:

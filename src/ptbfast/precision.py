@@ -5,11 +5,12 @@ products in float32; parameters, cell state, gate nonlinearities, softmax, loss,
 the SGD update stay float32 (the recipe of PyTorch's autocast and llm.c, with fp32 master weights,
 unlike TF's --use_fp16, which kept float16 variables).
 
-Where the products run is src/cpp/blas_bf16.cpp's choice (``ptbfast info`` says it): on an Intel CPU
-with AVX512-BF16 or AMX, in a build with MKL, products with K >= 400 go to MKL's bf16 GEMM; everywhere
-else they are float32 SGEMMs on the rounded operands. Both are bf16 arithmetic (a product of two
-bf16 numbers is exact in float32, and both accumulate in float32), so a model trains the same on
-either, up to the order of the sums (and the bf16 instructions' flushing of denormals to zero).
+Where the products run is the bf16 GEMM table's choice (src/cpp/gemm/bf16/; ``ptbfast info`` says
+it): MKL's bf16 GEMM where an Intel CPU has AVX512-BF16 or AMX and K >= 400, ptbfast's AVX512-BF16
+kernel where the CPU has that instruction, float32 SGEMMs on the rounded operands everywhere else.
+All are bf16 arithmetic (a product of two bf16 numbers is exact in float32, and all accumulate in
+float32), so a model trains the same on any, up to the order of the sums (and the bf16
+instructions' flushing of denormals to zero).
 The first bf16 model of a process says once how its speed compares with fp32 here
 (Bf16PerformanceWarning).
 """
@@ -34,19 +35,6 @@ class Bf16PerformanceWarning(UserWarning):
     ptbfast has not measured on this CPU."""
 
 
-def cpu_matrix_features() -> list:
-    """The CPU's bf16 matrix features that Linux reports (``amx_bf16``, ``avx512_bf16``), or []."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    flags = set(line.split(":", 1)[1].split())
-                    return [name for name in ("amx_bf16", "avx512_bf16") if name in flags]
-    except OSError:
-        pass
-    return []
-
-
 def warn_about_bf16_speed() -> None:
     """Says once per process how bf16's speed compares with fp32's here: no faster where its
     products run as float32 SGEMMs; not yet measured by ptbfast where they run on the CPU's bf16
@@ -57,8 +45,11 @@ def warn_about_bf16_speed() -> None:
     _warned = True
     from ptbfast import ops
     info = ops.build_info()
-    features = ", ".join(cpu_matrix_features()) or "none"
-    if ops.bf16_products() == "mkl" and not info["bf16_matrix_engine"]:
+    features = ", ".join(info["cpu_matrix_features"])
+    if ops.bf16_products() == "generic":
+        message = (f"precision='bf16': products run as {info['bf16_products']}: plain C++ for tests, far slower "
+                   f"than fp32 (PTBFAST_BF16_PRODUCTS=auto for speed)")
+    elif ops.bf16_products() == "mkl" and not info["bf16_matrix_engine"]:
         message = (f"precision='bf16': products run as {info['bf16_products']}, which MKL emulates on this CPU "
                    f"(bf16 features: {features}): expect it to be slower than fp32 (not measured by ptbfast)")
     elif info["bf16_matrix_engine"]:

@@ -1,11 +1,11 @@
-// The CPU's vendor and bf16 matrix features, and the AMX permission request.
+// The CPU's vendor and bf16 features (CPUID + XGETBV, read once), and the AMX permission request.
 //
 // Linux keeps a process's AMX tile registers out of its saved state
 // until the process asks for them (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA), Linux
 // 5.16+); a tile instruction before that kills the process with SIGILL. oneDNN asks by itself,
 // MKL may not and then quietly runs slower kernels (issue 11's measurements on a Xeon with AMX), so
 // ptbfast asks once, when the extension is imported, and `ptbfast info` reports the answer.
-#include "kernels.h"
+#include "cpu_features.h"
 
 #include <cerrno>
 #include <cstring>

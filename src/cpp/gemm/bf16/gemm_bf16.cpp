@@ -1,0 +1,150 @@
+// The bf16 GEMM's packing, threading and table of kernels (gemm_bf16.h).
+#include "gemm_bf16.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "../../bf16.h"
+#include "../../cpu_features.h"
+
+namespace ptbfast::gemm::bf16 {
+
+static inline uint32_t bf16_bits(float x) {
+  const float rounded = round_bf16(x);
+  uint32_t bits;
+  std::memcpy(&bits, &rounded, sizeof bits);
+  return bits >> 16;
+}
+
+// Below this many multiply-adds a product runs on one thread (the fork costs more).
+static constexpr long kParallelMacs = 1L << 18;
+// Threads split C into blocks of this many rows (a multiple of blocked.h's 8) and panels.
+static constexpr int kRowChunk = 64;
+static constexpr int kPanelChunk = 4;
+
+PackedB::PackedB(const float* B, int K, int N, long row_stride, long col_stride)
+    : K_(K), N_(N), words_(new uint32_t[static_cast<size_t>(pairs()) * panels() * kPanel]) {
+  const int P = pairs();
+#pragma omp parallel for schedule(static) if (static_cast<long>(K) * N >= (1L << 16))
+  for (int p = 0; p < panels(); ++p) {
+    uint32_t* out = words_.get() + static_cast<long>(p) * P * kPanel;
+    for (int j = 0; j < kPanel; ++j) {
+      const int n = p * kPanel + j;
+      if (n >= N) {
+        for (int k = 0; k < P; ++k) out[k * kPanel + j] = 0;
+        continue;
+      }
+      const float* col = B + n * col_stride;
+      for (int k = 0; k < P; ++k) {
+        const uint32_t even = bf16_bits(col[(2L * k) * row_stride]);
+        const uint32_t odd = 2 * k + 1 < K ? bf16_bits(col[(2L * k + 1) * row_stride]) : 0;
+        out[k * kPanel + j] = even | (odd << 16);
+      }
+    }
+  }
+}
+
+void pack_a(const float* A, int M, int K, long row_stride, long col_stride, uint32_t* out) {
+  const int P = (K + 1) / 2;
+#pragma omp parallel for schedule(static) if (static_cast<long>(M) * K >= (1L << 16))
+  for (int m = 0; m < M; ++m) {
+    const float* row = A + m * row_stride;
+    uint32_t* dst = out + static_cast<long>(m) * P;
+    for (int k = 0; k < P; ++k) {
+      const uint32_t even = bf16_bits(row[(2L * k) * col_stride]);
+      const uint32_t odd = 2 * k + 1 < K ? bf16_bits(row[(2L * k + 1) * col_stride]) : 0;
+      dst[k] = even | (odd << 16);
+    }
+  }
+}
+
+void run_blocks(BlockFn block, const Problem& problem) {
+  const int M = problem.M, panels = problem.b->panels();
+  if (M == 0 || panels == 0) return;
+  if (problem.b->pairs() == 0) {  // K = 0: C = 0 (or C stays)
+    if (!problem.accumulate)
+      for (int m = 0; m < M; ++m) std::fill_n(problem.c + m * problem.ldc, problem.b->N(), 0.0f);
+    return;
+  }
+  const int row_chunks = (M + kRowChunk - 1) / kRowChunk, panel_chunks = (panels + kPanelChunk - 1) / kPanelChunk;
+  const long macs = static_cast<long>(M) * problem.b->N() * problem.b->K();
+#pragma omp parallel for schedule(dynamic) if (macs >= kParallelMacs && row_chunks * panel_chunks > 1)
+  for (int task = 0; task < row_chunks * panel_chunks; ++task) {
+    const int r = task % row_chunks, p = task / row_chunks;
+    block(problem, r * kRowChunk, std::min(M, (r + 1) * kRowChunk), p * kPanelChunk,
+          std::min(panels, (p + 1) * kPanelChunk));
+  }
+}
+
+// C = op(A) @ op(B) + beta * C through a dot-product kernel: both operands packed per call.
+static void multiply_on(BlockFn block, bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda,
+                        const float* B, int ldb, float beta, float* C, int ldc) {
+  if (M == 0 || N == 0) return;
+  if (beta != 0.0f && beta != 1.0f)
+    for (int m = 0; m < M; ++m)
+      for (int n = 0; n < N; ++n) C[static_cast<long>(m) * ldc + n] *= beta;
+  const PackedB b(B, K, N, trans_b ? 1 : ldb, trans_b ? ldb : 1);
+  std::unique_ptr<uint32_t[]> a(new uint32_t[static_cast<size_t>(M) * b.pairs()]);
+  pack_a(A, M, K, trans_a ? 1 : lda, trans_a ? lda : 1, a.get());
+  run_blocks(block, Problem{a.get(), b.pairs(), &b, C, ldc, M, beta != 0.0f});
+}
+
+static void generic_multiply(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda,
+                             const float* B, int ldb, float beta, float* C, int ldc) {
+  multiply_on(&generic_block, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc);
+}
+
+static void avx512_bf16_multiply(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda,
+                                 const float* B, int ldb, float beta, float* C, int ldc) {
+  multiply_on(avx512_bf16_block, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc);
+}
+
+static bool always(int, int, int) { return true; }
+static bool never(int, int, int) { return false; }
+static bool anywhere() { return true; }
+
+#if defined(PTBFAST_BLAS_MKL)
+static bool mkl_built() { return true; }
+// MKL runs bf16 on the CPU's bf16 instructions on Intel CPUs only (mkl.cpp); AMX once Linux granted it.
+static bool mkl_on_bf16_instructions() {
+  static const bool yes = cpu_vendor() == "GenuineIntel" &&
+                          (cpu_has_avx512_bf16() || (cpu_has_amx_bf16() && amx_permission() == "granted"));
+  return yes;
+}
+static bool mkl_prefers(int, int, int K) { return mkl_on_bf16_instructions() && K >= 400; }
+#endif
+
+static bool avx512_bf16_usable() {
+  static const bool yes = avx512_bf16_block != nullptr && cpu_has_avx512_bf16();
+  return yes;
+}
+
+const std::vector<Kernel>& kernels() {
+  static const std::vector<Kernel> table = {
+#if defined(PTBFAST_BLAS_MKL)
+      {"mkl", &mkl_built, &mkl_prefers, &mkl_multiply,
+       "MKL's cblas_gemm_bf16bf16f32 (AMX or AVX512-BF16 on Intel CPUs; emulated, slower, elsewhere)"},
+#endif
+      // Not yet measured on a CPU with AVX512-BF16: preferred on every shape until measured.
+      {"avx512_bf16", &avx512_bf16_usable, &always, &avx512_bf16_multiply,
+       "ptbfast's AVX512-BF16 kernel (VDPBF16PS)"},
+      {"sgemm", &anywhere, &always, &sgemm_multiply,
+       "float32 SGEMM on the bf16 values (exact bf16 products, fp32 speed)"},
+      {"generic", &anywhere, &never, &generic_multiply,
+       "ptbfast's generic twin of the dot-product kernels (plain C++, bit for bit what VDPBF16PS computes; "
+       "slow: for tests)"},
+  };
+  return table;
+}
+
+double native_peak_gflops() { return avx512_bf16_usable() ? avx512_bf16_peak() : 0.0; }
+
+const Kernel* find(const std::string& name) {
+  for (const Kernel& k : kernels())
+    if (name == k.name) return &k;
+  return nullptr;
+}
+
+}  // namespace ptbfast::gemm::bf16

@@ -1,0 +1,99 @@
+// The bf16 GEMM: float32 C (= or +=) bf16 A times bf16 B, on kernels chosen at run time.
+//
+// The dot-product kernels (generic.cpp, avx512_bf16.cpp) read B packed once into the layout the
+// AVX512-BF16 instruction reads: panels of kPanel columns, in each, for every pair of K rows, the
+// pair (B[2k][n], B[2k+1][n]) of column n as one 32-bit word (the even row in the low half). An
+// odd K is padded with a zero row, a last panel with zero columns. A is read as rows of such pairs
+// (pack_a). Each C element is one fp32 accumulator that takes the pairs in order of k:
+//
+//   acc = fma(a[2k], b[2k], fma(a[2k+1], b[2k+1], acc))    (k = 0, 1, ...; starting from 0 or C)
+//
+// with denormal inputs read as zero and denormal results flushed to zero: what VDPBF16PS computes
+// (Intel's pseudo-code; measured bit for bit on an AMD Zen 4, ../shared/notes). The generic twin
+// computes exactly that on any CPU, so the native kernel must equal it bit for bit, and blocking,
+// packing and tails are tested on every machine. Results do not depend on blocking or threads.
+//
+// kernels() is the table "auto" chooses from: the first entry usable on this CPU that prefers the
+// shape. ptbfast info, the tests and the benchmarks read the names from it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace ptbfast::gemm::bf16 {
+
+constexpr int kPanel = 32;  // columns per packed panel of B: two 16-lane vectors
+
+// op(B) [K, N], element (k, n) at B[k * row_stride + n * col_stride], rounded to bf16 (nearest
+// even; values that already are bf16 stay as they are) and packed.
+class PackedB {
+ public:
+  PackedB(const float* B, int K, int N, long row_stride, long col_stride);
+  int K() const { return K_; }
+  int N() const { return N_; }
+  int pairs() const { return (K_ + 1) / 2; }
+  int panels() const { return (N_ + kPanel - 1) / kPanel; }
+  // Panel p: pairs() rows of kPanel words.
+  const uint32_t* panel(int p) const { return words_.get() + static_cast<long>(p) * pairs() * kPanel; }
+
+ private:
+  int K_, N_;
+  std::unique_ptr<uint32_t[]> words_;
+};
+
+// op(A) [M, K] (element (m, k) at A[m * row_stride + k * col_stride]) rounded to bf16, as M rows of
+// (K + 1) / 2 pair words each (an odd K padded with zero) into out.
+void pack_a(const float* A, int M, int K, long row_stride, long col_stride, uint32_t* out);
+
+// One product on a dot-product kernel: C[M, N] (= or +=) A @ B.
+struct Problem {
+  const uint32_t* a;  // [M, lda] pair words (pack_a)
+  long lda;           // in words, >= B's pairs()
+  const PackedB* b;
+  float* c;  // [M, ldc] float32
+  long ldc;
+  int M;
+  bool accumulate;  // C += A @ B, else C = A @ B
+};
+
+// Rows [m0, m1) and panels [p0, p1) of C: what each dot-product kernel file implements.
+using BlockFn = void (*)(const Problem& problem, int m0, int m1, int p0, int p1);
+
+// Runs `block` over the whole of C on the OpenMP threads. Call it outside our parallel regions.
+void run_blocks(BlockFn block, const Problem& problem);
+
+struct Kernel {
+  const char* name;
+  bool (*usable)();                     // compiled in and this CPU runs it
+  bool (*prefers)(int M, int N, int K);  // "auto" takes the first usable kernel that prefers the shape
+  // C[M, N] = op(A) @ op(B) + beta * C (row-major float32, as blas::sgemm; alpha is 1): operands
+  // hold bf16 values (others are rounded to bf16 on the dot-product kernels).
+  void (*multiply)(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda, const float* B,
+                   int ldb, float beta, float* C, int ldc);
+  const char* description;
+};
+
+// In the order "auto" tries them.
+const std::vector<Kernel>& kernels();
+// The entry of that name, or nullptr.
+const Kernel* find(const std::string& name);
+
+// ---- what each entry's file provides ----
+// The dot-product kernels' blocks (generic.cpp; avx512_bf16.cpp: nullptr where the compiler cannot
+// build that instruction set).
+void generic_block(const Problem& problem, int m0, int m1, int p0, int p1);
+extern const BlockFn avx512_bf16_block;
+extern double (*const avx512_bf16_peak)();  // GFLOP/s of independent VDPBF16PS chains on all threads
+
+// The measured peak of the CPU's bf16 dot-product instruction (GFLOP/s, all OpenMP threads), or 0
+// where no native dot-product kernel runs.
+double native_peak_gflops();
+// sgemm.cpp: float32 SGEMM on the bf16 values. mkl.cpp: MKL's cblas_gemm_bf16bf16f32 (MKL builds).
+void sgemm_multiply(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda, const float* B, int ldb,
+                    float beta, float* C, int ldc);
+void mkl_multiply(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda, const float* B, int ldb,
+                  float beta, float* C, int ldc);
+
+}  // namespace ptbfast::gemm::bf16

@@ -1,0 +1,158 @@
+"""The bf16 GEMM (src/cpp/gemm/bf16/): every kernel of its table that this CPU runs, by name.
+
+* every kernel is within the float32 summation bound of the float64 product of the rounded
+  operands, element by element: |c - exact| <= gamma(K + 1) * (|c0| + sum_k |a_k b_k|) with
+  gamma(n) = n u / (1 - n u), u = 2^-24 (a bound for any order of the sums, so it holds for SGEMM,
+  MKL and the dot-product kernels alike);
+* the native dot-product kernels (AVX512-BF16) equal the generic twin bit for bit, which runs
+  everywhere, so packing, blocking and tails are tested on every machine;
+* the dot-product kernels read denormals as zero and flush denormal results, as VDPBF16PS does;
+* results do not depend on the number of threads.
+
+Shapes: size 1, empty on each side, odd K (a padded pair), N not a multiple of 16 or 32 (a partial
+panel), M not a multiple of the 8-row micro-kernel, and K over one 128-pair block.
+"""
+
+import numpy as np
+import pytest
+
+import ptbfast
+from ptbfast import ops
+
+DOT_KERNELS = ("generic", "avx512_bf16", "amx")  # the dot-product kernels: the twin, then native ones
+NATIVE_HERE = [k for k in ops.BF16_KERNELS_HERE if k in DOT_KERNELS and k != "generic"]
+NOT_HERE = [k for k in ops.BF16_KERNELS if k not in ops.BF16_KERNELS_HERE]
+
+SHAPES = [(1, 1, 1), (0, 5, 3), (3, 0, 4), (4, 7, 0), (1, 2, 1), (5, 3, 7), (17, 33, 65), (8, 31, 32),
+          (9, 16, 33), (20, 200, 800), (33, 651, 130), (130, 257, 97)]  # (M, K, N)
+
+
+@pytest.fixture
+def using():
+    """using(name): run bf16 products on that kernel for the rest of the test."""
+    before = ops.bf16_products()
+    yield ops.set_bf16_products
+    ops.set_bf16_products(before)
+
+
+def bf16(rng, *shape):
+    return ops.round_bf16(rng.uniform(-2, 2, shape).astype(np.float32))
+
+
+def within_summation_bound(got, a, b, c0=None):
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    exact = a64 @ b64 + (0 if c0 is None else c0.astype(np.float64))
+    size = np.abs(a64) @ np.abs(b64) + (0 if c0 is None else np.abs(c0.astype(np.float64)))
+    n = a.shape[1] + 1
+    gamma = n * 2.0**-24 / (1 - n * 2.0**-24)
+    return np.all(np.abs(got.astype(np.float64) - exact) <= gamma * size)
+
+
+@pytest.mark.parametrize("kernel", ops.BF16_KERNELS_HERE)
+@pytest.mark.parametrize("M,K,N", SHAPES)
+def test_each_kernel_is_within_the_summation_bound(kernel, M, K, N, using):
+    using(kernel)
+    rng = np.random.default_rng(M * 10_000 + K * 100 + N)
+    a, b = bf16(rng, M, K), bf16(rng, K, N)
+    got = ops.matmul(a, b, bf16=True)
+    assert got.shape == (M, N) and got.dtype == np.float32
+    assert within_summation_bound(got, a, b)
+    # Transposed operands (read in place) and accumulation into C give the same kind of result.
+    c0 = rng.uniform(-1, 1, (M, N)).astype(np.float32)
+    c = c0.copy()
+    assert ops.matmul(np.ascontiguousarray(a.T).T, np.ascontiguousarray(b.T).T, bf16=True, out=c) is c
+    assert within_summation_bound(c, a, b, c0)
+
+
+def products(kernel, a, b, c=None):
+    ops.set_bf16_products(kernel)
+    if c is None:
+        return ops.matmul(a, b, bf16=True)
+    return ops.matmul(a, b, bf16=True, out=c.copy())
+
+
+@pytest.mark.skipif(not NATIVE_HERE, reason="this CPU runs no native dot-product kernel (AVX512-BF16 or AMX): "
+                                            "they are compared with the generic twin where it does")
+@pytest.mark.parametrize("native", NATIVE_HERE)
+@pytest.mark.parametrize("M,K,N", SHAPES)
+def test_native_kernels_equal_the_generic_twin_bit_for_bit(native, M, K, N, using):
+    rng = np.random.default_rng(M + K + N)
+    a, b, c = bf16(rng, M, K), bf16(rng, K, N), rng.uniform(-1, 1, (M, N)).astype(np.float32)
+    for accumulate in (None, c):
+        want = products("generic", a, b, accumulate)
+        np.testing.assert_array_equal(products(native, a, b, accumulate).view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("kernel", [k for k in DOT_KERNELS if k in ops.BF16_KERNELS_HERE])
+def test_dot_product_kernels_flush_denormals(kernel, using):
+    # As VDPBF16PS: denormal inputs (bf16 operands and the fp32 accumulator) read as zero, and a
+    # result in the denormal range becomes a zero of its sign. SGEMM keeps them all.
+    using(kernel)
+    tiny_bf16 = np.array([0x00010000], np.uint32).view(np.float32)[0]  # the least bf16 denormal, 2^-133
+    cases = [  # (a, b, c0 or None, what the dot-product kernels give)
+        ([[tiny_bf16]], [[2.0**100]], None, 0.0),              # a denormal input: 2^-33 if it were read
+        ([[2.0**-70]], [[2.0**-70]], None, 0.0),               # a denormal product, 2^-140: flushed
+        ([[-(2.0**-70)]], [[2.0**-70]], None, -0.0),           # ... to a zero of its sign
+        ([[0.0]], [[1.0]], [[2.0**-130]], 0.0),                # a denormal accumulator reads as zero
+        ([[2.0**-63, 1.0]], [[2.0**-63], [1.0]], None, 1.0),   # (normal values are untouched)
+    ]
+    for a, b, c0, want in cases:
+        a, b = np.array(a, np.float32), np.array(b, np.float32)
+        got = ops.matmul(a, b, bf16=True, out=None if c0 is None else np.array(c0, np.float32))
+        assert got[0, 0] == want and np.signbit(got[0, 0]) == np.signbit(want), (a, b, c0, got)
+    ops.set_bf16_products("sgemm")
+    assert ops.matmul(np.array([[2.0**-70]], np.float32), np.array([[2.0**-70]], np.float32), bf16=True)[0, 0] > 0
+
+
+@pytest.mark.parametrize("kernel", [k for k in DOT_KERNELS if k in ops.BF16_KERNELS_HERE])
+def test_dot_product_kernels_round_float32_operands_to_bf16(kernel, using):
+    # Operands that are not bf16 values are rounded (to nearest even) as they are packed.
+    using(kernel)
+    rng = np.random.default_rng(9)
+    a, b = rng.standard_normal((13, 37)).astype(np.float32), rng.standard_normal((37, 45)).astype(np.float32)
+    np.testing.assert_array_equal(ops.matmul(a, b, bf16=True), ops.matmul(ops.round_bf16(a), ops.round_bf16(b), bf16=True))
+
+
+@pytest.mark.parametrize("kernel", [k for k in DOT_KERNELS if k in ops.BF16_KERNELS_HERE])
+def test_results_do_not_depend_on_threads(kernel, using):
+    using(kernel)
+    rng = np.random.default_rng(4)
+    a, b = bf16(rng, 150, 300), bf16(rng, 300, 700)  # several row blocks and panel blocks
+    before = ptbfast.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3):
+            ptbfast.set_num_threads(threads)
+            results.append(ops.matmul(a, b, bf16=True))
+    finally:
+        ptbfast.set_num_threads(before)
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
+
+
+def test_the_table_names_and_auto():
+    info = ptbfast.build_info()
+    assert list(info["bf16_kernels"]) == list(ops.BF16_KERNELS)
+    assert [k for k, usable in info["bf16_kernels"].items() if usable] == list(ops.BF16_KERNELS_HERE)
+    assert {"generic", "sgemm"} <= set(ops.BF16_KERNELS_HERE)  # they run everywhere
+    assert ops.BF16_PRODUCTS == ("auto", *ops.BF16_KERNELS)
+    # auto: the native kernel where the CPU has it (MKL first on Intel CPUs from K = 400), SGEMM otherwise.
+    before = ops.bf16_products()
+    ops.set_bf16_products("auto")
+    try:
+        small_k = ops.bf16_product_kernel(400, 10000, 200)
+        assert small_k == (NATIVE_HERE[0] if NATIVE_HERE else "sgemm")
+        for name in ops.BF16_KERNELS_HERE:
+            ops.set_bf16_products(name)
+            assert ops.bf16_product_kernel(400, 10000, 200) == name
+    finally:
+        ops.set_bf16_products(before)
+
+
+@pytest.mark.skipif(not NOT_HERE, reason="every kernel of the table runs on this CPU")
+def test_a_kernel_this_cpu_cannot_run_is_refused(using):
+    for name in NOT_HERE:
+        with pytest.raises(ValueError, match="cannot run here"):
+            using(name)
+    with pytest.raises(ValueError, match="must be one of auto, "):
+        using("fast")
