@@ -183,7 +183,9 @@ def run_table(configs, steps: int, threads: int | None, overrides: list[str]) ->
     """Run every (config, impl) in a subprocess and print a table of ratios measured in this run."""
     extra = ["--threads", str(threads)] if threads else []
     impls = ["ptbfast"] + (["torch"] if torch_available() else [])
-    peak = sgemm_peak_gflops()
+    from ptbfast import ops
+
+    peak, bf16_peak = sgemm_peak_gflops(), ops.bf16_peak_gflops()
     rows, notes = [], []
     for name in configs:
         results = {}
@@ -201,7 +203,7 @@ def run_table(configs, steps: int, threads: int | None, overrides: list[str]) ->
                 raise BenchError(f"measuring {name} with {impl} failed (exit {done.returncode}):\n"
                                    + done.stderr.strip()[-2000:])
             results[impl] = json.loads(done.stdout.strip().splitlines()[-1])
-        rows.append({"config": name, "sgemm_peak_gflops": peak, **results})
+        rows.append({"config": name, "sgemm_peak_gflops": peak, "bf16_peak_gflops": bf16_peak, **results})
     _print_table(rows, impls)
     for note in notes:
         print(note)
@@ -225,7 +227,9 @@ def _print_table(rows, impls) -> None:
                      f" | {p['train_wps'] / t['train_wps']:>6.2f}x {p['eval_wps'] / t['eval_wps']:>5.2f}x"
                      f" {p['eval_b1_wps'] / t['eval_b1_wps']:>5.2f}x")
         print(line)
-    print(f"sgemm 2048^3 peak through ptbfast's BLAS: {rows[0]['sgemm_peak_gflops']:.0f} GFLOP/s")
+    print(f"sgemm 2048^3 peak through ptbfast's BLAS: {rows[0]['sgemm_peak_gflops']:.0f} GFLOP/s; bf16 dot-product "
+          "instruction peak: " + (f"{rows[0]['bf16_peak_gflops']:.0f} GFLOP/s" if rows[0]["bf16_peak_gflops"]
+                                  else "none (the CPU has no AVX512-BF16)"))
 
 
 # ---- data-parallel: bench --ranks N ------------------------------------------------------------------
