@@ -5,7 +5,7 @@
 #include "bf16.h"
 #include "kernels.h"
 
-namespace ptbfast {
+#include "isa_begin.h"  // (compiled once per instruction-set level: isa.h)
 
 void round_to_bf16(float* out, const float* in, int64_t n) {
 #pragma omp parallel for simd schedule(static) if (n > (1 << 16))
@@ -22,4 +22,4 @@ void round_rows_to_bf16(float* out, int ld_out, const float* in, int ld_in, int 
   }
 }
 
-}  // namespace ptbfast
+#include "isa_end.h"

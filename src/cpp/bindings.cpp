@@ -21,9 +21,9 @@
 #include "blas.h"
 #include "cpu_features.h"
 #include "gemm/bf16/gemm_bf16.h"
+#include "isa.h"
 #include "kernels.h"
 #include "profile.h"
-#include "vecmath.h"
 
 namespace py = pybind11;
 using namespace ptbfast;
@@ -401,21 +401,13 @@ void round_bf16_in_place_py(py::array& x) {
 
 py::array vecmath_py(const std::string& name, const py::array& x) {
   const float* in = float_input(x, "x", {-1});
+  const VecMath function = name == "exp" ? VecMath::kExp : name == "sigmoid" ? VecMath::kSigmoid
+                           : name == "tanh" ? VecMath::kTanh
+                                            : throw py::value_error("unknown function '" + name + "' (exp, sigmoid or tanh)");
   auto out = new_float_array({x.shape(0)});
   float* o = out.mutable_data();
-  const py::ssize_t n = x.shape(0);
-  if (name == "exp") {
-#pragma omp simd
-    for (py::ssize_t k = 0; k < n; ++k) o[k] = exp_approx(in[k]);
-  } else if (name == "sigmoid") {
-#pragma omp simd
-    for (py::ssize_t k = 0; k < n; ++k) o[k] = sigmoid_approx(in[k]);
-  } else if (name == "tanh") {
-#pragma omp simd
-    for (py::ssize_t k = 0; k < n; ++k) o[k] = tanh_approx(in[k]);
-  } else {
-    throw py::value_error("unknown function '" + name + "' (exp, sigmoid or tanh)");
-  }
+  py::gil_scoped_release nogil;
+  apply_vecmath(function, o, in, x.shape(0));
   return std::move(out);
 }
 
@@ -474,6 +466,8 @@ py::dict build_info() {
   isa.append("neon");
 #endif
   info["isa"] = isa;
+  info["kernels_isa"] = kernels_isa();
+  info["kernels_isas"] = compiled_isas();
   info["blas"] = blas::backend_name();
   info["blas_large_products"] = blas::large_products_backend_name();
   info["blas_threads"] = blas::num_threads();
@@ -557,6 +551,11 @@ PYBIND11_MODULE(_core, m) {
         "The bf16 GEMM table's kernels, in the order \"auto\" tries them");
   m.def("usable_bf16_product_names", &blas::usable_bf16_product_names,
         "The bf16 GEMM table's kernels that this CPU and build can run");
+  m.def("set_kernels_isa", &set_kernels_isa, py::arg("name"),
+        "The instruction-set level the kernels run at (a level this build compiled and this CPU runs)");
+  m.def("kernels_isa", &kernels_isa, "The instruction-set level the kernels run at");
+  m.def("compiled_isas", &compiled_isas, "The levels this build compiled the kernels for, lowest first");
+  m.def("supported_isas", &supported_isas, "The compiled levels this CPU runs, lowest first");
   m.def("bf16_peak_gflops", []() {
         py::gil_scoped_release nogil;
         return gemm::bf16::native_peak_gflops();

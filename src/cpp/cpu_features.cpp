@@ -43,6 +43,28 @@ static bool os_saves_avx512_state() {
 }
 bool cpu_has_avx512_bf16() { return cpuid_bit(1, 0, 5) && os_saves_avx512_state(); }
 
+static bool os_saves_avx_state() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !((ecx >> 27) & 1u)) return false;  // OSXSAVE
+  unsigned xcr0_low = 0, xcr0_high = 0;
+  __asm__ volatile("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
+  return (xcr0_low & 0x6u) == 0x6u;  // SSE and AVX state
+}
+bool cpu_runs_avx2_level() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
+  const bool leaf1 = ((ecx >> 12) & 1u) && ((ecx >> 22) & 1u) && ((ecx >> 23) & 1u) && ((ecx >> 29) & 1u);  // FMA MOVBE POPCNT F16C
+  unsigned e80[4] = {0, 0, 0, 0};
+  const bool lzcnt = __get_cpuid(0x80000001u, &e80[0], &e80[1], &e80[2], &e80[3]) && ((e80[2] >> 5) & 1u);
+  // Leaf 7, EBX: BMI1 (3), AVX2 (5), BMI2 (8).
+  return leaf1 && lzcnt && cpuid_bit(0, 1, 3) && cpuid_bit(0, 1, 5) && cpuid_bit(0, 1, 8) && os_saves_avx_state();
+}
+bool cpu_runs_avx512_level() {
+  // Leaf 7, EBX: AVX512F (16), DQ (17), CD (28), BW (30), VL (31).
+  return cpu_runs_avx2_level() && cpuid_bit(0, 1, 16) && cpuid_bit(0, 1, 17) && cpuid_bit(0, 1, 28) &&
+         cpuid_bit(0, 1, 30) && cpuid_bit(0, 1, 31) && os_saves_avx512_state();
+}
+
 // CPUID leaf 0: the vendor string in EBX, EDX, ECX ("GenuineIntel", "AuthenticAMD", ...).
 std::string cpu_vendor() {
   unsigned eax = 0, r[3] = {0, 0, 0};
@@ -65,6 +87,8 @@ static std::string request() {
 static std::string request() { return "not requested: AMX exists only on x86_64 Linux"; }
 bool cpu_has_amx_bf16() { return false; }
 bool cpu_has_avx512_bf16() { return false; }
+bool cpu_runs_avx2_level() { return false; }
+bool cpu_runs_avx512_level() { return false; }
 std::string cpu_vendor() { return "not x86_64 Linux"; }
 #endif
 

@@ -5,7 +5,7 @@
 
 #include "kernels.h"
 
-namespace ptbfast {
+#include "isa_begin.h"  // (compiled once per instruction-set level: isa.h)
 
 // out [n, H] = params[ids]: one row copy per id.
 template <typename Id>
@@ -76,4 +76,4 @@ PTBFAST_INSTANTIATE(int32_t)
 PTBFAST_INSTANTIATE(int64_t)
 #undef PTBFAST_INSTANTIATE
 
-}  // namespace ptbfast
+#include "isa_end.h"

@@ -21,7 +21,7 @@
 #include "profile.h"
 #include "vecmath.h"
 
-namespace ptbfast {
+#include "isa_begin.h"  // (compiled once per instruction-set level: isa.h)
 
 // Below this many multiply-adds per recurrent product, one step is a few microseconds and the
 // per-step barrier would cost more than splitting the step saves.
@@ -321,4 +321,4 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
   profile::since(profile::kGateMath, bias_start);
 }
 
-}  // namespace ptbfast
+#include "isa_end.h"

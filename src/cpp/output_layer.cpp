@@ -28,7 +28,7 @@
 #include "profile.h"
 #include "vecmath.h"
 
-namespace ptbfast {
+#include "isa_begin.h"  // (compiled once per instruction-set level: isa.h)
 
 // Below this many logits per block, OpenMP's fork/join costs more than the work.
 static constexpr long kParallelElements = 16384;
@@ -328,4 +328,4 @@ double output_layer_forward_backward(float* losses, float* dh, float* dw, float*
   return total_of(losses, N);
 }
 
-}  // namespace ptbfast
+#include "isa_end.h"

@@ -19,12 +19,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ptbfast import _core
+from ptbfast import _openblas
+
+_openblas.load()
+from ptbfast import _core  # noqa: E402 (after the library it links)
 
 # At most this many logits exist at once in the output layer (16 MiB; src/cpp/kernels.h).
 OUTPUT_BLOCK_FLOATS: int = _core.OUTPUT_BLOCK_FLOATS
 
-# How bf16 products run (src/cpp/blas_bf16.cpp): "auto" (the default), "sgemm" or "mkl".
 # How bf16 products may run: "auto", or a kernel of the bf16 GEMM table by name (src/cpp/gemm/bf16/,
 # in the order "auto" tries them; BF16_KERNELS_HERE: those this CPU and build can run).
 BF16_KERNELS = tuple(_core.bf16_product_names())
@@ -251,6 +253,32 @@ def get_num_threads() -> int:
     return _core.get_num_threads()
 
 
+def set_kernels_isa(name: str) -> None:
+    """The instruction-set level ptbfast's own kernels run at, process-wide: one of
+    :func:`supported_isas` ("baseline", "avx2", "avx512" in a portable build; "native" in a
+    ``-march=native`` one). At import: the highest this CPU runs, or the environment variable
+    PTBFAST_ISA's (a lower level, for tests and measuring)."""
+    _core.set_kernels_isa(name)
+
+
+def kernels_isa() -> str:
+    return _core.kernels_isa()
+
+
+def supported_isas() -> list:
+    """The levels this build compiled the kernels for that this CPU runs, lowest first."""
+    return _core.supported_isas()
+
+
+def _kernels_isa_from_environment() -> None:
+    name = os.environ.get("PTBFAST_ISA", "")
+    if name:
+        try:
+            set_kernels_isa(name)
+        except ValueError as error:
+            raise ValueError(f"PTBFAST_ISA={name!r}: {error}") from None
+
+
 def _bf16_products_from_environment() -> None:
     name = os.environ.get("PTBFAST_BF16_PRODUCTS", "")
     if name:
@@ -260,6 +288,7 @@ def _bf16_products_from_environment() -> None:
             raise ValueError(f"PTBFAST_BF16_PRODUCTS={name!r}: {error}") from None
 
 
+_kernels_isa_from_environment()
 _bf16_products_from_environment()
 
 
@@ -297,14 +326,10 @@ def matmul(a, b, bf16: bool = False, out=None) -> np.ndarray:
     kernels take. Transposed views (``w.T`` of a C-contiguous ``w``) are read in place. With ``out``
     (float32 [M, N], C-contiguous, writable): ``out += a @ b`` in place, and ``out`` is returned."""
     a, b = as_float32(a, "a"), as_float32(b, "b")
-    trans_a, trans_b = _is_transposed(a), _is_transposed(b)
+    trans_a, trans_b = _is_transposed_view(a), _is_transposed_view(b)
     return _core.matmul(a.T if trans_a else a, b.T if trans_b else b, bf16, trans_a, trans_b,
                         None if out is None else as_float32(out, "out"))
 
-
-def _is_transposed(x: np.ndarray) -> bool:
-    """A 2-D view whose transpose is C-contiguous (and that is not C-contiguous itself)."""
-    return x.ndim == 2 and not x.flags.c_contiguous and x.T.flags.c_contiguous
 
 
 def gemm_seconds(M: int, N: int, K: int, reps: int = 5, bf16: bool = False) -> float:

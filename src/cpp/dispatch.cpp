@@ -1,0 +1,80 @@
+// kernels.h's entry points: each calls the kernel of the active instruction-set level (isa.h).
+#include <type_traits>
+
+#include "isa.h"
+
+namespace ptbfast {
+
+template <typename Id>
+void embedding_forward(float* out, const float* params, const Id* ids, int64_t n, int64_t H) {
+  if constexpr (std::is_same_v<Id, int32_t>)
+    kernels().embedding_forward_i32(out, params, ids, n, H);
+  else
+    kernels().embedding_forward_i64(out, params, ids, n, H);
+}
+
+template <typename Id>
+void embedding_backward_sparse(std::vector<int64_t>& unique_ids, std::vector<float>& summed, const float* d_out,
+                               const Id* ids, int64_t n, int64_t H) {
+  if constexpr (std::is_same_v<Id, int32_t>)
+    kernels().embedding_backward_sparse_i32(unique_ids, summed, d_out, ids, n, H);
+  else
+    kernels().embedding_backward_sparse_i64(unique_ids, summed, d_out, ids, n, H);
+}
+
+template <typename Id>
+void embedding_backward_dense(float* d_params, const float* d_out, const Id* ids, int64_t n, int64_t H, float scale) {
+  if constexpr (std::is_same_v<Id, int32_t>)
+    kernels().embedding_backward_dense_i32(d_params, d_out, ids, n, H, scale);
+  else
+    kernels().embedding_backward_dense_i64(d_params, d_out, ids, n, H, scale);
+}
+
+template void embedding_forward<int32_t>(float*, const float*, const int32_t*, int64_t, int64_t);
+template void embedding_forward<int64_t>(float*, const float*, const int64_t*, int64_t, int64_t);
+template void embedding_backward_sparse<int32_t>(std::vector<int64_t>&, std::vector<float>&, const float*,
+                                                 const int32_t*, int64_t, int64_t);
+template void embedding_backward_sparse<int64_t>(std::vector<int64_t>&, std::vector<float>&, const float*,
+                                                 const int64_t*, int64_t, int64_t);
+template void embedding_backward_dense<int32_t>(float*, const float*, const int32_t*, int64_t, int64_t, float);
+template void embedding_backward_dense<int64_t>(float*, const float*, const int64_t*, int64_t, int64_t, float);
+
+void axpy(float* y, const float* x, float alpha, int64_t n) { kernels().axpy(y, x, alpha, n); }
+
+void round_to_bf16(float* out, const float* in, int64_t n) { kernels().round_to_bf16(out, in, n); }
+
+void round_rows_to_bf16(float* out, int ld_out, const float* in, int ld_in, int rows, int cols) {
+  kernels().round_rows_to_bf16(out, ld_out, in, ld_in, rows, cols);
+}
+
+void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, const float* c0, const float* h0,
+                  const float* kernel, const float* bias, float forget_bias, int T, int B, int In, int H, bool bf16) {
+  kernels().lstm_forward(h_all, c_all, gates, x, c0, h0, kernel, bias, forget_bias, T, B, In, H, bf16);
+}
+
+void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbias, const float* d_h_all,
+                   const float* d_c_T, const float* d_h_T, const float* x, const float* c0, const float* h0,
+                   const float* kernel, const float* h_all, const float* c_all, const float* gates, int T, int B,
+                   int In, int H, bool bf16) {
+  kernels().lstm_backward(dx, dc0, dh0, dkernel, dbias, d_h_all, d_c_T, d_h_T, x, c0, h0, kernel, h_all, c_all, gates,
+                          T, B, In, H, bf16);
+}
+
+double output_layer_forward(float* losses, const float* h, const float* w, const float* b, const int64_t* targets,
+                            int N, int H, int V, int block_rows, int block_columns, bool w_transposed, bool bf16) {
+  return kernels().output_layer_forward(losses, h, w, b, targets, N, H, V, block_rows, block_columns, w_transposed,
+                                        bf16);
+}
+
+double output_layer_forward_backward(float* losses, float* dh, float* dw, float* db, const float* h, const float* w,
+                                     const float* b, const int64_t* targets, float d_loss, int N, int H, int V,
+                                     int block_rows, int block_columns, bool w_transposed, bool bf16) {
+  return kernels().output_layer_forward_backward(losses, dh, dw, db, h, w, b, targets, d_loss, N, H, V, block_rows,
+                                                 block_columns, w_transposed, bf16);
+}
+
+void apply_vecmath(VecMath function, float* out, const float* in, int64_t n) {
+  kernels().apply_vecmath(function, out, in, n);
+}
+
+}  // namespace ptbfast

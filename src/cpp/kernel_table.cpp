@@ -1,0 +1,17 @@
+// One level's KernelTable (isa.h): compiled once per instruction-set level, with the kernel files.
+#include "isa.h"
+
+#include "isa_begin.h"
+
+extern const KernelTable kernel_table;
+const KernelTable kernel_table = {
+    &embedding_forward<int32_t>,         &embedding_forward<int64_t>,
+    &embedding_backward_sparse<int32_t>, &embedding_backward_sparse<int64_t>,
+    &embedding_backward_dense<int32_t>,  &embedding_backward_dense<int64_t>,
+    &axpy,                               &round_to_bf16,
+    &round_rows_to_bf16,                 &lstm_forward,
+    &lstm_backward,                      &output_layer_forward,
+    &output_layer_forward_backward,     &apply_vecmath,
+};
+
+#include "isa_end.h"
