@@ -12,9 +12,9 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <optional>
 #include <climits>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 

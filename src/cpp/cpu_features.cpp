@@ -32,24 +32,19 @@ static bool cpuid_bit(unsigned subleaf, int reg, int bit) {
 }
 static bool cpu_has_amx_tile() { return cpuid_bit(0, 3, 24); }
 bool cpu_has_amx_bf16() { return cpuid_bit(0, 3, 22) && cpu_has_amx_tile(); }
-// The OS saves the AVX-512 registers (XCR0 bits 5-7: opmask, ZMM upper halves, ZMM16-31) only if
-// it enabled them; a VM or kernel may not, and then AVX512-BF16 in CPUID is unusable.
-static bool os_saves_avx512_state() {
+// The OS saves a register set only if it enabled it in XCR0 (a VM or kernel may not, and then the
+// instructions CPUID reports are unusable): bits 1-2 SSE and AVX state, 5-7 AVX-512's (opmask, ZMM
+// upper halves, ZMM16-31).
+static constexpr unsigned kXcr0Avx = 0x6u, kXcr0Avx512 = 0xE6u;
+static bool os_saves_state(unsigned xcr0_bits) {
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !((ecx >> 27) & 1u)) return false;  // OSXSAVE
   unsigned xcr0_low = 0, xcr0_high = 0;
   __asm__ volatile("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
-  return (xcr0_low & 0xE6u) == 0xE6u;  // SSE, AVX and the three AVX-512 components
+  return (xcr0_low & xcr0_bits) == xcr0_bits;
 }
-bool cpu_has_avx512_bf16() { return cpuid_bit(1, 0, 5) && os_saves_avx512_state(); }
+bool cpu_has_avx512_bf16() { return cpuid_bit(1, 0, 5) && os_saves_state(kXcr0Avx512); }
 
-static bool os_saves_avx_state() {
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !((ecx >> 27) & 1u)) return false;  // OSXSAVE
-  unsigned xcr0_low = 0, xcr0_high = 0;
-  __asm__ volatile("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
-  return (xcr0_low & 0x6u) == 0x6u;  // SSE and AVX state
-}
 bool cpu_runs_avx2_level() {
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
@@ -57,12 +52,12 @@ bool cpu_runs_avx2_level() {
   unsigned e80[4] = {0, 0, 0, 0};
   const bool lzcnt = __get_cpuid(0x80000001u, &e80[0], &e80[1], &e80[2], &e80[3]) && ((e80[2] >> 5) & 1u);
   // Leaf 7, EBX: BMI1 (3), AVX2 (5), BMI2 (8).
-  return leaf1 && lzcnt && cpuid_bit(0, 1, 3) && cpuid_bit(0, 1, 5) && cpuid_bit(0, 1, 8) && os_saves_avx_state();
+  return leaf1 && lzcnt && cpuid_bit(0, 1, 3) && cpuid_bit(0, 1, 5) && cpuid_bit(0, 1, 8) && os_saves_state(kXcr0Avx);
 }
 bool cpu_runs_avx512_level() {
   // Leaf 7, EBX: AVX512F (16), DQ (17), CD (28), BW (30), VL (31).
   return cpu_runs_avx2_level() && cpuid_bit(0, 1, 16) && cpuid_bit(0, 1, 17) && cpuid_bit(0, 1, 28) &&
-         cpuid_bit(0, 1, 30) && cpuid_bit(0, 1, 31) && os_saves_avx512_state();
+         cpuid_bit(0, 1, 30) && cpuid_bit(0, 1, 31) && os_saves_state(kXcr0Avx512);
 }
 
 // CPUID leaf 0: the vendor string in EBX, EDX, ECX ("GenuineIntel", "AuthenticAMD", ...).

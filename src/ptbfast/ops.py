@@ -270,26 +270,18 @@ def supported_isas() -> list:
     return _core.supported_isas()
 
 
-def _kernels_isa_from_environment() -> None:
-    name = os.environ.get("PTBFAST_ISA", "")
+def _set_from_environment(variable: str, setter) -> None:
+    """``setter(os.environ[variable])`` if the variable is set; a bad value stops the import, named."""
+    name = os.environ.get(variable, "")
     if name:
         try:
-            set_kernels_isa(name)
+            setter(name)
         except ValueError as error:
-            raise ValueError(f"PTBFAST_ISA={name!r}: {error}") from None
+            raise ValueError(f"{variable}={name!r}: {error}") from None
 
 
-def _bf16_products_from_environment() -> None:
-    name = os.environ.get("PTBFAST_BF16_PRODUCTS", "")
-    if name:
-        try:
-            set_bf16_products(name)
-        except ValueError as error:
-            raise ValueError(f"PTBFAST_BF16_PRODUCTS={name!r}: {error}") from None
-
-
-_kernels_isa_from_environment()
-_bf16_products_from_environment()
+_set_from_environment("PTBFAST_ISA", set_kernels_isa)
+_set_from_environment("PTBFAST_BF16_PRODUCTS", set_bf16_products)
 
 
 # ---- internals exposed for tests ---------------------------------------------------------------------
