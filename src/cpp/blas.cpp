@@ -1,6 +1,6 @@
 // Dispatch of blas.h to the libraries this build links (blas_mkl.cpp, blas_openblas.cpp).
 //
-// The default x86_64 build links both. Measured on this project's machine (AMD Zen 4, 2 threads,
+// The default x86_64 build links both. Measured on an AMD EPYC Zen 4 (family 25 model 17, 2 threads,
 // GFLOP/s): OpenBLAS beats MKL on every large product (400x200@200x10000: 186 vs 130;
 // 700x650@650x10000: 197 vs 133; 2048^3: 196 vs 143), while MKL's packed GEMM wins the small
 // recurrent products at batch 20 (see PackedB). On the Intel machine of ../shared/notes the two

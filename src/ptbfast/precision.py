@@ -21,8 +21,8 @@ import warnings
 
 PRECISIONS = ("fp32", "bf16")
 
-# bf16 / fp32 training step time where products are SGEMMs, alternating rounds on the project's
-# machine (AMD EPYC Zen 3, no bf16 instructions; bench --json): small 1.10-1.13x with 1 thread and
+# bf16 / fp32 training step time where products are SGEMMs, alternating rounds on an AMD EPYC
+# Zen 3 (family 25 model 1, no bf16 instructions; bench --json): small 1.10-1.13x with 1 thread and
 # 1.00-1.40x with 2 (noisy), medium 1.05-1.13x with 2. The products are the same SGEMMs; rounding
 # the weights piece by piece (for memory) and the operands costs the rest (bench --profile).
 EMULATED_STEP_TIME = "1.0-1.4x"

@@ -21,9 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .params import init_params
-
-
-PRECISIONS = ("fp32", "bf16")  # "bf16": matrix-product operands rounded to bfloat16
+from .precision import PRECISIONS  # "bf16": matrix-product operands rounded to bfloat16
 
 # --------------------------------------------------------------------------------------
 # Input validation
