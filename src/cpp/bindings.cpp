@@ -586,6 +586,26 @@ PYBIND11_MODULE(_core, m) {
         py::arg("trans_b") = false, py::arg("c") = py::none(),
         "op(a) [M, K] @ op(b) [K, N] through ptbfast's products (bf16: the bf16 products path); with c, "
         "c += the product in place");
+  m.def("_sgemm_library", &blas::sgemm_library, py::arg("M"), py::arg("N"), py::arg("K"),
+        "The library SGEMM sends an M x K @ K x N product to (for tests)");
+  m.attr("PACKED_MIN_USES") = blas::kPackedMinUses;
+  m.attr("SGEMM_LARGE_SIDE") = blas::kLargeSide;
+  m.def("_packed_matmul", [](const py::array& a, const py::array& b, int uses) {
+        const float* pa = float_input(a, "a", {-1, -1});
+        const float* pb = float_input(b, "b", {a.shape(1), -1});
+        const int M = static_cast<int>(a.shape(0)), K = static_cast<int>(a.shape(1)), N = static_cast<int>(b.shape(1));
+        py::array_t<float> out({a.shape(0), b.shape(1)});
+        float* o = out.mutable_data();
+        bool packed = false;
+        {
+          py::gil_scoped_release nogil;
+          const blas::PackedB packed_b(false, M, N, K, pb, N, uses);
+          packed = packed_b.packed();
+          packed_b.gemm(pa, K, 0.0f, o, N);
+        }
+        return py::make_tuple(out, packed);
+      }, py::arg("a"), py::arg("b"), py::arg("uses"),
+      "(a @ b through blas::PackedB prepared for `uses` products, whether it packed b) (for tests)");
   m.def("gemm_seconds", &gemm_seconds, py::arg("M"), py::arg("N"), py::arg("K"), py::arg("reps") = 5,
         py::arg("bf16") = false,
         "Median seconds of one M x K @ K x N product: SGEMM, or with bf16 on the bf16 products path.");

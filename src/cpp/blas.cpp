@@ -12,9 +12,6 @@
 namespace ptbfast::blas {
 
 #if defined(PTBFAST_BLAS_MKL) && defined(PTBFAST_BLAS_OPENBLAS)
-// A product at least this large on every side goes to OpenBLAS when both libraries are linked.
-static constexpr int kLargeSide = 64;
-
 static bool is_large(int M, int N, int K) { return M >= kLargeSide && N >= kLargeSide && K >= kLargeSide; }
 #endif
 
@@ -35,6 +32,18 @@ void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const f
   mkl::sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #else
   openblas::sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#endif
+}
+
+const char* sgemm_library(int M, int N, int K) {
+#if defined(PTBFAST_BLAS_MKL) && defined(PTBFAST_BLAS_OPENBLAS)
+  return is_large(M, N, K) ? "openblas" : "mkl";
+#elif defined(PTBFAST_BLAS_MKL)
+  (void)M, (void)N, (void)K;
+  return "mkl";
+#else
+  (void)M, (void)N, (void)K;
+  return "openblas";
 #endif
 }
 

@@ -13,6 +13,10 @@ namespace ptbfast::blas {
 // Never call it from inside one of our own OpenMP parallel regions: OpenBLAS hangs there.
 void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
            const float* B, int ldb, float beta, float* C, int ldc);
+// A product at least this large on every side goes to OpenBLAS when both libraries are linked.
+constexpr int kLargeSide = 64;
+// The library sgemm sends an M x K @ K x N product to: "mkl" or "openblas" (tests/test_gemm.py).
+const char* sgemm_library(int M, int N, int K);
 
 // The same product, for operands that hold bf16 values (float32 with the low 16 bits zero, as
 // bf16 mixed precision makes them): on the path bf16_products() names, see blas_bf16.cpp.
@@ -41,6 +45,9 @@ bool bf16_products_use_matrix_engine();
 // A right-hand operand op(B) [K, N] prepared once for many products A @ op(B) with the same M:
 // MKL packs it into its internal layout (cblas_sgemm_pack), measured 228 vs 169 GFLOP/s on the
 // 20x650 @ 650x2600 recurrent product; with OpenBLAS it is a plain sgemm on the original.
+// Fewer uses than this run unpacked (packing costs about 6 products).
+constexpr int kPackedMinUses = 8;
+
 class PackedB {
  public:
   // `uses`: how many products will follow; packing costs about 6 products, so fewer are run unpacked.
@@ -52,6 +59,8 @@ class PackedB {
   // C[M, N] = A[M, K] @ op(B) + beta * C. With MKL it never goes to OpenBLAS, so it may run inside
   // our parallel regions (see callable_in_parallel_region).
   void gemm(const float* A, int lda, float beta, float* C, int ldc) const;
+  // Whether B was packed (MKL, uses >= the threshold, memory to pack), or products run unpacked.
+  bool packed() const { return packed_ != nullptr; }
 
  private:
   bool trans_b_;

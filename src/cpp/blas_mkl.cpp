@@ -29,7 +29,7 @@ void init() { mkl_cbwr_set(MKL_CBWR_AUTO); }
 
 PackedB::PackedB(bool trans_b, int M, int N, int K, const float* B, int ldb, int uses)
     : trans_b_(trans_b), M_(M), N_(N), K_(K), ldb_(ldb), B_(B) {
-  if (M == 0 || N == 0 || K == 0 || uses < 8) return;  // sgemm() handles empty and one-off products
+  if (M == 0 || N == 0 || K == 0 || uses < kPackedMinUses) return;  // sgemm() handles empty and one-off products
   packed_ = static_cast<float*>(mkl_malloc(cblas_sgemm_pack_get_size(CblasBMatrix, M, N, K), 64));
   if (packed_ == nullptr) return;  // out of memory: fall back to unpacked products
   cblas_sgemm_pack(CblasRowMajor, CblasBMatrix, trans_b ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, B, ldb,

@@ -1,0 +1,56 @@
+"""ptbfast's float32 products (src/cpp/blas.{h,cpp}): which library takes which shape, and PackedB.
+
+* With MKL and OpenBLAS both linked (the default x86_64 build), a product at least
+  SGEMM_LARGE_SIDE on every side goes to OpenBLAS, anything smaller to MKL: shapes either side of
+  that line, on every side, are routed as said and computed within float32's summation bound
+  (plain, transposed, accumulating).
+* blas::PackedB (the LSTM's recurrent weight) packs B for PACKED_MIN_USES products or more, and
+  runs fewer unpacked: both give the product.
+"""
+
+import numpy as np
+import pytest
+
+import ptbfast
+from ptbfast import _core, ops
+
+LARGE = _core.SGEMM_LARGE_SIDE
+BOTH = ptbfast.build_info()["blas"] == "mkl" and ptbfast.build_info()["blas_large_products"] == "openblas"
+
+
+def within_summation_bound(got, a, b, c0=None):
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    exact = a64 @ b64 + (0 if c0 is None else c0.astype(np.float64))
+    size = np.abs(a64) @ np.abs(b64) + (0 if c0 is None else np.abs(c0.astype(np.float64)))
+    n = a.shape[1] + 1
+    return np.all(np.abs(got - exact) <= n * 2.0**-24 / (1 - n * 2.0**-24) * size)
+
+
+EDGE = [(LARGE, LARGE, LARGE), (LARGE - 1, LARGE, LARGE), (LARGE, LARGE - 1, LARGE), (LARGE, LARGE, LARGE - 1),
+        (LARGE + 1, 3 * LARGE, 2 * LARGE + 5), (1, 1000, 1000)]  # (M, K, N)
+
+
+@pytest.mark.parametrize("M,K,N", EDGE)
+def test_products_either_side_of_the_large_line(M, K, N):
+    library = _core._sgemm_library(M, N, K)
+    if BOTH:
+        assert library == ("openblas" if min(M, N, K) >= LARGE else "mkl")
+    else:
+        assert library == ptbfast.build_info()["blas"]
+    rng = np.random.default_rng(M + K + N)
+    a, b = rng.uniform(-1, 1, (M, K)).astype(np.float32), rng.uniform(-1, 1, (K, N)).astype(np.float32)
+    assert within_summation_bound(ops.matmul(a, b), a, b)
+    c0 = rng.uniform(-1, 1, (M, N)).astype(np.float32)
+    c = c0.copy()
+    ops.matmul(np.ascontiguousarray(a.T).T, np.ascontiguousarray(b.T).T, out=c)
+    assert within_summation_bound(c, a, b, c0)
+
+
+@pytest.mark.parametrize("uses", [1, _core.PACKED_MIN_USES - 1, _core.PACKED_MIN_USES, 100])
+@pytest.mark.parametrize("M,K,N", [(20, 200, 800), (3, 17, 33), (0, 5, 4), (4, 0, 6)])
+def test_packed_b_packs_from_enough_uses_and_gives_the_product_either_way(uses, M, K, N):
+    rng = np.random.default_rng(uses + M + K + N)
+    a, b = rng.uniform(-1, 1, (M, K)).astype(np.float32), rng.uniform(-1, 1, (K, N)).astype(np.float32)
+    got, packed = _core._packed_matmul(a, b, uses)
+    assert packed == (ptbfast.build_info()["blas"] == "mkl" and uses >= _core.PACKED_MIN_USES and M * K * N > 0)
+    assert got.shape == (M, N) and within_summation_bound(got, a, b)
