@@ -23,6 +23,18 @@ def max_rel_error(actual, expected) -> float:
     return float(diff / scale) if scale > 0 else float(diff)
 
 
+def within_summation_bound(got, a, b, c0=None) -> bool:
+    """Element by element, ``got`` is ``a @ b (+ c0)`` to within float32 summation's bound:
+    |got - exact| <= gamma(K + 1) * (|c0| + sum_k |a_k b_k|), gamma(n) = n u / (1 - n u), u = 2^-24
+    (Higham's bound for any order of the sums, so it holds for every BLAS and kernel)."""
+    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    exact = a64 @ b64 + (0 if c0 is None else np.asarray(c0, np.float64))
+    size = np.abs(a64) @ np.abs(b64) + (0 if c0 is None else np.abs(np.asarray(c0, np.float64)))
+    n = a64.shape[1] + 1
+    gamma = n * 2.0**-24 / (1 - n * 2.0**-24)
+    return bool(np.all(np.abs(np.asarray(got, np.float64) - exact) <= gamma * size))
+
+
 def f64(*arrays):
     return tuple(np.asarray(a, dtype=np.float64) for a in arrays)
 

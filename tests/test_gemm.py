@@ -14,18 +14,10 @@ import pytest
 import ptbfast
 from ptbfast import _core, ops
 
+from helpers import within_summation_bound
+
 LARGE = _core.SGEMM_LARGE_SIDE
 BOTH = ptbfast.build_info()["blas"] == "mkl" and ptbfast.build_info()["blas_large_products"] == "openblas"
-
-
-def within_summation_bound(got, a, b, c0=None):
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    exact = a64 @ b64 + (0 if c0 is None else c0.astype(np.float64))
-    size = np.abs(a64) @ np.abs(b64) + (0 if c0 is None else np.abs(c0.astype(np.float64)))
-    n = a.shape[1] + 1
-    return np.all(np.abs(got - exact) <= n * 2.0**-24 / (1 - n * 2.0**-24) * size)
-
-
 EDGE = [(LARGE, LARGE, LARGE), (LARGE - 1, LARGE, LARGE), (LARGE, LARGE - 1, LARGE), (LARGE, LARGE, LARGE - 1),
         (LARGE + 1, 3 * LARGE, 2 * LARGE + 5), (1, 1000, 1000)]  # (M, K, N)
 

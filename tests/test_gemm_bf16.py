@@ -19,6 +19,8 @@ import pytest
 import ptbfast
 from ptbfast import ops
 
+from helpers import within_summation_bound
+
 DOT_KERNELS = ("generic", "avx512_bf16", "amx")  # the dot-product kernels: the twin, then native ones
 NATIVE_HERE = [k for k in ops.BF16_KERNELS_HERE if k in DOT_KERNELS and k != "generic"]
 NOT_HERE = [k for k in ops.BF16_KERNELS if k not in ops.BF16_KERNELS_HERE]
@@ -37,15 +39,6 @@ def using():
 
 def bf16(rng, *shape):
     return ops.round_bf16(rng.uniform(-2, 2, shape).astype(np.float32))
-
-
-def within_summation_bound(got, a, b, c0=None):
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    exact = a64 @ b64 + (0 if c0 is None else c0.astype(np.float64))
-    size = np.abs(a64) @ np.abs(b64) + (0 if c0 is None else np.abs(c0.astype(np.float64)))
-    n = a.shape[1] + 1
-    gamma = n * 2.0**-24 / (1 - n * 2.0**-24)
-    return np.all(np.abs(got.astype(np.float64) - exact) <= gamma * size)
 
 
 @pytest.mark.parametrize("kernel", ops.BF16_KERNELS_HERE)
