@@ -24,4 +24,12 @@ static inline float round_bf16(float x) {
   return y;
 }
 
+// The bf16 bit pattern of x rounded as round_bf16 does (its high 16 bits), for packed bf16 operands.
+static inline uint16_t bf16_bits(float x) {
+  const float rounded = round_bf16(x);
+  uint32_t u;
+  std::memcpy(&u, &rounded, sizeof u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
 }  // namespace ptbfast

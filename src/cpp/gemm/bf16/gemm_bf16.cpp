@@ -4,19 +4,11 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cstring>
 
 #include "../../bf16.h"
 #include "../../cpu_features.h"
 
 namespace ptbfast::gemm::bf16 {
-
-static inline uint32_t bf16_bits(float x) {
-  const float rounded = round_bf16(x);
-  uint32_t bits;
-  std::memcpy(&bits, &rounded, sizeof bits);
-  return bits >> 16;
-}
 
 // Below this many multiply-adds a product runs on one thread (the fork costs more).
 static constexpr long kParallelMacs = 1L << 18;
@@ -39,7 +31,7 @@ PackedB::PackedB(const float* B, int K, int N, long row_stride, long col_stride)
       const float* col = B + n * col_stride;
       for (int k = 0; k < P; ++k) {
         const uint32_t even = bf16_bits(col[(2L * k) * row_stride]);
-        const uint32_t odd = 2 * k + 1 < K ? bf16_bits(col[(2L * k + 1) * row_stride]) : 0;
+        const uint32_t odd = 2 * k + 1 < K ? bf16_bits(col[(2L * k + 1) * row_stride]) : 0u;
         out[k * kPanel + j] = even | (odd << 16);
       }
     }

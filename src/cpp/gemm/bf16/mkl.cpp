@@ -13,7 +13,6 @@
 #include "gemm_bf16.h"
 
 #if defined(PTBFAST_BLAS_MKL)
-#include <cstring>
 #include <vector>
 
 #include "../../bf16.h"
@@ -28,12 +27,7 @@ static std::vector<uint16_t> to_bf16_bits(const float* a, int rows, int cols, in
   for (int r = 0; r < rows; ++r) {
     const float* src = a + static_cast<long>(r) * ld;
     uint16_t* dst = out.data() + static_cast<long>(r) * cols;
-    for (int c = 0; c < cols; ++c) {
-      uint32_t bits;
-      const float rounded = round_bf16(src[c]);  // (a no-op on bf16 values; rounds anything else)
-      std::memcpy(&bits, &rounded, sizeof bits);
-      dst[c] = static_cast<uint16_t>(bits >> 16);
-    }
+    for (int c = 0; c < cols; ++c) dst[c] = bf16_bits(src[c]);  // (values that are bf16 stay as they are)
   }
   return out;
 }
