@@ -104,3 +104,29 @@ def damaged_checkpoint(directory, run, kind: str):
     if make is not None:
         make(path, good.read_bytes())
     return path, says
+
+
+SMALLEST_NORMAL = 2.0**-126
+
+
+def _flush(x):
+    """Denormals (|x| < 2^-126) to a zero of their sign, as the bf16 instructions read and write them."""
+    return np.where(np.abs(x) < SMALLEST_NORMAL, np.copysign(0.0, x), x)
+
+
+def pair_products_twin(a, b, c0=None) -> np.ndarray:
+    """NumPy twin of VDPBF16PS's arithmetic: float32 C = a @ b (+ c0) with a, b holding bf16 values, K
+    taken in pairs in order, each pair's odd product added to the float32 accumulator first, then
+    the even one, each addition rounded to float32 (a bf16 product is exact, so this is a float32 fma),
+    denormal inputs read as zero and denormal results flushed. An addition done in float64 and
+    rounded once is exact here: the sum of a float32 and a bf16 product fits 53 bits unless their
+    exponents are more than ~30 apart, which random test operands never are."""
+    a, b = _flush(np.asarray(a, np.float64)), _flush(np.asarray(b, np.float64))
+    M, K = a.shape
+    if K % 2:  # an odd K is padded with a zero pair element, which adds 0 * 0 (turning -0 into +0)
+        a, b = np.pad(a, ((0, 0), (0, 1))), np.pad(b, ((0, 1), (0, 0)))
+    acc = np.zeros((M, b.shape[1]), np.float32) if c0 is None else np.array(c0, np.float32)
+    for k in range(0, K, 2):
+        for j in (k + 1, k):
+            acc = _flush((_flush(acc.astype(np.float64)) + np.outer(a[:, j], b[j])).astype(np.float32))
+    return acc

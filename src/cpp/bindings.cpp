@@ -556,10 +556,15 @@ PYBIND11_MODULE(_core, m) {
   m.def("kernels_isa", &kernels_isa, "The instruction-set level the kernels run at");
   m.def("compiled_isas", &compiled_isas, "The levels this build compiled the kernels for, lowest first");
   m.def("supported_isas", &supported_isas, "The compiled levels this CPU runs, lowest first");
-  m.def("bf16_peak_gflops", []() {
+  m.def("bf16_peak_gflops", [](const std::string& kernel) {
+        if (!kernel.empty() && kernel != "amx" && kernel != "avx512_bf16")
+          throw py::value_error("bf16_peak_gflops measures the native kernels' instructions: amx or avx512_bf16, "
+                                "got '" + kernel + "'");
         py::gil_scoped_release nogil;
-        return gemm::bf16::native_peak_gflops();
-      }, "GFLOP/s of the CPU's bf16 dot-product instruction in independent chains on all threads (0: none here)");
+        return gemm::bf16::native_peak_gflops(kernel);
+      }, py::arg("kernel") = "",
+      "GFLOP/s of a native bf16 kernel's instruction (amx, avx512_bf16; default: the fastest here) in "
+      "independent chains on all threads (0: it does not run here)");
   m.def("bf16_product_kernel", &blas::bf16_product_kernel, py::arg("M"), py::arg("N"), py::arg("K"),
         "The kernel an M x K @ K x N bf16 product runs on under the current setting");
   m.def("round_bf16_in_place", &round_bf16_in_place_py, py::arg("x"),

@@ -75,7 +75,7 @@ std::string bf16_product_kernel(int M, int N, int K) { return kernel_for(M, N, K
 // The kernels that run on the CPU's bf16 instructions when they run here.
 static bool on_bf16_instructions(const table::Kernel& k) {
   const std::string name = k.name;
-  if (name == "mkl") return k.prefers(1, 1, 1 << 20);  // (true where MKL has them: mkl.cpp)
+  if (name == "mkl") return k.prefers(1 << 20, 1, 1 << 20);  // (true where MKL has them: mkl.cpp)
   return name != "sgemm" && name != "generic";
 }
 
@@ -93,7 +93,9 @@ std::string bf16_products_description() {
   std::string out;
   for (const table::Kernel& k : table::kernels()) {
     if (!k.usable() || !on_bf16_instructions(k) || !k.prefers(400, 10000, 1 << 20)) continue;
-    out += std::string(k.description) + (std::string(k.name) == "mkl" ? " where K >= 400, " : ", ");
+    const std::string name = k.name;
+    out += std::string(k.description) +
+           (name == "mkl" ? " where M >= 128 and K >= 400, " : name == "avx512_bf16" ? " where M >= 128, " : ", ");
   }
   const table::Kernel& sgemm = *table::find("sgemm");
   if (out.empty()) return std::string(sgemm.description) + ": the CPU's bf16 instructions (AVX512-BF16, AMX) are not "

@@ -227,9 +227,10 @@ def _print_table(rows, impls) -> None:
                      f" | {p['train_wps'] / t['train_wps']:>6.2f}x {p['eval_wps'] / t['eval_wps']:>5.2f}x"
                      f" {p['eval_b1_wps'] / t['eval_b1_wps']:>5.2f}x")
         print(line)
-    print(f"sgemm 2048^3 peak through ptbfast's BLAS: {rows[0]['sgemm_peak_gflops']:.0f} GFLOP/s; bf16 dot-product "
-          "instruction peak: " + (f"{rows[0]['bf16_peak_gflops']:.0f} GFLOP/s" if rows[0]["bf16_peak_gflops"]
-                                  else "none (the CPU has no AVX512-BF16)"))
+    print(f"sgemm 2048^3 peak through ptbfast's BLAS: {rows[0]['sgemm_peak_gflops']:.0f} GFLOP/s; bf16 "
+          "instruction peak (TDPBF16PS where AMX is usable, else VDPBF16PS): "
+          + (f"{rows[0]['bf16_peak_gflops']:.0f} GFLOP/s" if rows[0]["bf16_peak_gflops"]
+             else "none (the CPU has neither AMX-BF16 nor AVX512-BF16)"))
 
 
 # ---- data-parallel: bench --ranks N ------------------------------------------------------------------

@@ -217,21 +217,23 @@ def build_info() -> dict:
 
 def set_bf16_products(name: str) -> None:
     """How bf16 products run, process-wide: "auto" (per product, the first kernel of
-    :data:`BF16_KERNELS` this CPU runs that prefers the shape: MKL's bf16 GEMM where an Intel CPU
-    has AVX512-BF16 or AMX and K >= 400, ptbfast's AVX512-BF16 kernel where the CPU has it, float32
-    SGEMM on the bf16 values elsewhere) or one kernel by name on every product outside the LSTM time
-    loops (whose recurrent products stay packed SGEMMs): "mkl" (emulated on CPUs without bf16
-    instructions), "avx512_bf16", "sgemm", or "generic" (the dot-product kernels' plain C++ twin;
-    slow). The environment variable PTBFAST_BF16_PRODUCTS sets it at import."""
+    :data:`BF16_KERNELS` this CPU runs that prefers the shape: ptbfast's AMX kernel where the CPU has
+    AMX, MKL's bf16 GEMM where an Intel CPU has AVX512-BF16 or AMX and K >= 400, ptbfast's
+    AVX512-BF16 kernel where the CPU has it, float32 SGEMM on the bf16 values elsewhere) or one kernel
+    by name on every product outside the LSTM time loops (whose recurrent products stay packed
+    SGEMMs): "amx", "mkl" (emulated on CPUs without bf16 instructions), "avx512_bf16", "sgemm", or
+    "generic" (the dot-product kernels' plain C++ twin; slow). The environment variable
+    PTBFAST_BF16_PRODUCTS sets it at import."""
     if name not in BF16_PRODUCTS:
         raise ValueError(f"bf16 products must be one of {', '.join(BF16_PRODUCTS)}, got {name!r}")
     _core.set_bf16_products(name)
 
 
-def bf16_peak_gflops() -> float:
-    """GFLOP/s of the CPU's bf16 dot-product instruction (AVX512-BF16's VDPBF16PS) in independent
-    chains on all threads: the ceiling of the bf16 GEMM; 0.0 where no native kernel runs."""
-    return _core.bf16_peak_gflops()
+def bf16_peak_gflops(kernel: str = "") -> float:
+    """GFLOP/s of the instruction of a native bf16 kernel, in independent chains on all threads: the
+    ceiling of that kernel. ``kernel``: "amx" (TDPBF16PS), "avx512_bf16" (VDPBF16PS), or "" for the
+    fastest one this CPU runs; 0.0 where it does not run here."""
+    return _core.bf16_peak_gflops(kernel)
 
 
 def bf16_product_kernel(M: int, N: int, K: int) -> str:

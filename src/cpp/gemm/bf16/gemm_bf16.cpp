@@ -93,6 +93,11 @@ static void avx512_bf16_multiply(bool trans_a, bool trans_b, int M, int N, int K
   multiply_on(avx512_bf16_block, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
+static void amx_multiply(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda, const float* B,
+                         int ldb, float beta, float* C, int ldc) {
+  multiply_on(amx_block, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc);
+}
+
 static bool always(int, int, int) { return true; }
 static bool never(int, int, int) { return false; }
 static bool anywhere() { return true; }
@@ -105,8 +110,33 @@ static bool mkl_on_bf16_instructions() {
                           (cpu_has_avx512_bf16() || (cpu_has_amx_bf16() && amx_permission() == "granted"));
   return yes;
 }
-static bool mkl_prefers(int, int, int K) { return mkl_on_bf16_instructions() && K >= 400; }
 #endif
+
+// The kernels below convert (and the dot-product kernels pack) both operands on every call, which
+// costs O(M K + K N) before the product. With few rows of A that costs more than bf16 gains: on an
+// Intel Xeon (family 6 model 207, 2 threads) at M = 20 SGEMM ran the model's products at 133-185
+// GFLOP/s, MKL's bf16 GEMM at 53-61 and ptbfast's AMX kernel at 29-36 (docs/performance.md).
+static constexpr int kMinRowsToConvert = 128;
+
+#if defined(PTBFAST_BLAS_MKL)
+// From M = 128 and K = 400 MKL's bf16 GEMM ran 1.1-4x SGEMM on that Xeon (K = 200: no faster).
+static bool mkl_prefers(int M, int, int K) {
+  return mkl_on_bf16_instructions() && M >= kMinRowsToConvert && K >= 400;
+}
+#endif
+
+// On that Xeon ptbfast's AVX512-BF16 kernel ran at 23-154 GFLOP/s where SGEMM ran at 151-325 (its
+// VDPBF16PS peaks at 45 GFLOP/s per core, SGEMM's FMAs at ~100): never chosen on Intel CPUs. On AMD
+// Zen 4 VDPBF16PS issues at twice the FMA rate (../shared/notes); the kernel is not yet measured there.
+static bool avx512_bf16_prefers(int M, int, int) {
+  static const bool intel = cpu_vendor() == "GenuineIntel";
+  return !intel && M >= kMinRowsToConvert;
+}
+
+static bool amx_usable() {
+  static const bool yes = amx_block != nullptr && cpu_has_amx_bf16() && amx_permission() == "granted";
+  return yes;
+}
 
 static bool avx512_bf16_usable() {
   static const bool yes = avx512_bf16_block != nullptr && cpu_has_avx512_bf16();
@@ -115,12 +145,14 @@ static bool avx512_bf16_usable() {
 
 const std::vector<Kernel>& kernels() {
   static const std::vector<Kernel> table = {
+      // Slower than MKL's bf16 GEMM (which uses AMX too) on the model's shapes on that Xeon (2 threads:
+      // 154-416 GFLOP/s against 219-748; 2048^3 345 against 541): chosen by name only, until it is not.
+      {"amx", &amx_usable, &never, &amx_multiply, "ptbfast's AMX kernel (TDPBF16PS tiles)"},
 #if defined(PTBFAST_BLAS_MKL)
       {"mkl", &mkl_built, &mkl_prefers, &mkl_multiply,
        "MKL's cblas_gemm_bf16bf16f32 (AMX or AVX512-BF16 on Intel CPUs; emulated, slower, elsewhere)"},
 #endif
-      // Not yet measured on a CPU with AVX512-BF16: preferred on every shape until measured.
-      {"avx512_bf16", &avx512_bf16_usable, &always, &avx512_bf16_multiply,
+      {"avx512_bf16", &avx512_bf16_usable, &avx512_bf16_prefers, &avx512_bf16_multiply,
        "ptbfast's AVX512-BF16 kernel (VDPBF16PS)"},
       {"sgemm", &anywhere, &always, &sgemm_multiply,
        "float32 SGEMM on the bf16 values (exact bf16 products, fp32 speed)"},
@@ -131,7 +163,11 @@ const std::vector<Kernel>& kernels() {
   return table;
 }
 
-double native_peak_gflops() { return avx512_bf16_usable() ? avx512_bf16_peak() : 0.0; }
+double native_peak_gflops(const std::string& kernel) {
+  if (kernel == "amx" || (kernel.empty() && amx_usable())) return amx_usable() ? amx_peak() : 0.0;
+  if (kernel == "avx512_bf16" || kernel.empty()) return avx512_bf16_usable() ? avx512_bf16_peak() : 0.0;
+  return 0.0;
+}
 
 const Kernel* find(const std::string& name) {
   for (const Kernel& k : kernels())

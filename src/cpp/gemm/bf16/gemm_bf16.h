@@ -13,6 +13,8 @@
 // computes exactly that on any CPU, so the native kernel must equal it bit for bit, and blocking,
 // packing and tails are tested on every machine. Results do not depend on blocking or threads.
 //
+// The AMX kernel (amx.cpp) multiplies the same packed operands on tiles, with rounding of its own.
+//
 // kernels() is the table "auto" chooses from: the first entry usable on this CPU that prefers the
 // shape. ptbfast info, the tests and the benchmarks read the names from it.
 #pragma once
@@ -86,10 +88,14 @@ const Kernel* find(const std::string& name);
 void generic_block(const Problem& problem, int m0, int m1, int p0, int p1);
 extern const BlockFn avx512_bf16_block;
 extern double (*const avx512_bf16_peak)();  // GFLOP/s of independent VDPBF16PS chains on all threads
+// amx.cpp: TDPBF16PS tiles on the same packed operands (nullptr where the compiler cannot build it).
+extern const BlockFn amx_block;
+extern double (*const amx_peak)();  // GFLOP/s of independent TDPBF16PS tiles on all threads
 
-// The measured peak of the CPU's bf16 dot-product instruction (GFLOP/s, all OpenMP threads), or 0
-// where no native dot-product kernel runs.
-double native_peak_gflops();
+// The measured peak (GFLOP/s, all OpenMP threads) of the instruction of the native kernel named
+// ("amx": TDPBF16PS, "avx512_bf16": VDPBF16PS), or with "" of the fastest one usable here; 0 where
+// that kernel does not run here.
+double native_peak_gflops(const std::string& kernel = "");
 // sgemm.cpp: float32 SGEMM on the bf16 values. mkl.cpp: MKL's cblas_gemm_bf16bf16f32 (MKL builds).
 void sgemm_multiply(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda, const float* B, int ldb,
                     float beta, float* C, int ldc);
