@@ -53,11 +53,11 @@ def poison_step(trainer, bad_steps):
     real = trainer.model.loss_and_sparse_grads
     calls = {"n": 0}
 
-    def maybe_poisoned(*args):
+    def maybe_poisoned(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] in bad_steps:
             raise FloatingPointError("the loss is nan (injected)")
-        return real(*args)
+        return real(*args, **kwargs)
     trainer.model.loss_and_sparse_grads = maybe_poisoned
 
 

@@ -18,7 +18,7 @@ import ptbfast
 from ptbfast import checkpoint, reader
 from ptbfast import reference as ref
 from ptbfast.model import LSTMLanguageModel
-from ptbfast.ops import IndexedSlices
+from ptbfast.grads import IndexedSlices
 from ptbfast.sgd import TrainingError, apply_sgd, global_norm
 from ptbfast.train import CHECKPOINT_NAME, METRICS_NAME, Trainer, dropout_masks, evaluate
 
@@ -216,9 +216,9 @@ def test_evaluate_equals_naive_loop_over_ptb_producer(batch_size, num_steps):
     widths = []
     loss = model.loss
 
-    def counting_loss(x, y, st):
+    def counting_loss(x, y, st, total_batch=None):
         widths.append(np.shape(x)[1])
-        return loss(x, y, st)
+        return loss(x, y, st, total_batch=total_batch)
 
     model.loss = counting_loss
     got = evaluate(model, data, batch_size, num_steps, chunk_rows=7)
@@ -340,11 +340,11 @@ def on_step(trainer, call, action):
     inner = trainer.model.loss_and_sparse_grads
     calls = [0]
 
-    def wrapped(*args):
+    def wrapped(*args, **kwargs):
         calls[0] += 1
         if calls[0] == call:
             action(trainer)
-        return inner(*args)
+        return inner(*args, **kwargs)
 
     trainer.model.loss_and_sparse_grads = wrapped
 
@@ -365,7 +365,7 @@ def assert_same_run(trainer, result, uninterrupted):
 def test_resume_after_stop_signal_mid_epoch(corpus, tmp_path, uninterrupted, tiny_config):
     config, lines = tiny_config(**RESUME_CHANGES), []
     trainer = Trainer(config, corpus, save_path=tmp_path, log=lines.append, progress=False)
-    on_step(trainer, n_batches(config, corpus) + 8, lambda t: setattr(t, "_stop_signal", signal.SIGINT))  # as the handler does
+    on_step(trainer, n_batches(config, corpus) + 8, lambda t: setattr(t.signals, "received", signal.SIGINT))  # as the handler does
     stopped = trainer.train()
     assert stopped["stopped"] and len(stopped["history"]) == 1
     assert lines[-1] == (f"Stopped by signal {signal.SIGINT} at epoch 2, step 8; checkpoint saved to "
@@ -453,8 +453,8 @@ def test_nan_gradient_mid_epoch_leaves_last_good_checkpoint(corpus, tmp_path, ti
     inner = trainer.model.loss_and_sparse_grads
     calls = []
 
-    def poisoned(*args):
-        cost, grads, state = inner(*args)
+    def poisoned(*args, **kwargs):
+        cost, grads, state = inner(*args, **kwargs)
         calls.append(1)
         if len(calls) == 23:
             grads["softmax_w"][1, 2] = np.nan

@@ -31,10 +31,20 @@ def flops_per_word(config, train: bool = True) -> float:
     return 3 * forward if train else forward
 
 
-def sgemm_peak_gflops() -> float:
+def sgemm_peak_gflops(n: int = 2048, reps: int = 5) -> float:
+    """GFLOP/s of an n^3 SGEMM through ptbfast's BLAS (the median of ``reps`` after one warm-up):
+    the ceiling bench's GFLOP/s are compared with."""
     from ptbfast import ops
-    n = 2048
-    return 2 * n**3 / ops.sgemm_seconds(n, n, n, 5) / 1e9
+    rng = np.random.default_rng(0)
+    a, b = (rng.uniform(-1, 1, (n, n)).astype(np.float32) for _ in range(2))
+    c = np.zeros((n, n), np.float32)
+    ops.matmul(a, b, out=c)
+    seconds = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        ops.matmul(a, b, out=c)
+        seconds.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(seconds) / 1e9
 
 
 def _median_seconds(step, steps: int, warmup: int = 3) -> float:
@@ -48,22 +58,44 @@ def _median_seconds(step, steps: int, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
-def measure_ptbfast(config, steps: int, train_only: bool = False) -> dict:
+def synthetic_training(config, comm=None, seed: int = 0):
+    """``(rng, model, dp, x, y, state)`` for timing steps of ``config``: a fresh model, random ids
+    ``x``/``y`` of its batch shape drawn from ``rng`` (which then draws the dropout masks), the
+    data-parallel rows of ``comm`` (default: one process) and this rank's zero state."""
+    from ptbfast.distributed import DataParallel, SingleProcess
     from ptbfast.model import LSTMLanguageModel
-    from ptbfast.sgd import apply_sgd
-    from ptbfast.train import dropout_masks, evaluate
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     B, T, V = config.batch_size, config.num_steps, config.vocab_size
     model = LSTMLanguageModel.from_config(config)
+    dp = DataParallel(comm or SingleProcess(), B, model.params, sparse_embedding=not config.tie_weights)
     x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
-    box = {"state": model.initial_state(B)}
-    mask_shape = (T, B, config.hidden_size)
+    return rng, model, dp, x, y, model.initial_state(dp.rows.stop - dp.rows.start)
+
+
+def step_on_synthetic_batch(config, model, dp, x, y, rng):
+    """A function ``state -> state`` running one training step (:func:`ptbfast.step.training_step`,
+    learning rate 0.1) on the batch ``x``/``y``; a failed step raises."""
+    from ptbfast.step import training_step
+
+    def step(state):
+        outcome = training_step(model, config, dp, x, y, state, rng, 0.1)
+        if outcome.failure is not None:
+            raise outcome.failure
+        return outcome.state
+    return step
+
+
+def measure_ptbfast(config, steps: int, train_only: bool = False) -> dict:
+    from ptbfast.train import evaluate
+
+    rng, model, dp, x, y, state = synthetic_training(config)
+    B, T, V = config.batch_size, config.num_steps, config.vocab_size
+    box = {"state": state}
+    step = step_on_synthetic_batch(config, model, dp, x, y, rng)
 
     def train_step():
-        masks = dropout_masks(rng, config.num_layers + 1, mask_shape, config.keep_prob)
-        _, grads, box["state"] = model.loss_and_sparse_grads(x, y, box["state"], masks)
-        apply_sgd(model.params, grads, 0.1, config.max_grad_norm, config.grad_norm)
+        box["state"] = step(box["state"])
 
     def eval_step():
         _, box["state"] = model.loss(x, y, box["state"])
@@ -82,34 +114,26 @@ def measure_ptbfast(config, steps: int, train_only: bool = False) -> dict:
 def measure_data_parallel(config, steps: int, comm, warmup: int = 3) -> dict:
     """The trainer's data-parallel step (this rank's rows, the exchange, the update) on synthetic
     ids, timed in parts; medians over ``steps`` as rank 0 sees them. Runs on every rank of an MPI job."""
-    from ptbfast.distributed import DataParallel
-    from ptbfast.model import LSTMLanguageModel
-    from ptbfast.sgd import apply_sgd
-    from ptbfast.train import dropout_masks
+    from ptbfast import step as step_module
+    from ptbfast.profile import timed
 
-    rng = np.random.default_rng(0)  # the same ids and masks on every rank
-    B, T, V = config.batch_size, config.num_steps, config.vocab_size
-    model = LSTMLanguageModel.from_config(config)
-    dp = DataParallel(comm, B, model.params, sparse_embedding=not config.tie_weights)
-    x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
-    state = model.initial_state(dp.rows.stop - dp.rows.start)
+    rng, model, dp, x, y, state = synthetic_training(config, comm)  # the same ids and masks on every rank
+    B, T = config.batch_size, config.num_steps
+    step = step_on_synthetic_batch(config, model, dp, x, y, rng)
     parts = {name: [] for name in ("masks", "compute", "pack", "allreduce", "gather", "update", "step")}
-    for step in range(warmup + steps):
-        t0 = time.perf_counter()
-        masks = dp.local_masks(dropout_masks(rng, config.num_layers + 1, (T, B, config.hidden_size), config.keep_prob))
-        t1 = time.perf_counter()
-        cost, grads, state = model.loss_and_sparse_grads(dp.local(x), dp.local(y), state, masks, total_batch=B)
-        t2 = time.perf_counter()
-        summed = dp.exchange(cost, grads, x, None, None)
-        t3 = time.perf_counter()
-        apply_sgd(model.params, summed.grads, 0.1, config.max_grad_norm, config.grad_norm)
-        t4 = time.perf_counter()
-        if step >= warmup:
-            s = dp.stats
-            for name, seconds in (("masks", t1 - t0), ("compute", t2 - t1), ("pack", s.pack_s),
-                                  ("allreduce", s.allreduce_s), ("gather", s.gather_s), ("update", t4 - t3),
-                                  ("step", t4 - t0)):
-                parts[name].append(seconds)
+    seconds = dict.fromkeys(("masks", "compute", "update"), 0.0)  # summed by the wrappers
+    with timed(step_module, "dropout_masks", seconds, "masks"), timed(model, "loss_and_sparse_grads", seconds, "compute"), \
+            timed(step_module, "apply_sgd", seconds, "update"):
+        for k in range(warmup + steps):
+            seconds.update(dict.fromkeys(seconds, 0.0))
+            start = time.perf_counter()
+            state = step(state)
+            total = time.perf_counter() - start
+            if k >= warmup:
+                s = dp.stats
+                for name, value in (*seconds.items(), ("pack", s.pack_s), ("allreduce", s.allreduce_s),
+                                    ("gather", s.gather_s), ("step", total)):
+                    parts[name].append(value)
     result = {f"{name}_ms": 1e3 * statistics.median(times) for name, times in parts.items()}
     result.update(train_wps=B * T / statistics.median(parts["step"]), ranks=comm.size, mpi=comm.library,
                   allreduce_alone_ms=1e3 * statistics.median(dp.allreduce_seconds(max(5, steps // 2))),

@@ -15,45 +15,51 @@ import time
 import numpy as np
 
 from ptbfast import ops
+from ptbfast import step as step_module
 
 ROWS = ("embedding", "lstm_input_products", "recurrent_products", "gate_math", "output_products", "softmax_pass",
         "bf16_rounding", "dropout_masks", "update", "python_overhead")
 
 
 @contextlib.contextmanager
-def _timed(module, name: str, seconds: dict, row: str):
-    """Replaces ``module.name`` by a version that adds its time to ``seconds[row]``."""
-    original = getattr(module, name)
+def timed(owner, name: str, seconds: dict, row: str):
+    """Within the block ``owner.name`` (a module's function, or an object's method) is a version
+    that adds its time to ``seconds[row]``."""
+    original = getattr(owner, name)
+    had_own = name in getattr(owner, "__dict__", {})  # (an object's method lives on its class)
 
-    def timed(*args, **kwargs):
+    def wrapper(*args, **kwargs):
         start = time.perf_counter()
         try:
             return original(*args, **kwargs)
         finally:
             seconds[row] += time.perf_counter() - start
 
-    setattr(module, name, timed)
+    setattr(owner, name, wrapper)
     try:
         yield
     finally:
-        setattr(module, name, original)
+        if had_own:
+            setattr(owner, name, original)
+        else:
+            delattr(owner, name)
 
 
 def _profile_steps(step, steps: int, warmup: int) -> dict:
-    """Runs ``step(seconds)`` ``warmup + steps`` times with the kernels' and ``ops``' timers on
-    and returns ms per step in each of :data:`ROWS` (and ``total``); ``step`` adds the rows it
-    times itself (dropout masks, update) into ``seconds``."""
+    """Runs ``step()`` ``warmup + steps`` times with the kernels' timers on and the functions of
+    ``ops`` and ``ptbfast.step`` that the rows name timed, and returns ms per step in each of
+    :data:`ROWS` (and ``total``)."""
     seconds = dict.fromkeys(ROWS, 0.0)
     total = 0.0
-    with _timed(ops, "embedding_lookup", seconds, "embedding"), \
-            _timed(ops, "round_bf16_in_place", seconds, "bf16_rounding"):
+    with timed(ops, "embedding_lookup", seconds, "embedding"), timed(ops, "round_bf16_in_place", seconds, "bf16_rounding"), \
+            timed(step_module, "dropout_masks", seconds, "dropout_masks"), timed(step_module, "apply_sgd", seconds, "update"):
         for k in range(warmup + steps):
             if k == warmup:  # measure from here (in place: the wrappers add into this dict)
                 seconds.update(dict.fromkeys(ROWS, 0.0))
                 ops.profile_read()
                 ops.profile_enable(True)
             start = time.perf_counter()
-            step(seconds)
+            step()
             if k >= warmup:
                 total += time.perf_counter() - start
     ops.profile_enable(False)
@@ -64,36 +70,17 @@ def _profile_steps(step, steps: int, warmup: int) -> dict:
     return result
 
 
-def _model_and_batch(config, seed: int):
-    """(rng, a fresh model of ``config``, random ids x and y of its batch shape, a box holding
-    the carried state)."""
-    from ptbfast.model import LSTMLanguageModel
-
-    rng = np.random.default_rng(seed)
-    B, T, V = config.batch_size, config.num_steps, config.vocab_size
-    model = LSTMLanguageModel.from_config(config)
-    x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
-    return rng, model, x, y, {"state": model.initial_state(B)}
-
-
 def profile_training(config, steps: int = 10, warmup: int = 2, seed: int = 0) -> dict:
     """Milliseconds per training step in each of :data:`ROWS` (and ``total``), averaged over
     ``steps`` steps of ``config`` (its precision included) on random ids."""
-    from ptbfast.sgd import apply_sgd
-    from ptbfast.train import dropout_masks
+    from ptbfast.bench import step_on_synthetic_batch, synthetic_training
 
-    rng, model, x, y, box = _model_and_batch(config, seed)
-    shape = (config.num_steps, config.batch_size, config.hidden_size)
+    rng, model, dp, x, y, state = synthetic_training(config, seed=seed)
+    box = {"state": state}
+    step = step_on_synthetic_batch(config, model, dp, x, y, rng)
 
-    def train_step(seconds):
-        start = time.perf_counter()
-        masks = dropout_masks(rng, config.num_layers + 1, shape, config.keep_prob)
-        masked = time.perf_counter()
-        _, grads, box["state"] = model.loss_and_sparse_grads(x, y, box["state"], masks)
-        updating = time.perf_counter()
-        apply_sgd(model.params, grads, 0.1, config.max_grad_norm, config.grad_norm)
-        seconds["dropout_masks"] += masked - start
-        seconds["update"] += time.perf_counter() - updating
+    def train_step():
+        box["state"] = step(box["state"])
 
     return _profile_steps(train_step, steps, warmup)
 
@@ -102,9 +89,12 @@ def profile_eval(config, steps: int = 10, warmup: int = 2, seed: int = 0) -> dic
     """As :func:`profile_training` for an evaluation step: the loss of the training batch's
     shape, forward only, no dropout (what ``bench``'s eval words/s times); the dropout masks and
     update rows are 0."""
-    _, model, x, y, box = _model_and_batch(config, seed)
+    from ptbfast.bench import synthetic_training
 
-    def eval_step(seconds):
+    _, model, _, x, y, state = synthetic_training(config, seed=seed)
+    box = {"state": state}
+
+    def eval_step():
         _, box["state"] = model.loss(x, y, box["state"])
 
     return _profile_steps(eval_step, steps, warmup)

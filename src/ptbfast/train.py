@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +25,12 @@ import numpy as np
 from ptbfast import checkpoint, ops
 from ptbfast import tensorboard as tb
 from ptbfast.configs import Config
-from ptbfast.distributed import STOP_SIGNALS, DataParallel, SingleProcess, on_root
+from ptbfast.distributed import DataParallel, SingleProcess, on_root
 from ptbfast.model import LSTMLanguageModel
 from ptbfast.reader import Corpus, epoch_size, ptb_producer
-from ptbfast.sgd import TrainingError, apply_sgd
+from ptbfast.sgd import TrainingError
+from ptbfast.signals import StopSignals
+from ptbfast.step import dropout_masks, training_step  # noqa: F401 (dropout_masks: its old home was here)
 
 CHECKPOINT_NAME = "checkpoint.npz"
 METRICS_NAME = "metrics.jsonl"
@@ -38,16 +39,6 @@ METRICS_NAME = "metrics.jsonl"
 def perplexity(mean_cost: float) -> float:
     """``exp(mean cost)``, infinite rather than an OverflowError when training has diverged."""
     return math.exp(mean_cost) if mean_cost < 709.0 else math.inf
-
-
-# ---- dropout ----------------------------------------------------------------------------------------
-
-def dropout_masks(rng: np.random.Generator, count: int, shape, keep_prob: float):
-    """``count`` inverted-dropout masks (0 or 1/keep_prob), as ``tf.nn.dropout``; None if keep_prob == 1."""
-    if keep_prob >= 1.0:
-        return None
-    scale = np.float32(1.0 / keep_prob)
-    return [(rng.random(shape, dtype=np.float32) < keep_prob) * scale for _ in range(count)]
 
 
 # ---- memory ------------------------------------------------------------------------------------------
@@ -104,14 +95,13 @@ def evaluate(model: LSTMLanguageModel, data: np.ndarray, batch_size: int, num_st
                          f"num_steps={num_steps}")
     rows = np.asarray(data[: batch_size * (len(data) // batch_size)]).reshape(batch_size, -1)
     chunk = max(num_steps, (chunk_rows // batch_size) // num_steps * num_steps)
-    scale = {}
     if dp is not None and dp.distributed:  # this rank's rows; its costs are means over the whole batch
-        rows, scale = rows[dp.row_range(batch_size)], {"total_batch": batch_size}
+        rows = rows[dp.row_range(batch_size)]
     state = model.initial_state(rows.shape[0])
     costs = 0.0
     for start in range(0, steps_per_row, chunk):
         stop = min(start + chunk, steps_per_row)
-        cost, state = model.loss(rows[:, start:stop], rows[:, start + 1:stop + 1], state, **scale)
+        cost, state = model.loss(rows[:, start:stop], rows[:, start + 1:stop + 1], state, total_batch=batch_size)
         costs += cost
     if dp is not None:
         costs, = dp.sum(costs)
@@ -182,8 +172,7 @@ class Trainer:
         self.dp = DataParallel(self.comm, config.batch_size, self.model.params, sparse_embedding=not config.tie_weights)
         self.position = Position()
         self.state = None  # LSTM state carried within the epoch (ranks: their rows of it)
-        self._stop_signal = None  # set by the signal handler
-        self._agreed_signal = None  # ranks: the stop signal all of them agreed on in the last step
+        self.signals = StopSignals(self.dp.distributed)
         self._fresh = True  # not restored: train() starts a new metrics log
 
     # ---- checkpoints ----------------------------------------------------------------------------
@@ -252,13 +241,10 @@ class Trainer:
         if self._fresh and self.save_path:
             on_root(self.comm, _remove, self.save_path / METRICS_NAME)  # a new run: its log must not continue an old one
         self._fresh = False
-        handlers = self._catch_signals()
-        try:  # (dp.agree_signal: the handler's signal; ranks: whether any of them has received one)
-            while self.position.epoch < cfg.max_max_epoch and self.dp.agree_signal(self._stop_signal) is None:
+        with self.signals.caught():  # (dp.agree_signal: the handler's signal; ranks: whether any has one)
+            while self.position.epoch < cfg.max_max_epoch and self.dp.agree_signal(self.signals.received) is None:
                 self.run_epoch()
-        finally:
-            self._restore_signals(handlers)
-        stop = self.dp.agree_signal(self._stop_signal)
+        stop = self.dp.agree_signal(self.signals.received)
         if stop is not None:
             path = self.save() if self.save_path else None
             self.log(f"Stopped by signal {stop} at epoch {self.position.epoch + 1}, step "
@@ -290,7 +276,7 @@ class Trainer:
                 continue  # resuming: these batches were trained before the checkpoint
             cost = self.train_step(x, y, lr, step)
             self._record_step(step, cost, n_batches, started, bar)
-            if self._stop_requested():
+            if self.signals.stop_requested():
                 break
         if bar is not None:
             bar.close()
@@ -298,40 +284,23 @@ class Trainer:
             self._finish_epoch(lr, n_batches)
 
     def train_step(self, x, y, lr: float, step: int) -> float | None:
-        """Forward, backward, clipping and the SGD update of one batch; carries the LSTM state.
-        Returns the batch's cost, or None if the batch was skipped (``config.nonfinite == "skip"``).
-
-        Ranks: each runs its rows of ``x``/``y`` with its rows of the masks (all draw the full
-        batch's, from the same stream), scaled by the global batch; the exchange sums the gradients
-        and costs and tells every rank whether any rank's loss failed, so all of them skip or stop at
-        the same batch. One process: the exchange returns its inputs as they are.
-        """
-        cfg, model, dp = self.config, self.model, self.dp
-        masks = dropout_masks(self.rng, cfg.num_layers + 1, (cfg.num_steps, cfg.batch_size, cfg.hidden_size),
-                              cfg.keep_prob)
-        scale = {"total_batch": cfg.batch_size} if dp.distributed else {}  # (one process: the model's default)
-        try:
-            cost, grads, new_state = model.loss_and_sparse_grads(dp.local(x), dp.local(y), self.state,
-                                                                 dp.local_masks(masks), **scale)
-            failure = None
-        except FloatingPointError as e:  # decided below, together with the other ranks
-            cost, grads, new_state, failure = None, None, None, e
-        summed = dp.exchange(cost, grads, x, failure, self._stop_signal)
-        self._agreed_signal = summed.signal
-        try:
-            if summed.failure is not None:
-                raise summed.failure
-            cost = summed.cost
-            apply_sgd(model.params, summed.grads, lr, cfg.max_grad_norm, cfg.grad_norm)
-        except (FloatingPointError, TrainingError) as e:
+        """One training step (:func:`ptbfast.step.training_step`) on batch ``x``/``y``; carries the
+        LSTM state. Returns the batch's cost, or None if the batch was skipped
+        (``config.nonfinite == "skip"``)."""
+        cfg = self.config
+        outcome = training_step(self.model, cfg, self.dp, x, y, self.state, self.rng, lr, self.signals.received)
+        self.signals.agreed = outcome.signal
+        if outcome.failure is not None:
+            if not isinstance(outcome.failure, (FloatingPointError, TrainingError)):
+                raise outcome.failure
             if cfg.nonfinite == "skip":  # drop this batch: no update, state and costs as before it
-                self.log(f"warning: epoch {self.position.epoch + 1}, step {step} skipped: {e}")
+                self.log(f"warning: epoch {self.position.epoch + 1}, step {step} skipped: {outcome.failure}")
                 return None
-            raise TrainingError(f"epoch {self.position.epoch + 1}, step {step}: {e}. The weights were not updated"
-                                + (f"; the last good checkpoint is {self.checkpoint_path}" if self.save_path else "")
-                                ) from None
-        self.state = new_state
-        return cost
+            raise TrainingError(f"epoch {self.position.epoch + 1}, step {step}: {outcome.failure}. The weights were "
+                                "not updated" + (f"; the last good checkpoint is {self.checkpoint_path}"
+                                                 if self.save_path else "")) from None
+        self.state = outcome.state
+        return outcome.cost
 
     # ---- bookkeeping: position, log lines, progress bar, checkpoints, validation, metrics ---------------
     def _record_step(self, step: int, cost: float | None, n_batches: int, started: float, bar) -> None:
@@ -407,28 +376,6 @@ class Trainer:
         finally:
             if self.comm.size > 1:
                 ops.set_num_threads(threads)
-
-    # -- signals: SIGINT/SIGTERM (and SIGUSR1 with ranks) finish the current step, save, and stop --
-    def _stop_requested(self) -> bool:
-        """One process: whether a signal has arrived. Ranks: whether one had arrived on any rank by
-        the last step's exchange (the same answer on all of them)."""
-        return (self._agreed_signal if self.dp.distributed else self._stop_signal) is not None
-
-    def _catch_signals(self):
-        def on_signal(signum, _frame):
-            self._stop_signal = signum
-        handlers = {}
-        try:
-            for sig in STOP_SIGNALS if self.dp.distributed else (signal.SIGINT, signal.SIGTERM):
-                handlers[sig] = signal.signal(sig, on_signal)
-        except ValueError:  # not the main thread: signals stay with the caller
-            pass
-        return handlers
-
-    @staticmethod
-    def _restore_signals(handlers) -> None:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
 
 
 def _silent(_message: str) -> None:

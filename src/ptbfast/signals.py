@@ -1,0 +1,43 @@
+"""The signals that stop training: SIGINT and SIGTERM (and SIGUSR1 with ranks, which Open MPI's
+mpirun forwards) finish the current step, save a checkpoint and stop."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+
+from ptbfast.distributed import STOP_SIGNALS
+
+
+class StopSignals:
+    """What the trainer knows of stop signals: ``received``, the one this process's handler caught
+    (None: none), and with ranks ``agreed``, the one any rank had received by the last step's
+    exchange (the same on every rank, so all of them stop after the same step)."""
+
+    def __init__(self, distributed: bool):
+        self.distributed = distributed
+        self.received = None
+        self.agreed = None
+
+    def stop_requested(self) -> bool:
+        """One process: whether a signal has arrived. Ranks: whether one had arrived on any rank by
+        the last step's exchange."""
+        return (self.agreed if self.distributed else self.received) is not None
+
+    @contextlib.contextmanager
+    def caught(self):
+        """Within the block the stop signals set :attr:`received` instead of their usual action
+        (on the main thread only: elsewhere the caller keeps them)."""
+        def on_signal(signum, _frame):
+            self.received = signum
+        handlers = {}
+        try:
+            for sig in STOP_SIGNALS if self.distributed else (signal.SIGINT, signal.SIGTERM):
+                handlers[sig] = signal.signal(sig, on_signal)
+        except ValueError:  # not the main thread: signals stay with the caller
+            pass
+        try:
+            yield self
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
