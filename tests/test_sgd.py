@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ptbfast import ops
-from ptbfast.ops import IndexedSlices
+from ptbfast.grads import IndexedSlices
 
 from helpers import f32, max_rel_error
 

@@ -4,12 +4,11 @@
 // Policy for arrays: float arrays must already be float32 and C-contiguous (TypeError / ValueError
 // otherwise: a silent float64 -> float32 copy would hide a 2x memory cost and a precision change);
 // ids may be int32 or int64 and must lie in [0, V) (IndexError). The Python layer
-// (ptbfast.kernels) converts friendlier inputs before calling here.
+// (ptbfast.ops) converts friendlier inputs before calling here.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <omp.h>
 
 #include <algorithm>
 #include <climits>
@@ -24,6 +23,7 @@
 #include "isa.h"
 #include "kernels.h"
 #include "profile.h"
+#include "runtime.h"
 
 namespace py = pybind11;
 using namespace ptbfast;
@@ -411,68 +411,20 @@ py::array vecmath_py(const std::string& name, const py::array& x) {
   return std::move(out);
 }
 
-// Seconds per call of an M x K @ K x N product through ptbfast's BLAS (median of reps): SGEMM, for
-// the peak that `python -m ptbfast bench` reports its GFLOP/s against, or with bf16 the product
-// bf16 operands take (blas::gemm_bf16 on the current bf16 products path).
-double gemm_seconds(int M, int N, int K, int reps, bool bf16) {
-  if (M < 1 || N < 1 || K < 1 || reps < 1) throw py::value_error("sizes and reps must be >= 1");
-  std::vector<float> a(static_cast<size_t>(M) * K, 0.5f), b(static_cast<size_t>(K) * N, 0.25f),
-      c(static_cast<size_t>(M) * N, 0.0f);
-  std::vector<double> times;
-  const blas::Gemm gemm = blas::gemm_for(bf16);
-  py::gil_scoped_release nogil;
-  gemm(false, false, M, N, K, 1.0f, a.data(), K, b.data(), N, 0.0f, c.data(), N);  // warm-up
-  for (int r = 0; r < reps; ++r) {
-    const double start = omp_get_wtime();
-    gemm(false, false, M, N, K, 1.0f, a.data(), K, b.data(), N, 0.0f, c.data(), N);
-    times.push_back(omp_get_wtime() - start);
-  }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
-
-#ifndef PTBFAST_ISA_FLAGS
-#define PTBFAST_ISA_FLAGS ""
-#endif
-
 py::dict build_info() {
+  const runtime::BuildFacts facts = runtime::build_facts();
   py::dict info;
-  info["version"] = PTBFAST_VERSION;
-#if defined(__clang__)
-  info["compiler"] = std::string("clang ") + __clang_version__;
-#elif defined(__GNUC__)
-  info["compiler"] = std::string("gcc ") + __VERSION__;
-#else
-  info["compiler"] = "unknown";
-#endif
-  info["isa_flags"] = PTBFAST_ISA_FLAGS;
-  py::list isa;
-#ifdef __AVX512F__
-  isa.append("avx512f");
-#endif
-#ifdef __AVX2__
-  isa.append("avx2");
-#endif
-#ifdef __FMA__
-  isa.append("fma");
-#endif
-#ifdef __SSE4_1__
-  isa.append("sse4.1");
-#endif
-#ifdef __SSE2__
-  isa.append("sse2");
-#endif
-#ifdef __ARM_NEON
-  isa.append("neon");
-#endif
-  info["isa"] = isa;
+  info["version"] = facts.version;
+  info["compiler"] = facts.compiler;
+  info["isa_flags"] = facts.isa_flags;
+  info["isa"] = facts.isa;
   info["kernels_isa"] = kernels_isa();
   info["kernels_isas"] = compiled_isas();
   info["blas"] = blas::backend_name();
   info["blas_large_products"] = blas::large_products_backend_name();
   info["blas_threads"] = blas::num_threads();
-  info["openmp_threads"] = omp_get_max_threads();
-  info["openmp_version"] = _OPENMP;
+  info["openmp_threads"] = runtime::num_threads();
+  info["openmp_version"] = facts.openmp_version;
   info["cpu_vendor"] = cpu_vendor();
   info["amx_permission"] = amx_permission();
   py::list features;  // the CPU's bf16 matrix features, by /proc/cpuinfo's names (CPUID + XGETBV here)
@@ -481,7 +433,8 @@ py::dict build_info() {
   if (features.empty()) features.append("none");
   info["cpu_matrix_features"] = features;
   info["bf16_products"] = blas::bf16_products_description();
-  info["bf16_matrix_engine"] = blas::bf16_products_use_matrix_engine();
+  info["bf16_instructions"] = blas::bf16_products_use_bf16_instructions();
+  info["bf16_matrix_engine"] = info["bf16_instructions"];  // (its first name, kept for old readers)
   py::dict kernels;  // the bf16 GEMM table: name -> usable here
   const std::vector<std::string> usable = blas::usable_bf16_product_names();
   for (const std::string& name : blas::bf16_product_names())
@@ -490,25 +443,21 @@ py::dict build_info() {
   return info;
 }
 
-void set_num_threads(int n) {
-  if (n < 1) throw py::value_error("number of threads must be >= 1, got " + std::to_string(n));
-  omp_set_num_threads(n);
-  blas::set_num_threads(n);
-}
-
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "ptbfast C++ kernels (float32, OpenMP + SIMD, BLAS for matrix products)";
-  amx_permission();  // first: before MKL can look at the CPU or run a tile instruction (cpu_features.cpp)
-  blas::init();
+  runtime::init();
   m.attr("OUTPUT_BLOCK_FLOATS") = kOutputBlockFloats;
 
   m.def("build_info", &build_info, "Compiler, ISA flags, BLAS backend and thread counts of this build.");
-  m.def("set_num_threads", &set_num_threads, py::arg("n"),
+  m.def("set_num_threads", [](int n) {
+        if (n < 1) throw py::value_error("number of threads must be >= 1, got " + std::to_string(n));
+        runtime::set_num_threads(n);
+      }, py::arg("n"),
         "Threads for ptbfast's kernels: OpenMP regions started from the calling thread (other "
         "Python threads keep their own count) and the BLAS libraries (process-wide).");
-  m.def("get_num_threads", []() { return omp_get_max_threads(); });
+  m.def("get_num_threads", &runtime::num_threads);
 
   m.def("embedding_forward", &embedding_forward_py, py::arg("params"), py::arg("ids"),
         "params[ids]: shape ids.shape + (H,)");
@@ -584,9 +533,6 @@ PYBIND11_MODULE(_core, m) {
         for (int k = 0; k < profile::kPhases; ++k) out[profile::kPhaseNames[k]] = profile::sections()[k].load();
         return out;
       }, "How many timed sections each phase has added since the last profile_read.");
-  m.def("sgemm_seconds", [](int M, int N, int K, int reps) { return gemm_seconds(M, N, K, reps, false); },
-        py::arg("M"), py::arg("N"), py::arg("K"), py::arg("reps") = 5,
-        "Median seconds of one M x K @ K x N SGEMM through ptbfast's BLAS.");
   m.def("matmul", &matmul_py, py::arg("a"), py::arg("b"), py::arg("bf16") = false, py::arg("trans_a") = false,
         py::arg("trans_b") = false, py::arg("c") = py::none(),
         "op(a) [M, K] @ op(b) [K, N] through ptbfast's products (bf16: the bf16 products path); with c, "
@@ -611,8 +557,5 @@ PYBIND11_MODULE(_core, m) {
         return py::make_tuple(out, packed);
       }, py::arg("a"), py::arg("b"), py::arg("uses"),
       "(a @ b through blas::PackedB prepared for `uses` products, whether it packed b) (for tests)");
-  m.def("gemm_seconds", &gemm_seconds, py::arg("M"), py::arg("N"), py::arg("K"), py::arg("reps") = 5,
-        py::arg("bf16") = false,
-        "Median seconds of one M x K @ K x N product: SGEMM, or with bf16 on the bf16 products path.");
   m.def("_vecmath", &vecmath_py, py::arg("name"), py::arg("x"), "exp/sigmoid/tanh approximations (for tests)");
 }

@@ -40,7 +40,7 @@ std::string bf16_product_kernel(int M, int N, int K);
 // In words: what the setting resolves to on this CPU and build (ptbfast info).
 std::string bf16_products_description();
 // Whether some bf16 products run on the CPU's bf16 instructions (AVX512-BF16 or AMX).
-bool bf16_products_use_matrix_engine();
+bool bf16_products_use_bf16_instructions();
 
 // A right-hand operand op(B) [K, N] prepared once for many products A @ op(B) with the same M:
 // MKL packs it into its internal layout (cblas_sgemm_pack), measured 228 vs 169 GFLOP/s on the

@@ -79,7 +79,7 @@ static bool on_bf16_instructions(const table::Kernel& k) {
   return name != "sgemm" && name != "generic";
 }
 
-bool bf16_products_use_matrix_engine() {
+bool bf16_products_use_bf16_instructions() {
   if (const table::Kernel* kernel = chosen().load()) return on_bf16_instructions(*kernel);
   for (const table::Kernel& k : table::kernels())
     if (k.usable() && on_bf16_instructions(k) && k.prefers(400, 10000, 1 << 20)) return true;

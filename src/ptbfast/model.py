@@ -1,7 +1,11 @@
 """The ptb_word_lm model on ptbfast's C++ kernels.
 
-Same parameters, maths and signatures as :class:`ptbfast.reference.NumpyLSTMLanguageModel`, which is
-the readable NumPy twin this class is tested against. Inside, activations are time-major
+Same parameters and maths as :class:`ptbfast.reference.NumpyLSTMLanguageModel`, the readable NumPy
+twin this class is tested against. The signatures differ where the two jobs do: the reference takes
+a ``dtype`` (float64 for finite-difference checks) where this class is float32 only; this class's
+``loss`` and ``loss_and_grads`` also take ``total_batch`` (data-parallel ranks), and it adds
+``loss_and_sparse_grads`` (the embedding gradient as TF's optimizer sees it) and ``hidden_states``
+(inference). Inside, activations are time-major
 ([T, B, H]) so that each step's rows are contiguous for the recurrent GEMM; inputs and outputs
 follow TF: ids ``[batch, steps]``.
 """
@@ -11,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from ptbfast import ops
-from ptbfast.ops import IndexedSlices, as_float32, as_ids
+from ptbfast.grads import IndexedSlices
+from ptbfast.ops import as_float32, as_ids
 from ptbfast.params import init_params
 from ptbfast.precision import PRECISIONS, warn_about_bf16_speed
 

@@ -15,8 +15,6 @@ module gets an exception, never a wrong answer.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
-
 import numpy as np
 
 from ptbfast import _openblas
@@ -102,25 +100,6 @@ def merge_duplicate_ids(ids, rows):
     return _core.embedding_backward_sparse(as_float32(rows, "rows"), as_ids(ids))
 
 
-class IndexedSlices(NamedTuple):
-    """The embedding's gradient as the lookup's backward pass makes it and TF's optimizer sees it
-    (``tf.IndexedSlices``): row ``values[k]`` belongs to row ``indices[k]`` of a ``dense_shape``
-    tensor; indices repeat, one entry per token."""
-
-    indices: np.ndarray
-    values: np.ndarray
-    dense_shape: tuple
-
-    def to_dense(self) -> np.ndarray:
-        dense = np.zeros(self.dense_shape, np.float32)
-        scatter_add(dense, self.indices, self.values)
-        return dense
-
-    def merged(self) -> "IndexedSlices":
-        """One row per distinct index (the true gradient's non-zero rows)."""
-        return IndexedSlices(*merge_duplicate_ids(self.indices, self.values), self.dense_shape)
-
-
 # ---- LSTM (src/cpp/lstm.cpp) ----------------------------------------------------------------------
 
 def lstm_forward(x, c0, h0, kernel, bias, forget_bias: float = 0.0, bf16: bool = False):
@@ -201,9 +180,9 @@ def sgd_update(param, grad, step: float) -> None:
     _core.axpy(param, as_float32(grad, "grad"), step)
 
 
-def sparse_sgd_update(param, grad: IndexedSlices, step: float) -> None:
-    """The SGD update of an embedding: only the rows in ``grad.indices`` change (TF's
-    ``scatter_sub``), each by ``step`` times the sum of its rows."""
+def sparse_sgd_update(param, grad, step: float) -> None:
+    """The SGD update of an embedding by an :class:`ptbfast.grads.IndexedSlices` gradient: only the
+    rows in ``grad.indices`` change (TF's ``scatter_sub``), each by ``step`` times the sum of its rows."""
     scatter_add(param, grad.indices, grad.values, step)
 
 
@@ -272,26 +251,33 @@ def supported_isas() -> list:
     return _core.supported_isas()
 
 
-def _set_from_environment(variable: str, setter) -> None:
-    """``setter(os.environ[variable])`` if the variable is set; a bad value stops the import, named."""
-    name = os.environ.get(variable, "")
-    if name:
-        try:
-            setter(name)
-        except ValueError as error:
-            raise ValueError(f"{variable}={name!r}: {error}") from None
+def configure_from_environment() -> None:
+    """The settings the environment asks for: PTBFAST_ISA (:func:`set_kernels_isa`) and
+    PTBFAST_BF16_PRODUCTS (:func:`set_bf16_products`). ``import ptbfast`` calls it; a bad value
+    stops the import with a ValueError that names the variable."""
+    for variable, setter in (("PTBFAST_ISA", set_kernels_isa), ("PTBFAST_BF16_PRODUCTS", set_bf16_products)):
+        name = os.environ.get(variable, "")
+        if name:
+            try:
+                setter(name)
+            except ValueError as error:
+                raise ValueError(f"{variable}={name!r}: {error}") from None
 
 
-_set_from_environment("PTBFAST_ISA", set_kernels_isa)
-_set_from_environment("PTBFAST_BF16_PRODUCTS", set_bf16_products)
+# ---- matrix products (src/cpp/blas.h; the bf16 GEMM table in src/cpp/gemm/bf16/) ----------------------
+
+def matmul(a, b, bf16: bool = False, out=None) -> np.ndarray:
+    """``a @ b`` (float32 [M, K] and [K, N]) through ptbfast's products: SGEMM, or with ``bf16``
+    (operands holding bf16 values) the current :func:`bf16_products` path, the one the model's
+    kernels take. Transposed views (``w.T`` of a C-contiguous ``w``) are read in place. With ``out``
+    (float32 [M, N], C-contiguous, writable): ``out += a @ b`` in place, and ``out`` is returned."""
+    a, b = as_float32(a, "a"), as_float32(b, "b")
+    trans_a, trans_b = _is_transposed_view(a), _is_transposed_view(b)
+    return _core.matmul(a.T if trans_a else a, b.T if trans_b else b, bf16, trans_a, trans_b,
+                        None if out is None else as_float32(out, "out"))
 
 
-# ---- internals exposed for tests ---------------------------------------------------------------------
-
-def vecmath(name: str, x) -> np.ndarray:
-    """The kernels' vectorised exp / sigmoid / tanh, so tests can measure their error."""
-    return _core._vecmath(name, as_float32(x, "x"))
-
+# ---- the kernels' phase timers (src/cpp/profile.h; ptbfast.profile) ------------------------------------
 
 def profile_enable(on: bool) -> None:
     """Start or stop the kernels' per-phase timers (ptbfast.profile)."""
@@ -309,24 +295,4 @@ def profile_sections() -> dict:
     return _core.profile_sections()
 
 
-def sgemm_seconds(M: int, N: int, K: int, reps: int = 5) -> float:
-    """Median seconds of one M x K @ K x N SGEMM through ptbfast's BLAS (bench's peak)."""
-    return _core.sgemm_seconds(M, N, K, reps)
-
-
-def matmul(a, b, bf16: bool = False, out=None) -> np.ndarray:
-    """``a @ b`` (float32 [M, K] and [K, N]) through ptbfast's products: SGEMM, or with ``bf16``
-    (operands holding bf16 values) the current :func:`bf16_products` path, the one the model's
-    kernels take. Transposed views (``w.T`` of a C-contiguous ``w``) are read in place. With ``out``
-    (float32 [M, N], C-contiguous, writable): ``out += a @ b`` in place, and ``out`` is returned."""
-    a, b = as_float32(a, "a"), as_float32(b, "b")
-    trans_a, trans_b = _is_transposed_view(a), _is_transposed_view(b)
-    return _core.matmul(a.T if trans_a else a, b.T if trans_b else b, bf16, trans_a, trans_b,
-                        None if out is None else as_float32(out, "out"))
-
-
-
-def gemm_seconds(M: int, N: int, K: int, reps: int = 5, bf16: bool = False) -> float:
-    """As :func:`sgemm_seconds`; ``bf16``: the product bf16 operands take on the current
-    :func:`bf16_products` path (benchmarks/test_bench_kernels.py compares the paths)."""
-    return _core.gemm_seconds(M, N, K, reps, bf16)
+from ptbfast.grads import IndexedSlices  # noqa: E402,F401 (it lived here: old imports keep working)

@@ -49,10 +49,10 @@ def warn_about_bf16_speed() -> None:
     if ops.bf16_products() == "generic":
         message = (f"precision='bf16': products run as {info['bf16_products']}: plain C++ for tests, far slower "
                    f"than fp32 (PTBFAST_BF16_PRODUCTS=auto for speed)")
-    elif ops.bf16_products() == "mkl" and not info["bf16_matrix_engine"]:
+    elif ops.bf16_products() == "mkl" and not info["bf16_instructions"]:
         message = (f"precision='bf16': products run as {info['bf16_products']}, which MKL emulates on this CPU "
                    f"(bf16 features: {features}): expect it to be slower than fp32 (not measured by ptbfast)")
-    elif info["bf16_matrix_engine"]:
+    elif info["bf16_instructions"]:
         message = (f"precision='bf16': products run as {info['bf16_products']}; ptbfast has not measured this "
                    f"path against fp32 on this CPU ({features}): compare `python -m ptbfast bench --config "
                    f"small --precision bf16` with fp32, and set PTBFAST_BF16_PRODUCTS=sgemm if it is slower")

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from ptbfast import ops
-from ptbfast.ops import IndexedSlices
+from ptbfast.grads import IndexedSlices
 
 
 class TrainingError(RuntimeError):

@@ -1,0 +1,66 @@
+// runtime.h: set-up, threads and the build's facts.
+#include "runtime.h"
+
+#include <omp.h>
+
+#include <stdexcept>
+
+#include "blas.h"
+#include "cpu_features.h"
+
+#ifndef PTBFAST_ISA_FLAGS
+#define PTBFAST_ISA_FLAGS ""
+#endif
+#ifndef PTBFAST_VERSION
+#define PTBFAST_VERSION "unknown"
+#endif
+
+namespace ptbfast::runtime {
+
+void init() {
+  amx_permission();  // first: before MKL can look at the CPU or run a tile instruction
+  blas::init();
+}
+
+void set_num_threads(int n) {
+  if (n < 1) throw std::invalid_argument("number of threads must be >= 1, got " + std::to_string(n));
+  omp_set_num_threads(n);
+  blas::set_num_threads(n);
+}
+
+int num_threads() { return omp_get_max_threads(); }
+
+BuildFacts build_facts() {
+  BuildFacts facts;
+  facts.version = PTBFAST_VERSION;
+#if defined(__clang__)
+  facts.compiler = std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+  facts.compiler = std::string("gcc ") + __VERSION__;
+#else
+  facts.compiler = "unknown";
+#endif
+  facts.isa_flags = PTBFAST_ISA_FLAGS;
+#ifdef __AVX512F__
+  facts.isa.push_back("avx512f");
+#endif
+#ifdef __AVX2__
+  facts.isa.push_back("avx2");
+#endif
+#ifdef __FMA__
+  facts.isa.push_back("fma");
+#endif
+#ifdef __SSE4_1__
+  facts.isa.push_back("sse4.1");
+#endif
+#ifdef __SSE2__
+  facts.isa.push_back("sse2");
+#endif
+#ifdef __ARM_NEON
+  facts.isa.push_back("neon");
+#endif
+  facts.openmp_version = _OPENMP;
+  return facts;
+}
+
+}  // namespace ptbfast::runtime
