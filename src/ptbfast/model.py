@@ -119,6 +119,13 @@ class LSTMLanguageModel:
         top, _, _, new_state = self._forward_layers(ids, state, None, steps)
         return np.ascontiguousarray(top.transpose(1, 0, 2)), new_state
 
+    @staticmethod
+    def time_major(ids) -> np.ndarray:
+        """ids [batch, steps] in the order the model runs them: [steps, batch], C-contiguous. Every
+        per-token array it makes (the embedding gradient's rows, the losses) comes in this order
+        flattened: step 0's batch rows, then step 1's, and so on."""
+        return np.ascontiguousarray(np.asarray(ids).T)
+
     # ---- forward and backward -------------------------------------------------------------------
     def _forward_layers(self, ids, state, masks, steps):
         """Embedding and LSTM layers on time-major ids: (top [T,B,H], layer inputs, caches, new state).
@@ -197,7 +204,7 @@ class LSTMLanguageModel:
                 bad = ids[(ids < 0) | (ids >= self.vocab_size)].flat[0]
                 raise IndexError(f"{name} contains id {bad}, outside the vocabulary [0, {self.vocab_size})")
         # Time-major ids for the kernels; targets in the same (t, b) row order as the outputs.
-        return np.ascontiguousarray(x.T), np.ascontiguousarray(y.T).reshape(-1), batch, steps
+        return self.time_major(x), self.time_major(y).reshape(-1), batch, steps
 
     def _check_state(self, state, batch):
         if len(state) != self.num_layers:

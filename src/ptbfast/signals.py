@@ -6,7 +6,10 @@ from __future__ import annotations
 import contextlib
 import signal
 
-from ptbfast.distributed import STOP_SIGNALS
+# Signals that stop training with a checkpoint. SIGUSR1 only when distributed: Open MPI's mpirun
+# answers SIGINT/SIGTERM by killing the ranks at once, but forwards SIGUSR1 (as Slurm's
+# ``--signal`` does), so that is the graceful stop there.
+STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGUSR1", None)) if s is not None)
 
 
 class StopSignals:
