@@ -41,24 +41,27 @@ BuildFacts build_facts() {
   facts.compiler = "unknown";
 #endif
   facts.isa_flags = PTBFAST_ISA_FLAGS;
+  static const char* const kCompiledFor[] = {  // (the compiler's macros, highest level first)
 #ifdef __AVX512F__
-  facts.isa.push_back("avx512f");
+      "avx512f",
 #endif
 #ifdef __AVX2__
-  facts.isa.push_back("avx2");
+      "avx2",
 #endif
 #ifdef __FMA__
-  facts.isa.push_back("fma");
+      "fma",
 #endif
 #ifdef __SSE4_1__
-  facts.isa.push_back("sse4.1");
+      "sse4.1",
 #endif
 #ifdef __SSE2__
-  facts.isa.push_back("sse2");
+      "sse2",
 #endif
 #ifdef __ARM_NEON
-  facts.isa.push_back("neon");
+      "neon",
 #endif
+      nullptr};
+  for (const char* const* name = kCompiledFor; *name; ++name) facts.isa.push_back(*name);
   facts.openmp_version = _OPENMP;
   return facts;
 }
