@@ -198,6 +198,53 @@ def test_kernels_round_the_weights_themselves(N, H, V, bf16_products):
     for g, r in zip(*forward):
         np.testing.assert_array_equal(g, r)
 
+# V = 1300 and H = 3000: the piecewise path multiplies pieces of w's columns, w_is_bf16 whole blocks.
+@pytest.mark.parametrize("N,H,V", [(1, 1, 1), (0, 3, 5), (9, 7, 1300), (5, 3000, 1000), (37, 16, 100)])
+def test_the_loss_of_weights_rounded_beforehand_is_the_same_product(N, H, V, bf16_products):
+    # w_is_bf16: w already holds bf16 values and the kernel multiplies it as it is, in whole blocks.
+    # The operands are the same as the piecewise path's, so the losses agree to float32 summation
+    # (the GEMMs are cut differently, so their sums may be ordered differently); on SGEMM they equal
+    # the fp32 path's bit for bit, which makes the same calls on the same operands.
+    rng = np.random.default_rng(N * 7 + H + V)
+    h = ops.round_bf16(f32(rng, N, H))
+    w = f32(rng, H, V, scale=1 / np.sqrt(H))
+    b, targets = f32(rng, V, scale=0.1), rng.integers(0, V, N)
+    for master in (w, np.ascontiguousarray(w.T).T):  # softmax_w, and tied weights (embedding.T)
+        rounded = ops.round_bf16(master)
+        for block_columns in (0, 400):
+            got = ops.output_layer_loss(h, rounded, b, targets, block_columns=block_columns, bf16=True, w_is_bf16=True)
+            piecewise = ops.output_layer_loss(h, master, b, targets, block_columns=block_columns, bf16=True)
+            assert max_rel_error(got[1], piecewise[1]) <= 1e-5  # float32 sums in another order
+            if bf16_products == "sgemm":
+                fp32 = ops.output_layer_loss(h, rounded, b, targets, block_columns=block_columns)
+                np.testing.assert_array_equal(got[1], fp32[1])
+    # Without bf16 the flag changes nothing: fp32 never rounds.
+    np.testing.assert_array_equal(ops.output_layer_loss(h, w, b, targets, w_is_bf16=True)[1],
+                                  ops.output_layer_loss(h, w, b, targets)[1])
+
+
+@pytest.mark.parametrize("tie_weights", [False, True])
+def test_a_frozen_model_rounds_its_output_weights_once_with_the_same_losses(tie_weights, bf16_products):
+    model = LSTMLanguageModel(50, 8, 2, init_scale=0.5, seed=1, tie_weights=tie_weights, precision="bf16")
+    rng = np.random.default_rng(6)
+    x, y = rng.integers(0, 50, (3, 5)), rng.integers(0, 50, (3, 5))
+    state = model.initial_state(3)
+    cost, new_state = model.loss(x, y, state)
+    with model.frozen():
+        with model.frozen():  # (nested: the outer block's copy serves)
+            frozen_cost, frozen_state = model.loss(x, y, state)
+        assert model._rounded_output_weights is not None
+    assert model._rounded_output_weights is None
+    assert frozen_cost == pytest.approx(cost, rel=1e-5)  # the same operands; sums possibly in another order
+    for (c, h), (fc, fh) in zip(new_state, frozen_state):
+        np.testing.assert_array_equal(c, fc)  # (the LSTM layers do not see the frozen copy)
+        np.testing.assert_array_equal(h, fh)
+    fp32 = LSTMLanguageModel(50, 8, 2, init_scale=0.5, seed=1, tie_weights=tie_weights)
+    with fp32.frozen():  # fp32 never rounds: nothing to make
+        assert fp32._rounded_output_weights is None
+        assert fp32.loss(x, y, state)[0] == fp32.loss(x, y, state)[0]
+
+
 
 def test_round_in_place_refuses_what_it_cannot_write():
     x = np.linspace(-3, 3, 10, dtype=np.float32)

@@ -322,7 +322,7 @@ OutputShape check_output(const py::array& h, const py::array& w, const py::array
 
 py::tuple output_layer_forward_py(const py::array& h, const py::array& w, const py::array& b,
                                   const py::array& targets, int block_rows, bool transposed, int block_columns,
-                                  bool bf16) {
+                                  bool bf16, bool w_is_bf16) {
   const OutputShape s = check_output(h, w, b, targets, transposed);
   const std::vector<int64_t> t = targets_as_int64(targets);
   auto losses = new_float_array({s.N});
@@ -331,7 +331,7 @@ py::tuple output_layer_forward_py(const py::array& h, const py::array& w, const 
   {
     py::gil_scoped_release nogil;
     total = output_layer_forward(lo, f(h), f(w), f(b), t.data(), s.N, s.H, s.V, block_rows, block_columns,
-                                 transposed, bf16);
+                                 transposed, bf16, w_is_bf16);
   }
   return py::make_tuple(total, losses);
 }
@@ -479,10 +479,11 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("output_layer_forward", &output_layer_forward_py, py::arg("h"), py::arg("softmax_w"),
         py::arg("softmax_b"), py::arg("targets"), py::arg("block_rows") = 0, py::arg("transposed") = false,
-        py::arg("block_columns") = 0, py::arg("bf16") = false,
+        py::arg("block_columns") = 0, py::arg("bf16") = false, py::arg("w_is_bf16") = false,
         "(sum of losses as float, losses [N]) of softmax cross-entropy of h @ w + b "
         "(h @ w.T + b with transposed, w then [V, H]); logits are made block_rows x block_columns "
-        "at a time (0: about 16 MiB); bf16: w rounded to bf16 for the product (h by the caller)");
+        "at a time (0: about 16 MiB); bf16: w rounded to bf16 for the product (h by the caller), "
+        "or with w_is_bf16 read as it is (the caller rounded it)");
   m.def("output_layer_forward_backward", &output_layer_forward_backward_py, py::arg("h"), py::arg("softmax_w"),
         py::arg("softmax_b"), py::arg("targets"), py::arg("d_loss"), py::arg("block_rows") = 0,
         py::arg("transposed") = false, py::arg("block_columns") = 0, py::arg("bf16") = false,

@@ -61,9 +61,10 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
 }
 
 double output_layer_forward(float* losses, const float* h, const float* w, const float* b, const int64_t* targets,
-                            int N, int H, int V, int block_rows, int block_columns, bool w_transposed, bool bf16) {
+                            int N, int H, int V, int block_rows, int block_columns, bool w_transposed, bool bf16,
+                            bool w_is_bf16) {
   return kernels().output_layer_forward(losses, h, w, b, targets, N, H, V, block_rows, block_columns, w_transposed,
-                                        bf16);
+                                        bf16, w_is_bf16);
 }
 
 double output_layer_forward_backward(float* losses, float* dh, float* dw, float* db, const float* h, const float* w,

@@ -106,29 +106,33 @@ static int bf16_piece_columns(int H, int V) {
 
 // Blocks of R rows x C columns: column chunks of equal width (a narrow last chunk would be a slow
 // GEMM), whose weights start at column c0 of w. Products over a chunk run in pieces of P columns:
-// one piece (P = C) in fp32, w rounded piece by piece into `scratch` in bf16.
+// one piece (P = C) in fp32 and for a w that already holds bf16 values, w rounded piece by piece
+// into `scratch` otherwise in bf16.
 struct ChunkedBlocks {
   int R, C, P, ldw;
-  bool w_transposed, bf16;
-  ChunkedBlocks(int N, int H, int V, int block_rows, int block_columns, bool transposed, bool round_w) {
+  bool w_transposed, bf16, round_w;
+  ChunkedBlocks(int N, int H, int V, int block_rows, int block_columns, bool transposed, bool bf16_products,
+                bool w_is_bf16 = false) {
+    const bool round = bf16_products && !w_is_bf16;
     R = std::max(1, std::min(N, block_rows));
     V = std::max(1, V);  // (callers guarantee V >= 1; never divide by zero)
     const int max_columns = block_columns <= 0 ? V : std::min(V, block_columns);  // <= 0: whole rows
     const int chunks = (V + max_columns - 1) / max_columns;
     C = (V + chunks - 1) / chunks;
-    P = round_w ? std::min(C, bf16_piece_columns(H, V)) : C;
+    P = round ? std::min(C, bf16_piece_columns(H, V)) : C;
     ldw = transposed ? H : V;  // w is [H, V], or [V, H] when transposed (tied: w is the embedding)
     w_transposed = transposed;
-    bf16 = round_w;
+    bf16 = bf16_products;
+    round_w = round;
   }
-  size_t scratch_floats(int H) const { return bf16 ? static_cast<size_t>(H) * P : 0; }
+  size_t scratch_floats(int H) const { return round_w ? static_cast<size_t>(H) * P : 0; }
   const float* columns(const float* w, int c0, int H) const {
     return w_transposed ? w + static_cast<long>(c0) * H : w + c0;
   }
-  // Columns [c0, c0 + n) of w as a product operand, and its leading dimension: w itself in fp32;
-  // in bf16 rounded into scratch, in w's layout.
+  // Columns [c0, c0 + n) of w as a product operand, and its leading dimension: w itself in fp32 or
+  // when it holds bf16 values; else rounded into scratch, in w's layout.
   const float* piece(float* scratch, const float* w, int c0, int n, int H, int& ld) const {
-    if (!bf16) {
+    if (!round_w) {
       ld = ldw;
       return columns(w, c0, H);
     }
@@ -182,8 +186,8 @@ static void block_losses(float* losses, float* logits, RunningLogSumExp* acc, fl
 // `budget`: the floats the logits may take, kOutputBlockFloats less bf16's rounding scratch (so
 // that bf16 never holds more than fp32 does).
 
-static long logits_budget(int H, int V, bool bf16) {
-  return kOutputBlockFloats - (bf16 ? static_cast<long>(H) * bf16_piece_columns(H, V) : 0L);
+static long logits_budget(int H, int V, bool round_w) {
+  return kOutputBlockFloats - (round_w ? static_cast<long>(H) * bf16_piece_columns(H, V) : 0L);
 }
 
 // Evaluation: rows for column chunks of about 4,096 (efficient GEMMs) when V allows, as many as
@@ -219,9 +223,9 @@ static void choose_training_blocks(int N, int V, long budget, int& rows, int& co
 
 double output_layer_forward(float* losses, const float* h, const float* w, const float* b,
                             const int64_t* targets, int N, int H, int V, int block_rows, int block_columns,
-                            bool w_transposed, bool bf16) {
-  choose_forward_blocks(N, V, logits_budget(H, V, bf16), block_rows, block_columns);
-  const ChunkedBlocks blk(N, H, V, block_rows, block_columns, w_transposed, bf16);
+                            bool w_transposed, bool bf16, bool w_is_bf16) {
+  choose_forward_blocks(N, V, logits_budget(H, V, bf16 && !w_is_bf16), block_rows, block_columns);
+  const ChunkedBlocks blk(N, H, V, block_rows, block_columns, w_transposed, bf16, w_is_bf16);
   // (new[], not vector: every element is written, by a beta = 0 GEMM or a rounding pass, before it is
   // read; a vector zero-filled the 16 MiB logits on every call, 1.3 ms of a 21 ms small eval step on Zen 3.)
   const std::unique_ptr<float[]> logits(new float[static_cast<size_t>(blk.R) * blk.C]),

@@ -103,7 +103,8 @@ def measure_ptbfast(config, steps: int, train_only: bool = False) -> dict:
     train_s = _median_seconds(train_step, steps)
     if train_only:
         return {"train_wps": B * T / train_s, "step_ms": 1e3 * train_s}
-    eval_s = _median_seconds(eval_step, steps)
+    with model.frozen():  # as evaluate() runs its losses
+        eval_s = _median_seconds(eval_step, steps)
     words = rng.integers(0, V, 2001)
     start = time.perf_counter()
     evaluate(model, words, 1, 1)

@@ -12,6 +12,8 @@ follow TF: ids ``[batch, steps]``.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from ptbfast import ops
@@ -49,6 +51,7 @@ class LSTMLanguageModel:
         self.tie_weights = bool(tie_weights)
         self.params = init_params(self.vocab_size, self.hidden_size, self.num_layers, init_scale, seed,
                                   tie_weights=self.tie_weights)
+        self._rounded_output_weights = None  # inside frozen(), with bf16: output_weights() rounded once
 
     @classmethod
     def from_config(cls, config, precision: str | None = None) -> "LSTMLanguageModel":
@@ -73,6 +76,21 @@ class LSTMLanguageModel:
         """The output projection [H, V]: ``softmax_w``, or with tied weights ``embedding.T`` (a
         view the output-layer kernel reads in place)."""
         return self.params["embedding"].T if self.tie_weights else self.params["softmax_w"]
+
+    @contextlib.contextmanager
+    def frozen(self):
+        """A block in which the parameters do not change (evaluation, scoring). With bf16 the output
+        weights are rounded once on entry, for every loss the block computes, instead of piece by
+        piece in each call (one rounded copy of [H, V] lives until the block ends). Changing
+        ``params`` inside the block is not seen by those losses."""
+        if self._precision != "bf16" or self._rounded_output_weights is not None:
+            yield self
+            return
+        self._rounded_output_weights = ops.round_bf16(self.output_weights())  # (tied: a transposed view)
+        try:
+            yield self
+        finally:
+            self._rounded_output_weights = None
 
     def initial_state(self, batch_size: int):
         """Zero state: a list of ``(c, h)`` per layer, each [batch_size, H] float32."""
@@ -161,7 +179,9 @@ class LSTMLanguageModel:
             ops.round_bf16_in_place(top)
         w = self.output_weights()
         if not with_grads:
-            total, _ = ops.output_layer_loss(top, w, p["softmax_b"], targets, bf16=bf16)
+            rounded = self._rounded_output_weights
+            total, _ = ops.output_layer_loss(top, w if rounded is None else rounded, p["softmax_b"], targets,
+                                             bf16=bf16, w_is_bf16=rounded is not None)
             return self._checked_cost(total / mean_over), None, new_state
 
         total, _, d_top, d_w, d_softmax_b = ops.output_layer_loss_and_grads(

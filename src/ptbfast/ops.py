@@ -131,13 +131,16 @@ def _output_weights(w):
     return as_float32(w, "softmax_w"), False
 
 
-def output_layer_loss(h, w, b, targets, block_rows: int = 0, block_columns: int = 0, bf16: bool = False):
+def output_layer_loss(h, w, b, targets, block_rows: int = 0, block_columns: int = 0, bf16: bool = False,
+                      w_is_bf16: bool = False):
     """``(total, losses [N])``: softmax cross-entropy of ``h @ w + b`` against ``targets``, the
     logits made a block at a time (block sizes 0: chosen by the kernel). ``w`` is [H, V].
-    ``bf16``: h must already be rounded; the kernel rounds w for the product."""
+    ``bf16``: h must already be rounded; the kernel rounds w for the product, a piece at a time,
+    unless ``w_is_bf16`` says that w already holds bf16 values (:func:`round_bf16` of the weights,
+    made once for many calls): then it multiplies w as it is, in whole blocks, as fp32 does."""
     w, transposed = _output_weights(w)
     return _core.output_layer_forward(as_float32(h, "h"), w, as_float32(b, "softmax_b"), as_ids(targets, "targets"),
-                                      block_rows, transposed, block_columns, bf16)
+                                      block_rows, transposed, block_columns, bf16, bf16 and w_is_bf16)
 
 
 def output_layer_loss_and_grads(h, w, b, targets, d_loss: float, block_rows: int = 0, block_columns: int = 0,

@@ -87,8 +87,8 @@ def profile_training(config, steps: int = 10, warmup: int = 2, seed: int = 0) ->
 
 def profile_eval(config, steps: int = 10, warmup: int = 2, seed: int = 0) -> dict:
     """As :func:`profile_training` for an evaluation step: the loss of the training batch's
-    shape, forward only, no dropout (what ``bench``'s eval words/s times); the dropout masks and
-    update rows are 0."""
+    shape, forward only, no dropout, with the weights frozen as ``evaluate`` has them (what
+    ``bench``'s eval words/s times); the dropout masks and update rows are 0."""
     from ptbfast.bench import synthetic_training
 
     _, model, _, x, y, state = synthetic_training(config, seed=seed)
@@ -97,7 +97,8 @@ def profile_eval(config, steps: int = 10, warmup: int = 2, seed: int = 0) -> dic
     def eval_step():
         _, box["state"] = model.loss(x, y, box["state"])
 
-    return _profile_steps(eval_step, steps, warmup)
+    with model.frozen():  # as evaluate() runs its losses
+        return _profile_steps(eval_step, steps, warmup)
 
 
 def format_profile(profiles: dict) -> str:

@@ -99,10 +99,11 @@ def evaluate(model: LSTMLanguageModel, data: np.ndarray, batch_size: int, num_st
         rows = rows[dp.row_range(batch_size)]
     state = model.initial_state(rows.shape[0])
     costs = 0.0
-    for start in range(0, steps_per_row, chunk):
-        stop = min(start + chunk, steps_per_row)
-        cost, state = model.loss(rows[:, start:stop], rows[:, start + 1:stop + 1], state, total_batch=batch_size)
-        costs += cost
+    with model.frozen():  # (bf16: the output weights rounded once for all the chunks)
+        for start in range(0, steps_per_row, chunk):
+            stop = min(start + chunk, steps_per_row)
+            cost, state = model.loss(rows[:, start:stop], rows[:, start + 1:stop + 1], state, total_batch=batch_size)
+            costs += cost
     if dp is not None:
         costs, = dp.sum(costs)
     return perplexity(costs / steps_per_row)
