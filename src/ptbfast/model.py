@@ -34,7 +34,8 @@ class LSTMLanguageModel:
     accumulate in float32; parameters, cell state, gate nonlinearities, softmax, loss, gradients
     and the update stay float32. The kernels round the weights as they use them (into scratch that
     fp32 needs too, or a piece at a time), and each layer's fresh input is rounded in place, so bf16
-    holds no more memory than fp32 (where its products are SGEMMs). ``ptbfast.reference`` rounds at
+    training holds no more memory than fp32 (where its products are SGEMMs); evaluation inside
+    :meth:`frozen` holds one rounded copy of the output weights. ``ptbfast.reference`` rounds at
     the same places.
     """
 
