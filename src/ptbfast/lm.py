@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ptbfast import checkpoint
+from ptbfast import checkpoint, ops
 from ptbfast.configs import Config
 from ptbfast.model import LSTMLanguageModel
 from ptbfast.reader import EOS
@@ -72,8 +72,14 @@ class LanguageModel:
         outputs, state = self.model.hidden_states(ids[None, :], self.model.initial_state(1))
         return outputs[0], state
 
+    def _product_weights(self) -> np.ndarray:
+        """The output projection as the logits' product reads it: rounded to bf16 for a bf16 model
+        (whose h the LSTM already rounds), as the model's loss does."""
+        w = self.output_weights()
+        return ops.round_bf16(w) if self.model.precision == "bf16" else w
+
     def _log_softmax(self, h: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-        logits = (h @ self.output_weights() + self.model.params["softmax_b"]).astype(np.float64)
+        logits = (h @ self._product_weights() + self.model.params["softmax_b"]).astype(np.float64)
         logits /= temperature
         logits -= logits.max(axis=-1, keepdims=True)
         return logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
@@ -103,7 +109,7 @@ class LanguageModel:
         h = outputs[-1]
         out = []
         n_words = len(self.id_to_word)
-        w, b = self.output_weights()[:, :n_words], self.model.params["softmax_b"][:n_words]
+        w, b = self._product_weights()[:, :n_words], self.model.params["softmax_b"][:n_words]
         for _ in range(words):
             logits = (h @ w + b) / np.float32(temperature)
             if top_k is not None and top_k < n_words:
