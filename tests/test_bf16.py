@@ -164,18 +164,28 @@ def test_output_layer_matches_the_bf16_twin_and_the_fp32_reference(N, H, V, bloc
                 assert close(g, want), name
 
 
+def output_layer_operands(seed, N, H, V):
+    """(rng, h rounded [N, H], fp32 master w [H, V], b [V], targets [N]) for the output layer."""
+    rng = np.random.default_rng(seed)
+    h = ops.round_bf16(f32(rng, N, H))
+    w = f32(rng, H, V, scale=1 / np.sqrt(H))
+    return rng, h, w, f32(rng, V, scale=0.1), rng.integers(0, V, N)
+
+
+def masters_and_rounded(w):
+    """softmax_w and tied weights (the embedding's .T view), each with its bf16 rounding."""
+    for master in (w, np.ascontiguousarray(w.T).T):
+        yield master, ops.round_bf16(master)
+
+
 # V = 1300: three pieces of w's columns; H = 3000: pieces of 174 columns (the scratch's cap).
 @pytest.mark.parametrize("N,H,V", [(1, 1, 1), (0, 3, 5), (9, 7, 1300), (5, 3000, 1000)])
 def test_kernels_round_the_weights_themselves(N, H, V, bf16_products):
     # bf16 kernels take the fp32 master weights and round them piece by piece into scratch: the
     # same results, bit for bit, as given weights rounded beforehand (rounding is idempotent), and
     # the eval path agrees with the bf16 twin, which rounds w itself.
-    rng = np.random.default_rng(N + H + V)
-    h = ops.round_bf16(f32(rng, N, H))
-    w = f32(rng, H, V, scale=1 / np.sqrt(H))
-    b, targets = f32(rng, V, scale=0.1), rng.integers(0, V, N)
-    for master in (w, np.ascontiguousarray(w.T).T):  # softmax_w, and tied weights (embedding.T)
-        rounded = ops.round_bf16(master)
+    rng, h, w, b, targets = output_layer_operands(N + H + V, N, H, V)
+    for master, rounded in masters_and_rounded(w):
         for block_columns in (0, 400):
             got = ops.output_layer_loss_and_grads(h, master, b, targets, 0.05, block_columns=block_columns, bf16=True)
             want = ops.output_layer_loss_and_grads(h, rounded, b, targets, 0.05, block_columns=block_columns,
@@ -198,6 +208,7 @@ def test_kernels_round_the_weights_themselves(N, H, V, bf16_products):
     for g, r in zip(*forward):
         np.testing.assert_array_equal(g, r)
 
+
 # V = 1300 and H = 3000: the piecewise path multiplies pieces of w's columns, w_is_bf16 whole blocks.
 @pytest.mark.parametrize("N,H,V", [(1, 1, 1), (0, 3, 5), (9, 7, 1300), (5, 3000, 1000), (37, 16, 100)])
 def test_the_loss_of_weights_rounded_beforehand_is_the_same_product(N, H, V, bf16_products):
@@ -205,12 +216,8 @@ def test_the_loss_of_weights_rounded_beforehand_is_the_same_product(N, H, V, bf1
     # The operands are the same as the piecewise path's, so the losses agree to float32 summation
     # (the GEMMs are cut differently, so their sums may be ordered differently); on SGEMM they equal
     # the fp32 path's bit for bit, which makes the same calls on the same operands.
-    rng = np.random.default_rng(N * 7 + H + V)
-    h = ops.round_bf16(f32(rng, N, H))
-    w = f32(rng, H, V, scale=1 / np.sqrt(H))
-    b, targets = f32(rng, V, scale=0.1), rng.integers(0, V, N)
-    for master in (w, np.ascontiguousarray(w.T).T):  # softmax_w, and tied weights (embedding.T)
-        rounded = ops.round_bf16(master)
+    _, h, w, b, targets = output_layer_operands(N * 7 + H + V, N, H, V)
+    for master, rounded in masters_and_rounded(w):
         for block_columns in (0, 400):
             got = ops.output_layer_loss(h, rounded, b, targets, block_columns=block_columns, bf16=True, w_is_bf16=True)
             piecewise = ops.output_layer_loss(h, master, b, targets, block_columns=block_columns, bf16=True)
