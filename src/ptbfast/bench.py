@@ -123,7 +123,8 @@ def measure_data_parallel(config, steps: int, comm, warmup: int = 3) -> dict:
     step = step_on_synthetic_batch(config, model, dp, x, y, rng)
     parts = {name: [] for name in ("masks", "compute", "pack", "allreduce", "gather", "update", "step")}
     seconds = dict.fromkeys(("masks", "compute", "update"), 0.0)  # summed by the wrappers
-    with timed(step_module, "dropout_masks", seconds, "masks"), timed(model, "loss_and_sparse_grads", seconds, "compute"), \
+    with timed(step_module, "dropout_masks", seconds, "masks"), \
+            timed(model, "loss_and_sparse_grads", seconds, "compute"), \
             timed(step_module, "apply_sgd", seconds, "update"):
         for k in range(warmup + steps):
             seconds.update(dict.fromkeys(seconds, 0.0))

@@ -51,8 +51,10 @@ def _profile_steps(step, steps: int, warmup: int) -> dict:
     :data:`ROWS` (and ``total``)."""
     seconds = dict.fromkeys(ROWS, 0.0)
     total = 0.0
-    with timed(ops, "embedding_lookup", seconds, "embedding"), timed(ops, "round_bf16_in_place", seconds, "bf16_rounding"), \
-            timed(step_module, "dropout_masks", seconds, "dropout_masks"), timed(step_module, "apply_sgd", seconds, "update"):
+    with timed(ops, "embedding_lookup", seconds, "embedding"), \
+            timed(ops, "round_bf16_in_place", seconds, "bf16_rounding"), \
+            timed(step_module, "dropout_masks", seconds, "dropout_masks"), \
+            timed(step_module, "apply_sgd", seconds, "update"):
         for k in range(warmup + steps):
             if k == warmup:  # measure from here (in place: the wrappers add into this dict)
                 seconds.update(dict.fromkeys(ROWS, 0.0))

@@ -1,4 +1,8 @@
-"""Data-parallel training over MPI (a package: launch, communicators, agreement, data_parallel): each rank trains a contiguous slice of the batch's rows.
+"""Data-parallel training over MPI: each rank trains a contiguous slice of the batch's rows.
+
+By responsibility: ``launch`` (is this run distributed, threads per rank, ``mpiexec``),
+``communicators`` (one process, MPI, :func:`world`), ``agreement`` (decisions on every rank) and
+``data_parallel`` (a step's collectives); this module gathers the names callers use.
 
 The math is the one-process math. ``ptb_producer``'s ``batch_size`` rows are split into equal
 contiguous blocks, one per rank, and each rank carries its rows' LSTM state. Each rank scales its
