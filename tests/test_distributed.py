@@ -371,3 +371,17 @@ def test_signal_to_mpiexec_checkpoints_and_exits_as_one_process(tiny_data, tmp_p
     done = train([*args, "--resume"], ranks=2)
     assert done.returncode == 0, done.stderr
     assert [m["epoch"] for m in metrics(run) if "epoch" in m] == list(range(1, LONG_RUN + 1))
+
+
+@needs_mpi
+def test_bench_ranks_times_the_trainers_step_in_its_parts():
+    # bench --ranks runs ptbfast.step.training_step under mpiexec and times its parts by wrapping them.
+    done = subprocess.run([sys.executable, "-m", "ptbfast", "bench", "--config", "test", "--ranks", "2", "--threads",
+                           "1", "--steps", "2"], env=clean_env(PTBFAST_MPIEXEC=MPIEXEC), capture_output=True,
+                          text=True, timeout=LAUNCH_TIMEOUT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    head, row = done.stdout.splitlines()[:2]
+    assert "masks" in head and "compute" in head and "update" in head
+    cells = row.split("|")[1].split()
+    assert len(cells) == 8 and all(float(c) >= 0 for c in cells)
+    assert float(cells[1]) > 0  # compute was timed (a forward and backward in Python: far above 0.05 ms)
