@@ -37,6 +37,15 @@ std::vector<std::string> bf16_product_names();         // the table's kernels, i
 std::vector<std::string> usable_bf16_product_names();  // those this CPU and build run
 // The kernel a product of this shape runs on under the current setting.
 std::string bf16_product_kernel(int M, int N, int K);
+// Whether gemm_bf16 of this shape rounds float32 operands to bf16 itself (every kernel but "sgemm":
+// they round as they pack or convert), so that a caller may pass operands unrounded.
+bool gemm_bf16_rounds_operands(int M, int N, int K);
+// The kernel of gemm/bf16's table that a product of this shape runs on, where that kernel can take
+// a B packed once for many products (gemm::bf16::multiply_packed); else "".
+std::string bf16_packed_b_kernel(int M, int N, int K);
+// Whether the LSTM's recurrent products (one B for T products of few rows) run on the AMX kernel
+// with B packed once (setting "auto" or "amx", where the AMX kernel is usable).
+bool bf16_recurrent_products_on_amx();
 // In words: what the setting resolves to on this CPU and build (ptbfast info).
 std::string bf16_products_description();
 // Whether some bf16 products run on the CPU's bf16 instructions (AVX512-BF16 or AMX).

@@ -72,6 +72,22 @@ static const table::Kernel& kernel_for(int M, int N, int K) {
 
 std::string bf16_product_kernel(int M, int N, int K) { return kernel_for(M, N, K).name; }
 
+bool gemm_bf16_rounds_operands(int M, int N, int K) {
+  return M > 0 && N > 0 && K > 0 && std::string(kernel_for(M, N, K).name) != "sgemm";
+}
+
+std::string bf16_packed_b_kernel(int M, int N, int K) {
+  if (M == 0 || N == 0 || K == 0) return "";
+  const std::string name = kernel_for(M, N, K).name;
+  return table::takes_packed_b(name) ? name : "";
+}
+
+bool bf16_recurrent_products_on_amx() {
+  const table::Kernel* amx = table::find("amx");
+  const table::Kernel* kernel = chosen().load();
+  return amx != nullptr && amx->usable() && (kernel == nullptr || kernel == amx);
+}
+
 // The kernels that run on the CPU's bf16 instructions when they run here.
 static bool on_bf16_instructions(const table::Kernel& k) {
   const std::string name = k.name;

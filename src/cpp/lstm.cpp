@@ -16,6 +16,7 @@
 
 #include "bf16.h"
 #include "blas.h"
+#include "gemm/bf16/gemm_bf16.h"
 #include "kernels.h"
 #include "profile.h"
 #include "vecmath.h"
@@ -150,7 +151,8 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   const float* h0_product = bf16 ? h0_rounded.data() : h0;
   const double loop_start = profile::now();
   double recurrent_seconds = 0.0;  // thread 0's, when profiling
-  run_time_loop(time_loop_threads(B, H), [&](int part, int parts) {
+  const bool amx_recurrent = bf16 && blas::bf16_recurrent_products_on_amx();
+  run_time_loop(amx_recurrent ? omp_get_max_threads() : time_loop_threads(B, H), [&](int part, int parts) {
     const bool timing = part == 0 && profile::enabled();
     const UnitRange u = units_of(part, parts, H);
     const int n = u.size();
@@ -160,14 +162,20 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
       for (int q = 0; q < 4; ++q)
         copy_or_round(w + static_cast<long>(r) * 4 * n + q * n, w_hidden + static_cast<long>(r) * G + q * H + u.k0, n,
                       bf16);
-    const blas::PackedB recurrent(false, B, 4 * n, H, w, 4 * n, T);
+    // bf16 on AMX: the columns packed once as bf16 pairs, each step's product on this thread's tiles.
+    const std::unique_ptr<gemm::bf16::PackedB> recurrent_bf16(
+        amx_recurrent && n > 0 ? new gemm::bf16::PackedB(w, H, 4 * n, 4 * n, 1) : nullptr);
+    const blas::PackedB recurrent(false, B, 4 * n, H, w, 4 * n, recurrent_bf16 ? 0 : T);
     float* rec = rec_all.get() + static_cast<long>(B) * 4 * u.k0;
 
     for (int t = 0; t < T; ++t) {
       const float* h_prev = t == 0 ? h0_product : h_all + static_cast<long>(t - 1) * B * H;
       const float* c_prev = t == 0 ? c0 : c_all + static_cast<long>(t - 1) * B * H;
       const double product_start = timing ? omp_get_wtime() : 0.0;
-      recurrent.gemm(h_prev, H, 0.0f, rec, 4 * n);  // rec [B, 4n] = h_{t-1} @ own columns of Wh
+      if (recurrent_bf16)  // rec [B, 4n] = h_{t-1} @ own columns of Wh
+        gemm::bf16::multiply_packed("amx", h_prev, B, H, 1, *recurrent_bf16, rec, 4 * n, false);
+      else
+        recurrent.gemm(h_prev, H, 0.0f, rec, 4 * n);
       if (timing) recurrent_seconds += omp_get_wtime() - product_start;
       // Split across threads only when one thread runs the whole loop (no MKL); inside the
       // region the `if` is false and each thread runs its rows itself.
@@ -219,7 +227,8 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
 
   const double loop_start = profile::now();
   double recurrent_seconds = 0.0;  // thread 0's, when profiling
-  if (rows > 0) run_time_loop(time_loop_threads(B, H), [&](int part, int parts) {
+  const bool amx_recurrent = bf16 && blas::bf16_recurrent_products_on_amx();
+  if (rows > 0) run_time_loop(amx_recurrent ? omp_get_max_threads() : time_loop_threads(B, H), [&](int part, int parts) {
     const bool timing = part == 0 && profile::enabled();
     const UnitRange own = units_of(part, parts, H);
     // dh of this thread's units = d_gates_t [B, 4H] @ (rows k0..k1 of Wh)^T, packed once.
@@ -229,7 +238,9 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
       copy_or_round(own_rounded, own_rows, own.size() * G, true);  // (own rows are contiguous)
       own_rows = own_rounded;
     }
-    const blas::PackedB recurrent_transposed(true, B, own.size(), G, own_rows, G, T);
+    const std::unique_ptr<gemm::bf16::PackedB> recurrent_bf16(  // (bf16 on AMX, as in the forward)
+        amx_recurrent && own.size() > 0 ? new gemm::bf16::PackedB(own_rows, G, own.size(), 1, G) : nullptr);
+    const blas::PackedB recurrent_transposed(true, B, own.size(), G, own_rows, G, recurrent_bf16 ? 0 : T);
     for (int t = T - 1; t >= 0; --t) {
       const float* c_prev = t == 0 ? c0 : c_all + static_cast<long>(t - 1) * state;
       const float* c_t = c_all + static_cast<long>(t) * state;
@@ -280,7 +291,10 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
       // Gradient into h_{t-1} of this thread's units; step t-1 reads only these columns of dh
       // (and writes d_gates_{t-1}), so no second barrier is needed.
       const double product_start = timing ? omp_get_wtime() : 0.0;
-      recurrent_transposed.gemm(dg, G, 0.0f, dh.data() + own.k0, H);
+      if (recurrent_bf16)
+        gemm::bf16::multiply_packed("amx", dg, B, G, 1, *recurrent_bf16, dh.data() + own.k0, H, false);
+      else
+        recurrent_transposed.gemm(dg, G, 0.0f, dh.data() + own.k0, H);
       if (timing) recurrent_seconds += omp_get_wtime() - product_start;
     }
   });

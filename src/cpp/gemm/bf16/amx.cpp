@@ -1,13 +1,17 @@
-// The AMX kernel: TDPBF16PS on 16 x 16 fp32 tiles of C, reading the same packed operands as the
-// dot-product kernels (gemm_bf16.h). A tile of A is 16 rows x 16 pair words as pack_a writes them
-// (stride lda words); a tile of B is 16 pair rows x 16 columns of a packed panel (stride kPanel
-// words: the panel's left or right half), which is the layout TDPBF16PS reads. Each call of the
-// block works on 32 x 32 blocks of C: 4 C tiles (tmm0-3), 2 A tiles (tmm4-5), 2 B tiles (tmm6-7).
+// The AMX kernel: TDPBF16PS on 16 x 16 fp32 tiles of C. B is the packed B of the dot-product
+// kernels (gemm_bf16.h): a tile of B is 16 pair rows x 16 columns of a panel (stride kPanel words:
+// the panel's left or right half), the layout TDPBF16PS reads, and panels are padded with zero
+// pair rows to a multiple of 16. A is packed here as pack_a writes it, into rows padded to a
+// multiple of 16 pair words (zeros) and a stride that is not a multiple of 4 KB (16 rows 4 KB apart
+// share one set of the L1 cache: 2048^3 ran at a fifth of the speed), with zero rows up to a
+// multiple of 32. So every tile has one shape (16 rows x 64 bytes): the tiles are configured once
+// per thread and call, and nothing is read outside the packed operands.
 //
-// K runs in chunks of 16 pairs, in order. Tile shapes are set per block (rows of the last tile of M,
-// columns of the last tile of a panel, pairs of the last chunk of K), so nothing is read or written
-// outside the operands; because loading a tile configuration clears the tiles, a block with a K tail
-// stores C after the whole chunks and loads it back under the tail's configuration.
+// Each 32 x 32 block of C lives in 4 C tiles (tmm0-3) while A tiles (tmm4-5) and B tiles (tmm6-7)
+// stream through K in blocks of at most kMaxBlockPairs pairs: a block of a B panel stays in L1 while
+// every row group of the task multiplies it. A block of C at the edge of C goes through a 32 x 32
+// buffer on the stack. (Tile shapes cut to the edges cost a tile configuration per block, and a K
+// tail one more with C stored and reloaded: 400x200 @ 200x10000 ran at 240 GFLOP/s.)
 //
 // Arithmetic: each C element takes the 16-pair chunks in order of k, as the dot-product kernels take
 // pairs, but TDPBF16PS rounds inside a chunk in a way no simple model reproduces (measured on an Intel
@@ -27,139 +31,157 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 
 #define PTBFAST_AMX_TARGET __attribute__((target("amx-tile,amx-bf16,avx512f")))
 
 namespace ptbfast::gemm::bf16 {
 namespace {
 
-constexpr int kTile = 16;  // rows of a tile; columns of a C tile; pairs of an A tile's row
-constexpr int kBlockPairs = 8 * kTile;  // K pairs per block (a multiple of kTile: a K tail is the last block's)
+constexpr int kTile = 16;             // rows of a tile; columns of a C tile; pairs of an A tile's row
+constexpr int kMaxBlockPairs = 512;    // K pairs per block at most (a multiple of kTile)
+constexpr int kRowChunk = 256;         // rows of C per task (a multiple of 32)
+constexpr int kPanelChunk = 4;         // panels of C per task
+constexpr long kParallelMacs = 1L << 18;  // below, one thread (the fork costs more)
+static_assert(kPairRun == kTile, "B panels are padded to whole tiles of pairs");
 
-// The 64-byte operand of LDTILECFG (palette 1).
+// The 64-byte operand of LDTILECFG (palette 1): every tile 16 rows x 64 bytes.
 struct alignas(64) TileConfig {
   uint8_t palette = 1;
   uint8_t start_row = 0;
   uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};  // bytes per row of each tile
+  uint16_t colsb[16] = {};
   uint8_t rows[16] = {};
 };
 
-// The tile shapes of one 32 x 32 block of C at one chunk of K: rows of its two row tiles (the
-// second may be 0), columns of its two column tiles (the second may be 0), pairs of the chunk.
-struct Shape {
-  int rows0, rows1, cols0, cols1, pairs;
-  bool operator==(const Shape& o) const {
-    return rows0 == o.rows0 && rows1 == o.rows1 && cols0 == o.cols0 && cols1 == o.cols1 && pairs == o.pairs;
-  }
-};
-
-PTBFAST_AMX_TARGET void configure(const Shape& s) {
+PTBFAST_AMX_TARGET void configure() {
   TileConfig cfg;
-  auto set = [&cfg](int tile, int rows, int colsb) {
-    cfg.rows[tile] = static_cast<uint8_t>(rows);
-    cfg.colsb[tile] = static_cast<uint16_t>(colsb);
-  };
-  set(0, s.rows0, s.cols0 * 4);  // C tiles: [row tile][column tile]
-  if (s.cols1 > 0) set(1, s.rows0, s.cols1 * 4);
-  if (s.rows1 > 0) set(2, s.rows1, s.cols0 * 4);
-  if (s.rows1 > 0 && s.cols1 > 0) set(3, s.rows1, s.cols1 * 4);
-  set(4, s.rows0, s.pairs * 4);  // A tiles
-  if (s.rows1 > 0) set(5, s.rows1, s.pairs * 4);
-  set(6, s.pairs, s.cols0 * 4);  // B tiles
-  if (s.cols1 > 0) set(7, s.pairs, s.cols1 * 4);
+  for (int t = 0; t < 8; ++t) {
+    cfg.rows[t] = kTile;
+    cfg.colsb[t] = 64;
+  }
   // Not _tile_loadconfig: GCC 11-12's names only the first 8 bytes of the configuration as its operand,
   // so GCC 12 deleted the stores of rows and colsb before it, every tile stayed unconfigured and the
   // first tile load raised SIGILL (Intel Xeon family 6 model 207). Here the whole struct is the operand.
   asm volatile("ldtilecfg %0" ::"m"(cfg));
 }
 
-// C tiles from memory (accumulate) or zero.
-PTBFAST_AMX_TARGET inline void load_c(const Shape& s, const float* c, long ldc, bool accumulate) {
-  const long stride = ldc * 4;
-  if (accumulate) {
-    _tile_loadd(0, c, stride);
-    if (s.cols1 > 0) _tile_loadd(1, c + kTile, stride);
-    if (s.rows1 > 0) _tile_loadd(2, c + kTile * ldc, stride);
-    if (s.rows1 > 0 && s.cols1 > 0) _tile_loadd(3, c + kTile * ldc + kTile, stride);
+struct Operands {
+  const uint32_t* a;  // tiles of A: tile (g, q) = rows [16g, 16g + 16) x pairs [16q, 16q + 16), 1 KB each
+  long chunks;        // tiles per 16 rows (padded pairs / 16)
+  const PackedB* b;
+  float* c;
+  long ldc;
+  int M;
+  bool accumulate;
+};
+
+// C block [32 x 32] at (m, panel) over pairs [k0, k0 + kn): two row tiles unless rows <= 16, two
+// column tiles unless cols <= 16; C through `edge` when the block is cut by C's edges.
+PTBFAST_AMX_TARGET inline void block_32x32(const Operands& o, int m, int panel, int k0, int kn, bool load_c) {
+  const int rows = std::min(2 * kTile, o.M - m), cols = std::min(kPanel, o.b->N() - panel * kPanel);
+  const bool two_rows = rows > kTile, two_cols = cols > kTile, whole = rows == 2 * kTile && cols == kPanel;
+  alignas(64) float edge[2 * kTile * kPanel];
+  float* c = o.c + m * o.ldc + static_cast<long>(panel) * kPanel;
+  float* cb = whole ? c : edge;
+  const long cstride = whole ? o.ldc * 4 : kPanel * 4;
+  if (load_c) {
+    if (!whole) {
+      for (int r = 0; r < 2 * kTile; ++r)
+        for (int j = 0; j < kPanel; ++j) edge[r * kPanel + j] = r < rows && j < cols ? c[r * o.ldc + j] : 0.0f;
+    }
+    _tile_loadd(0, cb, cstride);
+    if (two_cols) _tile_loadd(1, cb + kTile, cstride);
+    if (two_rows) _tile_loadd(2, cb + kTile * (cstride / 4), cstride);
+    if (two_rows && two_cols) _tile_loadd(3, cb + kTile * (cstride / 4) + kTile, cstride);
   } else {
     _tile_zero(0);
-    if (s.cols1 > 0) _tile_zero(1);
-    if (s.rows1 > 0) _tile_zero(2);
-    if (s.rows1 > 0 && s.cols1 > 0) _tile_zero(3);
+    if (two_cols) _tile_zero(1);
+    if (two_rows) _tile_zero(2);
+    if (two_rows && two_cols) _tile_zero(3);
   }
-}
-
-PTBFAST_AMX_TARGET inline void store_c(const Shape& s, float* c, long ldc) {
-  const long stride = ldc * 4;
-  _tile_stored(0, c, stride);
-  if (s.cols1 > 0) _tile_stored(1, c + kTile, stride);
-  if (s.rows1 > 0) _tile_stored(2, c + kTile * ldc, stride);
-  if (s.rows1 > 0 && s.cols1 > 0) _tile_stored(3, c + kTile * ldc + kTile, stride);
-}
-
-// C tiles += A rows [a, a + 32 rows) x B panel rows, over `chunks` chunks of s.pairs pairs from `a`/`b`.
-PTBFAST_AMX_TARGET inline void multiply_chunks(const Shape& s, const uint32_t* a, long lda, const uint32_t* b,
-                                               int chunks) {
-  const long a_stride = lda * 4, b_stride = kPanel * 4;
-  for (int q = 0; q < chunks; ++q, a += kTile, b += static_cast<long>(kTile) * kPanel) {
-    _tile_loadd(4, a, a_stride);
+  constexpr long kTileWords = kTile * kTile;
+  const uint32_t* a = o.a + ((m / kTile) * o.chunks + k0 / kTile) * kTileWords;
+  const uint32_t* a_next = a + o.chunks * kTileWords;  // the second row tile's
+  const uint32_t* b = o.b->panel(panel) + static_cast<long>(k0) * kPanel;
+  const long b_stride = kPanel * 4;
+  for (int q = 0; q < kn; q += kTile, a += kTileWords, a_next += kTileWords, b += kTile * kPanel) {
+    _tile_loadd(4, a, 64);
     _tile_loadd(6, b, b_stride);
     _tile_dpbf16ps(0, 4, 6);
-    if (s.cols1 > 0) {
+    if (two_cols) {
       _tile_loadd(7, b + kTile, b_stride);
       _tile_dpbf16ps(1, 4, 7);
     }
-    if (s.rows1 > 0) {
-      _tile_loadd(5, a + kTile * lda, a_stride);
+    if (two_rows) {
+      _tile_loadd(5, a_next, 64);
       _tile_dpbf16ps(2, 5, 6);
-      if (s.cols1 > 0) _tile_dpbf16ps(3, 5, 7);
+      if (two_cols) _tile_dpbf16ps(3, 5, 7);
     }
+  }
+  _tile_stored(0, cb, cstride);
+  if (two_cols) _tile_stored(1, cb + kTile, cstride);
+  if (two_rows) _tile_stored(2, cb + kTile * (cstride / 4), cstride);
+  if (two_rows && two_cols) _tile_stored(3, cb + kTile * (cstride / 4) + kTile, cstride);
+  if (!whole)
+    for (int r = 0; r < rows; ++r) std::memcpy(c + r * o.ldc, edge + r * kPanel, sizeof(float) * cols);
+}
+
+// Rows [m0, m1) and panels [p0, p1) of C, all of K.
+PTBFAST_AMX_TARGET void task(const Operands& o, int m0, int m1, int p0, int p1) {
+  const int padded = o.b->padded_pairs();
+  const int blocks = (padded + kMaxBlockPairs - 1) / kMaxBlockPairs;
+  const int per_block = (padded / kTile + blocks - 1) / blocks * kTile;  // equal blocks of whole tiles
+  for (int k0 = 0; k0 < padded; k0 += per_block) {
+    const int kn = std::min(per_block, padded - k0);
+    for (int panel = p0; panel < p1; ++panel)
+      for (int m = m0; m < m1; m += 2 * kTile) block_32x32(o, m, panel, k0, kn, k0 > 0 || o.accumulate);
   }
 }
 
-// Rows [m0, m1) and panels [p0, p1) of C, all of K, in blocks of kBlockPairs pairs: a block of a B
-// panel (16 KB) stays in L1 while every row group of the task multiplies it, and C goes through the
-// tiles once per block. Without the K blocks (all of K per 32 x 32 block of C) the rows of A were
-// read again from L2 or L3 for every panel: 578 GFLOP/s on 2048^3 at 2 threads against MKL's 1,214
-// (Intel Xeon family 6 model 207).
-PTBFAST_AMX_TARGET void amx_block_impl(const Problem& p, int m0, int m1, int p0, int p1) {
-  const PackedB& b = *p.b;
-  const int pairs = b.pairs();
-  Shape configured{-1, -1, -1, -1, -1};
-  auto use = [&configured](const Shape& s) {
-    if (!(s == configured)) configure(s);
-    configured = s;
-  };
-  for (int k0 = 0; k0 < pairs; k0 += kBlockPairs) {
-    const int kn = std::min(kBlockPairs, pairs - k0), whole = kn / kTile, tail = kn % kTile;
-    const bool accumulate = k0 > 0 || p.accumulate;
-    for (int panel = p0; panel < p1; ++panel) {
-      const int n = panel * kPanel, cols = std::min(kPanel, b.N() - n);
-      const uint32_t* packed = b.panel(panel) + static_cast<long>(k0) * kPanel;
-      for (int m = m0; m < m1; m += 2 * kTile) {
-        const int rows = std::min(2 * kTile, m1 - m);
-        Shape s{std::min(rows, kTile), rows - std::min(rows, kTile), std::min(cols, kTile),
-                cols - std::min(cols, kTile), kTile};
-        const uint32_t* a = p.a + m * p.lda + k0;
-        float* c = p.c + m * p.ldc + n;
-        if (whole > 0) {
-          use(s);
-          load_c(s, c, p.ldc, accumulate);
-          multiply_chunks(s, a, p.lda, packed, whole);
-        }
-        if (tail > 0) {  // (only in the last K block)
-          if (whole > 0) store_c(s, c, p.ldc);  // (the tail's configuration clears the tiles)
-          s.pairs = tail;
-          use(s);
-          load_c(s, c, p.ldc, whole > 0 || accumulate);
-          multiply_chunks(s, a + whole * kTile, p.lda, packed + static_cast<long>(whole) * kTile * kPanel, 1);
-        }
-        store_c(s, c, p.ldc);
+PTBFAST_AMX_TARGET void amx_multiply_impl(const float* A, int M, long row_stride, long col_stride, const PackedB& b,
+                                          float* C, long ldc, bool accumulate) {
+  const int N = b.N(), panels = b.panels();
+  if (M == 0 || N == 0) return;
+  if (b.pairs() == 0) {  // K = 0: C = 0 (or C stays)
+    if (!accumulate)
+      for (int m = 0; m < M; ++m) std::fill_n(C + m * ldc, N, 0.0f);
+    return;
+  }
+  // A as tiles (1 KB each, contiguous: rows of a row-major A 4 KB apart shared one L1 set and a
+  // tile's rows spanned 16 pages; 2048^3 ran at a fifth of the speed), rows padded to 32.
+  const long padded = b.padded_pairs(), chunks = padded / kTile, groups = (M + 2 * kTile - 1) / (2 * kTile) * 2;
+  const std::unique_ptr<uint32_t[]> rows(new uint32_t[static_cast<size_t>(M) * padded]),
+      storage(new uint32_t[static_cast<size_t>(groups) * chunks * kTile * kTile + 16]);
+  uint32_t* a = storage.get() + (16 - reinterpret_cast<uintptr_t>(storage.get()) / 4 % 16) % 16;  // (64-byte aligned)
+  pack_a(A, M, b.K(), row_stride, col_stride, rows.get(), padded);
+#pragma omp parallel for schedule(static) if (static_cast<long>(M) * padded >= (1L << 16))
+  for (long g = 0; g < groups; ++g)
+    for (long q = 0; q < chunks; ++q) {
+      uint32_t* tile = a + (g * chunks + q) * kTile * kTile;
+      for (int r = 0; r < kTile; ++r) {
+        const long m = g * kTile + r;
+        if (m < M)
+          std::memcpy(tile + r * kTile, rows.get() + m * padded + q * kTile, sizeof(uint32_t) * kTile);
+        else
+          std::fill_n(tile + r * kTile, kTile, 0u);
       }
     }
+  const Operands o{a, chunks, &b, C, ldc, M, accumulate};
+  const int row_chunks = (M + kRowChunk - 1) / kRowChunk, panel_chunks = (panels + kPanelChunk - 1) / kPanelChunk;
+  const long macs = static_cast<long>(M) * N * b.K();
+  const int tasks = row_chunks * panel_chunks;
+#pragma omp parallel if (macs >= kParallelMacs && tasks > 1)
+  {
+    configure();
+#pragma omp for schedule(dynamic)
+    for (int t = 0; t < tasks; ++t) {
+      const int r = t % row_chunks, p = t / row_chunks;
+      task(o, r * kRowChunk, std::min(M, (r + 1) * kRowChunk), p * kPanelChunk,
+           std::min(panels, (p + 1) * kPanelChunk));
+    }
+    _tile_release();  // (so a context switch does not save 8 KB of tile state for this thread)
   }
-  _tile_release();  // (so a context switch does not save 8 KB of tile state for this thread)
 }
 
 // GFLOP/s of TDPBF16PS on every OpenMP thread: 4 independent C tiles, A and B tiles loaded once.
@@ -172,7 +194,7 @@ PTBFAST_AMX_TARGET double amx_peak_impl() {
 #pragma omp single
     threads = omp_get_num_threads();
     alignas(64) static const uint32_t ones[kTile * kTile] = {};  // (zeros: the values do not matter)
-    configure(Shape{kTile, kTile, kTile, kTile, kTile});
+    configure();
     _tile_loadd(4, ones, 64);
     _tile_loadd(5, ones, 64);
     _tile_loadd(6, ones, 64);
@@ -199,7 +221,7 @@ PTBFAST_AMX_TARGET double amx_peak_impl() {
 
 }  // namespace
 
-const BlockFn amx_block = &amx_block_impl;
+void (*const amx_multiply)(const float*, int, long, long, const PackedB&, float*, long, bool) = &amx_multiply_impl;
 double (*const amx_peak)() = &amx_peak_impl;
 
 }  // namespace ptbfast::gemm::bf16
@@ -207,7 +229,7 @@ double (*const amx_peak)() = &amx_peak_impl;
 #else  // a compiler without AMX intrinsics, or not x86-64: the kernel is absent
 
 namespace ptbfast::gemm::bf16 {
-const BlockFn amx_block = nullptr;
+void (*const amx_multiply)(const float*, int, long, long, const PackedB&, float*, long, bool) = nullptr;
 double (*const amx_peak)() = nullptr;
 }
 

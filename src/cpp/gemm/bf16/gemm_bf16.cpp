@@ -16,40 +16,78 @@ static constexpr long kParallelMacs = 1L << 18;
 static constexpr int kRowChunk = 64;
 static constexpr int kPanelChunk = 4;
 
+// The packers' inner loops run along whichever of the operand's two directions is contiguous, so
+// that they vectorise (target_clones: an AVX-512 and an AVX2 copy chosen at load time on x86-64).
+// Walking each column of a row-major B pair by pair read it with a stride of N floats: packing a
+// 650 x 10000 weight took longer than multiplying it on AMX (Intel Xeon, family 6 model 167).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define PTBFAST_PACK_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define PTBFAST_PACK_CLONES
+#endif
+
+// out[j * out_stride] = pair word of (even[j * stride], odd[j * stride]) for j < n; odd may be null
+// (a zero row).
+PTBFAST_PACK_CLONES static void pack_pairs(uint32_t* __restrict out, long out_stride, const float* __restrict even,
+                                           const float* __restrict odd, long stride, int n) {
+  if (odd == nullptr) {
+#pragma omp simd
+    for (int j = 0; j < n; ++j) out[j * out_stride] = bf16_bits(even[j * stride]);
+    return;
+  }
+#pragma omp simd
+  for (int j = 0; j < n; ++j)
+    out[j * out_stride] = bf16_bits(even[j * stride]) | (static_cast<uint32_t>(bf16_bits(odd[j * stride])) << 16);
+}
+
 PackedB::PackedB(const float* B, int K, int N, long row_stride, long col_stride)
-    : K_(K), N_(N), words_(new uint32_t[static_cast<size_t>(pairs()) * panels() * kPanel]) {
-  const int P = pairs();
+    : K_(K), N_(N), words_(new uint32_t[static_cast<size_t>(padded_pairs()) * panels() * kPanel]) {
+  const int P = pairs(), padded = padded_pairs();
+  // Row-major B (columns contiguous): each pair row of a panel is two runs of up to 32 floats.
+  // Transposed B (rows contiguous): each column of a panel is a run of K floats.
+  const bool columns_contiguous = col_stride == 1 || N == 1;
 #pragma omp parallel for schedule(static) if (static_cast<long>(K) * N >= (1L << 16))
   for (int p = 0; p < panels(); ++p) {
-    uint32_t* out = words_.get() + static_cast<long>(p) * P * kPanel;
-    for (int j = 0; j < kPanel; ++j) {
-      const int n = p * kPanel + j;
-      if (n >= N) {
-        for (int k = 0; k < P; ++k) out[k * kPanel + j] = 0;
-        continue;
-      }
-      const float* col = B + n * col_stride;
+    uint32_t* out = words_.get() + static_cast<long>(p) * padded * kPanel;
+    const int n0 = p * kPanel, cols = std::min(kPanel, N - n0);
+    if (columns_contiguous) {
       for (int k = 0; k < P; ++k) {
-        const uint32_t even = bf16_bits(col[(2L * k) * row_stride]);
-        const uint32_t odd = 2 * k + 1 < K ? bf16_bits(col[(2L * k + 1) * row_stride]) : 0u;
-        out[k * kPanel + j] = even | (odd << 16);
+        const float* even = B + (2L * k) * row_stride + n0 * col_stride;
+        pack_pairs(out + k * kPanel, 1, even, 2 * k + 1 < K ? even + row_stride : nullptr, col_stride, cols);
+        std::fill(out + k * kPanel + cols, out + (k + 1) * kPanel, 0u);
       }
+    } else {
+      for (int j = 0; j < cols; ++j) {
+        const float* col = B + (n0 + j) * col_stride;
+        pack_pairs(out + j, kPanel, col, col + row_stride, 2 * row_stride, K / 2);
+        if (K % 2 == 1) out[(K / 2) * kPanel + j] = bf16_bits(col[(K - 1) * row_stride]);
+      }
+      for (int k = 0; k < P; ++k) std::fill(out + k * kPanel + cols, out + (k + 1) * kPanel, 0u);
     }
+    std::fill(out + static_cast<long>(P) * kPanel, out + static_cast<long>(padded) * kPanel, 0u);
   }
 }
 
-void pack_a(const float* A, int M, int K, long row_stride, long col_stride, uint32_t* out) {
-  const int P = (K + 1) / 2;
+void pack_a(const float* A, int M, int K, long row_stride, long col_stride, uint32_t* out, long out_ld) {
+  const int P = (K + 1) / 2, whole = K / 2;
+  if (col_stride == 1 || K == 1) {  // rows contiguous: each row's pairs at once
 #pragma omp parallel for schedule(static) if (static_cast<long>(M) * K >= (1L << 16))
-  for (int m = 0; m < M; ++m) {
-    const float* row = A + m * row_stride;
-    uint32_t* dst = out + static_cast<long>(m) * P;
-    for (int k = 0; k < P; ++k) {
-      const uint32_t even = bf16_bits(row[(2L * k) * col_stride]);
-      const uint32_t odd = 2 * k + 1 < K ? bf16_bits(row[(2L * k + 1) * col_stride]) : 0;
-      dst[k] = even | (odd << 16);
+    for (int m = 0; m < M; ++m) {
+      const float* row = A + m * row_stride;
+      uint32_t* dst = out + m * out_ld;
+      pack_pairs(dst, 1, row, row + col_stride, 2 * col_stride, whole);
+      if (whole < P) dst[whole] = bf16_bits(row[(K - 1) * col_stride]);
+      std::fill(dst + P, dst + out_ld, 0u);
     }
+    return;
   }
+  // A transposed (columns of op(A) contiguous): pair k of every row at once.
+#pragma omp parallel for schedule(static) if (static_cast<long>(M) * K >= (1L << 16))
+  for (int k = 0; k < P; ++k) {
+    const float* even = A + (2L * k) * col_stride;
+    pack_pairs(out + k, out_ld, even, 2 * k + 1 < K ? even + col_stride : nullptr, row_stride, M);
+  }
+  for (int m = 0; m < M; ++m) std::fill(out + m * out_ld + P, out + (m + 1) * out_ld, 0u);
 }
 
 void run_blocks(BlockFn block, const Problem& problem) {
@@ -79,7 +117,7 @@ static void multiply_on(BlockFn block, bool trans_a, bool trans_b, int M, int N,
       for (int n = 0; n < N; ++n) C[static_cast<long>(m) * ldc + n] *= beta;
   const PackedB b(B, K, N, trans_b ? 1 : ldb, trans_b ? ldb : 1);
   std::unique_ptr<uint32_t[]> a(new uint32_t[static_cast<size_t>(M) * b.pairs()]);
-  pack_a(A, M, K, trans_a ? 1 : lda, trans_a ? lda : 1, a.get());
+  pack_a(A, M, K, trans_a ? 1 : lda, trans_a ? lda : 1, a.get(), b.pairs());
   run_blocks(block, Problem{a.get(), b.pairs(), &b, C, ldc, M, beta != 0.0f});
 }
 
@@ -93,9 +131,31 @@ static void avx512_bf16_multiply(bool trans_a, bool trans_b, int M, int N, int K
   multiply_on(avx512_bf16_block, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
-static void amx_multiply(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda, const float* B,
-                         int ldb, float beta, float* C, int ldc) {
-  multiply_on(amx_block, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc);
+static void amx_gemm(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda, const float* B,
+                     int ldb, float beta, float* C, int ldc) {
+  if (M == 0 || N == 0) return;
+  if (beta != 0.0f && beta != 1.0f)
+    for (int m = 0; m < M; ++m)
+      for (int n = 0; n < N; ++n) C[static_cast<long>(m) * ldc + n] *= beta;
+  const PackedB b(B, K, N, trans_b ? 1 : ldb, trans_b ? ldb : 1);
+  amx_multiply(A, M, trans_a ? 1 : lda, trans_a ? lda : 1, b, C, ldc, beta != 0.0f);
+}
+
+bool takes_packed_b(const std::string& kernel) {
+  return kernel == "amx" || kernel == "avx512_bf16" || kernel == "generic";
+}
+
+void multiply_packed(const std::string& kernel, const float* A, int M, long row_stride, long col_stride,
+                     const PackedB& b, float* C, long ldc, bool accumulate) {
+  if (M == 0 || b.N() == 0) return;
+  if (kernel == "amx") {
+    amx_multiply(A, M, row_stride, col_stride, b, C, ldc, accumulate);
+    return;
+  }
+  const BlockFn block = kernel == "avx512_bf16" ? avx512_bf16_block : &generic_block;
+  std::unique_ptr<uint32_t[]> a(new uint32_t[static_cast<size_t>(M) * b.pairs()]);
+  pack_a(A, M, b.K(), row_stride, col_stride, a.get(), b.pairs());
+  run_blocks(block, Problem{a.get(), b.pairs(), &b, C, ldc, M, accumulate});
 }
 
 static bool always(int, int, int) { return true; }
@@ -133,8 +193,14 @@ static bool avx512_bf16_prefers(int M, int, int) {
   return !intel && M >= kMinRowsToConvert;
 }
 
+// With B packed per call, AMX beat MKL's bf16 GEMM from M = 128 on the model's shapes (Intel Xeon,
+// family 6 model 167, 2 threads: 498-1,286 GFLOP/s against 283-992; docs/performance.md) but for K =
+// 200, N = 800; below 128 rows packing B costs more than the product saves (M = 20: 115-120 against
+// SGEMM's 200-283). The LSTM's recurrent products pack their B once for all steps (lstm.cpp).
+static bool amx_prefers(int M, int, int) { return M >= kMinRowsToConvert; }
+
 static bool amx_usable() {
-  static const bool yes = amx_block != nullptr && cpu_has_amx_bf16() && amx_permission() == "granted";
+  static const bool yes = amx_multiply != nullptr && cpu_has_amx_bf16() && amx_permission() == "granted";
   return yes;
 }
 
@@ -145,9 +211,7 @@ static bool avx512_bf16_usable() {
 
 const std::vector<Kernel>& kernels() {
   static const std::vector<Kernel> table = {
-      // Slower than MKL's bf16 GEMM (which uses AMX too) on the model's shapes on that Xeon (2 threads:
-      // 154-416 GFLOP/s against 219-748; 2048^3 345 against 541): chosen by name only, until it is not.
-      {"amx", &amx_usable, &never, &amx_multiply, "ptbfast's AMX kernel (TDPBF16PS tiles)"},
+      {"amx", &amx_usable, &amx_prefers, &amx_gemm, "ptbfast's AMX kernel (TDPBF16PS tiles)"},
 #if defined(PTBFAST_BLAS_MKL)
       {"mkl", &mkl_built, &mkl_prefers, &mkl_multiply,
        "MKL's cblas_gemm_bf16bf16f32 (AMX or AVX512-BF16 on Intel CPUs; emulated, slower, elsewhere)"},

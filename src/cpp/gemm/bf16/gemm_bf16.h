@@ -27,6 +27,7 @@
 namespace ptbfast::gemm::bf16 {
 
 constexpr int kPanel = 32;  // columns per packed panel of B: two 16-lane vectors
+constexpr int kPairRun = 16;  // a panel's pair rows are padded with zero rows to a multiple of this (AMX tiles)
 
 // op(B) [K, N], element (k, n) at B[k * row_stride + n * col_stride], rounded to bf16 (nearest
 // even; values that already are bf16 stay as they are) and packed.
@@ -36,9 +37,11 @@ class PackedB {
   int K() const { return K_; }
   int N() const { return N_; }
   int pairs() const { return (K_ + 1) / 2; }
+  // pairs() rounded up to kPairRun: the rows each panel holds, the last ones zero.
+  int padded_pairs() const { return (pairs() + kPairRun - 1) / kPairRun * kPairRun; }
   int panels() const { return (N_ + kPanel - 1) / kPanel; }
-  // Panel p: pairs() rows of kPanel words.
-  const uint32_t* panel(int p) const { return words_.get() + static_cast<long>(p) * pairs() * kPanel; }
+  // Panel p: padded_pairs() rows of kPanel words.
+  const uint32_t* panel(int p) const { return words_.get() + static_cast<long>(p) * padded_pairs() * kPanel; }
 
  private:
   int K_, N_;
@@ -46,8 +49,9 @@ class PackedB {
 };
 
 // op(A) [M, K] (element (m, k) at A[m * row_stride + k * col_stride]) rounded to bf16, as M rows of
-// (K + 1) / 2 pair words each (an odd K padded with zero) into out.
-void pack_a(const float* A, int M, int K, long row_stride, long col_stride, uint32_t* out);
+// (K + 1) / 2 pair words each (an odd K padded with zero) into out, row m at out + m * out_ld; words
+// [(K + 1) / 2, out_ld) of each row are set to zero.
+void pack_a(const float* A, int M, int K, long row_stride, long col_stride, uint32_t* out, long out_ld);
 
 // One product on a dot-product kernel: C[M, N] (= or +=) A @ B.
 struct Problem {
@@ -77,6 +81,14 @@ struct Kernel {
   const char* description;
 };
 
+// C[M, N] (= or +=) op(A) @ b (op(A) as pack_a reads it) on the dot-product or AMX kernel named
+// ("amx", "avx512_bf16", "generic"), with b packed once by the caller for many products.
+// Inside a parallel region of the caller's it runs on the calling thread (nested regions are off).
+void multiply_packed(const std::string& kernel, const float* A, int M, long row_stride, long col_stride,
+                     const PackedB& b, float* C, long ldc, bool accumulate);
+// Whether multiply_packed takes this kernel.
+bool takes_packed_b(const std::string& kernel);
+
 // In the order "auto" tries them.
 const std::vector<Kernel>& kernels();
 // The entry of that name, or nullptr.
@@ -88,8 +100,10 @@ const Kernel* find(const std::string& name);
 void generic_block(const Problem& problem, int m0, int m1, int p0, int p1);
 extern const BlockFn avx512_bf16_block;
 extern double (*const avx512_bf16_peak)();  // GFLOP/s of independent VDPBF16PS chains on all threads
-// amx.cpp: TDPBF16PS tiles on the same packed operands (nullptr where the compiler cannot build it).
-extern const BlockFn amx_block;
+// amx.cpp: TDPBF16PS tiles on the same packed B (nullptr where the compiler cannot build it).
+// amx_multiply: C[M, N] (= or +=) op(A) @ b, op(A) as pack_a reads it, rounded and packed here.
+extern void (*const amx_multiply)(const float* A, int M, long row_stride, long col_stride, const PackedB& b,
+                                  float* C, long ldc, bool accumulate);
 extern double (*const amx_peak)();  // GFLOP/s of independent TDPBF16PS tiles on all threads
 
 // The measured peak (GFLOP/s, all OpenMP threads) of the instruction of the native kernel named
