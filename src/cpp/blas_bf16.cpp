@@ -1,12 +1,14 @@
 // bf16 products: the path of blas::gemm_bf16, one of the bf16 GEMM table's kernels
 // (gemm/bf16/gemm_bf16.h) by name, or "auto": for each product, the first kernel usable on this
-// CPU that prefers its shape (MKL's bf16 GEMM where an Intel CPU has AVX512-BF16 or AMX and
-// K >= 400; ptbfast's AVX512-BF16 kernel where the CPU has it; float32 SGEMM elsewhere).
+// CPU that prefers its shape (from 128 rows: ptbfast's AMX kernel where the CPU has AMX; MKL's bf16
+// GEMM where an Intel CPU has AVX512-BF16 and K >= 400; ptbfast's AVX512-BF16 kernel on other CPUs
+// that have it; float32 SGEMM elsewhere).
 //
 // bf16 mixed precision hands every product operands that hold bf16 values in float32, so every
 // kernel computes bf16 arithmetic; they differ in speed, in the order of the sums and (the
 // dot-product kernels) in flushing denormals. Not every product comes here: the recurrent products
-// inside the LSTM time loops stay packed SGEMMs (blas::PackedB).
+// inside the LSTM time loops are packed SGEMMs (blas::PackedB), or on AMX the AMX kernel on a B
+// packed once for all steps (bf16_recurrent_products_on_amx).
 #include <atomic>
 #include <stdexcept>
 
@@ -104,14 +106,15 @@ bool bf16_products_use_bf16_instructions() {
 
 std::string bf16_products_description() {
   if (const table::Kernel* kernel = chosen().load())
-    return std::string(kernel->description) + " on every product outside the LSTM time loops (set to " +
+    return std::string(kernel->description) +
+           (std::string(kernel->name) == "amx" ? " on every product (set to " : " on every product outside the LSTM time loops (set to ") +
            kernel->name + ": PTBFAST_BF16_PRODUCTS=" + kernel->name + ")";
   std::string out;
   for (const table::Kernel& k : table::kernels()) {
     if (!k.usable() || !on_bf16_instructions(k) || !k.prefers(400, 10000, 1 << 20)) continue;
     const std::string name = k.name;
     out += std::string(k.description) +
-           (name == "mkl" ? " where M >= 128 and K >= 400, " : name == "avx512_bf16" ? " where M >= 128, " : ", ");
+           (name == "mkl" ? " where M >= 128 and K >= 400, " : name == "amx" || name == "avx512_bf16" ? " where M >= 128, " : ", ");
   }
   const table::Kernel& sgemm = *table::find("sgemm");
   if (out.empty()) return std::string(sgemm.description) + ": the CPU's bf16 instructions (AVX512-BF16, AMX) are not "

@@ -18,12 +18,14 @@ enum Phase : int {
   kGateMath,           // the gate nonlinearities and their gradients (the rest of the time loop)
   kOutputProducts,     // logits = h @ w and the dw, dh GEMMs
   kSoftmaxPass,        // bias, max, exp, sum, loss and d_logits over each row; db
+  kBf16Packing,        // of the products above: rounding and packing their operands for the bf16 kernels
+                       // (outside parallel regions: the packing the LSTM's threads do is not counted)
   kPhases
 };
 
 // The phases' names in ptbfast.ops.profile_read() and the profile's rows.
 inline constexpr const char* kPhaseNames[kPhases] = {"lstm_input_products", "recurrent_products", "gate_math",
-                                                     "output_products", "softmax_pass"};
+                                                     "output_products", "softmax_pass", "bf16_packing"};
 
 inline std::atomic<bool>& enabled() {
   static std::atomic<bool> on{false};
@@ -48,6 +50,13 @@ inline void add(Phase phase, double seconds) {
 }
 
 inline double now() { return enabled().load(std::memory_order_relaxed) ? omp_get_wtime() : 0.0; }
+
+// now() where no parallel region is open, else 0 (with since_outside: time only the calling thread's
+// top-level work, not the same work in each thread of a region).
+inline double now_outside() { return omp_in_parallel() ? 0.0 : now(); }
+inline void since_outside(Phase phase, double start) {
+  if (!omp_in_parallel() && enabled().load(std::memory_order_relaxed)) add(phase, omp_get_wtime() - start);
+}
 
 // Adds the time since `start` (from now()) to `phase` when profiling is on.
 inline void since(Phase phase, double start) {

@@ -26,9 +26,9 @@ PRECISIONS = ("fp32", "bf16")
 # 1.00-1.40x with 2 (noisy), medium 1.05-1.13x with 2. The products are the same SGEMMs; rounding
 # the weights piece by piece (for memory) and the operands costs the rest (bench --profile).
 EMULATED_STEP_TIME = "1.0-1.4x"
-# python -m ptbfast bench --threads 2 --precision bf16 against fp32, one run each (docs/performance.md,
-# 2026-12-04): medium's evaluation converts its weights again on every product.
-MEASURED_ON_AMX_XEON = "small 1.18x (train) / 1.09x (eval), medium 1.00x / 0.80x"
+# python -m ptbfast bench --threads 2 --precision bf16 against fp32, two alternating runs each on an
+# Intel Xeon with AMX (family 6 model 167; docs/performance.md, 2026-12-05), products on ptbfast's AMX kernel.
+MEASURED_ON_AMX_XEON = "small 1.08-1.11x (train) / 1.66-1.68x (eval), medium 1.53-1.59x / 2.24-2.33x"
 
 _warned = False
 
@@ -57,7 +57,7 @@ def warn_about_bf16_speed() -> None:
                    f"(bf16 features: {features}): expect it to be slower than fp32 (not measured by ptbfast)")
     elif info["bf16_instructions"]:
         message = (f"precision='bf16': products run as {info['bf16_products']}. Measured on an Intel Xeon with "
-                   f"AMX (family 6 model 207, 2 threads): bf16 ran {MEASURED_ON_AMX_XEON} fp32's words/s; other "
+                   f"AMX (family 6 model 167, 2 threads): bf16 ran {MEASURED_ON_AMX_XEON} fp32's words/s; other "
                    f"CPUs ({features} here) are not measured by ptbfast yet: compare `python -m ptbfast bench "
                    f"--config small --precision bf16` with fp32, and set PTBFAST_BF16_PRODUCTS=sgemm if it is slower")
     else:

@@ -24,6 +24,9 @@
 // Linux granted the process the tile state (cpu_features.cpp asks at import).
 #include "gemm_bf16.h"
 
+#include "../../bf16.h"
+#include "../../profile.h"
+
 #if defined(__x86_64__) && ((defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11) || \
                             (defined(__clang__) && __clang_major__ >= 12))
 #include <immintrin.h>
@@ -151,22 +154,40 @@ PTBFAST_AMX_TARGET void amx_multiply_impl(const float* A, int M, long row_stride
   // A as tiles (1 KB each, contiguous: rows of a row-major A 4 KB apart shared one L1 set and a
   // tile's rows spanned 16 pages; 2048^3 ran at a fifth of the speed), rows padded to 32.
   const long padded = b.padded_pairs(), chunks = padded / kTile, groups = (M + 2 * kTile - 1) / (2 * kTile) * 2;
-  const std::unique_ptr<uint32_t[]> rows(new uint32_t[static_cast<size_t>(M) * padded]),
-      storage(new uint32_t[static_cast<size_t>(groups) * chunks * kTile * kTile + 16]);
-  uint32_t* a = storage.get() + (16 - reinterpret_cast<uintptr_t>(storage.get()) / 4 % 16) % 16;  // (64-byte aligned)
-  pack_a(A, M, b.K(), row_stride, col_stride, rows.get(), padded);
-#pragma omp parallel for schedule(static) if (static_cast<long>(M) * padded >= (1L << 16))
-  for (long g = 0; g < groups; ++g)
-    for (long q = 0; q < chunks; ++q) {
-      uint32_t* tile = a + (g * chunks + q) * kTile * kTile;
-      for (int r = 0; r < kTile; ++r) {
-        const long m = g * kTile + r;
-        if (m < M)
-          std::memcpy(tile + r * kTile, rows.get() + m * padded + q * kTile, sizeof(uint32_t) * kTile);
-        else
-          std::fill_n(tile + r * kTile, kTile, 0u);
+  uint32_t* a = thread_scratch(3, static_cast<size_t>(groups) * chunks * kTile * kTile);
+  // Row m of op(A) goes to row m % 16 of the tiles of row group m / 16, 16 pair words to a tile.
+  auto to_tiles = [&](long m, const uint32_t* words) {  // words: the row's padded pairs
+    for (long q = 0; q < chunks; ++q)
+      std::memcpy(a + ((m / kTile * chunks + q) * kTile + m % kTile) * kTile, words + q * kTile, 64);
+  };
+  const int K = b.K(), whole = K / 2;
+  if (col_stride == 1 || K == 1) {  // rows contiguous: each row packed on the stack, then to its tiles
+    const double start = profile::now_outside();
+    uint32_t* per_thread = thread_scratch(2, static_cast<size_t>(omp_get_max_threads()) * padded);
+#pragma omp parallel if (static_cast<long>(M) * padded >= (1L << 16))
+    {
+      uint32_t* words = per_thread + omp_get_thread_num() * padded;
+#pragma omp for schedule(static)
+      for (long m = 0; m < groups * kTile; ++m) {
+        std::fill_n(words, padded, 0u);
+        if (m < M) {
+          const float* row = A + m * row_stride;
+          pack_adjacent_pairs(words, row, whole);
+          if (K % 2 == 1) words[whole] = bf16_bits(row[(K - 1) * col_stride]);
+        }
+        to_tiles(m, words);
       }
     }
+    profile::since_outside(profile::kBf16Packing, start);
+  } else {  // A transposed: pack_a's rows, then to the tiles
+    uint32_t* rows = thread_scratch(2, static_cast<size_t>(groups) * kTile * padded);
+    pack_a(A, M, K, row_stride, col_stride, rows, padded);
+    std::fill(rows + static_cast<long>(M) * padded, rows + groups * kTile * padded, 0u);
+    const double start = profile::now_outside();
+#pragma omp parallel for schedule(static) if (static_cast<long>(M) * padded >= (1L << 16))
+    for (long m = 0; m < groups * kTile; ++m) to_tiles(m, rows + m * padded);
+    profile::since_outside(profile::kBf16Packing, start);
+  }
   const Operands o{a, chunks, &b, C, ldc, M, accumulate};
   const int row_chunks = (M + kRowChunk - 1) / kRowChunk, panel_chunks = (panels + kPanelChunk - 1) / kPanelChunk;
   const long macs = static_cast<long>(M) * N * b.K();

@@ -4,9 +4,11 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "../../bf16.h"
 #include "../../cpu_features.h"
+#include "../../profile.h"
 
 namespace ptbfast::gemm::bf16 {
 
@@ -26,68 +28,156 @@ static constexpr int kPanelChunk = 4;
 #define PTBFAST_PACK_CLONES
 #endif
 
-// out[j * out_stride] = pair word of (even[j * stride], odd[j * stride]) for j < n; odd may be null
-// (a zero row).
-PTBFAST_PACK_CLONES static void pack_pairs(uint32_t* __restrict out, long out_stride, const float* __restrict even,
-                                           const float* __restrict odd, long stride, int n) {
+// out[j] = pair word of (even[j], odd[j]) for j < n; odd may be null (a zero row).
+PTBFAST_PACK_CLONES static void pack_two_rows(uint32_t* __restrict out, const float* __restrict even,
+                                              const float* __restrict odd, int n) {
   if (odd == nullptr) {
 #pragma omp simd
-    for (int j = 0; j < n; ++j) out[j * out_stride] = bf16_bits(even[j * stride]);
+    for (int j = 0; j < n; ++j) out[j] = bf16_bits(even[j]);
     return;
   }
 #pragma omp simd
+  for (int j = 0; j < n; ++j) out[j] = bf16_bits(even[j]) | (static_cast<uint32_t>(bf16_bits(odd[j])) << 16);
+}
+
+// out[j] = pair word of (row[2j], row[2j + 1]) for j < pairs: both floats of a pair read as one
+// 64-bit word, so that the loop vectorises without gathers.
+PTBFAST_PACK_CLONES void pack_adjacent_pairs(uint32_t* __restrict out, const float* __restrict row, int pairs) {
+#pragma omp simd
+  for (int j = 0; j < pairs; ++j) {
+    uint64_t two;
+    std::memcpy(&two, row + 2 * j, sizeof two);
+    float even, odd;
+    const uint32_t lo = static_cast<uint32_t>(two), hi = static_cast<uint32_t>(two >> 32);
+    std::memcpy(&even, &lo, sizeof even);
+    std::memcpy(&odd, &hi, sizeof odd);
+    out[j] = bf16_bits(even) | (static_cast<uint32_t>(bf16_bits(odd)) << 16);
+  }
+}
+
+// Any strides: out[j * out_stride] = pair word of (even[j * stride], odd[j * stride]); odd may be null.
+static void pack_pairs_strided(uint32_t* out, long out_stride, const float* even, const float* odd, long stride,
+                               int n) {
   for (int j = 0; j < n; ++j)
-    out[j * out_stride] = bf16_bits(even[j * stride]) | (static_cast<uint32_t>(bf16_bits(odd[j * stride])) << 16);
+    out[j * out_stride] = bf16_bits(even[j * stride]) | (odd ? static_cast<uint32_t>(bf16_bits(odd[j * stride])) << 16 : 0u);
+}
+
+// The pair words of pairs [k0, k0 + n) of `cols` columns, column j's K values contiguous at
+// column(j) (a transposed operand), written as rows: out[(k - k0) * out_ld + j]. Through a 32 x 16
+// block on the stack, so that reads and writes both run along memory.
+static void pack_columns_as_rows(uint32_t* out, long out_ld, const float* first_column, long column_stride, int K,
+                                 int k0, int n, int cols) {
+  constexpr int kBlock = 16;
+  uint32_t block[kPanel][kBlock];
+  for (int c0 = 0; c0 < cols; c0 += kPanel) {
+    const int cn = std::min(kPanel, cols - c0);
+    for (int kb = 0; kb < n; kb += kBlock) {
+      const int kn = std::min(kBlock, n - kb), first_pair = k0 + kb;
+      const int whole = std::max(0, std::min(kn, K / 2 - first_pair));  // pairs with both values
+      for (int j = 0; j < cn; ++j) {
+        const float* col = first_column + (c0 + j) * column_stride + 2L * first_pair;
+        pack_adjacent_pairs(block[j], col, whole);
+        if (whole < kn) block[j][whole] = bf16_bits(col[2L * whole]);  // an odd K's last value
+      }
+      for (int k = 0; k < kn; ++k)
+        for (int j = 0; j < cn; ++j) out[(kb + k) * out_ld + c0 + j] = block[j][k];
+    }
+  }
+}
+
+uint32_t* thread_scratch(int slot, size_t words) {
+  struct Slot {
+    std::unique_ptr<uint32_t[]> storage;
+    size_t capacity = 0;  // in words, after alignment
+    uint32_t* aligned = nullptr;
+  };
+  static thread_local Slot slots[4];
+  Slot& s = slots[slot];
+  if (s.capacity < words) {
+    s.storage.reset();  // (free first: the old and new buffers need not coexist)
+    s.storage.reset(new uint32_t[words + 16]);
+    const uintptr_t address = reinterpret_cast<uintptr_t>(s.storage.get());
+    s.aligned = s.storage.get() + (16 - address / 4 % 16) % 16;
+    s.capacity = words;
+  }
+  return s.aligned;
 }
 
 PackedB::PackedB(const float* B, int K, int N, long row_stride, long col_stride)
-    : K_(K), N_(N), words_(new uint32_t[static_cast<size_t>(padded_pairs()) * panels() * kPanel]) {
+    : K_(K), N_(N), owned_(new uint32_t[words_for(K, N)]), words_(owned_.get()) {
+  pack(B, row_stride, col_stride);
+}
+
+PackedB::PackedB(const float* B, int K, int N, long row_stride, long col_stride, uint32_t* storage)
+    : K_(K), N_(N), words_(storage) {
+  pack(B, row_stride, col_stride);
+}
+
+void PackedB::pack(const float* B, long row_stride, long col_stride) {
+  const int K = K_, N = N_;
+  const double start = profile::now_outside();
   const int P = pairs(), padded = padded_pairs();
   // Row-major B (columns contiguous): each pair row of a panel is two runs of up to 32 floats.
   // Transposed B (rows contiguous): each column of a panel is a run of K floats.
-  const bool columns_contiguous = col_stride == 1 || N == 1;
 #pragma omp parallel for schedule(static) if (static_cast<long>(K) * N >= (1L << 16))
   for (int p = 0; p < panels(); ++p) {
-    uint32_t* out = words_.get() + static_cast<long>(p) * padded * kPanel;
+    uint32_t* out = words_ + static_cast<long>(p) * padded * kPanel;
     const int n0 = p * kPanel, cols = std::min(kPanel, N - n0);
-    if (columns_contiguous) {
+    if (col_stride == 1 || N == 1) {
       for (int k = 0; k < P; ++k) {
         const float* even = B + (2L * k) * row_stride + n0 * col_stride;
-        pack_pairs(out + k * kPanel, 1, even, 2 * k + 1 < K ? even + row_stride : nullptr, col_stride, cols);
+        pack_two_rows(out + k * kPanel, even, 2 * k + 1 < K ? even + row_stride : nullptr, cols);
         std::fill(out + k * kPanel + cols, out + (k + 1) * kPanel, 0u);
       }
+    } else if (row_stride == 1) {
+      pack_columns_as_rows(out, kPanel, B + n0 * col_stride, col_stride, K, 0, P, cols);
+      for (int k = 0; k < P; ++k) std::fill(out + k * kPanel + cols, out + (k + 1) * kPanel, 0u);
     } else {
       for (int j = 0; j < cols; ++j) {
         const float* col = B + (n0 + j) * col_stride;
-        pack_pairs(out + j, kPanel, col, col + row_stride, 2 * row_stride, K / 2);
+        pack_pairs_strided(out + j, kPanel, col, col + row_stride, 2 * row_stride, K / 2);
         if (K % 2 == 1) out[(K / 2) * kPanel + j] = bf16_bits(col[(K - 1) * row_stride]);
       }
       for (int k = 0; k < P; ++k) std::fill(out + k * kPanel + cols, out + (k + 1) * kPanel, 0u);
     }
     std::fill(out + static_cast<long>(P) * kPanel, out + static_cast<long>(padded) * kPanel, 0u);
   }
+  profile::since_outside(profile::kBf16Packing, start);
 }
 
 void pack_a(const float* A, int M, int K, long row_stride, long col_stride, uint32_t* out, long out_ld) {
+  const double start = profile::now_outside();
   const int P = (K + 1) / 2, whole = K / 2;
   if (col_stride == 1 || K == 1) {  // rows contiguous: each row's pairs at once
 #pragma omp parallel for schedule(static) if (static_cast<long>(M) * K >= (1L << 16))
     for (int m = 0; m < M; ++m) {
       const float* row = A + m * row_stride;
       uint32_t* dst = out + m * out_ld;
-      pack_pairs(dst, 1, row, row + col_stride, 2 * col_stride, whole);
+      pack_adjacent_pairs(dst, row, whole);  // (K = 1: no whole pair)
       if (whole < P) dst[whole] = bf16_bits(row[(K - 1) * col_stride]);
       std::fill(dst + P, dst + out_ld, 0u);
     }
-    return;
-  }
-  // A transposed (columns of op(A) contiguous): pair k of every row at once.
+  } else if (row_stride == 1) {  // A transposed (op(A)[m, k] = A[k * col_stride + m]): 32 rows at a time
 #pragma omp parallel for schedule(static) if (static_cast<long>(M) * K >= (1L << 16))
-  for (int k = 0; k < P; ++k) {
-    const float* even = A + (2L * k) * col_stride;
-    pack_pairs(out + k, out_ld, even, 2 * k + 1 < K ? even + col_stride : nullptr, row_stride, M);
+    for (int m0 = 0; m0 < M; m0 += kPanel) {
+      const int mn = std::min(kPanel, M - m0);
+      for (int k = 0; k < P; ++k) {
+        const float* even = A + (2L * k) * col_stride + m0;
+        uint32_t words[kPanel];
+        pack_two_rows(words, even, 2 * k + 1 < K ? even + col_stride : nullptr, mn);
+        for (int i = 0; i < mn; ++i) out[(m0 + i) * out_ld + k] = words[i];
+      }
+      for (int i = 0; i < mn; ++i) std::fill(out + (m0 + i) * out_ld + P, out + (m0 + i + 1) * out_ld, 0u);
+    }
+  } else {
+    for (int m = 0; m < M; ++m) {
+      uint32_t* dst = out + m * out_ld;
+      pack_pairs_strided(dst, 1, A + m * row_stride, A + m * row_stride + col_stride, 2 * col_stride, whole);
+      if (whole < P) dst[whole] = bf16_bits(A[m * row_stride + (K - 1) * col_stride]);
+      std::fill(dst + P, dst + out_ld, 0u);
+    }
   }
-  for (int m = 0; m < M; ++m) std::fill(out + m * out_ld + P, out + (m + 1) * out_ld, 0u);
+  profile::since_outside(profile::kBf16Packing, start);
 }
 
 void run_blocks(BlockFn block, const Problem& problem) {
@@ -115,10 +205,10 @@ static void multiply_on(BlockFn block, bool trans_a, bool trans_b, int M, int N,
   if (beta != 0.0f && beta != 1.0f)
     for (int m = 0; m < M; ++m)
       for (int n = 0; n < N; ++n) C[static_cast<long>(m) * ldc + n] *= beta;
-  const PackedB b(B, K, N, trans_b ? 1 : ldb, trans_b ? ldb : 1);
-  std::unique_ptr<uint32_t[]> a(new uint32_t[static_cast<size_t>(M) * b.pairs()]);
-  pack_a(A, M, K, trans_a ? 1 : lda, trans_a ? lda : 1, a.get(), b.pairs());
-  run_blocks(block, Problem{a.get(), b.pairs(), &b, C, ldc, M, beta != 0.0f});
+  const PackedB b(B, K, N, trans_b ? 1 : ldb, trans_b ? ldb : 1, thread_scratch(0, PackedB::words_for(K, N)));
+  uint32_t* a = thread_scratch(1, static_cast<size_t>(M) * b.pairs());
+  pack_a(A, M, K, trans_a ? 1 : lda, trans_a ? lda : 1, a, b.pairs());
+  run_blocks(block, Problem{a, b.pairs(), &b, C, ldc, M, beta != 0.0f});
 }
 
 static void generic_multiply(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda,
@@ -137,7 +227,7 @@ static void amx_gemm(bool trans_a, bool trans_b, int M, int N, int K, const floa
   if (beta != 0.0f && beta != 1.0f)
     for (int m = 0; m < M; ++m)
       for (int n = 0; n < N; ++n) C[static_cast<long>(m) * ldc + n] *= beta;
-  const PackedB b(B, K, N, trans_b ? 1 : ldb, trans_b ? ldb : 1);
+  const PackedB b(B, K, N, trans_b ? 1 : ldb, trans_b ? ldb : 1, thread_scratch(0, PackedB::words_for(K, N)));
   amx_multiply(A, M, trans_a ? 1 : lda, trans_a ? lda : 1, b, C, ldc, beta != 0.0f);
 }
 
@@ -153,9 +243,9 @@ void multiply_packed(const std::string& kernel, const float* A, int M, long row_
     return;
   }
   const BlockFn block = kernel == "avx512_bf16" ? avx512_bf16_block : &generic_block;
-  std::unique_ptr<uint32_t[]> a(new uint32_t[static_cast<size_t>(M) * b.pairs()]);
-  pack_a(A, M, b.K(), row_stride, col_stride, a.get(), b.pairs());
-  run_blocks(block, Problem{a.get(), b.pairs(), &b, C, ldc, M, accumulate});
+  uint32_t* a = thread_scratch(1, static_cast<size_t>(M) * b.pairs());
+  pack_a(A, M, b.K(), row_stride, col_stride, a, b.pairs());
+  run_blocks(block, Problem{a, b.pairs(), &b, C, ldc, M, accumulate});
 }
 
 static bool always(int, int, int) { return true; }

@@ -17,6 +17,7 @@
 
 #include "../../bf16.h"
 #include "../../blas_libraries.h"
+#include "../../profile.h"
 
 namespace ptbfast::gemm::bf16 {
 
@@ -40,7 +41,9 @@ void mkl_multiply(bool trans_a, bool trans_b, int M, int N, int K, const float* 
   }
   const int a_rows = trans_a ? K : M, a_cols = trans_a ? M : K;
   const int b_rows = trans_b ? N : K, b_cols = trans_b ? K : N;
+  const double start = profile::now_outside();
   const std::vector<uint16_t> a = to_bf16_bits(A, a_rows, a_cols, lda), b = to_bf16_bits(B, b_rows, b_cols, ldb);
+  profile::since_outside(profile::kBf16Packing, start);
   blas::mkl::gemm_bf16(trans_a, trans_b, M, N, K, 1.0f, a.data(), a_cols, b.data(), b_cols, beta, C, ldc);
 }
 
