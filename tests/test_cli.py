@@ -370,8 +370,10 @@ def test_bench_profile_prints_both_precisions_for_training_and_eval(tmp_path):
         assert "fp32 ms" in lines[1] and "bf16 ms" in lines[1]
         rows = {line.split("|")[0].strip(): line for line in lines[3:]}
         assert set(rows) == {"embedding", "lstm input products", "recurrent products", "gate math", "output products",
-                             "softmax pass", "bf16 rounding", "dropout masks", "update", "python overhead", "total"}
+                             "softmax pass", "bf16 rounding", "dropout masks", "update", "python overhead", "total",
+                             "of it bf16 packing"}
         assert rows["total"].split("|")[1].split()[1] == "100.0"
+        assert float(rows["of it bf16 packing"].split("|")[1].split()[0]) == 0.0  # (fp32 packs nothing)
 
 
 def test_info_prints_json_with_the_blas(tmp_path):
