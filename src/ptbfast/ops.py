@@ -199,11 +199,12 @@ def build_info() -> dict:
 
 def set_bf16_products(name: str) -> None:
     """How bf16 products run, process-wide: "auto" (per product, the first kernel of
-    :data:`BF16_KERNELS` this CPU runs that prefers the shape: ptbfast's AMX kernel where the CPU has
-    AMX, MKL's bf16 GEMM where an Intel CPU has AVX512-BF16 or AMX and K >= 400, ptbfast's
-    AVX512-BF16 kernel where the CPU has it, float32 SGEMM on the bf16 values elsewhere) or one kernel
-    by name on every product outside the LSTM time loops (whose recurrent products stay packed
-    SGEMMs): "amx", "mkl" (emulated on CPUs without bf16 instructions), "avx512_bf16", "sgemm", or
+    :data:`BF16_KERNELS` this CPU runs that prefers the shape: from 128 rows ptbfast's AMX kernel
+    where the CPU has AMX, else MKL's bf16 GEMM where an Intel CPU has AVX512-BF16 and K >= 400, else
+    ptbfast's AVX512-BF16 kernel where the CPU has it; float32 SGEMM on the bf16 values elsewhere) or
+    one kernel by name on every product outside the LSTM time loops (whose recurrent products are
+    packed SGEMMs, but on AMX under "auto" or "amx": the AMX kernel with the weights packed once):
+    "amx", "mkl" (emulated on CPUs without bf16 instructions), "avx512_bf16", "sgemm", or
     "generic" (the dot-product kernels' plain C++ twin; slow). The environment variable
     PTBFAST_BF16_PRODUCTS sets it at import."""
     if name not in BF16_PRODUCTS:

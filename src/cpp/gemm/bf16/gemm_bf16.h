@@ -13,7 +13,9 @@
 // computes exactly that on any CPU, so the native kernel must equal it bit for bit, and blocking,
 // packing and tails are tested on every machine. Results do not depend on blocking or threads.
 //
-// The AMX kernel (amx.cpp) multiplies the same packed operands on tiles, with rounding of its own.
+// The AMX kernel (amx.cpp) multiplies the same packed B (panels padded with zero pair rows to whole
+// 16-pair tiles) by A packed as tiles, with rounding of its own. Callers that use one B for many
+// products pack it once and call multiply_packed (the LSTM's recurrent products, the output layer).
 //
 // kernels() is the table "auto" chooses from: the first entry usable on this CPU that prefers the
 // shape. ptbfast info, the tests and the benchmarks read the names from it.
