@@ -312,15 +312,29 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
   float* dw_input = dkernel;
   float* dw_hidden = dkernel + static_cast<long>(In) * G;
   const blas::Gemm gemm = blas::gemm_for(bf16);
-  // dx first: in bf16 it multiplies Wx rounded into dw_input's rows, which the next product overwrites.
-  if (bf16) round_to_bf16(dw_input, w_input, static_cast<int64_t>(In) * G);
-  gemm(false, true, static_cast<int>(rows), In, G, 1.0f, d_gates, G, bf16 ? dw_input : w_input, G, 0.0f, dx, In);
-  gemm(true, false, In, G, static_cast<int>(rows), 1.0f, x, In, d_gates, G, 0.0f, dw_input, G);
-  std::vector<float> h0_rounded(bf16 ? static_cast<size_t>(state) : 0);  // (h_all is rounded by the forward)
-  if (bf16) round_to_bf16(h0_rounded.data(), h0, state);
-  gemm(true, false, H, G, B, 1.0f, bf16 ? h0_rounded.data() : h0, H, d_gates, G, 0.0f, dw_hidden, G);
-  gemm(true, false, H, G, static_cast<int>(rows - B), 1.0f, h_all, H, d_gates + static_cast<long>(B) * G, G, 1.0f,
-       dw_hidden, G);
+  // dx first: in bf16 it multiplies Wx rounded into dw_input's rows, which the next product overwrites
+  // (unless the kernel rounds its operands as it packs them).
+  const bool round_wx = bf16 && !blas::gemm_bf16_rounds_operands(static_cast<int>(rows), In, G);
+  if (round_wx) round_to_bf16(dw_input, w_input, static_cast<int64_t>(In) * G);
+  gemm(false, true, static_cast<int>(rows), In, G, 1.0f, d_gates, G, round_wx ? dw_input : w_input, G, 0.0f, dx, In);
+  // bf16 on a kernel that takes a packed B: d_gates packed once for both weight gradients, and
+  // h_{t-1} of all steps (h0, then h_all's first T-1 steps) one operand, so dWh is one product.
+  const std::string packed = bf16 ? blas::bf16_packed_b_kernel(In, G, static_cast<int>(rows)) : "";
+  if (!packed.empty() && packed == blas::bf16_packed_b_kernel(H, G, static_cast<int>(rows))) {
+    const gemm::bf16::PackedB d_gates_packed(d_gates, static_cast<int>(rows), G, G, 1);
+    gemm::bf16::multiply_packed(packed, x, In, 1, In, d_gates_packed, dw_input, G, false);
+    std::vector<float> h_prev(static_cast<size_t>(rows) * H);  // (the kernel rounds h0 as it packs it)
+    std::copy_n(h0, state, h_prev.data());
+    std::copy_n(h_all, (rows - B) * H, h_prev.data() + state);
+    gemm::bf16::multiply_packed(packed, h_prev.data(), H, 1, H, d_gates_packed, dw_hidden, G, false);
+  } else {
+    gemm(true, false, In, G, static_cast<int>(rows), 1.0f, x, In, d_gates, G, 0.0f, dw_input, G);
+    std::vector<float> h0_rounded(bf16 ? static_cast<size_t>(state) : 0);  // (h_all is rounded by the forward)
+    if (bf16) round_to_bf16(h0_rounded.data(), h0, state);
+    gemm(true, false, H, G, B, 1.0f, bf16 ? h0_rounded.data() : h0, H, d_gates, G, 0.0f, dw_hidden, G);
+    gemm(true, false, H, G, static_cast<int>(rows - B), 1.0f, h_all, H, d_gates + static_cast<long>(B) * G, G, 1.0f,
+         dw_hidden, G);
+  }
   profile::since(profile::kLstmInputProducts, products_start);
 
   if (bf16) return;  // (dbias was summed in the time loop)

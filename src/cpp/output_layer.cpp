@@ -136,8 +136,9 @@ struct ChunkedBlocks {
   // blocks, Intel Xeon family 6 model 167: 59 -> 51 ms per forward and backward).
   std::string packed_kernel;
   std::unique_ptr<ptbfast::gemm::bf16::PackedB> packed_w, packed_wt;
-  void pack_w_once(const float* w, int N, int H, int V) {
-    if (!kernels_round || C < V || N <= R) return;  // (one block of rows packs w once anyway)
+  void pack_w_once(const float* w, int N, int H, int V, bool fused_gradient) {
+    // (One block of rows packs w once anyway, but for the fused gradient packs, whose dh needs w^T.)
+    if (!kernels_round || C < V || (N <= R && !fused_gradient)) return;
     packed_kernel = blas::bf16_packed_b_kernel(R, V, H);
     if (packed_kernel.empty() || packed_kernel != blas::bf16_packed_b_kernel(R, H, V)) return;
     using ptbfast::gemm::bf16::PackedB;
@@ -275,9 +276,63 @@ double output_layer_forward(float* losses, const float* h, const float* w, const
 // first block of rows), dh_blk (+)= d_logits @ those columns^T (overwritten by the first chunk).
 // bf16: d_logits is rounded in place after db has summed it, before the products (and w's columns
 // piece by piece, ChunkedBlocks::piece).
+// bf16 on AMX, whole rows of an untied softmax_w: the softmax pass writes each pair of gradient rows,
+// as it makes them, in the two bf16 layouts the products read: AMX's A tiles (pairs along V) for
+// dh = d_logits @ w^T and B panels (pairs of rows) for dw = h^T @ d_logits. Packing the [rows, V]
+// float32 gradient after the pass read it twice more.
+struct GradientPacks {
+  uint32_t* tiles;   // AmxTiles(rows, V)
+  uint32_t* panels;  // PackedB of K = rows, N = V
+  int V;
+};
+
+static bool fuses_gradient_packing(const ChunkedBlocks& blk, int N, int H, int V) {
+  namespace g = ptbfast::gemm::bf16;
+  return blk.bf16 && blk.kernels_round && blk.C >= V && !blk.w_transposed && N > 0 && g::amx_multiply_tiles != nullptr &&
+         blas::bf16_packed_b_kernel(blk.R, H, V) == "amx" && blas::bf16_packed_b_kernel(H, V, blk.R) == "amx";
+}
+
+// Rows 2i and 2i + 1 (row_b null past the last row) of a block of `rows` gradient rows into the packs.
+static void pack_gradient_rows(const GradientPacks& g, int rows, int i, const float* row_a, const float* row_b) {
+  namespace gb = ptbfast::gemm::bf16;
+  const int V = g.V, whole = V / 2;
+  const long padded = (static_cast<long>(rows + 1) / 2 + gb::kPairRun - 1) / gb::kPairRun * gb::kPairRun;
+  for (int v0 = 0; v0 < V; v0 += gb::kPanel) {  // B panels: pair row i of every panel
+    const int n = std::min(gb::kPanel, V - v0);
+    uint32_t* out = g.panels + static_cast<long>(v0 / gb::kPanel) * padded * gb::kPanel + static_cast<long>(i) * gb::kPanel;
+    gb::pack_two_rows(out, row_a + v0, row_b ? row_b + v0 : nullptr, n);
+    std::fill(out + n, out + gb::kPanel, 0u);
+  }
+  const gb::AmxTiles layout(rows, V);
+  for (int r = 0; r < 2; ++r) {  // A tiles: rows 2i and 2i + 1, 16 pairs at a time
+    const float* row = r == 0 ? row_a : row_b;
+    if (row == nullptr) break;
+    for (long q = 0; q < layout.chunks; ++q) {
+      uint32_t* out = layout.row_chunk(g.tiles, 2L * i + r, q);
+      const int first = static_cast<int>(q) * gb::kPairRun, n = std::max(0, std::min(gb::kPairRun, whole - first));
+      gb::pack_adjacent_pairs(out, row + 2L * first, n);
+      int filled = n;
+      if (V % 2 == 1 && whole >= first && whole < first + gb::kPairRun) out[filled++] = bf16_bits(row[V - 1]);
+      std::fill(out + filled, out + gb::kPairRun, 0u);
+    }
+  }
+}
+
+// The packs' padding: pair rows of the panels past the block's rows, tile rows past its rows.
+static void zero_gradient_padding(const GradientPacks& g, int rows) {
+  namespace gb = ptbfast::gemm::bf16;
+  const long used = (rows + 1) / 2, padded = (used + gb::kPairRun - 1) / gb::kPairRun * gb::kPairRun;
+  const long panels = (g.V + gb::kPanel - 1) / gb::kPanel;
+  for (long p = 0; p < panels; ++p)
+    std::fill(g.panels + (p * padded + used) * gb::kPanel, g.panels + (p + 1) * padded * gb::kPanel, 0u);
+  const gb::AmxTiles layout(rows, g.V);
+  for (long m = rows; m < layout.groups * gb::kPairRun; ++m)
+    for (long q = 0; q < layout.chunks; ++q) std::fill_n(layout.row_chunk(g.tiles, m, q), gb::kPairRun, 0u);
+}
+
 static void fold_gradient_chunk(float* dw, float* dh_blk, float* db, float* d_logits, float* scratch,
                                 const float* h_blk, const float* w, const ChunkedBlocks& blk, int rows, int cols,
-                                int c0, bool first_rows, int H, bool parallel) {
+                                int c0, bool first_rows, int H, bool parallel, const GradientPacks* packs) {
   constexpr int kStripe = 256;
   const double pass_start = profile::now();
 #pragma omp parallel for schedule(static) if (parallel)
@@ -296,6 +351,14 @@ static void fold_gradient_chunk(float* dw, float* dh_blk, float* db, float* d_lo
   }
   profile::since(profile::kSoftmaxPass, pass_start);
   const double products_start = profile::now();
+  if (packs) {  // (whole rows: c0 = 0, cols = V)
+    namespace gb = ptbfast::gemm::bf16;
+    const gb::PackedB d_logits_packed(rows, cols, packs->panels, gb::PackedB::WrittenByCaller{});
+    gb::amx_multiply(h_blk, H, 1, H, d_logits_packed, dw, blk.ldw, !first_rows);  // dw (+)= h_blk^T @ d_logits
+    gb::amx_multiply_tiles(packs->tiles, rows, *blk.packed_wt, dh_blk, H, false);  // dh = d_logits @ w^T
+    profile::since(profile::kOutputProducts, products_start);
+    return;
+  }
   const float beta_dw = first_rows ? 0.0f : 1.0f;
   const blas::Gemm gemm = blas::gemm_for(blk.bf16);
   if (blk.w_transposed)  // dw [V, H]: rows [c0, c0 + cols) = d_logits^T @ h_blk
@@ -320,9 +383,16 @@ double output_layer_forward_backward(float* losses, float* dh, float* dw, float*
   choose_training_blocks(N, V, logits_budget(H, V, bf16 && !blas::gemm_bf16_rounds_operands(N, V, H)), block_rows, block_columns);
   ChunkedBlocks blk(N, H, V, block_rows, block_columns, w_transposed, bf16);
   const bool whole_rows = blk.C >= V;
+  const bool fused = fuses_gradient_packing(blk, N, H, V);
+  GradientPacks packs{nullptr, nullptr, V};
+  if (fused) {
+    namespace gb = ptbfast::gemm::bf16;
+    packs.tiles = gb::thread_scratch(4, gb::AmxTiles(blk.R, V).words());
+    packs.panels = gb::thread_scratch(5, gb::PackedB::words_for(blk.R, V));
+  }
   if (N > 0) {
     const double pack_start = profile::now();
-    blk.pack_w_once(w, N, H, V);
+    blk.pack_w_once(w, N, H, V, fused);
     profile::since(profile::kOutputProducts, pack_start);  // (packing is part of the products)
   }
   // (new[], not vector: every element is written, by a beta = 0 GEMM or a rounding pass, before it is
@@ -344,6 +414,21 @@ double output_layer_forward_backward(float* losses, float* dh, float* dw, float*
       blk.logits(logits.get(), h_blk, rows, cols, H, w, c0, scratch.get());
       const bool parallel = static_cast<long>(rows) * cols >= kParallelElements;
       const double pass_start = profile::now();
+      if (fused) {  // (whole rows) the loss and gradient of a pair of rows, then their bf16 packs
+#pragma omp parallel for schedule(static) if (parallel)
+        for (int i = 0; i < (rows + 1) / 2; ++i) {
+          float* row_a = logits.get() + 2L * i * cols;
+          float* row_b = 2 * i + 1 < rows ? row_a + cols : nullptr;
+          losses[r0 + 2 * i] = row_loss_and_gradient(row_a, b, V, targets[r0 + 2 * i], d_loss);
+          if (row_b) losses[r0 + 2 * i + 1] = row_loss_and_gradient(row_b, b, V, targets[r0 + 2 * i + 1], d_loss);
+          pack_gradient_rows(packs, rows, i, row_a, row_b);
+        }
+        zero_gradient_padding(packs, rows);
+        profile::since(profile::kSoftmaxPass, pass_start);
+        fold_gradient_chunk(dw, dh + static_cast<long>(r0) * H, db, logits.get(), scratch.get(), h_blk, w, blk, rows,
+                            cols, c0, r0 == 0, H, parallel, &packs);
+        continue;
+      }
 #pragma omp parallel for schedule(static) if (parallel)
       for (int r = 0; r < rows; ++r) {
         float* row = logits.get() + static_cast<long>(r) * cols;
@@ -361,7 +446,7 @@ double output_layer_forward_backward(float* losses, float* dh, float* dw, float*
       }
       profile::since(profile::kSoftmaxPass, pass_start);
       fold_gradient_chunk(dw, dh + static_cast<long>(r0) * H, db, logits.get(), scratch.get(), h_blk, w, blk,
-                          rows, cols, c0, r0 == 0, H, parallel);
+                          rows, cols, c0, r0 == 0, H, parallel, nullptr);
     }
   }
   return total_of(losses, N);

@@ -142,6 +142,9 @@ PTBFAST_AMX_TARGET void task(const Operands& o, int m0, int m1, int p0, int p1) 
   }
 }
 
+PTBFAST_AMX_TARGET void amx_multiply_tiles_impl(const uint32_t* a, int M, const PackedB& b, float* C, long ldc,
+                                                bool accumulate);
+
 PTBFAST_AMX_TARGET void amx_multiply_impl(const float* A, int M, long row_stride, long col_stride, const PackedB& b,
                                           float* C, long ldc, bool accumulate) {
   const int N = b.N(), panels = b.panels();
@@ -153,8 +156,9 @@ PTBFAST_AMX_TARGET void amx_multiply_impl(const float* A, int M, long row_stride
   }
   // A as tiles (1 KB each, contiguous: rows of a row-major A 4 KB apart shared one L1 set and a
   // tile's rows spanned 16 pages; 2048^3 ran at a fifth of the speed), rows padded to 32.
-  const long padded = b.padded_pairs(), chunks = padded / kTile, groups = (M + 2 * kTile - 1) / (2 * kTile) * 2;
-  uint32_t* a = thread_scratch(3, static_cast<size_t>(groups) * chunks * kTile * kTile);
+  const AmxTiles layout(M, b.K());
+  const long padded = b.padded_pairs(), chunks = layout.chunks, groups = layout.groups;
+  uint32_t* a = thread_scratch(3, layout.words());
   // Row m of op(A) goes to row m % 16 of the tiles of row group m / 16, 16 pair words to a tile.
   auto to_tiles = [&](long m, const uint32_t* words) {  // words: the row's padded pairs
     for (long q = 0; q < chunks; ++q)
@@ -188,7 +192,19 @@ PTBFAST_AMX_TARGET void amx_multiply_impl(const float* A, int M, long row_stride
     for (long m = 0; m < groups * kTile; ++m) to_tiles(m, rows + m * padded);
     profile::since_outside(profile::kBf16Packing, start);
   }
-  const Operands o{a, chunks, &b, C, ldc, M, accumulate};
+  amx_multiply_tiles_impl(a, M, b, C, ldc, accumulate);
+}
+
+PTBFAST_AMX_TARGET void amx_multiply_tiles_impl(const uint32_t* a, int M, const PackedB& b, float* C, long ldc,
+                                                bool accumulate) {
+  const int N = b.N(), panels = b.panels();
+  if (M == 0 || N == 0) return;
+  if (b.pairs() == 0) {  // K = 0: C = 0 (or C stays)
+    if (!accumulate)
+      for (int m = 0; m < M; ++m) std::fill_n(C + m * ldc, N, 0.0f);
+    return;
+  }
+  const Operands o{a, AmxTiles(M, b.K()).chunks, &b, C, ldc, M, accumulate};
   const int row_chunks = (M + kRowChunk - 1) / kRowChunk, panel_chunks = (panels + kPanelChunk - 1) / kPanelChunk;
   const long macs = static_cast<long>(M) * N * b.K();
   const int tasks = row_chunks * panel_chunks;
@@ -243,6 +259,7 @@ PTBFAST_AMX_TARGET double amx_peak_impl() {
 }  // namespace
 
 void (*const amx_multiply)(const float*, int, long, long, const PackedB&, float*, long, bool) = &amx_multiply_impl;
+void (*const amx_multiply_tiles)(const uint32_t*, int, const PackedB&, float*, long, bool) = &amx_multiply_tiles_impl;
 double (*const amx_peak)() = &amx_peak_impl;
 
 }  // namespace ptbfast::gemm::bf16
@@ -251,6 +268,7 @@ double (*const amx_peak)() = &amx_peak_impl;
 
 namespace ptbfast::gemm::bf16 {
 void (*const amx_multiply)(const float*, int, long, long, const PackedB&, float*, long, bool) = nullptr;
+void (*const amx_multiply_tiles)(const uint32_t*, int, const PackedB&, float*, long, bool) = nullptr;
 double (*const amx_peak)() = nullptr;
 }
 

@@ -29,8 +29,8 @@ static constexpr int kPanelChunk = 4;
 #endif
 
 // out[j] = pair word of (even[j], odd[j]) for j < n; odd may be null (a zero row).
-PTBFAST_PACK_CLONES static void pack_two_rows(uint32_t* __restrict out, const float* __restrict even,
-                                              const float* __restrict odd, int n) {
+PTBFAST_PACK_CLONES void pack_two_rows(uint32_t* __restrict out, const float* __restrict even,
+                                       const float* __restrict odd, int n) {
   if (odd == nullptr) {
 #pragma omp simd
     for (int j = 0; j < n; ++j) out[j] = bf16_bits(even[j]);
@@ -91,7 +91,7 @@ uint32_t* thread_scratch(int slot, size_t words) {
     size_t capacity = 0;  // in words, after alignment
     uint32_t* aligned = nullptr;
   };
-  static thread_local Slot slots[4];
+  static thread_local Slot slots[kScratchSlots];
   Slot& s = slots[slot];
   if (s.capacity < words) {
     s.storage.reset();  // (free first: the old and new buffers need not coexist)

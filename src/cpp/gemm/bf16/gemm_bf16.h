@@ -38,6 +38,14 @@ class PackedB {
   PackedB(const float* B, int K, int N, long row_stride, long col_stride);
   // The same, packed into `storage` (words_for(K, N) words, owned by the caller, kept while this lives).
   PackedB(const float* B, int K, int N, long row_stride, long col_stride, uint32_t* storage);
+  // For a caller that writes the panels itself (word(pair, n), the zero padding included): storage
+  // of words_for(K, N) words, owned by the caller.
+  struct WrittenByCaller {};
+  PackedB(int K, int N, uint32_t* storage, WrittenByCaller) : K_(K), N_(N), words_(storage) {}
+  long word(int pair, int n) const {
+    return static_cast<long>(n / kPanel) * padded_pairs() * kPanel + static_cast<long>(pair) * kPanel + n % kPanel;
+  }
+  uint32_t* words() { return words_; }
   static size_t words_for(int K, int N) {
     return static_cast<size_t>((K + 1) / 2 + kPairRun - 1) / kPairRun * kPairRun * ((N + kPanel - 1) / kPanel) * kPanel;
   }
@@ -57,10 +65,12 @@ class PackedB {
   uint32_t* words_;
 };
 
-// Storage of this thread for packed operands, reused from call to call: slot k (0 to 3) holds at
+// Storage of this thread for packed operands, reused from call to call: slot k (0 to 5) holds at
 // least `words` words, 64-byte aligned, until this thread asks for slot k again. (Packing buffers of
 // megabytes allocated per product came from mmap each time: page faults and unmapping took 13 % of a
 // small bf16 training step on an Intel Xeon, family 6 model 167.)
+// Slots 0-1: the operands of a gemm call (B, A); 2-3: the AMX kernel's A; 4-5: the output layer's.
+constexpr int kScratchSlots = 6;
 uint32_t* thread_scratch(int slot, size_t words);
 
 // op(A) [M, K] (element (m, k) at A[m * row_stride + k * col_stride]) rounded to bf16, as M rows of
@@ -70,6 +80,8 @@ void pack_a(const float* A, int M, int K, long row_stride, long col_stride, uint
 
 // out[j] = pair word of (row[2j], row[2j + 1]) for j < pairs (contiguous floats), rounded to bf16.
 void pack_adjacent_pairs(uint32_t* out, const float* row, int pairs);
+// out[j] = pair word of (even[j], odd[j]) for j < n; odd may be null (a zero row).
+void pack_two_rows(uint32_t* out, const float* even, const float* odd, int n);
 
 // One product on a dot-product kernel: C[M, N] (= or +=) A @ B.
 struct Problem {
@@ -123,6 +135,22 @@ extern double (*const avx512_bf16_peak)();  // GFLOP/s of independent VDPBF16PS 
 extern void (*const amx_multiply)(const float* A, int M, long row_stride, long col_stride, const PackedB& b,
                                   float* C, long ldc, bool accumulate);
 extern double (*const amx_peak)();  // GFLOP/s of independent TDPBF16PS tiles on all threads
+
+// AMX's A operand, for M rows and K columns: tiles of 16 rows x 16 pair words (1 KB), tile (g, q)
+// (rows [16g, 16g + 16), pairs [16q, 16q + 16)) at words (g * chunks + q) * 256, row r of a tile at
+// + 16 r; rows padded with zero rows to a multiple of 32, pairs with zero words to whole tiles.
+struct AmxTiles {
+  long chunks, groups;
+  AmxTiles(int M, int K) : chunks(((K + 1) / 2 + kPairRun - 1) / kPairRun), groups((M + 31) / 32 * 2) {}
+  size_t words() const { return static_cast<size_t>(groups) * chunks * kPairRun * kPairRun; }
+  // The 16 pair words of row m at pairs [16q, 16q + 16).
+  uint32_t* row_chunk(uint32_t* tiles, long m, long q) const {
+    return tiles + ((m / kPairRun * chunks + q) * kPairRun + m % kPairRun) * kPairRun;
+  }
+};
+// C[M, N] (= or +=) A @ b with A already in AmxTiles(M, b.K()) layout (nullptr without AMX).
+extern void (*const amx_multiply_tiles)(const uint32_t* tiles, int M, const PackedB& b, float* C, long ldc,
+                                        bool accumulate);
 
 // The measured peak (GFLOP/s, all OpenMP threads) of the instruction of the native kernel named
 // ("amx": TDPBF16PS, "avx512_bf16": VDPBF16PS), or with "" of the fastest one usable here; 0 where
