@@ -147,11 +147,8 @@ PTBFAST_AMX_TARGET void amx_multiply_tiles_impl(const uint32_t* a, int M, const 
 
 PTBFAST_AMX_TARGET void amx_multiply_impl(const float* A, int M, long row_stride, long col_stride, const PackedB& b,
                                           float* C, long ldc, bool accumulate) {
-  const int N = b.N(), panels = b.panels();
-  if (M == 0 || N == 0) return;
-  if (b.pairs() == 0) {  // K = 0: C = 0 (or C stays)
-    if (!accumulate)
-      for (int m = 0; m < M; ++m) std::fill_n(C + m * ldc, N, 0.0f);
+  if (M == 0 || b.N() == 0 || b.pairs() == 0) {  // (nothing to pack: the empty cases are the tiles' run's)
+    amx_multiply_tiles_impl(nullptr, M, b, C, ldc, accumulate);
     return;
   }
   // A as tiles (1 KB each, contiguous: rows of a row-major A 4 KB apart shared one L1 set and a
