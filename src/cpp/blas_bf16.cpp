@@ -110,8 +110,11 @@ std::string bf16_products_description() {
            (std::string(kernel->name) == "amx" ? " on every product (set to " : " on every product outside the LSTM time loops (set to ") +
            kernel->name + ": PTBFAST_BF16_PRODUCTS=" + kernel->name + ")";
   std::string out;
+  bool every_shape_from_128_rows = false;  // (then the kernels after it that want 128 rows never run)
   for (const table::Kernel& k : table::kernels()) {
     if (!k.usable() || !on_bf16_instructions(k) || !k.prefers(400, 10000, 1 << 20)) continue;
+    if (every_shape_from_128_rows && !k.prefers(127, 10000, 1 << 20)) continue;
+    every_shape_from_128_rows = every_shape_from_128_rows || k.prefers(128, 1, 1);
     const std::string name = k.name;
     out += std::string(k.description) +
            (name == "mkl" ? " where M >= 128 and K >= 400, " : name == "amx" || name == "avx512_bf16" ? " where M >= 128, " : ", ");
