@@ -276,8 +276,8 @@ double output_layer_forward(float* losses, const float* h, const float* w, const
 // first block of rows), dh_blk (+)= d_logits @ those columns^T (overwritten by the first chunk).
 // bf16: d_logits is rounded in place after db has summed it, before the products (and w's columns
 // piece by piece, ChunkedBlocks::piece).
-// bf16 on AMX, whole rows of an untied softmax_w: the softmax pass writes each pair of gradient rows,
-// as it makes them, in the two bf16 layouts the products read: AMX's A tiles (pairs along V) for
+// bf16 on AMX, whole rows of an untied softmax_w: the softmax pass writes each group of 16 gradient
+// rows, as it makes them, in the two bf16 layouts the products read: AMX's A tiles (pairs along V) for
 // dh = d_logits @ w^T and B panels (pairs of rows) for dw = h^T @ d_logits. Packing the [rows, V]
 // float32 gradient after the pass read it twice more.
 struct GradientPacks {
@@ -292,27 +292,34 @@ static bool fuses_gradient_packing(const ChunkedBlocks& blk, int N, int H, int V
          blas::bf16_packed_b_kernel(blk.R, H, V) == "amx" && blas::bf16_packed_b_kernel(H, V, blk.R) == "amx";
 }
 
-// Rows 2i and 2i + 1 (row_b null past the last row) of a block of `rows` gradient rows into the packs.
-static void pack_gradient_rows(const GradientPacks& g, int rows, int i, const float* row_a, const float* row_b) {
+// Rows [16g, 16g + 16) of a block of `rows` gradient rows (fewer in the last group) into the packs:
+// a whole row group at a time, so that both layouts are written in runs of 1 KB (8 pair rows of a
+// panel; one A tile) instead of 128 or 64 bytes a page apart.
+static void pack_gradient_group(const GradientPacks& g, int rows, int group, const float* first_row, long ld) {
   namespace gb = ptbfast::gemm::bf16;
-  const int V = g.V, whole = V / 2;
+  constexpr int kRows = gb::kPairRun;  // 16: one tile's rows, 8 pair rows of a panel
+  const int V = g.V, whole = V / 2, m0 = group * kRows, n_rows = std::min(kRows, rows - m0);
   const long padded = (static_cast<long>(rows + 1) / 2 + gb::kPairRun - 1) / gb::kPairRun * gb::kPairRun;
-  for (int v0 = 0; v0 < V; v0 += gb::kPanel) {  // B panels: pair row i of every panel
+  for (int v0 = 0; v0 < V; v0 += gb::kPanel) {  // B panels: pair rows [8g, 8g + 8) of every panel
     const int n = std::min(gb::kPanel, V - v0);
-    uint32_t* out = g.panels + static_cast<long>(v0 / gb::kPanel) * padded * gb::kPanel + static_cast<long>(i) * gb::kPanel;
-    gb::pack_two_rows(out, row_a + v0, row_b ? row_b + v0 : nullptr, n);
-    std::fill(out + n, out + gb::kPanel, 0u);
+    uint32_t* panel = g.panels + static_cast<long>(v0 / gb::kPanel) * padded * gb::kPanel;
+    for (int r = 0; r < n_rows; r += 2) {
+      uint32_t* out = panel + static_cast<long>(m0 + r) / 2 * gb::kPanel;
+      const float* even = first_row + r * ld + v0;
+      gb::pack_two_rows(out, even, r + 1 < n_rows ? even + ld : nullptr, n);
+      std::fill(out + n, out + gb::kPanel, 0u);
+    }
   }
   const gb::AmxTiles layout(rows, V);
-  for (int r = 0; r < 2; ++r) {  // A tiles: rows 2i and 2i + 1, 16 pairs at a time
-    const float* row = r == 0 ? row_a : row_b;
-    if (row == nullptr) break;
-    for (long q = 0; q < layout.chunks; ++q) {
-      uint32_t* out = layout.row_chunk(g.tiles, 2L * i + r, q);
-      const int first = static_cast<int>(q) * gb::kPairRun, n = std::max(0, std::min(gb::kPairRun, whole - first));
+  for (long q = 0; q < layout.chunks; ++q) {  // A tiles: tile (group, q), row by row
+    const int first = static_cast<int>(q) * gb::kPairRun, n = std::max(0, std::min(gb::kPairRun, whole - first));
+    const bool tail = V % 2 == 1 && whole >= first && whole < first + gb::kPairRun;  // an odd V's last value
+    for (int r = 0; r < n_rows; ++r) {
+      const float* row = first_row + r * ld;
+      uint32_t* out = layout.row_chunk(g.tiles, m0 + r, q);
       gb::pack_adjacent_pairs(out, row + 2L * first, n);
       int filled = n;
-      if (V % 2 == 1 && whole >= first && whole < first + gb::kPairRun) out[filled++] = bf16_bits(row[V - 1]);
+      if (tail) out[filled++] = bf16_bits(row[V - 1]);
       std::fill(out + filled, out + gb::kPairRun, 0u);
     }
   }
@@ -414,14 +421,15 @@ double output_layer_forward_backward(float* losses, float* dh, float* dw, float*
       blk.logits(logits.get(), h_blk, rows, cols, H, w, c0, scratch.get());
       const bool parallel = static_cast<long>(rows) * cols >= kParallelElements;
       const double pass_start = profile::now();
-      if (fused) {  // (whole rows) the loss and gradient of a pair of rows, then their bf16 packs
+      if (fused) {  // (whole rows) the loss and gradient of 16 rows, then their bf16 packs
+        const int groups = (rows + 15) / 16;
 #pragma omp parallel for schedule(static) if (parallel)
-        for (int i = 0; i < (rows + 1) / 2; ++i) {
-          float* row_a = logits.get() + 2L * i * cols;
-          float* row_b = 2 * i + 1 < rows ? row_a + cols : nullptr;
-          losses[r0 + 2 * i] = row_loss_and_gradient(row_a, b, V, targets[r0 + 2 * i], d_loss);
-          if (row_b) losses[r0 + 2 * i + 1] = row_loss_and_gradient(row_b, b, V, targets[r0 + 2 * i + 1], d_loss);
-          pack_gradient_rows(packs, rows, i, row_a, row_b);
+        for (int group = 0; group < groups; ++group) {
+          float* first_row = logits.get() + 16L * group * cols;
+          for (int r = 16 * group; r < std::min(rows, 16 * group + 16); ++r)
+            losses[r0 + r] = row_loss_and_gradient(logits.get() + static_cast<long>(r) * cols, b, V, targets[r0 + r],
+                                                   d_loss);
+          pack_gradient_group(packs, rows, group, first_row, cols);
         }
         zero_gradient_padding(packs, rows);
         profile::since(profile::kSoftmaxPass, pass_start);
