@@ -29,9 +29,9 @@ PRECISIONS = ("fp32", "bf16")
 # the weights piece by piece (for memory) and the operands costs the rest (bench --profile).
 EMULATED_STEP_TIME = "1.0-1.4x"
 # python -m ptbfast bench --threads 2 --precision bf16 against fp32, two alternating runs each on an
-# Intel Xeon with AMX (family 6 model 167; docs/performance.md, 2026-12-05, commit 8e1c490), products on
+# Intel Xeon with AMX (family 6 model 167; docs/performance.md, 2026-12-05, commit 294f4f8), products on
 # ptbfast's AMX kernel.
-MEASURED_ON_AMX_XEON = "small 1.39-1.73x (train) / 1.64x (eval), medium 2.05-2.10x / 2.14-2.17x"
+MEASURED_ON_AMX_XEON = "small 1.53-1.65x (train) / 1.53-1.60x (eval), medium 2.07-2.09x / 2.04-2.08x"
 
 _warned = False
 
