@@ -7,7 +7,8 @@ truncated file is detected rather than read as garbage. Tensor names are TF's (`
 
 Files are written atomically: to a temporary file in the same directory, flushed to disk, then
 renamed over the target, so a crash at any moment leaves either the old or the new checkpoint.
-The checkpoint being replaced is kept as ``<name>.prev``. Only resuming training falls back to
+The checkpoint being replaced is kept as ``<name>.prev`` (linked there before the new file is
+renamed over it, so the name never goes missing). Only resuming training falls back to
 it (:func:`load_model_or_previous`, when the newest file is missing or corrupt: a disk error after
 the write, say); a file named to evaluate or use a model is that file or an error, never another.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -60,13 +62,34 @@ def write_atomically(path, write, keep_previous: bool = False) -> Path:
             f.flush()
             os.fsync(f.fileno())
         if keep_previous and path.exists():
-            os.replace(path, previous_path(path))
+            _keep_as_previous(path)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def _keep_as_previous(path: Path) -> None:
+    """Make ``<name>.prev`` a copy of ``path`` while ``path`` stays in place: a hard link, or where the
+    file system has none a copy renamed into place. (Renaming ``path`` to ``.prev`` before renaming
+    the new file over it left a moment without ``path``: a run killed then had no checkpoint under
+    its name, seen once when SIGKILL landed between the two renames.)"""
+    previous = previous_path(path)
+    link = previous.with_name(previous.name + ".link")
+    try:
+        if link.exists():
+            link.unlink()
+        try:
+            os.link(path, link)
+        except OSError:
+            shutil.copy2(path, link)
+        os.replace(link, previous)
+    except BaseException:
+        if link.exists():
+            link.unlink()
+        raise
 
 
 def _umask() -> int:
