@@ -140,8 +140,10 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   // Input projection of every step at once: gates = x @ Wx (the bias is added in the gate math,
   // which saves a pass that would write it into all T*B rows first).
   const double input_start = profile::now();
-  if (bf16) round_to_bf16(w_own.get(), w_input, static_cast<int64_t>(In) * G);
-  blas::gemm_for(bf16)(false, false, static_cast<int>(rows), G, In, 1.0f, x, In, bf16 ? w_own.get() : w_input, G,
+  // (bf16: Wx rounded into w_own, unless the kernel rounds its operands as it packs them)
+  const bool round_wx = bf16 && !blas::gemm_bf16_rounds_operands(static_cast<int>(rows), G, In);
+  if (round_wx) round_to_bf16(w_own.get(), w_input, static_cast<int64_t>(In) * G);
+  blas::gemm_for(bf16)(false, false, static_cast<int>(rows), G, In, 1.0f, x, In, round_wx ? w_own.get() : w_input, G,
                        0.0f, gates, G);
   profile::since(profile::kLstmInputProducts, input_start);
   if (rows == 0) return;
@@ -233,7 +235,7 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
     const UnitRange own = units_of(part, parts, H);
     // dh of this thread's units = d_gates_t [B, 4H] @ (rows k0..k1 of Wh)^T, packed once.
     const float* own_rows = w_hidden + static_cast<long>(own.k0) * G;
-    if (bf16) {
+    if (bf16 && !amx_recurrent) {  // (the AMX path's packing rounds them)
       float* own_rounded = wh_rounded + static_cast<long>(own.k0) * G;
       copy_or_round(own_rounded, own_rows, own.size() * G, true);  // (own rows are contiguous)
       own_rows = own_rounded;
