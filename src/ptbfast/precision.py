@@ -29,9 +29,9 @@ PRECISIONS = ("fp32", "bf16")
 # the weights piece by piece (for memory) and the operands costs the rest (bench --profile).
 EMULATED_STEP_TIME = "1.0-1.4x"
 # python -m ptbfast bench --threads 2 --precision bf16 against fp32, two alternating runs each on an
-# Intel Xeon with AMX (family 6 model 167; docs/performance.md, 2026-12-05, commit 294f4f8), products on
+# Intel Xeon with AMX (family 6 model 167; docs/performance.md, 2026-12-05, commit 2386cc5), products on
 # ptbfast's AMX kernel.
-MEASURED_ON_AMX_XEON = "small 1.53-1.65x (train) / 1.53-1.60x (eval), medium 2.07-2.09x / 2.04-2.08x"
+MEASURED_ON_AMX_XEON = "small 1.58-1.67x (train) / 1.57-1.63x (eval), medium 2.19-2.26x / 2.15-2.17x"
 
 _warned = False
 
