@@ -30,11 +30,11 @@ static constexpr long kParallelMacs = 1L << 16;
 // this many elements per step on (below, the fork/join costs more than the work).
 static constexpr long kParallelGateElements = 4096;
 
-// Threads for the time loop. Without MKL it runs on one thread: the BLAS threads each product
-// and the gate math is a parallel loop of its own.
-static int time_loop_threads(int B, int H) {
+// Threads for the time loop. Without MKL (and without AMX's products, which are ptbfast's own) it
+// runs on one thread: the BLAS threads each product and the gate math is a parallel loop of its own.
+static int time_loop_threads(int B, int H, bool amx_products) {
   const long macs = static_cast<long>(B) * H * 4 * H;
-  if (!blas::callable_in_parallel_region() || macs < kParallelMacs) return 1;
+  if (macs < kParallelMacs || !(amx_products || blas::callable_in_parallel_region())) return 1;
   return omp_get_max_threads();
 }
 
@@ -154,7 +154,7 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   const double loop_start = profile::now();
   double recurrent_seconds = 0.0;  // thread 0's, when profiling
   const bool amx_recurrent = bf16 && blas::bf16_recurrent_products_on_amx();
-  run_time_loop(amx_recurrent ? omp_get_max_threads() : time_loop_threads(B, H), [&](int part, int parts) {
+  run_time_loop(time_loop_threads(B, H, amx_recurrent), [&](int part, int parts) {
     const bool timing = part == 0 && profile::enabled();
     const UnitRange u = units_of(part, parts, H);
     const int n = u.size();
@@ -175,7 +175,7 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
       const float* c_prev = t == 0 ? c0 : c_all + static_cast<long>(t - 1) * B * H;
       const double product_start = timing ? omp_get_wtime() : 0.0;
       if (recurrent_bf16)  // rec [B, 4n] = h_{t-1} @ own columns of Wh
-        gemm::bf16::multiply_packed("amx", h_prev, B, H, 1, *recurrent_bf16, rec, 4 * n, false);
+        gemm::bf16::amx_multiply(h_prev, B, H, 1, *recurrent_bf16, rec, 4 * n, false);
       else
         recurrent.gemm(h_prev, H, 0.0f, rec, 4 * n);
       if (timing) recurrent_seconds += omp_get_wtime() - product_start;
@@ -230,7 +230,7 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
   const double loop_start = profile::now();
   double recurrent_seconds = 0.0;  // thread 0's, when profiling
   const bool amx_recurrent = bf16 && blas::bf16_recurrent_products_on_amx();
-  if (rows > 0) run_time_loop(amx_recurrent ? omp_get_max_threads() : time_loop_threads(B, H), [&](int part, int parts) {
+  if (rows > 0) run_time_loop(time_loop_threads(B, H, amx_recurrent), [&](int part, int parts) {
     const bool timing = part == 0 && profile::enabled();
     const UnitRange own = units_of(part, parts, H);
     // dh of this thread's units = d_gates_t [B, 4H] @ (rows k0..k1 of Wh)^T, packed once.
@@ -294,7 +294,7 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
       // (and writes d_gates_{t-1}), so no second barrier is needed.
       const double product_start = timing ? omp_get_wtime() : 0.0;
       if (recurrent_bf16)
-        gemm::bf16::multiply_packed("amx", dg, B, G, 1, *recurrent_bf16, dh.data() + own.k0, H, false);
+        gemm::bf16::amx_multiply(dg, B, G, 1, *recurrent_bf16, dh.data() + own.k0, H, false);
       else
         recurrent_transposed.gemm(dg, G, 0.0f, dh.data() + own.k0, H);
       if (timing) recurrent_seconds += omp_get_wtime() - product_start;
