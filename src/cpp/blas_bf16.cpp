@@ -107,7 +107,8 @@ bool bf16_products_use_bf16_instructions() {
 std::string bf16_products_description() {
   if (const table::Kernel* kernel = chosen().load())
     return std::string(kernel->description) +
-           (std::string(kernel->name) == "amx" ? " on every product (set to " : " on every product outside the LSTM time loops (set to ") +
+           (std::string(kernel->name) == "amx" ? " on every product (set to "
+                                                : " on every product outside the LSTM time loops (set to ") +
            kernel->name + ": PTBFAST_BF16_PRODUCTS=" + kernel->name + ")";
   std::string out;
   bool every_shape_from_128_rows = false;  // (then the kernels after it that want 128 rows never run)
@@ -117,7 +118,9 @@ std::string bf16_products_description() {
     every_shape_from_128_rows = every_shape_from_128_rows || k.prefers(128, 1, 1);
     const std::string name = k.name;
     out += std::string(k.description) +
-           (name == "mkl" ? " where M >= 128 and K >= 400, " : name == "amx" || name == "avx512_bf16" ? " where M >= 128, " : ", ");
+           (name == "mkl"                                 ? " where M >= 128 and K >= 400, "
+            : name == "amx" || name == "avx512_bf16" ? " where M >= 128, "
+                                                     : ", ");
   }
   const table::Kernel& sgemm = *table::find("sgemm");
   if (out.empty()) return std::string(sgemm.description) + ": the CPU's bf16 instructions (AVX512-BF16, AMX) are not "

@@ -121,8 +121,9 @@ struct ChunkedBlocks {
     C = (V + chunks - 1) / chunks;
     // Kernels that round operands as they pack them (AMX, AVX512-BF16, MKL's) take w and d_logits as
     // they are: no rounding pass, no pieces. The three products' shapes: logits, dw, dh.
-    kernels_round = bf16_products && blas::gemm_bf16_rounds_operands(R, C, H) &&
-                    (transposed ? blas::gemm_bf16_rounds_operands(C, H, R) : blas::gemm_bf16_rounds_operands(H, C, R)) &&
+    const bool dw_rounds =
+        transposed ? blas::gemm_bf16_rounds_operands(C, H, R) : blas::gemm_bf16_rounds_operands(H, C, R);
+    kernels_round = bf16_products && blas::gemm_bf16_rounds_operands(R, C, H) && dw_rounds &&
                     blas::gemm_bf16_rounds_operands(R, H, C);
     const bool round = bf16_products && !w_is_bf16 && !kernels_round;
     P = round ? std::min(C, bf16_piece_columns(H, V)) : C;
@@ -255,7 +256,8 @@ static void choose_training_blocks(int N, int V, long budget, int& rows, int& co
 double output_layer_forward(float* losses, const float* h, const float* w, const float* b,
                             const int64_t* targets, int N, int H, int V, int block_rows, int block_columns,
                             bool w_transposed, bool bf16, bool w_is_bf16) {
-  choose_forward_blocks(N, V, logits_budget(H, V, bf16 && !w_is_bf16 && !blas::gemm_bf16_rounds_operands(N, V, H)), block_rows, block_columns);
+  const bool w_rounded_here = bf16 && !w_is_bf16 && !blas::gemm_bf16_rounds_operands(N, V, H);
+  choose_forward_blocks(N, V, logits_budget(H, V, w_rounded_here), block_rows, block_columns);
   const ChunkedBlocks blk(N, H, V, block_rows, block_columns, w_transposed, bf16, w_is_bf16);
   // (new[], not vector: every element is written, by a beta = 0 GEMM or a rounding pass, before it is
   // read; a vector zero-filled the 16 MiB logits on every call, 1.3 ms of a 21 ms small eval step on Zen 3.)
@@ -288,8 +290,9 @@ struct GradientPacks {
 
 static bool fuses_gradient_packing(const ChunkedBlocks& blk, int N, int H, int V) {
   namespace g = ptbfast::gemm::bf16;
-  return blk.bf16 && blk.kernels_round && blk.C >= V && !blk.w_transposed && N > 0 && g::amx_multiply_tiles != nullptr &&
-         blas::bf16_packed_b_kernel(blk.R, H, V) == "amx" && blas::bf16_packed_b_kernel(H, V, blk.R) == "amx";
+  return blk.bf16 && blk.kernels_round && blk.C >= V && !blk.w_transposed && N > 0 &&
+         g::amx_multiply_tiles != nullptr && blas::bf16_packed_b_kernel(blk.R, H, V) == "amx" &&
+         blas::bf16_packed_b_kernel(H, V, blk.R) == "amx";
 }
 
 // Rows [16g, 16g + 16) of a block of `rows` gradient rows (fewer in the last group) into the packs:
@@ -387,7 +390,8 @@ double output_layer_forward_backward(float* losses, float* dh, float* dw, float*
                                      const float* w, const float* b, const int64_t* targets, float d_loss,
                                      int N, int H, int V, int block_rows, int block_columns, bool w_transposed,
                                      bool bf16) {
-  choose_training_blocks(N, V, logits_budget(H, V, bf16 && !blas::gemm_bf16_rounds_operands(N, V, H)), block_rows, block_columns);
+  const bool w_rounded_here = bf16 && !blas::gemm_bf16_rounds_operands(N, V, H);
+  choose_training_blocks(N, V, logits_budget(H, V, w_rounded_here), block_rows, block_columns);
   ChunkedBlocks blk(N, H, V, block_rows, block_columns, w_transposed, bf16);
   const bool whole_rows = blk.C >= V;
   const bool fused = fuses_gradient_packing(blk, N, H, V);

@@ -59,7 +59,8 @@ PTBFAST_PACK_CLONES void pack_adjacent_pairs(uint32_t* __restrict out, const flo
 static void pack_pairs_strided(uint32_t* out, long out_stride, const float* even, const float* odd, long stride,
                                int n) {
   for (int j = 0; j < n; ++j)
-    out[j * out_stride] = bf16_bits(even[j * stride]) | (odd ? static_cast<uint32_t>(bf16_bits(odd[j * stride])) << 16 : 0u);
+    out[j * out_stride] =
+        bf16_bits(even[j * stride]) | (odd ? static_cast<uint32_t>(bf16_bits(odd[j * stride])) << 16 : 0u);
 }
 
 // The pair words of pairs [k0, k0 + n) of `cols` columns, column j's K values contiguous at
