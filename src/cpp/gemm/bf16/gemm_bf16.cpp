@@ -199,37 +199,30 @@ void run_blocks(BlockFn block, const Problem& problem) {
   }
 }
 
-// C = op(A) @ op(B) + beta * C through a dot-product kernel: both operands packed per call.
-static void multiply_on(BlockFn block, bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda,
+// C = op(A) @ op(B) + beta * C on one of the kernels that read a packed B: both operands packed per call.
+static void multiply_on(const char* kernel, bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda,
                         const float* B, int ldb, float beta, float* C, int ldc) {
   if (M == 0 || N == 0) return;
   if (beta != 0.0f && beta != 1.0f)
     for (int m = 0; m < M; ++m)
       for (int n = 0; n < N; ++n) C[static_cast<long>(m) * ldc + n] *= beta;
   const PackedB b(B, K, N, trans_b ? 1 : ldb, trans_b ? ldb : 1, thread_scratch(0, PackedB::words_for(K, N)));
-  uint32_t* a = thread_scratch(1, static_cast<size_t>(M) * b.pairs());
-  pack_a(A, M, K, trans_a ? 1 : lda, trans_a ? lda : 1, a, b.pairs());
-  run_blocks(block, Problem{a, b.pairs(), &b, C, ldc, M, beta != 0.0f});
+  multiply_packed(kernel, A, M, trans_a ? 1 : lda, trans_a ? lda : 1, b, C, ldc, beta != 0.0f);
 }
 
 static void generic_multiply(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda,
                              const float* B, int ldb, float beta, float* C, int ldc) {
-  multiply_on(&generic_block, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc);
+  multiply_on("generic", trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
 static void avx512_bf16_multiply(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda,
                                  const float* B, int ldb, float beta, float* C, int ldc) {
-  multiply_on(avx512_bf16_block, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc);
+  multiply_on("avx512_bf16", trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
 static void amx_gemm(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda, const float* B,
                      int ldb, float beta, float* C, int ldc) {
-  if (M == 0 || N == 0) return;
-  if (beta != 0.0f && beta != 1.0f)
-    for (int m = 0; m < M; ++m)
-      for (int n = 0; n < N; ++n) C[static_cast<long>(m) * ldc + n] *= beta;
-  const PackedB b(B, K, N, trans_b ? 1 : ldb, trans_b ? ldb : 1, thread_scratch(0, PackedB::words_for(K, N)));
-  amx_multiply(A, M, trans_a ? 1 : lda, trans_a ? lda : 1, b, C, ldc, beta != 0.0f);
+  multiply_on("amx", trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
 bool takes_packed_b(const std::string& kernel) {
