@@ -234,27 +234,138 @@ def test_the_loss_of_weights_rounded_beforehand_is_the_same_product(N, H, V, bf1
                                   ops.output_layer_loss(h, w, b, targets)[1])
 
 
+# The kernels that multiply weights packed once (gemm/bf16: FrozenWeights); SGEMM and MKL read a
+# rounded float32 copy instead.
+PACKING_KERNELS = ("amx", "avx512_bf16", "generic")
+
+
 @pytest.mark.parametrize("tie_weights", [False, True])
-def test_a_frozen_model_rounds_its_output_weights_once_with_the_same_losses(tie_weights, bf16_products):
+def test_a_frozen_model_makes_its_bf16_weights_once_with_the_same_losses(tie_weights, bf16_products):
     model = LSTMLanguageModel(50, 8, 2, init_scale=0.5, seed=1, tie_weights=tie_weights, precision="bf16")
     rng = np.random.default_rng(6)
     x, y = rng.integers(0, 50, (3, 5)), rng.integers(0, 50, (3, 5))
     state = model.initial_state(3)
     cost, new_state = model.loss(x, y, state)
     with model.frozen():
-        with model.frozen():  # (nested: the outer block's copy serves)
+        with model.frozen():  # (nested: the outer block's weights serve)
             frozen_cost, frozen_state = model.loss(x, y, state)
-        assert model._rounded_output_weights is not None
-    assert model._rounded_output_weights is None
+        frozen = model._frozen
+        packs = bf16_products in PACKING_KERNELS
+        assert (frozen.output is not None) == packs and (frozen.rounded_output is None) == packs
+        assert len(frozen.lstm) == 2
+    assert model._frozen is None
     assert frozen_cost == pytest.approx(cost, rel=1e-5)  # the same operands; sums possibly in another order
     for (c, h), (fc, fh) in zip(new_state, frozen_state):
-        np.testing.assert_array_equal(c, fc)  # (the LSTM layers do not see the frozen copy)
+        np.testing.assert_array_equal(c, fc)  # (the layers' packs are what each call packs)
         np.testing.assert_array_equal(h, fh)
     fp32 = LSTMLanguageModel(50, 8, 2, init_scale=0.5, seed=1, tie_weights=tie_weights)
     with fp32.frozen():  # fp32 never rounds: nothing to make
-        assert fp32._rounded_output_weights is None
+        assert fp32._frozen is None
         assert fp32.loss(x, y, state)[0] == fp32.loss(x, y, state)[0]
 
+
+def test_a_frozen_model_under_auto_multiplies_few_rows_on_its_packs():
+    # "auto" runs products of fewer than 128 rows on SGEMM, but a frozen model's packs on the kernel
+    # they were made for (where the CPU has one): the same operands, the sums in another order.
+    assert ops.bf16_products() == "auto"
+    model = LSTMLanguageModel(60, 16, 2, init_scale=0.5, seed=2, precision="bf16")
+    rng = np.random.default_rng(7)
+    for batch, steps in ((1, 1), (4, 5)):
+        x, y = rng.integers(0, 60, (batch, steps)), rng.integers(0, 60, (batch, steps))
+        state = model.initial_state(batch)
+        cost, new_state = model.loss(x, y, state)
+        with model.frozen():
+            frozen_cost, frozen_state = model.loss(x, y, state)
+            packs = model._frozen.output is not None
+        assert packs == (ops.bf16_product_kernel(1 << 20, 60, 16) in PACKING_KERNELS)
+        # Summed in another order, an h near a bf16 rounding boundary may round the other way (the
+        # twin tolerance, above): the states within it, the cost within one such step.
+        assert frozen_cost == pytest.approx(cost, rel=FLIP_TOL)
+        for (c, h), (fc, fh) in zip(new_state, frozen_state):
+            assert close_to_twin(fc, c) and close_to_twin(fh, h)
+
+
+# Rows 1 (a word at a time), 150 (from 128 rows "auto" packs B per call), column chunks that are
+# not whole panels of 32 (300 -> 4 chunks of 251), an odd vocabulary, no rows.
+@pytest.mark.parametrize("N,H,V,block_columns", [(1, 8, 50, 0), (150, 24, 1001, 0), (150, 24, 1001, 300),
+                                                 (0, 8, 50, 0), (7, 33, 65, 0)])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_frozen_output_weights_give_the_losses_of_packing_per_call(N, H, V, block_columns, transposed,
+                                                                  bf16_products):
+    rng = np.random.default_rng(N + V)
+    h = ops.round_bf16(rng.standard_normal((N, H)).astype(np.float32))
+    w = rng.standard_normal((V, H) if transposed else (H, V)).astype(np.float32) * 0.3
+    w = w.T if transposed else w  # (tied: the embedding's transposed view)
+    b = rng.standard_normal(V).astype(np.float32)
+    targets = rng.integers(0, V, N)
+    packed = ops.freeze_output_weights_bf16(w)
+    if bf16_products not in PACKING_KERNELS:
+        assert packed is None  # (SGEMM and MKL read a rounded copy: w_is_bf16)
+        return
+    assert packed.nbytes >= H * V * 2
+    per_call = ops.output_layer_loss(h, w, b, targets, block_columns=block_columns, bf16=True)
+    got = ops.output_layer_loss(h, w, b, targets, block_columns=block_columns, bf16=True, frozen=packed)
+    if block_columns == 0:  # one chunk of whole rows either way: the same product, the same bits
+        np.testing.assert_array_equal(got[1], per_call[1])
+    assert max_rel_error(got[1], per_call[1]) <= 1e-6  # chunks of whole panels: sums grouped otherwise
+    if not transposed:  # (a copy: changing w afterwards does not change the packs)
+        w[...] = 0.0
+        np.testing.assert_array_equal(
+            ops.output_layer_loss(h, w, b, targets, block_columns=block_columns, bf16=True, frozen=packed)[1], got[1])
+
+
+# (35, 4, 24, 70): from 2^16 multiply-adds a step (lstm.cpp's kParallelMacs) the time loop runs on
+# every thread, the count the recurrent packs are made for; the smaller layers run it on one.
+@pytest.mark.parametrize("T,B,In,H", [(35, 4, 24, 70), (35, 4, 24, 40), (2, 3, 5, 7), (0, 2, 3, 4), (1, 1, 1, 1)])
+@pytest.mark.parametrize("threads", [None, 1, 3])
+def test_frozen_lstm_weights_give_the_outputs_of_packing_per_call(T, B, In, H, threads, bf16_products):
+    rng = np.random.default_rng(T * 100 + H)
+    x = ops.round_bf16(rng.standard_normal((T, B, In)).astype(np.float32))
+    c0, h0 = (rng.standard_normal((B, H)).astype(np.float32) for _ in range(2))
+    kernel = (rng.standard_normal((In + H, 4 * H)) * 0.3).astype(np.float32)
+    bias = rng.standard_normal(4 * H).astype(np.float32)
+    packed = ops.freeze_lstm_weights_bf16(kernel, In)  # for this process's threads
+    before = ops.get_num_threads()
+    try:
+        if threads:  # (packs made for another thread count: the call packs its own)
+            ops.set_num_threads(threads)
+        per_call = ops.lstm_forward(x, c0, h0, kernel, bias, 1.0, bf16=True)
+        got = ops.lstm_forward(x, c0, h0, kernel, bias, 1.0, bf16=True, frozen=packed)
+    finally:
+        ops.set_num_threads(before)
+    for a, e in zip(got, per_call):
+        np.testing.assert_array_equal(a, e)
+    if bf16_products in PACKING_KERNELS and threads is None:  # the packs are what the call reads:
+        kernel[:In] = 0.0  # Wx (packed for every kernel that takes packed weights)
+        if bf16_products == "amx" and B * H * 4 * H >= 1 << 16:
+            kernel[In:] = 0.0  # and Wh (the recurrent products pack their B only on AMX)
+        for a, e in zip(ops.lstm_forward(x, c0, h0, kernel, bias, 1.0, bf16=True, frozen=packed), per_call):
+            np.testing.assert_array_equal(a, e)
+
+
+def test_frozen_weights_of_another_shape_are_refused():
+    kernel = np.zeros((3 + 4, 16), np.float32)
+    lstm = ops.freeze_lstm_weights_bf16(kernel, 3)
+    x, state = np.zeros((2, 1, 3), np.float32), np.zeros((1, 4), np.float32)
+    wide = np.zeros((5 + 4, 16), np.float32)
+    with pytest.raises(ValueError, match="not an LSTM kernel of 5 inputs"):
+        ops.lstm_forward(np.zeros((2, 1, 5), np.float32), state, state, wide, np.zeros(16, np.float32), bf16=True,
+                         frozen=lstm)
+    with pytest.raises(ValueError, match="must have shape"):
+        ops.freeze_lstm_weights_bf16(kernel, 4)
+    before = ops.bf16_products()
+    ops.set_bf16_products("generic")  # (a kernel that takes packed weights on every CPU)
+    try:
+        output = ops.freeze_output_weights_bf16(np.zeros((4, 9), np.float32))
+    finally:
+        ops.set_bf16_products(before)
+    h, b, targets = np.zeros((2, 4), np.float32), np.zeros(10, np.float32), np.zeros(2, np.int64)
+    with pytest.raises(ValueError, match="not output weights of 4 x 10"):
+        ops.output_layer_loss(h, np.zeros((4, 10), np.float32), b, targets, bf16=True, frozen=output)
+    with pytest.raises(ValueError, match="not an LSTM kernel"):
+        ops.lstm_forward(x, state, state, kernel, np.zeros(16, np.float32), bf16=True, frozen=output)
+    with pytest.raises(TypeError):
+        ops.lstm_forward(x, state, state, kernel, np.zeros(16, np.float32), bf16=True, frozen="packs")
 
 
 def test_round_in_place_refuses_what_it_cannot_write():

@@ -19,6 +19,7 @@
 
 #include "blas.h"
 #include "cpu_features.h"
+#include "frozen_weights.h"
 #include "gemm/bf16/gemm_bf16.h"
 #include "isa.h"
 #include "kernels.h"
@@ -244,18 +245,45 @@ py::array array_or_none(const py::object& obj, const char* name) {
   return py::reinterpret_borrow<py::array>(obj);
 }
 
+using Frozen = std::shared_ptr<FrozenWeights>;
+
+// A frozen layer's packs must be of this kernel's shape (the packs are made from a copy: a wrong
+// pairing would multiply other weights silently).
+void check_frozen_lstm(const Frozen& frozen, const LstmShape& s) {
+  if (frozen && (frozen->lstm_inputs != s.In || frozen->lstm_units != s.H))
+    throw py::value_error("frozen: these packed weights are not an LSTM kernel of " + std::to_string(s.In) +
+                          " inputs and " + std::to_string(s.H) + " units (make them with freeze_lstm_weights_bf16)");
+}
+
 py::tuple lstm_forward_py(const py::array& x, const py::array& c0, const py::array& h0, const py::array& kernel,
-                          const py::array& bias, float forget_bias, bool bf16) {
+                          const py::array& bias, float forget_bias, bool bf16, const Frozen& frozen) {
   const LstmShape s = check_lstm(x, kernel, bias, c0, h0);
+  check_frozen_lstm(frozen, s);
   auto h_all = new_float_array({s.T, s.B, s.H});
   auto c_all = new_float_array({s.T, s.B, s.H});
   auto gates = new_float_array({s.T, s.B, 4 * s.H});
   float *ho = h_all.mutable_data(), *co = c_all.mutable_data(), *go = gates.mutable_data();
   {
     py::gil_scoped_release nogil;
-    lstm_forward(ho, co, go, f(x), f(c0), f(h0), f(kernel), f(bias), forget_bias, s.T, s.B, s.In, s.H, bf16);
+    lstm_forward(ho, co, go, f(x), f(c0), f(h0), f(kernel), f(bias), forget_bias, s.T, s.B, s.In, s.H, bf16,
+                 frozen.get());
   }
   return py::make_tuple(h_all, c_all, gates);
+}
+
+Frozen freeze_lstm_weights_bf16_py(const py::array& kernel, py::ssize_t input_size) {
+  float_input(kernel, "kernel", {-1, -1});
+  const py::ssize_t G = kernel.shape(1);
+  if (G % 4 != 0 || G == 0 || input_size < 0 || kernel.shape(0) != input_size + G / 4)
+    throw py::value_error("kernel must have shape (input_size + H, 4H) with H >= 1, got " + shape_str(kernel) +
+                          " for input_size " + std::to_string(input_size));
+  require_int(kernel.size(), "kernel size");
+  auto frozen = std::make_shared<FrozenWeights>();
+  {
+    py::gil_scoped_release nogil;
+    lstm_freeze_bf16(*frozen, f(kernel), static_cast<int>(input_size), static_cast<int>(G / 4));
+  }
+  return frozen;
 }
 
 py::tuple lstm_backward_py(const py::array& d_h_all, const py::object& d_c_T, const py::object& d_h_T,
@@ -322,8 +350,11 @@ OutputShape check_output(const py::array& h, const py::array& w, const py::array
 
 py::tuple output_layer_forward_py(const py::array& h, const py::array& w, const py::array& b,
                                   const py::array& targets, int block_rows, bool transposed, int block_columns,
-                                  bool bf16, bool w_is_bf16) {
+                                  bool bf16, bool w_is_bf16, const Frozen& frozen) {
   const OutputShape s = check_output(h, w, b, targets, transposed);
+  if (frozen && (!frozen->output || frozen->output->K() != s.H || frozen->output->N() != s.V))
+    throw py::value_error("frozen: these packed weights are not output weights of " + std::to_string(s.H) + " x " +
+                          std::to_string(s.V) + " (make them with freeze_output_weights_bf16)");
   const std::vector<int64_t> t = targets_as_int64(targets);
   auto losses = new_float_array({s.N});
   float* lo = losses.mutable_data();
@@ -331,9 +362,28 @@ py::tuple output_layer_forward_py(const py::array& h, const py::array& w, const 
   {
     py::gil_scoped_release nogil;
     total = output_layer_forward(lo, f(h), f(w), f(b), t.data(), s.N, s.H, s.V, block_rows, block_columns,
-                                 transposed, bf16, w_is_bf16);
+                                 transposed, bf16, w_is_bf16, frozen.get());
   }
   return py::make_tuple(total, losses);
+}
+
+// The logits' B (w [H, V], or with transposed the embedding [V, H] read as its transpose) packed once,
+// or None where no product of that shape runs on a kernel that takes a packed B.
+std::optional<Frozen> freeze_output_weights_bf16_py(const py::array& w, bool transposed) {
+  float_input(w, transposed ? "softmax_w (transposed: the embedding)" : "softmax_w", {-1, -1});
+  require_int(w.size(), "softmax_w size");
+  const int H = static_cast<int>(transposed ? w.shape(1) : w.shape(0));
+  const int V = static_cast<int>(transposed ? w.shape(0) : w.shape(1));
+  const std::string kernel = blas::bf16_packed_b_kernel(1 << 20, V, H);
+  if (kernel.empty()) return std::nullopt;
+  auto frozen = std::make_shared<FrozenWeights>();
+  frozen->output_kernel = kernel;
+  {
+    py::gil_scoped_release nogil;
+    frozen->output.reset(transposed ? new gemm::bf16::PackedB(f(w), H, V, 1, H)
+                                    : new gemm::bf16::PackedB(f(w), H, V, V, 1));
+  }
+  return frozen;
 }
 
 py::tuple output_layer_forward_backward_py(const py::array& h, const py::array& w, const py::array& b,
@@ -468,10 +518,21 @@ PYBIND11_MODULE(_core, m) {
         "d_params[V, H] += scale * scatter-add of d_out by ids, in place; deterministic");
   m.def("axpy", &axpy_py, py::arg("y"), py::arg("x"), py::arg("alpha"), "y += alpha * x in place (float32)");
 
+  py::class_<FrozenWeights, Frozen>(m, "FrozenWeights",
+                                    "bf16 weights packed once for the losses of a frozen model (freeze_*_weights_bf16)")
+      .def_property_readonly("nbytes", &FrozenWeights::bytes, "bytes of packed weights held");
+  m.def("freeze_lstm_weights_bf16", &freeze_lstm_weights_bf16_py, py::arg("kernel"), py::arg("input_size"),
+        "An LSTM kernel [input_size + H, 4H]'s bf16 packs for lstm_forward(..., bf16=True, frozen=...): "
+        "made once, used where a call would pack the same (the same results)");
+  m.def("freeze_output_weights_bf16", &freeze_output_weights_bf16_py, py::arg("softmax_w"),
+        py::arg("transposed") = false,
+        "softmax_w [H, V] (transposed: the embedding [V, H]) packed once in bf16 for output_layer_forward(..., "
+        "frozen=...), or None where no kernel here takes packed weights");
   m.def("lstm_forward", &lstm_forward_py, py::arg("x"), py::arg("c0"), py::arg("h0"), py::arg("kernel"),
-        py::arg("bias"), py::arg("forget_bias") = 0.0f, py::arg("bf16") = false,
+        py::arg("bias"), py::arg("forget_bias") = 0.0f, py::arg("bf16") = false, py::arg("frozen") = py::none(),
         "One LSTM layer over T steps: (h_all [T,B,H], c_all [T,B,H], gates [T,B,4H]); bf16: h_t rounded "
-        "to bf16 as made, the kernel rounded for the products (x by the caller)");
+        "to bf16 as made, the kernel rounded for the products (x by the caller); frozen: its packs from "
+        "freeze_lstm_weights_bf16");
   m.def("lstm_backward", &lstm_backward_py, py::arg("d_h_all"), py::arg("d_c_T"), py::arg("d_h_T"), py::arg("x"),
         py::arg("c0"), py::arg("h0"), py::arg("kernel"), py::arg("h_all"), py::arg("c_all"), py::arg("gates"),
         py::arg("bf16") = false,
@@ -480,10 +541,12 @@ PYBIND11_MODULE(_core, m) {
   m.def("output_layer_forward", &output_layer_forward_py, py::arg("h"), py::arg("softmax_w"),
         py::arg("softmax_b"), py::arg("targets"), py::arg("block_rows") = 0, py::arg("transposed") = false,
         py::arg("block_columns") = 0, py::arg("bf16") = false, py::arg("w_is_bf16") = false,
+        py::arg("frozen") = py::none(),
         "(sum of losses as float, losses [N]) of softmax cross-entropy of h @ w + b "
         "(h @ w.T + b with transposed, w then [V, H]); logits are made block_rows x block_columns "
         "at a time (0: about 16 MiB); bf16: w rounded to bf16 for the product (h by the caller), "
-        "or with w_is_bf16 read as it is (the caller rounded it)");
+        "or with w_is_bf16 read as it is (the caller rounded it), or frozen: w packed by "
+        "freeze_output_weights_bf16");
   m.def("output_layer_forward_backward", &output_layer_forward_backward_py, py::arg("h"), py::arg("softmax_w"),
         py::arg("softmax_b"), py::arg("targets"), py::arg("d_loss"), py::arg("block_rows") = 0,
         py::arg("transposed") = false, py::arg("block_columns") = 0, py::arg("bf16") = false,

@@ -48,8 +48,13 @@ void round_rows_to_bf16(float* out, int ld_out, const float* in, int ld_in, int 
 }
 
 void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, const float* c0, const float* h0,
-                  const float* kernel, const float* bias, float forget_bias, int T, int B, int In, int H, bool bf16) {
-  kernels().lstm_forward(h_all, c_all, gates, x, c0, h0, kernel, bias, forget_bias, T, B, In, H, bf16);
+                  const float* kernel, const float* bias, float forget_bias, int T, int B, int In, int H, bool bf16,
+                  const FrozenWeights* frozen) {
+  kernels().lstm_forward(h_all, c_all, gates, x, c0, h0, kernel, bias, forget_bias, T, B, In, H, bf16, frozen);
+}
+
+void lstm_freeze_bf16(FrozenWeights& frozen, const float* kernel, int In, int H) {
+  kernels().lstm_freeze_bf16(frozen, kernel, In, H);
 }
 
 void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbias, const float* d_h_all,
@@ -62,9 +67,9 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
 
 double output_layer_forward(float* losses, const float* h, const float* w, const float* b, const int64_t* targets,
                             int N, int H, int V, int block_rows, int block_columns, bool w_transposed, bool bf16,
-                            bool w_is_bf16) {
+                            bool w_is_bf16, const FrozenWeights* frozen) {
   return kernels().output_layer_forward(losses, h, w, b, targets, N, H, V, block_rows, block_columns, w_transposed,
-                                        bf16, w_is_bf16);
+                                        bf16, w_is_bf16, frozen);
 }
 
 double output_layer_forward_backward(float* losses, float* dh, float* dw, float* db, const float* h, const float* w,

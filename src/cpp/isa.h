@@ -30,6 +30,7 @@ struct KernelTable {
   decltype(&ptbfast::round_to_bf16) round_to_bf16;
   decltype(&ptbfast::round_rows_to_bf16) round_rows_to_bf16;
   decltype(&ptbfast::lstm_forward) lstm_forward;
+  decltype(&ptbfast::lstm_freeze_bf16) lstm_freeze_bf16;
   decltype(&ptbfast::lstm_backward) lstm_backward;
   decltype(&ptbfast::output_layer_forward) output_layer_forward;
   decltype(&ptbfast::output_layer_forward_backward) output_layer_forward_backward;

@@ -10,7 +10,8 @@ const KernelTable kernel_table = {
     &embedding_backward_dense<int32_t>,  &embedding_backward_dense<int64_t>,
     &axpy,                               &round_to_bf16,
     &round_rows_to_bf16,                 &lstm_forward,
-    &lstm_backward,                      &output_layer_forward,
+    &lstm_freeze_bf16,                   &lstm_backward,
+    &output_layer_forward,
     &output_layer_forward_backward,     &apply_vecmath,
 };
 

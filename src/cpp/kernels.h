@@ -20,6 +20,8 @@ constexpr long kOutputBlockFloats = 4L << 20;
 // Which of vecmath.h's functions apply_vecmath computes.
 enum class VecMath { kExp, kSigmoid, kTanh };
 
+struct FrozenWeights;  // frozen_weights.h: bf16 weights packed once for a frozen model's losses
+
 // Every kernel: embedding.cpp, sgd.cpp, bf16.cpp, lstm.cpp, output_layer.cpp. Each of those files is
 // compiled once per instruction-set level (isa.h); these entry points run the chosen level's.
 #include "kernel_declarations.inc"

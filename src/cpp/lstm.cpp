@@ -16,6 +16,7 @@
 
 #include "bf16.h"
 #include "blas.h"
+#include "frozen_weights.h"
 #include "gemm/bf16/gemm_bf16.h"
 #include "kernels.h"
 #include "profile.h"
@@ -58,6 +59,44 @@ static void copy_or_round(float* out, const float* in, int n, bool bf16) {
   }
 #pragma omp simd
   for (int k = 0; k < n; ++k) out[k] = round_bf16(in[k]);
+}
+
+// Units [u.k0, u.k1) of w_hidden [H, 4H]: their columns of gates i, j, f, o side by side, [H, 4n],
+// into w (rounded in bf16).
+static void gather_own_columns(float* w, const float* w_hidden, UnitRange u, int H, bool bf16) {
+  const int n = u.size(), G = 4 * H;
+  for (int r = 0; r < H; ++r)
+    for (int q = 0; q < 4; ++q)
+      copy_or_round(w + static_cast<long>(r) * 4 * n + q * n, w_hidden + static_cast<long>(r) * G + q * H + u.k0, n,
+                    bf16);
+}
+
+void lstm_freeze_bf16(FrozenWeights& frozen, const float* kernel, int In, int H) {
+  const int G = 4 * H;
+  using gemm::bf16::PackedB;
+  frozen.lstm_inputs = In;
+  frozen.lstm_units = H;
+  // The input projection: B = Wx [In, 4H], for the kernel that takes it from many rows on.
+  frozen.lstm_input_kernel = blas::bf16_packed_b_kernel(1 << 20, G, In);
+  if (!frozen.lstm_input_kernel.empty()) frozen.lstm_input.reset(new PackedB(kernel, In, G, G, 1));
+  // The recurrent product on AMX: each time-loop thread's columns, for the thread count a call of
+  // more than a few rows uses (time_loop_threads).
+  frozen.lstm_recurrent.clear();
+  frozen.lstm_parts = 0;
+  if (!blas::bf16_recurrent_products_on_amx() || H == 0) return;
+  const int parts = time_loop_threads(1 << 20, H, true);
+  const float* w_hidden = kernel + static_cast<long>(In) * G;
+  std::vector<float> own(static_cast<size_t>(H) * G);
+  for (int part = 0; part < parts; ++part) {
+    const UnitRange u = units_of(part, parts, H);
+    if (u.size() == 0) {
+      frozen.lstm_recurrent.emplace_back();
+      continue;
+    }
+    gather_own_columns(own.data(), w_hidden, u, H, true);
+    frozen.lstm_recurrent.emplace_back(new PackedB(own.data(), H, 4 * u.size(), 4 * u.size(), 1));
+  }
+  frozen.lstm_parts = parts;
 }
 
 // Splits a time loop's wall time into thread 0's recurrent products and the rest (gate math).
@@ -123,7 +162,7 @@ static void gate_math_forward(float* __restrict g, const float* __restrict rec, 
 
 void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, const float* c0, const float* h0,
                   const float* kernel, const float* bias, float forget_bias, int T, int B, int In, int H,
-                  bool bf16) {
+                  bool bf16, const FrozenWeights* frozen) {
   const int G = 4 * H;
   const long rows = static_cast<long>(T) * B;
   const float* w_input = kernel;                         // [In, 4H]
@@ -140,11 +179,22 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   // Input projection of every step at once: gates = x @ Wx (the bias is added in the gate math,
   // which saves a pass that would write it into all T*B rows first).
   const double input_start = profile::now();
-  // (bf16: Wx rounded into w_own, unless the kernel rounds its operands as it packs them)
-  const bool round_wx = bf16 && !blas::gemm_bf16_rounds_operands(static_cast<int>(rows), G, In);
-  if (round_wx) round_to_bf16(w_own.get(), w_input, static_cast<int64_t>(In) * G);
-  blas::gemm_for(bf16)(false, false, static_cast<int>(rows), G, In, 1.0f, x, In, round_wx ? w_own.get() : w_input, G,
-                       0.0f, gates, G);
+  std::string frozen_input_kernel;  // (as output_layer.cpp's use_frozen chooses)
+  if (bf16 && frozen && frozen->lstm_input) {
+    frozen_input_kernel = blas::bf16_packed_b_kernel(static_cast<int>(rows), G, In);
+    if (frozen_input_kernel.empty() && rows > 0 && blas::bf16_products() == "auto")
+      frozen_input_kernel = frozen->lstm_input_kernel;
+  }
+  if (!frozen_input_kernel.empty()) {  // Wx packed once for the frozen model (what this call would pack)
+    gemm::bf16::multiply_packed(frozen_input_kernel, x, static_cast<int>(rows), In, 1, *frozen->lstm_input, gates, G,
+                                false);
+  } else {
+    // (bf16: Wx rounded into w_own, unless the kernel rounds its operands as it packs them)
+    const bool round_wx = bf16 && !blas::gemm_bf16_rounds_operands(static_cast<int>(rows), G, In);
+    if (round_wx) round_to_bf16(w_own.get(), w_input, static_cast<int64_t>(In) * G);
+    blas::gemm_for(bf16)(false, false, static_cast<int>(rows), G, In, 1.0f, x, In, round_wx ? w_own.get() : w_input,
+                         G, 0.0f, gates, G);
+  }
   profile::since(profile::kLstmInputProducts, input_start);
   if (rows == 0) return;
   // bf16: the first recurrent product multiplies h0 rounded (later ones h_t, rounded when made).
@@ -154,20 +204,26 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   const double loop_start = profile::now();
   double recurrent_seconds = 0.0;  // thread 0's, when profiling
   const bool amx_recurrent = bf16 && blas::bf16_recurrent_products_on_amx();
-  run_time_loop(time_loop_threads(B, H, amx_recurrent), [&](int part, int parts) {
+  const int threads = time_loop_threads(B, H, amx_recurrent);
+  // A frozen model's packs of the threads' columns, where they were packed for this many threads.
+  const bool frozen_recurrent = amx_recurrent && frozen && frozen->lstm_parts == threads;
+  run_time_loop(threads, [&](int part, int parts) {
     const bool timing = part == 0 && profile::enabled();
     const UnitRange u = units_of(part, parts, H);
     const int n = u.size();
     // This thread's columns of Wh, gates i, j, f, o side by side: [H, 4n], packed once for T steps.
     float* w = w_own.get() + static_cast<long>(H) * 4 * u.k0;
-    for (int r = 0; r < H; ++r)
-      for (int q = 0; q < 4; ++q)
-        copy_or_round(w + static_cast<long>(r) * 4 * n + q * n, w_hidden + static_cast<long>(r) * G + q * H + u.k0, n,
-                      bf16);
+    if (!frozen_recurrent) gather_own_columns(w, w_hidden, u, H, bf16);
     // bf16 on AMX: the columns packed once as bf16 pairs, each step's product on this thread's tiles.
-    const std::unique_ptr<gemm::bf16::PackedB> recurrent_bf16(
-        amx_recurrent && n > 0 ? new gemm::bf16::PackedB(w, H, 4 * n, 4 * n, 1) : nullptr);
-    const blas::PackedB recurrent(false, B, 4 * n, H, w, 4 * n, recurrent_bf16 ? 0 : T);
+    std::unique_ptr<gemm::bf16::PackedB> packed_here;
+    const gemm::bf16::PackedB* recurrent_bf16 = nullptr;
+    if (frozen_recurrent) {
+      recurrent_bf16 = frozen->lstm_recurrent[part].get();
+    } else if (amx_recurrent && n > 0) {
+      packed_here.reset(new gemm::bf16::PackedB(w, H, 4 * n, 4 * n, 1));
+      recurrent_bf16 = packed_here.get();
+    }
+    const blas::PackedB recurrent(false, B, 4 * n, H, w, 4 * n, amx_recurrent ? 0 : T);
     float* rec = rec_all.get() + static_cast<long>(B) * 4 * u.k0;
 
     for (int t = 0; t < T; ++t) {

@@ -24,6 +24,7 @@
 
 #include "bf16.h"
 #include "blas.h"
+#include "frozen_weights.h"
 #include "gemm/bf16/gemm_bf16.h"
 #include "kernels.h"
 #include "profile.h"
@@ -137,6 +138,20 @@ struct ChunkedBlocks {
   // blocks, Intel Xeon family 6 model 167: 59 -> 51 ms per forward and backward).
   std::string packed_kernel;
   std::unique_ptr<ptbfast::gemm::bf16::PackedB> packed_w, packed_wt;
+  // A frozen model's w, packed once for all its calls (evaluation): each chunk's columns of it.
+  const ptbfast::gemm::bf16::PackedB* frozen_w = nullptr;
+  std::string frozen_kernel;
+  void use_frozen(const ptbfast::FrozenWeights* frozen, int H, int V) {
+    if (!bf16 || frozen == nullptr || !frozen->output || frozen->output->K() != H || frozen->output->N() != V) return;
+    frozen_kernel = blas::bf16_packed_b_kernel(R, C, H);
+    if (frozen_kernel.empty() && blas::bf16_products() == "auto") frozen_kernel = frozen->output_kernel;
+    if (frozen_kernel.empty()) return;
+    frozen_w = frozen->output.get();
+    // Chunks of whole panels, so that each is a view of the packed w.
+    C = std::min(V, (C + ptbfast::gemm::bf16::kPanel - 1) / ptbfast::gemm::bf16::kPanel * ptbfast::gemm::bf16::kPanel);
+    round_w = false;
+    P = C;
+  }
   void pack_w_once(const float* w, int N, int H, int V, bool fused_gradient) {
     // (One block of rows packs w once anyway, but for the fused gradient packs, whose dh needs w^T.)
     if (!kernels_round || C < V || (N <= R && !fused_gradient)) return;
@@ -166,6 +181,12 @@ struct ChunkedBlocks {
   void logits(float* out, const float* h_blk, int rows, int cols, int H, const float* w, int c0,
               float* scratch) const {
     const double start = profile::now();
+    if (frozen_w) {
+      const ptbfast::gemm::bf16::PackedB columns(*frozen_w, c0, cols);
+      ptbfast::gemm::bf16::multiply_packed(frozen_kernel, h_blk, rows, H, 1, columns, out, cols, false);
+      profile::since(profile::kOutputProducts, start);
+      return;
+    }
     if (packed_w) {  // (whole rows: c0 = 0, cols = V)
       ptbfast::gemm::bf16::multiply_packed(packed_kernel, h_blk, rows, H, 1, *packed_w, out, cols, false);
       profile::since(profile::kOutputProducts, start);
@@ -255,10 +276,11 @@ static void choose_training_blocks(int N, int V, long budget, int& rows, int& co
 
 double output_layer_forward(float* losses, const float* h, const float* w, const float* b,
                             const int64_t* targets, int N, int H, int V, int block_rows, int block_columns,
-                            bool w_transposed, bool bf16, bool w_is_bf16) {
+                            bool w_transposed, bool bf16, bool w_is_bf16, const FrozenWeights* frozen) {
   const bool w_rounded_here = bf16 && !w_is_bf16 && !blas::gemm_bf16_rounds_operands(N, V, H);
   choose_forward_blocks(N, V, logits_budget(H, V, w_rounded_here), block_rows, block_columns);
-  const ChunkedBlocks blk(N, H, V, block_rows, block_columns, w_transposed, bf16, w_is_bf16);
+  ChunkedBlocks blk(N, H, V, block_rows, block_columns, w_transposed, bf16, w_is_bf16);
+  blk.use_frozen(frozen, H, V);
   // (new[], not vector: every element is written, by a beta = 0 GEMM or a rounding pass, before it is
   // read; a vector zero-filled the 16 MiB logits on every call, 1.3 ms of a 21 ms small eval step on Zen 3.)
   const std::unique_ptr<float[]> logits(new float[static_cast<size_t>(blk.R) * blk.C]),

@@ -34,9 +34,10 @@ class LSTMLanguageModel:
     accumulate in float32; parameters, cell state, gate nonlinearities, softmax, loss, gradients
     and the update stay float32. The kernels round the weights as they use them (into scratch that
     fp32 needs too, or a piece at a time), and each layer's fresh input is rounded in place, so bf16
-    training holds no more memory than fp32 (where its products are SGEMMs); evaluation inside
-    :meth:`frozen` holds one rounded copy of the output weights. ``ptbfast.reference`` rounds at
-    the same places.
+    training holds no more memory than fp32 where its products are SGEMMs (the bf16 kernels hold
+    packed copies of the operands); evaluation inside :meth:`frozen` holds the weights packed once
+    (or one rounded copy of the output weights where the products are SGEMMs).
+    ``ptbfast.reference`` rounds at the same places.
     """
 
     def __init__(self, vocab_size: int, hidden_size: int, num_layers: int, forget_bias: float = 0.0,
@@ -52,7 +53,7 @@ class LSTMLanguageModel:
         self.tie_weights = bool(tie_weights)
         self.params = init_params(self.vocab_size, self.hidden_size, self.num_layers, init_scale, seed,
                                   tie_weights=self.tie_weights)
-        self._rounded_output_weights = None  # inside frozen(), with bf16: output_weights() rounded once
+        self._frozen = None  # inside frozen(), with bf16: the weights in bf16 once for every loss
 
     @classmethod
     def from_config(cls, config, precision: str | None = None) -> "LSTMLanguageModel":
@@ -80,18 +81,19 @@ class LSTMLanguageModel:
 
     @contextlib.contextmanager
     def frozen(self):
-        """A block in which the parameters do not change (evaluation, scoring). With bf16 the output
-        weights are rounded once on entry, for every loss the block computes, instead of piece by
-        piece in each call (one rounded copy of [H, V] lives until the block ends). Changing
+        """A block in which the parameters do not change (evaluation, scoring). With bf16 the weights
+        are made into bf16 once on entry, for every loss the block computes, instead of in each call:
+        packed as the CPU's bf16 kernels read them (:class:`FrozenBf16Weights`), or where the products
+        are SGEMMs one rounded copy of the output weights. They live until the block ends. Changing
         ``params`` inside the block is not seen by those losses."""
-        if self._precision != "bf16" or self._rounded_output_weights is not None:
+        if self._precision != "bf16" or self._frozen is not None:
             yield self
             return
-        self._rounded_output_weights = ops.round_bf16(self.output_weights())  # (tied: a transposed view)
+        self._frozen = FrozenBf16Weights(self)
         try:
             yield self
         finally:
-            self._rounded_output_weights = None
+            self._frozen = None
 
     def initial_state(self, batch_size: int):
         """Zero state: a list of ``(c, h)`` per layer, each [batch_size, H] float32."""
@@ -159,8 +161,9 @@ class LSTMLanguageModel:
                 ops.round_bf16_in_place(inputs)
             kernel = p[f"lstm_{layer}/kernel"]
             layer_inputs.append(inputs)
+            frozen = self._frozen.lstm[layer] if self._frozen is not None else None
             h_all, c_all, gates = ops.lstm_forward(inputs, c0, h0, kernel, p[f"lstm_{layer}/bias"], self.forget_bias,
-                                                   bf16)
+                                                   bf16, frozen)
             caches.append((h_all, c_all, gates, kernel))
             new_state.append((c_all[-1].copy(), h_all[-1].copy()) if steps else (c0.copy(), h0.copy()))
             inputs = h_all if masks is None else h_all * masks[layer + 1]
@@ -180,9 +183,14 @@ class LSTMLanguageModel:
             ops.round_bf16_in_place(top)
         w = self.output_weights()
         if not with_grads:
-            rounded = self._rounded_output_weights
-            total, _ = ops.output_layer_loss(top, w if rounded is None else rounded, p["softmax_b"], targets,
-                                             bf16=bf16, w_is_bf16=rounded is not None)
+            frozen = self._frozen
+            if frozen is not None and frozen.output is not None:
+                total, _ = ops.output_layer_loss(top, w, p["softmax_b"], targets, bf16=bf16, frozen=frozen.output)
+            elif frozen is not None:
+                total, _ = ops.output_layer_loss(top, frozen.rounded_output, p["softmax_b"], targets, bf16=bf16,
+                                                 w_is_bf16=True)
+            else:
+                total, _ = ops.output_layer_loss(top, w, p["softmax_b"], targets, bf16=bf16)
             return self._checked_cost(total / mean_over), None, new_state
 
         total, _, d_top, d_w, d_softmax_b = ops.output_layer_loss_and_grads(
@@ -259,3 +267,20 @@ class LSTMLanguageModel:
         bad = [name for name, a in self.params.items() if not np.isfinite(a).all()]
         where = f"parameters with NaN/Inf: {', '.join(bad)}" if bad else "the parameters are finite: check the state"
         raise FloatingPointError(f"the loss is {cost} ({where})")
+
+
+class FrozenBf16Weights:
+    """A bf16 model's weights made once for the losses of a :meth:`LSTMLanguageModel.frozen` block.
+
+    ``output``: the output weights packed as the CPU's bf16 kernels read them
+    (:func:`ptbfast.ops.freeze_output_weights_bf16`; half the bytes of a rounded float32 copy), or
+    None where the products are SGEMMs; then ``rounded_output`` is the rounded copy they read.
+    ``lstm``: each layer's packs (:func:`ptbfast.ops.freeze_lstm_weights_bf16`). Copies, made on
+    entry: the weights must not change inside the block."""
+
+    def __init__(self, model: LSTMLanguageModel):
+        w = model.output_weights()
+        self.output = ops.freeze_output_weights_bf16(w)
+        self.rounded_output = ops.round_bf16(w) if self.output is None else None  # (tied: a transposed view)
+        self.lstm = [ops.freeze_lstm_weights_bf16(model.params[f"lstm_{layer}/kernel"], model.hidden_size)
+                     for layer in range(model.num_layers)]

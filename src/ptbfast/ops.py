@@ -102,12 +102,21 @@ def merge_duplicate_ids(ids, rows):
 
 # ---- LSTM (src/cpp/lstm.cpp) ----------------------------------------------------------------------
 
-def lstm_forward(x, c0, h0, kernel, bias, forget_bias: float = 0.0, bf16: bool = False):
+def lstm_forward(x, c0, h0, kernel, bias, forget_bias: float = 0.0, bf16: bool = False, frozen=None):
     """One LSTM layer over T steps, time-major x [T, B, In]: ``(h_all, c_all, gates)``.
     ``bf16``: x must already be rounded (:func:`round_bf16`); the kernel rounds the weights for its
-    products (into scratch fp32 needs too) and h as it is made."""
+    products (into scratch fp32 needs too) and h as it is made. ``frozen``: this kernel's packs from
+    :func:`freeze_lstm_weights_bf16`, for many calls with the same weights (the same results)."""
     return _core.lstm_forward(as_float32(x, "x"), as_float32(c0, "c0"), as_float32(h0, "h0"),
-                              as_float32(kernel, "kernel"), as_float32(bias, "bias"), forget_bias, bf16)
+                              as_float32(kernel, "kernel"), as_float32(bias, "bias"), forget_bias, bf16, frozen)
+
+
+def freeze_lstm_weights_bf16(kernel, input_size: int):
+    """An LSTM kernel [input_size + H, 4H] packed once in bf16 for :func:`lstm_forward`'s ``frozen``
+    (its Wx, and each time-loop thread's columns of Wh), as each call would pack them; only where
+    the CPU's bf16 products take packed weights (otherwise it holds nothing). The packs are copies:
+    changing ``kernel`` afterwards is not seen through them."""
+    return _core.freeze_lstm_weights_bf16(as_float32(kernel, "kernel"), int(input_size))
 
 
 def lstm_backward(d_h_all, d_c_T, d_h_T, x, c0, h0, kernel, h_all, c_all, gates, bf16: bool = False):
@@ -132,15 +141,26 @@ def _output_weights(w):
 
 
 def output_layer_loss(h, w, b, targets, block_rows: int = 0, block_columns: int = 0, bf16: bool = False,
-                      w_is_bf16: bool = False):
+                      w_is_bf16: bool = False, frozen=None):
     """``(total, losses [N])``: softmax cross-entropy of ``h @ w + b`` against ``targets``, the
     logits made a block at a time (block sizes 0: chosen by the kernel). ``w`` is [H, V].
     ``bf16``: h must already be rounded; the kernel rounds w for the product, a piece at a time,
     unless ``w_is_bf16`` says that w already holds bf16 values (:func:`round_bf16` of the weights,
-    made once for many calls): then it multiplies w as it is, in whole blocks, as fp32 does."""
+    made once for many calls): then it multiplies w as it is, in whole blocks, as fp32 does; or
+    ``frozen`` (:func:`freeze_output_weights_bf16` of w, made once for many calls): the products
+    read it instead of packing w."""
     w, transposed = _output_weights(w)
     return _core.output_layer_forward(as_float32(h, "h"), w, as_float32(b, "softmax_b"), as_ids(targets, "targets"),
-                                      block_rows, transposed, block_columns, bf16, bf16 and w_is_bf16)
+                                      block_rows, transposed, block_columns, bf16, bf16 and w_is_bf16, frozen)
+
+
+def freeze_output_weights_bf16(w):
+    """``w`` [H, V] (or the tied embedding's transposed view) packed once in bf16 for
+    :func:`output_layer_loss`'s ``frozen`` (half the bytes of a rounded float32 copy), or None where
+    no kernel here multiplies packed weights (then :func:`round_bf16` of w with ``w_is_bf16``).
+    A copy: changing ``w`` afterwards is not seen through it."""
+    w, transposed = _output_weights(w)
+    return _core.freeze_output_weights_bf16(w, transposed)
 
 
 def output_layer_loss_and_grads(h, w, b, targets, d_loss: float, block_rows: int = 0, block_columns: int = 0,

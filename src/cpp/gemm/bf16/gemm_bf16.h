@@ -42,6 +42,11 @@ class PackedB {
   // of words_for(K, N) words, owned by the caller.
   struct WrittenByCaller {};
   PackedB(int K, int N, uint32_t* storage, WrittenByCaller) : K_(K), N_(N), words_(storage) {}
+  // Columns [first_column, first_column + columns) of `whole`, read in whole's storage (which must
+  // outlive this); first_column a multiple of kPanel.
+  PackedB(const PackedB& whole, int first_column, int columns)
+      : K_(whole.K_), N_(columns),
+        words_(whole.words_ + static_cast<long>(first_column / kPanel) * whole.padded_pairs() * kPanel) {}
   long word(int pair, int n) const {
     return static_cast<long>(n / kPanel) * padded_pairs() * kPanel + static_cast<long>(pair) * kPanel + n % kPanel;
   }
