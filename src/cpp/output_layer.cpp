@@ -141,11 +141,17 @@ struct ChunkedBlocks {
   // A frozen model's w, packed once for all its calls (evaluation): each chunk's columns of it.
   const ptbfast::gemm::bf16::PackedB* frozen_w = nullptr;
   std::string frozen_kernel;
+  // Whether use_frozen will multiply frozen->output (whatever the block sizes).
+  static bool frozen_applies(bool bf16, const ptbfast::FrozenWeights* frozen, int H, int V) {
+    if (!bf16 || frozen == nullptr || !frozen->output || frozen->output->K() != H || frozen->output->N() != V)
+      return false;
+    const std::string products = blas::bf16_products();
+    return products == "auto" || ptbfast::gemm::bf16::takes_packed_b(products);
+  }
   void use_frozen(const ptbfast::FrozenWeights* frozen, int H, int V) {
-    if (!bf16 || frozen == nullptr || !frozen->output || frozen->output->K() != H || frozen->output->N() != V) return;
+    if (!frozen_applies(bf16, frozen, H, V)) return;
     frozen_kernel = blas::bf16_packed_b_kernel(R, C, H);
-    if (frozen_kernel.empty() && blas::bf16_products() == "auto") frozen_kernel = frozen->output_kernel;
-    if (frozen_kernel.empty()) return;
+    if (frozen_kernel.empty()) frozen_kernel = frozen->output_kernel;  // ("auto": below 128 rows SGEMM's)
     frozen_w = frozen->output.get();
     // Chunks of whole panels, so that each is a view of the packed w.
     C = std::min(V, (C + ptbfast::gemm::bf16::kPanel - 1) / ptbfast::gemm::bf16::kPanel * ptbfast::gemm::bf16::kPanel);
@@ -243,6 +249,15 @@ static long logits_budget(int H, int V, bool w_rounded_here) {
   return kOutputBlockFloats - (w_rounded_here ? static_cast<long>(H) * bf16_piece_columns(H, V) : 0L);
 }
 
+// A frozen model's evaluation holds w packed (2 bytes a weight) beside the logits, which take the rest
+// of the budget (fp32 holds nothing beside them), but at least this many floats (4 MiB); in chunks
+// down to kFrozenMinColumns wide (16 AMX panels) rather than blocks of fewer rows, which would each
+// read all of the packed w (medium: 700 rows in 7 chunks of 1,440 columns, 4 MiB of logits instead
+// of 14; bf16 peak RSS of bench's training and evaluation 263 -> 233 MB with the fused path's blocks
+// and its packs freed, fp32's 239; Intel Xeon family 6 model 167).
+static constexpr long kMinFrozenLogits = 1L << 20;
+static constexpr int kFrozenMinColumns = 512;
+
 // Evaluation: rows for column chunks of about 4,096 (efficient GEMMs) when V allows, as many as
 // fit (the weight is read once per block of rows), then the columns that still fit (ChunkedBlocks
 // evens out the chunk widths: 10,000 words in 1,024-row blocks gives 3 chunks of 3,334).
@@ -278,13 +293,19 @@ double output_layer_forward(float* losses, const float* h, const float* w, const
                             const int64_t* targets, int N, int H, int V, int block_rows, int block_columns,
                             bool w_transposed, bool bf16, bool w_is_bf16, const FrozenWeights* frozen) {
   const bool w_rounded_here = bf16 && !w_is_bf16 && !blas::gemm_bf16_rounds_operands(N, V, H);
-  choose_forward_blocks(N, V, logits_budget(H, V, w_rounded_here), block_rows, block_columns);
+  long budget = logits_budget(H, V, w_rounded_here);
+  if (ChunkedBlocks::frozen_applies(bf16, frozen, H, V)) {  // (its packed w held beside the logits)
+    budget = std::max(kMinFrozenLogits, budget - static_cast<long>(frozen->bytes() / sizeof(float)));
+    if (block_rows <= 0)  // all rows while chunks of kFrozenMinColumns fit: the packed w read once
+      block_rows = static_cast<int>(std::max(1L, std::min<long>(N, budget / std::min(V, kFrozenMinColumns))));
+  }
+  choose_forward_blocks(N, V, budget, block_rows, block_columns);
   ChunkedBlocks blk(N, H, V, block_rows, block_columns, w_transposed, bf16, w_is_bf16);
   blk.use_frozen(frozen, H, V);
   // (new[], not vector: every element is written, by a beta = 0 GEMM or a rounding pass, before it is
   // read; a vector zero-filled the 16 MiB logits on every call, 1.3 ms of a 21 ms small eval step on Zen 3.)
-  const std::unique_ptr<float[]> logits(new float[static_cast<size_t>(blk.R) * blk.C]),
-      scratch(new float[blk.scratch_floats(H)]);
+  const std::unique_ptr<float[]> logits(new float[static_cast<size_t>(blk.R) * blk.C]);
+  const std::unique_ptr<float[]> scratch(new float[blk.scratch_floats(H)]);
   std::vector<RunningLogSumExp> acc(blk.R);
   for (int r0 = 0; r0 < N; r0 += blk.R)
     block_losses(losses + r0, logits.get(), acc.data(), scratch.get(), blk, h + static_cast<long>(r0) * H, w, b,
@@ -315,6 +336,19 @@ static bool fuses_gradient_packing(const ChunkedBlocks& blk, int N, int H, int V
   return blk.bf16 && blk.kernels_round && blk.C >= V && !blk.w_transposed && N > 0 &&
          g::amx_multiply_tiles != nullptr && blas::bf16_packed_b_kernel(blk.R, H, V) == "amx" &&
          blas::bf16_packed_b_kernel(H, V, blk.R) == "amx";
+}
+
+// Rows per block for the fused path. Per row of a block it holds the logits (4V bytes) and the
+// gradient's two bf16 packs (4V bytes): rows for which the two fit the logits' budget together, so
+// that a bf16 block holds no more than an fp32 one, at least the 128 rows from which AMX is chosen,
+// evened out over N (medium, 700 rows: 4 blocks of 175 instead of 2 of 419 rows; the layer's forward
+// and backward 52-55 ms instead of 68-75, 19 MB less; Intel Xeon family 6 model 167, 2 threads).
+static constexpr int kMinFusedRows = 128;
+
+static int fused_block_rows(int N, int V, long budget) {
+  const long most = std::max<long>(kMinFusedRows, budget / (2L * std::max(V, 1)));
+  const long blocks = (N + most - 1) / most;
+  return static_cast<int>(std::max(1L, (N + blocks - 1) / std::max(blocks, 1L)));
 }
 
 // Rows [16g, 16g + 16) of a block of `rows` gradient rows (fewer in the last group) into the packs:
@@ -413,11 +447,29 @@ double output_layer_forward_backward(float* losses, float* dh, float* dw, float*
                                      int N, int H, int V, int block_rows, int block_columns, bool w_transposed,
                                      bool bf16) {
   const bool w_rounded_here = bf16 && !blas::gemm_bf16_rounds_operands(N, V, H);
-  choose_training_blocks(N, V, logits_budget(H, V, w_rounded_here), block_rows, block_columns);
+  const bool rows_chosen_here = block_rows <= 0;
+  const long budget = logits_budget(H, V, w_rounded_here);
+  choose_training_blocks(N, V, budget, block_rows, block_columns);
   ChunkedBlocks blk(N, H, V, block_rows, block_columns, w_transposed, bf16);
+  bool fused = fuses_gradient_packing(blk, N, H, V);
+  if (fused && rows_chosen_here) {
+    const int rows = fused_block_rows(N, V, budget);
+    if (rows != blk.R) {
+      blk = ChunkedBlocks(N, H, V, rows, block_columns, w_transposed, bf16);
+      fused = fuses_gradient_packing(blk, N, H, V);
+    }
+  }
   const bool whole_rows = blk.C >= V;
-  const bool fused = fuses_gradient_packing(blk, N, H, V);
   GradientPacks packs{nullptr, nullptr, V};
+  // The packs are freed when the call ends (kept, they would add to the peak of the rest of the step).
+  struct ReleasePacks {
+    bool on;
+    ~ReleasePacks() {
+      if (!on) return;
+      ptbfast::gemm::bf16::release_thread_scratch(4);
+      ptbfast::gemm::bf16::release_thread_scratch(5);
+    }
+  } release_packs{fused};
   if (fused) {
     namespace gb = ptbfast::gemm::bf16;
     packs.tiles = gb::thread_scratch(4, gb::AmxTiles(blk.R, V).words());

@@ -77,6 +77,8 @@ class PackedB {
 // Slots 0-1: the operands of a gemm call (B, A); 2-3: the AMX kernel's A; 4-5: the output layer's.
 constexpr int kScratchSlots = 6;
 uint32_t* thread_scratch(int slot, size_t words);
+// Frees this thread's slot (a caller whose buffer is large and needed once a step: the output layer's).
+void release_thread_scratch(int slot);
 
 // op(A) [M, K] (element (m, k) at A[m * row_stride + k * col_stride]) rounded to bf16, as M rows of
 // (K + 1) / 2 pair words each (an odd K padded with zero) into out, row m at out + m * out_ld; words
