@@ -379,7 +379,10 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
   // h_{t-1} of all steps (h0, then h_all's first T-1 steps) one operand, so dWh is one product.
   const std::string packed = bf16 ? blas::bf16_packed_b_kernel(In, G, static_cast<int>(rows)) : "";
   if (!packed.empty() && packed == blas::bf16_packed_b_kernel(H, G, static_cast<int>(rows))) {
-    const gemm::bf16::PackedB d_gates_packed(d_gates, static_cast<int>(rows), G, G, 1);
+    // (into this thread's B scratch, which held Wx^T for dx: no second buffer of its size)
+    const gemm::bf16::PackedB d_gates_packed(
+        d_gates, static_cast<int>(rows), G, G, 1,
+        gemm::bf16::thread_scratch(0, gemm::bf16::PackedB::words_for(static_cast<int>(rows), G)));
     gemm::bf16::multiply_packed(packed, x, In, 1, In, d_gates_packed, dw_input, G, false);
     std::vector<float> h_prev(static_cast<size_t>(rows) * H);  // (the kernel rounds h0 as it packs it)
     std::copy_n(h0, state, h_prev.data());
