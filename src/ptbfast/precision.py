@@ -28,10 +28,10 @@ PRECISIONS = ("fp32", "bf16")
 # 1.00-1.40x with 2 (noisy), medium 1.05-1.13x with 2. The products are the same SGEMMs; rounding
 # the weights piece by piece (for memory) and the operands costs the rest (bench --profile).
 EMULATED_STEP_TIME = "1.0-1.4x"
-# python -m ptbfast bench --threads 2 --precision bf16 against fp32, two alternating runs each on an
-# Intel Xeon with AMX (family 6 model 167; docs/performance.md, 2026-12-05, commit 2386cc5), products on
-# ptbfast's AMX kernel.
-MEASURED_ON_AMX_XEON = "small 1.58-1.67x (train) / 1.57-1.63x (eval), medium 2.19-2.26x / 2.15-2.17x"
+# python -m ptbfast bench --precision bf16 against fp32 (2 threads), three alternating rounds on an
+# Intel Xeon with AMX (family 6 model 167; docs/performance.md, 2026-12-06, commit 3a905f2), products on
+# ptbfast's AMX kernel, evaluation on weights packed once (model.frozen()).
+MEASURED_ON_AMX_XEON = "small 1.67-1.78x (train) / 2.25-2.35x (eval), medium 2.29-2.39x / 3.08-3.44x"
 
 _warned = False
 
@@ -60,9 +60,9 @@ def warn_about_bf16_speed() -> None:
                    f"(bf16 features: {features}): expect it to be slower than fp32 (not measured by ptbfast)")
     elif info["bf16_instructions"]:
         message = (f"precision='bf16': products run as {info['bf16_products']}. Measured on an Intel Xeon with "
-                   f"AMX (family 6 model 167, 2 threads): bf16 ran {MEASURED_ON_AMX_XEON} fp32's words/s; other "
-                   f"CPUs ({features} here) are not measured by ptbfast yet: compare `python -m ptbfast bench "
-                   f"--config small --precision bf16` with fp32, and set PTBFAST_BF16_PRODUCTS=sgemm if it is slower")
+                   f"AMX (family 6 model 167, 2 threads): bf16 ran {MEASURED_ON_AMX_XEON} fp32's words/s. This "
+                   f"CPU has {features}: to see its own speed-up, compare `python -m ptbfast bench --config small "
+                   f"--precision bf16` with fp32, and set PTBFAST_BF16_PRODUCTS=sgemm if it is slower")
     else:
         message = (f"precision='bf16': products run as {info['bf16_products']}; the CPU's bf16 matrix features "
                    f"({features}) are not used, so bf16 is no faster than fp32 (a bf16 step took "
