@@ -145,23 +145,19 @@ PTBFAST_AMX_TARGET void task(const Operands& o, int m0, int m1, int p0, int p1) 
 PTBFAST_AMX_TARGET void amx_multiply_tiles_impl(const uint32_t* a, int M, const PackedB& b, float* C, long ldc,
                                                 bool accumulate);
 
-PTBFAST_AMX_TARGET void amx_multiply_impl(const float* A, int M, long row_stride, long col_stride, const PackedB& b,
-                                          float* C, long ldc, bool accumulate) {
-  if (M == 0 || b.N() == 0 || b.pairs() == 0) {  // (nothing to pack: the empty cases are the tiles' run's)
-    amx_multiply_tiles_impl(nullptr, M, b, C, ldc, accumulate);
-    return;
-  }
+// op(A) [M, K] (M, K >= 1) as AmxTiles(M, K), in this thread's scratch slot 3.
+PTBFAST_AMX_TARGET const uint32_t* pack_tiles(const float* A, int M, int K, long row_stride, long col_stride) {
   // A as tiles (1 KB each, contiguous: rows of a row-major A 4 KB apart shared one L1 set and a
   // tile's rows spanned 16 pages; 2048^3 ran at a fifth of the speed), rows padded to 32.
-  const AmxTiles layout(M, b.K());
-  const long padded = b.padded_pairs(), chunks = layout.chunks, groups = layout.groups;
+  const AmxTiles layout(M, K);
+  const long chunks = layout.chunks, groups = layout.groups, padded = chunks * kTile;
   uint32_t* a = thread_scratch(3, layout.words());
   // Row m of op(A) goes to row m % 16 of the tiles of row group m / 16, 16 pair words to a tile.
   auto to_tiles = [&](long m, const uint32_t* words) {  // words: the row's padded pairs
     for (long q = 0; q < chunks; ++q)
       std::memcpy(a + ((m / kTile * chunks + q) * kTile + m % kTile) * kTile, words + q * kTile, 64);
   };
-  const int K = b.K(), whole = K / 2;
+  const int whole = K / 2;
   if (col_stride == 1 || K == 1) {  // rows contiguous: each row packed on the stack, then to its tiles
     const double start = profile::now_outside();
     uint32_t* per_thread = thread_scratch(2, static_cast<size_t>(omp_get_max_threads()) * padded);
@@ -189,7 +185,40 @@ PTBFAST_AMX_TARGET void amx_multiply_impl(const float* A, int M, long row_stride
     for (long m = 0; m < groups * kTile; ++m) to_tiles(m, rows + m * padded);
     profile::since_outside(profile::kBf16Packing, start);
   }
-  amx_multiply_tiles_impl(a, M, b, C, ldc, accumulate);
+  return a;
+}
+
+PTBFAST_AMX_TARGET void amx_multiply_impl(const float* A, int M, long row_stride, long col_stride, const PackedB& b,
+                                          float* C, long ldc, bool accumulate) {
+  if (M == 0 || b.N() == 0 || b.pairs() == 0) {  // (nothing to pack: the empty cases are the tiles' run's)
+    amx_multiply_tiles_impl(nullptr, M, b, C, ldc, accumulate);
+    return;
+  }
+  amx_multiply_tiles_impl(pack_tiles(A, M, b.K(), row_stride, col_stride), M, b, C, ldc, accumulate);
+}
+
+// B packed a block of columns at a time, at most about this many bytes (whole, the B of large's dx,
+// Wx^T [6000, 1500], took 18 MB; its peak RSS stood 34 MB above fp32's).
+constexpr long kColumnBlockBytes = 4L << 20;
+
+PTBFAST_AMX_TARGET void amx_multiply_unpacked_impl(const float* A, int M, long a_row_stride, long a_col_stride,
+                                                   const float* B, int K, int N, long b_row_stride,
+                                                   long b_col_stride, float* C, long ldc, bool accumulate) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {  // C = 0 (or C stays)
+    const PackedB none(B, 0, N, b_row_stride, b_col_stride);
+    amx_multiply_tiles_impl(nullptr, M, none, C, ldc, accumulate);
+    return;
+  }
+  const uint32_t* tiles = pack_tiles(A, M, K, a_row_stride, a_col_stride);
+  const long column_bytes = static_cast<long>(PackedB::words_for(K, kPanel)) * 4 / kPanel;
+  const int columns = static_cast<int>(std::max<long>(1, kColumnBlockBytes / column_bytes / kPanel) * kPanel);
+  for (int j0 = 0; j0 < N; j0 += columns) {  // (each C column's sums are the same in any block)
+    const int n = std::min(columns, N - j0);
+    const PackedB b(B + static_cast<long>(j0) * b_col_stride, K, n, b_row_stride, b_col_stride,
+                    thread_scratch(0, PackedB::words_for(K, n)));
+    amx_multiply_tiles_impl(tiles, M, b, C + j0, ldc, accumulate);
+  }
 }
 
 PTBFAST_AMX_TARGET void amx_multiply_tiles_impl(const uint32_t* a, int M, const PackedB& b, float* C, long ldc,
@@ -257,6 +286,8 @@ PTBFAST_AMX_TARGET double amx_peak_impl() {
 
 void (*const amx_multiply)(const float*, int, long, long, const PackedB&, float*, long, bool) = &amx_multiply_impl;
 void (*const amx_multiply_tiles)(const uint32_t*, int, const PackedB&, float*, long, bool) = &amx_multiply_tiles_impl;
+void (*const amx_multiply_unpacked)(const float*, int, long, long, const float*, int, int, long, long, float*, long,
+                                    bool) = &amx_multiply_unpacked_impl;
 double (*const amx_peak)() = &amx_peak_impl;
 
 }  // namespace ptbfast::gemm::bf16
@@ -266,6 +297,8 @@ double (*const amx_peak)() = &amx_peak_impl;
 namespace ptbfast::gemm::bf16 {
 void (*const amx_multiply)(const float*, int, long, long, const PackedB&, float*, long, bool) = nullptr;
 void (*const amx_multiply_tiles)(const uint32_t*, int, const PackedB&, float*, long, bool) = nullptr;
+void (*const amx_multiply_unpacked)(const float*, int, long, long, const float*, int, int, long, long, float*, long,
+                                    bool) = nullptr;
 double (*const amx_peak)() = nullptr;
 }
 

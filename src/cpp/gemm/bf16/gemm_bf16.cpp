@@ -236,6 +236,11 @@ static void multiply_on(const char* kernel, bool trans_a, bool trans_b, int M, i
   if (beta != 0.0f && beta != 1.0f)
     for (int m = 0; m < M; ++m)
       for (int n = 0; n < N; ++n) C[static_cast<long>(m) * ldc + n] *= beta;
+  if (std::string(kernel) == "amx") {  // (B packed a block of columns at a time: amx.cpp)
+    amx_multiply_unpacked(A, M, trans_a ? 1 : lda, trans_a ? lda : 1, B, K, N, trans_b ? 1 : ldb, trans_b ? ldb : 1, C,
+                          ldc, beta != 0.0f);
+    return;
+  }
   const PackedB b(B, K, N, trans_b ? 1 : ldb, trans_b ? ldb : 1, thread_scratch(0, PackedB::words_for(K, N)));
   multiply_packed(kernel, A, M, trans_a ? 1 : lda, trans_a ? lda : 1, b, C, ldc, beta != 0.0f);
 }

@@ -158,6 +158,12 @@ struct AmxTiles {
 // C[M, N] (= or +=) A @ b with A already in AmxTiles(M, b.K()) layout (nullptr without AMX).
 extern void (*const amx_multiply_tiles)(const uint32_t* tiles, int M, const PackedB& b, float* C, long ldc,
                                         bool accumulate);
+// C[M, N] (= or +=) op(A) @ op(B), op(B) [K, N] at B[k * b_row_stride + n * b_col_stride]: A packed
+// once, B a block of columns at a time into this thread's B scratch (a few MB however large B is),
+// the same results as packing B whole (nullptr without AMX).
+extern void (*const amx_multiply_unpacked)(const float* A, int M, long a_row_stride, long a_col_stride,
+                                           const float* B, int K, int N, long b_row_stride, long b_col_stride,
+                                           float* C, long ldc, bool accumulate);
 
 // The measured peak (GFLOP/s, all OpenMP threads) of the instruction of the native kernel named
 // ("amx": TDPBF16PS, "avx512_bf16": VDPBF16PS), or with "" of the fastest one usable here; 0 where
