@@ -144,6 +144,28 @@ def test_dot_product_kernels_round_float32_operands_to_bf16(kernel, using):
 
 
 @pytest.mark.parametrize("kernel", PACKED_KERNELS_HERE)
+@pytest.mark.parametrize("M,K,N", SHAPES)
+def test_an_a_written_in_runs_gives_the_products_of_packing_it(kernel, M, K, N, using):
+    # The LSTM backward writes its gate gradients straight into the kernel's A layout, a thread's
+    # columns at a time, and packs them from there as the B of the weight gradients
+    # (PackedA, pack_transposed). Both products equal those of the float32 operand packed per call,
+    # bit for bit, for runs that cross the 32-column chunks anywhere.
+    using(kernel)
+    rng = np.random.default_rng(M * 7 + K * 3 + N)
+    a, b, y = bf16(rng, M, K), bf16(rng, K, N), bf16(rng, N, M)
+    for run in (1, 7, 32, 45):
+        ab, ya = ops._core._products_of_written_a(kernel, a, b, y, run)
+        np.testing.assert_array_equal(ab, ops.matmul(a, b, bf16=True))
+        np.testing.assert_array_equal(ya, ops.matmul(y, a, bf16=True))
+
+
+def test_a_written_a_refuses_kernels_that_take_no_packed_b():
+    a = np.zeros((2, 2), np.float32)
+    with pytest.raises(ValueError, match="packed B"):
+        ops._core._products_of_written_a("sgemm", a, a, a, 1)
+
+
+@pytest.mark.parametrize("kernel", PACKED_KERNELS_HERE)
 def test_results_do_not_depend_on_threads(kernel, using):
     using(kernel)
     rng = np.random.default_rng(4)

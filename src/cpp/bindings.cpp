@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "bf16.h"
 #include "blas.h"
 #include "cpu_features.h"
 #include "frozen_weights.h"
@@ -621,5 +622,41 @@ PYBIND11_MODULE(_core, m) {
         return py::make_tuple(out, packed);
       }, py::arg("a"), py::arg("b"), py::arg("uses"),
       "(a @ b through blas::PackedB prepared for `uses` products, whether it packed b) (for tests)");
+  m.def("_products_of_written_a", [](const std::string& kernel, const py::array& a, const py::array& b,
+                                     const py::array& y, int run) {
+        // a written into a PackedA `run` columns at a time (as the LSTM backward writes its gate
+        // gradients), then a @ b (multiply_packed_a) and y @ a (a packed as B by pack_transposed).
+        namespace gb = gemm::bf16;
+        if (!gb::takes_packed_b(kernel)) throw std::invalid_argument("not a kernel that takes a packed B: " + kernel);
+        const std::vector<std::string> here = blas::usable_bf16_product_names();
+        if (std::find(here.begin(), here.end(), kernel) == here.end())
+          throw std::invalid_argument(kernel + " cannot run here");
+        if (run < 1) throw std::invalid_argument("run must be positive");
+        const float* pa = float_input(a, "a", {-1, -1});
+        const float* pb = float_input(b, "b", {a.shape(1), -1});
+        const float* py_ = float_input(y, "y", {-1, a.shape(0)});
+        const int M = static_cast<int>(a.shape(0)), K = static_cast<int>(a.shape(1)), N = static_cast<int>(b.shape(1)),
+                  P = static_cast<int>(y.shape(0));
+        py::array_t<float> ab({a.shape(0), b.shape(1)}), ya({y.shape(0), a.shape(1)});
+        float* pab = ab.mutable_data();
+        float* pya = ya.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          std::unique_ptr<uint32_t[]> a_storage, b_storage;
+          gb::PackedA written(kernel, M, K, gb::aligned_words(a_storage, gb::PackedA::words_for(kernel, M, K)));
+          std::vector<float> rounded(static_cast<size_t>(K));
+          for (int m = 0; m < M; ++m) {
+            for (int k = 0; k < K; ++k) rounded[k] = round_bf16(pa[static_cast<long>(m) * K + k]);
+            for (int k0 = 0; k0 < K; k0 += run) written.store(m, k0, rounded.data() + k0, std::min(run, K - k0));
+          }
+          gb::multiply_packed_a(written, pb, N, N, 1, pab, N, false);
+          gb::PackedB transposed(M, K, gb::aligned_words(b_storage, gb::PackedB::words_for(M, K)),
+                                 gb::PackedB::WrittenByCaller{});
+          gb::pack_transposed(written, transposed);
+          gb::multiply_packed(kernel, py_, P, M, 1, transposed, pya, K, false);
+        }
+        return py::make_tuple(ab, ya);
+      }, py::arg("kernel"), py::arg("a"), py::arg("b"), py::arg("y"), py::arg("run"),
+      "(a @ b, y @ a) with a written into the kernel's packed A layout (for tests)");
   m.def("_vecmath", &vecmath_py, py::arg("name"), py::arg("x"), "exp/sigmoid/tanh approximations (for tests)");
 }

@@ -257,6 +257,46 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   time_loop_profile(loop_start, recurrent_seconds);
 }
 
+// The kernel of every product after a bf16 backward's time loop (dx, dWx, dWh) where one kernel that
+// takes a packed B runs them all (ptbfast's own), else "".
+static std::string one_packing_kernel(long rows, int In, int H) {
+  const int G = 4 * H, R = static_cast<int>(rows);
+  const std::string dx = blas::bf16_packed_b_kernel(R, In, G);
+  if (dx != blas::bf16_packed_b_kernel(In, G, R) || dx != blas::bf16_packed_b_kernel(H, G, R)) return "";
+  return dx;
+}
+
+// 64-byte aligned buffers carved out of floats that nobody reads for now (a gradient not yet
+// written: the backward's dkernel), each in storage of its own where no room is left there.
+class FreeFloats {
+ public:
+  FreeFloats(float* begin, long floats) : begin_(begin), floats_(begin ? floats : 0) { clear(); }
+  uint32_t* take(size_t words) {
+    const long skip = (16 - static_cast<long>(reinterpret_cast<uintptr_t>(next_) / 4 % 16)) % 16;
+    if (static_cast<long>(words) + skip <= left_) {
+      uint32_t* out = reinterpret_cast<uint32_t*>(next_ + skip);
+      next_ += skip + static_cast<long>(words);
+      left_ -= skip + static_cast<long>(words);
+      return out;
+    }
+    owned_.emplace_back();
+    return gemm::bf16::aligned_words(owned_.back(), words);
+  }
+  // Everything taken is free again (and what was allocated, freed).
+  void clear() {
+    next_ = begin_;
+    left_ = floats_;
+    owned_.clear();
+  }
+
+ private:
+  float* begin_;
+  long floats_;
+  float* next_;
+  long left_;
+  std::vector<std::unique_ptr<uint32_t[]>> owned_;
+};
+
 void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbias, const float* d_h_all,
                    const float* d_c_T, const float* d_h_T, const float* x, const float* c0, const float* h0,
                    const float* kernel, const float* h_all, const float* c_all, const float* gates, int T, int B,
@@ -268,8 +308,19 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
   const float* w_hidden = kernel + static_cast<long>(In) * G;
 
   // d_gates: the gradient w.r.t. the gate pre-activations of every step (each element is written
-  // by the time loop before anything reads it, hence no zero-fill).
-  const std::unique_ptr<float[]> d_gates_buffer(new float[static_cast<size_t>(rows) * G]);
+  // by the time loop before anything reads it, hence no zero-fill). bf16, where ptbfast's kernels run
+  // every product after the loop: the loop writes them rounded straight into dx's A operand as its
+  // kernel reads it (half of float32's size; in dkernel's rows [0, In), which nothing reads before
+  // dWx is written, where they fit), each step's float32 copy in one of two buffers of B rows, and
+  // no float32 d_gates of all steps exists.
+  const std::string written_kernel = bf16 && rows > 0 ? one_packing_kernel(rows, In, H) : "";
+  FreeFloats input_rows(dkernel, static_cast<long>(In) * G);
+  std::unique_ptr<gemm::bf16::PackedA> written;
+  if (!written_kernel.empty())
+    written.reset(new gemm::bf16::PackedA(
+        written_kernel, static_cast<int>(rows), G,
+        input_rows.take(gemm::bf16::PackedA::words_for(written_kernel, static_cast<int>(rows), G))));
+  const std::unique_ptr<float[]> d_gates_buffer(new float[static_cast<size_t>(written ? 2 * B : rows) * G]);
   float* const d_gates = d_gates_buffer.get();
   // dc, dh: gradient flowing into c_t and h_t from step t+1 (then from the final state).
   std::vector<float> dc(state, 0.0f), dh(state, 0.0f);
@@ -286,7 +337,13 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
   const double loop_start = profile::now();
   double recurrent_seconds = 0.0;  // thread 0's, when profiling
   const bool amx_recurrent = bf16 && blas::bf16_recurrent_products_on_amx();
-  if (rows > 0) run_time_loop(time_loop_threads(B, H, amx_recurrent), [&](int part, int parts) {
+  const int threads = time_loop_threads(B, H, amx_recurrent);
+  // bf16 on AMX: each thread's rows of Wh packed in dkernel's rows [In, In + H) where they fit.
+  FreeFloats hidden_rows(wh_rounded, static_cast<long>(H) * G);
+  std::vector<uint32_t*> recurrent_storage(threads, nullptr);
+  for (int part = 0; amx_recurrent && rows > 0 && part < threads; ++part)
+    recurrent_storage[part] = hidden_rows.take(gemm::bf16::PackedB::words_for(G, units_of(part, threads, H).size()));
+  if (rows > 0) run_time_loop(threads, [&](int part, int parts) {
     const bool timing = part == 0 && profile::enabled();
     const UnitRange own = units_of(part, parts, H);
     // dh of this thread's units = d_gates_t [B, 4H] @ (rows k0..k1 of Wh)^T, packed once.
@@ -296,15 +353,18 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
       copy_or_round(own_rounded, own_rows, own.size() * G, true);  // (own rows are contiguous)
       own_rows = own_rounded;
     }
-    const std::unique_ptr<gemm::bf16::PackedB> recurrent_bf16(  // (bf16 on AMX, as in the forward)
-        amx_recurrent && own.size() > 0 ? new gemm::bf16::PackedB(own_rows, G, own.size(), 1, G) : nullptr);
+    std::unique_ptr<gemm::bf16::PackedB> recurrent_bf16;  // (bf16 on AMX, as in the forward)
+    if (amx_recurrent && own.size() > 0)
+      recurrent_bf16.reset(parts == threads
+                               ? new gemm::bf16::PackedB(own_rows, G, own.size(), 1, G, recurrent_storage[part])
+                               : new gemm::bf16::PackedB(own_rows, G, own.size(), 1, G));
     const blas::PackedB recurrent_transposed(true, B, own.size(), G, own_rows, G, recurrent_bf16 ? 0 : T);
     for (int t = T - 1; t >= 0; --t) {
       const float* c_prev = t == 0 ? c0 : c_all + static_cast<long>(t - 1) * state;
       const float* c_t = c_all + static_cast<long>(t) * state;
       const float* g = gates + static_cast<long>(t) * B * G;
       const float* dh_out = d_h_all + static_cast<long>(t) * state;
-      float* dg = d_gates + static_cast<long>(t) * B * G;
+      float* dg = d_gates + static_cast<long>(written ? t % 2 : t) * B * G;
       // (Split only on the one-thread path, as in the forward.)
 #pragma omp parallel for schedule(static) if (parts == 1 && static_cast<long>(B) * H >= kParallelGateElements)
       for (int b = 0; b < B; ++b) {
@@ -340,6 +400,7 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
               db[k] += row[k];
               row[k] = round_bf16(row[k]);
             }
+            if (written) written->store(static_cast<long>(t) * B + b, q * H + own.k0, row + own.k0, own.size());
           }
         }
       }
@@ -369,6 +430,28 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
   const double products_start = profile::now();
   float* dw_input = dkernel;
   float* dw_hidden = dkernel + static_cast<long>(In) * G;
+  if (written) {
+    // dx = d_gates @ Wx^T from the written A, Wx^T packed a block of columns at a time; then d_gates
+    // packed as B for both weight gradients (into this thread's B scratch: no second buffer of its
+    // size), and h_{t-1} of all steps (h0, then h_all's first T-1 steps) one operand, so dWh is one
+    // product (h_{t-1} where the written A was: dWh is computed before dWx overwrites them).
+    gemm::bf16::multiply_packed_a(*written, w_input, In, 1, G, dx, In, false);
+    gemm::bf16::PackedB d_gates_packed(
+        static_cast<int>(rows), G,
+        gemm::bf16::thread_scratch(0, gemm::bf16::PackedB::words_for(static_cast<int>(rows), G)),
+        gemm::bf16::PackedB::WrittenByCaller{});
+    gemm::bf16::pack_transposed(*written, d_gates_packed);
+    written.reset();
+    input_rows.clear();
+    hidden_rows.clear();
+    float* h_prev = reinterpret_cast<float*>(input_rows.take(static_cast<size_t>(rows) * H));
+    std::copy_n(h0, state, h_prev);  // (the kernel rounds h0 as it packs it)
+    std::copy_n(h_all, (rows - B) * H, h_prev + state);
+    gemm::bf16::multiply_packed(written_kernel, h_prev, H, 1, H, d_gates_packed, dw_hidden, G, false);
+    gemm::bf16::multiply_packed(written_kernel, x, In, 1, In, d_gates_packed, dw_input, G, false);
+    profile::since(profile::kLstmInputProducts, products_start);
+    return;  // (dbias was summed in the time loop)
+  }
   const blas::Gemm gemm = blas::gemm_for(bf16);
   // dx first: in bf16 it multiplies Wx rounded into dw_input's rows, which the next product overwrites
   // (unless the kernel rounds its operands as it packs them).

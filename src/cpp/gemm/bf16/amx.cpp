@@ -197,10 +197,6 @@ PTBFAST_AMX_TARGET void amx_multiply_impl(const float* A, int M, long row_stride
   amx_multiply_tiles_impl(pack_tiles(A, M, b.K(), row_stride, col_stride), M, b, C, ldc, accumulate);
 }
 
-// B packed a block of columns at a time, at most about this many bytes (whole, the B of large's dx,
-// Wx^T [6000, 1500], took 18 MB; its peak RSS stood 34 MB above fp32's).
-constexpr long kColumnBlockBytes = 4L << 20;
-
 PTBFAST_AMX_TARGET void amx_multiply_unpacked_impl(const float* A, int M, long a_row_stride, long a_col_stride,
                                                    const float* B, int K, int N, long b_row_stride,
                                                    long b_col_stride, float* C, long ldc, bool accumulate) {
@@ -211,14 +207,9 @@ PTBFAST_AMX_TARGET void amx_multiply_unpacked_impl(const float* A, int M, long a
     return;
   }
   const uint32_t* tiles = pack_tiles(A, M, K, a_row_stride, a_col_stride);
-  const long column_bytes = static_cast<long>(PackedB::words_for(K, kPanel)) * 4 / kPanel;
-  const int columns = static_cast<int>(std::max<long>(1, kColumnBlockBytes / column_bytes / kPanel) * kPanel);
-  for (int j0 = 0; j0 < N; j0 += columns) {  // (each C column's sums are the same in any block)
-    const int n = std::min(columns, N - j0);
-    const PackedB b(B + static_cast<long>(j0) * b_col_stride, K, n, b_row_stride, b_col_stride,
-                    thread_scratch(0, PackedB::words_for(K, n)));
-    amx_multiply_tiles_impl(tiles, M, b, C + j0, ldc, accumulate);
-  }
+  for_column_blocks(B, K, N, b_row_stride, b_col_stride, [&](const PackedB& block, int j0) {
+    amx_multiply_tiles_impl(tiles, M, block, C + j0, ldc, accumulate);
+  });
 }
 
 PTBFAST_AMX_TARGET void amx_multiply_tiles_impl(const uint32_t* a, int M, const PackedB& b, float* C, long ldc,

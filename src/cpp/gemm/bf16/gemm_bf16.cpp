@@ -89,7 +89,7 @@ static void pack_columns_as_rows(uint32_t* out, long out_ld, const float* first_
 // 64-byte aligned: AMX reads a tile row of 64 bytes, one cache line when aligned and two otherwise
 // (new[] gives 16 bytes: a 32 x 650 @ 650 x 128 product ran at 1,000 GFLOP/s on one core instead of
 // 1,450; Intel Xeon family 6 model 167).
-static uint32_t* aligned_words(std::unique_ptr<uint32_t[]>& owner, size_t words) {
+uint32_t* aligned_words(std::unique_ptr<uint32_t[]>& owner, size_t words) {
   owner.reset(new uint32_t[words + 16]);
   const uintptr_t address = reinterpret_cast<uintptr_t>(owner.get());
   return owner.get() + (16 - address / 4 % 16) % 16;
@@ -275,6 +275,74 @@ void multiply_packed(const std::string& kernel, const float* A, int M, long row_
   uint32_t* a = thread_scratch(1, static_cast<size_t>(M) * b.pairs());
   pack_a(A, M, b.K(), row_stride, col_stride, a, b.pairs());
   run_blocks(block, Problem{a, b.pairs(), &b, C, ldc, M, accumulate});
+}
+
+PackedA::PackedA(const std::string& kernel, int M, int K, uint32_t* storage)
+    : kernel_(kernel), M_(M), K_(K), tiles_(kernel == "amx"), words_(storage) {
+  // Zero words: every word of the tiles' padding rows, and each row's words from K / 2 on (an odd
+  // K's last pair is half padding: zeroed, then its value stored).
+  const long padded = padded_pairs(), rows = tiles_ ? AmxTiles(M, K).groups * kPairRun : M, first_pad = K / 2;
+  for (long m = 0; m < rows; ++m) {
+    for (long c = m < M ? first_pad / kPairRun : 0; c < padded / kPairRun; ++c) {
+      uint32_t* words = tiles_ ? AmxTiles(M, K).row_chunk(words_, m, c) : words_ + m * padded + c * kPairRun;
+      for (long j = m < M ? std::max(0L, first_pad - c * kPairRun) : 0; j < kPairRun; ++j) words[j] = 0u;
+    }
+  }
+}
+
+size_t PackedA::words_for(const std::string& kernel, int M, int K) {
+  if (kernel == "amx") return AmxTiles(M, K).words();
+  return static_cast<size_t>(M) * ((K + 1) / 2 + kPairRun - 1) / kPairRun * kPairRun;
+}
+
+void PackedA::store(long m, int k0, const float* values, int n) {
+  // (a run crosses a chunk every 32 columns; within one, the columns' halves are contiguous)
+  for (int k = k0; k < k0 + n;) {
+    const int c = k / (2 * kPairRun), end = std::min(k0 + n, (c + 1) * 2 * kPairRun);
+    uint16_t* halves = reinterpret_cast<uint16_t*>(const_cast<uint32_t*>(chunk(m, c))) - c * 2 * kPairRun;
+#pragma omp simd
+    for (int j = k; j < end; ++j) {
+      uint32_t u;
+      std::memcpy(&u, values + (j - k0), sizeof u);
+      halves[j] = static_cast<uint16_t>(u >> 16);
+    }
+    k = end;
+  }
+}
+
+void pack_transposed(const PackedA& a, PackedB& b) {
+  const double start = profile::now_outside();
+  const int padded = b.padded_pairs(), panels = b.panels();
+#pragma omp parallel for schedule(static) if (static_cast<long>(a.M()) * a.K() >= (1L << 16))
+  for (int k0 = 0; k0 < padded; k0 += kPairRun) {  // (16 pair rows: 2 KB of each panel at a time)
+    for (int p = 0; p < panels; ++p) {
+      for (int k = k0; k < k0 + kPairRun; ++k) {
+        uint16_t* out = reinterpret_cast<uint16_t*>(b.words() + b.word(k, p * kPanel));
+        const uint16_t* even = reinterpret_cast<const uint16_t*>(a.chunk(2L * k, p));
+        const uint16_t* odd = reinterpret_cast<const uint16_t*>(a.chunk(2L * k + 1, p));
+#pragma omp simd
+        for (int n = 0; n < kPanel; ++n) {
+          out[2 * n] = even ? even[n] : 0;
+          out[2 * n + 1] = odd ? odd[n] : 0;
+        }
+      }
+    }
+  }
+  profile::since_outside(profile::kBf16Packing, start);
+}
+
+void multiply_packed_a(const PackedA& a, const float* B, int N, long b_row_stride, long b_col_stride, float* C,
+                       long ldc, bool accumulate) {
+  const int M = a.M(), K = a.K();
+  if (M == 0 || N == 0) return;
+  for_column_blocks(B, K, N, b_row_stride, b_col_stride, [&](const PackedB& block, int j0) {
+    if (a.kernel() == "amx") {
+      amx_multiply_tiles(a.words(), M, block, C + j0, ldc, accumulate);
+      return;
+    }
+    const BlockFn kernel_block = a.kernel() == "avx512_bf16" ? avx512_bf16_block : &generic_block;
+    run_blocks(kernel_block, Problem{a.words(), a.padded_pairs(), &block, C + j0, ldc, M, accumulate});
+  });
 }
 
 static bool always(int, int, int) { return true; }

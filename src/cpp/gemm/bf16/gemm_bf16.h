@@ -21,6 +21,7 @@
 // shape. ptbfast info, the tests and the benchmarks read the names from it.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -69,6 +70,9 @@ class PackedB {
   std::unique_ptr<uint32_t[]> owned_;
   uint32_t* words_;
 };
+
+// `words` words 64-byte aligned, in storage that `owner` takes (AMX reads tile rows of 64 bytes).
+uint32_t* aligned_words(std::unique_ptr<uint32_t[]>& owner, size_t words);
 
 // Storage of this thread for packed operands, reused from call to call: slot k (0 to 5) holds at
 // least `words` words, 64-byte aligned, until this thread asks for slot k again. (Packing buffers of
@@ -155,6 +159,63 @@ struct AmxTiles {
     return tiles + ((m / kPairRun * chunks + q) * kPairRun + m % kPairRun) * kPairRun;
   }
 };
+// op(A) [M, K] in bf16, laid out as `kernel` ("amx", "avx512_bf16", "generic") reads it: AMX's tiles
+// (AmxTiles), or for the dot-product kernels M rows of pair words padded with zero words to a multiple
+// of kPairRun. In both, row m's columns [32 c, 32 c + 32) are 16 contiguous words (chunk(m, c)). For a
+// caller that writes A where it computes it (the LSTM backward's gate gradients), instead of keeping
+// a float32 A to pack for each product. Storage of words_for() words, owned by the caller; the
+// constructor zeroes the padding.
+class PackedA {
+ public:
+  PackedA(const std::string& kernel, int M, int K, uint32_t* storage);
+  static size_t words_for(const std::string& kernel, int M, int K);
+  // Row m's columns [k0, k0 + n) = values, which hold bf16 values (their high halves are stored).
+  void store(long m, int k0, const float* values, int n);
+  // Row m's columns [32 c, 32 c + 32), or nullptr for a row at or past M (zero).
+  const uint32_t* chunk(long m, long c) const {
+    if (m >= M_) return nullptr;
+    return tiles_ ? AmxTiles(M_, K_).row_chunk(words_, m, c) : words_ + m * padded_pairs() + c * kPairRun;
+  }
+  const std::string& kernel() const { return kernel_; }
+  int M() const { return M_; }
+  int K() const { return K_; }
+  long padded_pairs() const { return ((K_ + 1) / 2 + kPairRun - 1) / kPairRun * kPairRun; }
+  const uint32_t* words() const { return words_; }
+
+ private:
+  std::string kernel_;
+  int M_, K_;
+  bool tiles_;
+  uint32_t* words_;
+};
+
+// C[M, N] (= or +=) a @ op(B) on a's kernel, op(B) [K, N] at B[k * b_row_stride + n * b_col_stride],
+// packed a block of columns at a time (for_column_blocks).
+void multiply_packed_a(const PackedA& a, const float* B, int N, long b_row_stride, long b_col_stride, float* C,
+                       long ldc, bool accumulate);
+
+// Writes b = a^T (b constructed WrittenByCaller with b.K() == a.M(), b.N() == a.K()): a's values paired
+// down its columns instead of along its rows, the zero padding included.
+void pack_transposed(const PackedA& a, PackedB& b);
+
+// About this many bytes of a packed B at a time, where a product packs B per call (whole, the B of
+// large's dx, Wx^T [6000, 1500], took 18 MB: its peak RSS stood 34 MB above fp32's).
+constexpr long kColumnBlockBytes = 4L << 20;
+// Packs op(B) [K, N] (element (k, n) at B[k * row_stride + n * col_stride]) a block of about
+// kColumnBlockBytes of columns at a time into this thread's scratch slot 0, and calls
+// multiply(block, first_column) on each. (Each column's sums are the same in any block.)
+template <class Multiply>
+void for_column_blocks(const float* B, int K, int N, long row_stride, long col_stride, const Multiply& multiply) {
+  const long column_bytes = std::max<long>(1, static_cast<long>(PackedB::words_for(K, kPanel)) * 4 / kPanel);
+  const int columns = static_cast<int>(std::max<long>(1, kColumnBlockBytes / column_bytes / kPanel) * kPanel);
+  for (int j0 = 0; j0 < N; j0 += columns) {
+    const int n = std::min(columns, N - j0);
+    const PackedB block(B + static_cast<long>(j0) * col_stride, K, n, row_stride, col_stride,
+                        thread_scratch(0, PackedB::words_for(K, n)));
+    multiply(block, j0);
+  }
+}
+
 // C[M, N] (= or +=) A @ b with A already in AmxTiles(M, b.K()) layout (nullptr without AMX).
 extern void (*const amx_multiply_tiles)(const uint32_t* tiles, int M, const PackedB& b, float* C, long ldc,
                                         bool accumulate);
