@@ -7,8 +7,8 @@
 // bf16 mixed precision hands every product operands that hold bf16 values in float32, so every
 // kernel computes bf16 arithmetic; they differ in speed, in the order of the sums and (the
 // dot-product kernels) in flushing denormals. Not every product comes here: the recurrent products
-// inside the LSTM time loops are packed SGEMMs (blas::PackedB), or on AMX the AMX kernel on a B
-// packed once for all steps (bf16_recurrent_products_on_amx).
+// inside the LSTM time loops run on a B packed once for all steps, on ptbfast's kernel
+// (bf16_recurrent_kernel) or as packed SGEMMs (blas::PackedB).
 #include <atomic>
 #include <stdexcept>
 
@@ -84,10 +84,13 @@ std::string bf16_packed_b_kernel(int M, int N, int K) {
   return table::takes_packed_b(name) ? name : "";
 }
 
-bool bf16_recurrent_products_on_amx() {
-  const table::Kernel* amx = table::find("amx");
-  const table::Kernel* kernel = chosen().load();
-  return amx != nullptr && amx->usable() && (kernel == nullptr || kernel == amx);
+std::string bf16_recurrent_kernel() {
+  if (const table::Kernel* kernel = chosen().load()) return table::takes_packed_b(kernel->name) ? kernel->name : "";
+  // (B packed once for T products: the kernel "auto" takes for many rows, where it takes a packed B;
+  // with a kernel before it that takes none, such as MKL's, the SGEMMs)
+  for (const table::Kernel& k : table::kernels())
+    if (k.usable() && k.prefers(1 << 20, 1 << 20, 1 << 20)) return table::takes_packed_b(k.name) ? k.name : "";
+  return "";
 }
 
 // The kernels that run on the CPU's bf16 instructions when they run here.
@@ -107,7 +110,7 @@ bool bf16_products_use_bf16_instructions() {
 std::string bf16_products_description() {
   if (const table::Kernel* kernel = chosen().load())
     return std::string(kernel->description) +
-           (std::string(kernel->name) == "amx" ? " on every product (set to "
+           (table::takes_packed_b(kernel->name) ? " on every product (set to "
                                                 : " on every product outside the LSTM time loops (set to ") +
            kernel->name + ": PTBFAST_BF16_PRODUCTS=" + kernel->name + ")";
   std::string out;

@@ -3,7 +3,8 @@
 // Both directions do their big products as single GEMMs over all T*B rows (the input projection
 // forward; the weight gradients and dx backward) and keep only the recurrent product h_{t-1} @ Wh
 // (B x H x 4H) inside the time loop. That loop runs in one parallel region: each thread owns a
-// slice of the hidden units, keeps its part of Wh packed for all T steps (MKL, when T >= 8),
+// slice of the hidden units, keeps its part of Wh packed for all T steps (MKL, when T >= 8; in bf16
+// ptbfast's AMX or dot-product kernel where blas::bf16_recurrent_kernel names one),
 // computes its units' gate pre-activations and their gate math (a vectorised loop per gate, then the
 // cell: gate_math_forward), and waits at one barrier per step. (One BLAS call over all threads per
 // step, then a parallel gate pass, cost two fork/joins per step and left the threads idle at each.)
@@ -31,11 +32,12 @@ static constexpr long kParallelMacs = 1L << 16;
 // this many elements per step on (below, the fork/join costs more than the work).
 static constexpr long kParallelGateElements = 4096;
 
-// Threads for the time loop. Without MKL (and without AMX's products, which are ptbfast's own) it
-// runs on one thread: the BLAS threads each product and the gate math is a parallel loop of its own.
-static int time_loop_threads(int B, int H, bool amx_products) {
+// Threads for the time loop. Without MKL (and without bf16 products on ptbfast's kernels, which run
+// on the calling thread inside a parallel region) it runs on one thread: the BLAS threads each
+// product and the gate math is a parallel loop of its own.
+static int time_loop_threads(int B, int H, bool own_products) {
   const long macs = static_cast<long>(B) * H * 4 * H;
-  if (macs < kParallelMacs || !(amx_products || blas::callable_in_parallel_region())) return 1;
+  if (macs < kParallelMacs || !(own_products || blas::callable_in_parallel_region())) return 1;
   return omp_get_max_threads();
 }
 
@@ -79,11 +81,11 @@ void lstm_freeze_bf16(FrozenWeights& frozen, const float* kernel, int In, int H)
   // The input projection: B = Wx [In, 4H], for the kernel that takes it from many rows on.
   frozen.lstm_input_kernel = blas::bf16_packed_b_kernel(1 << 20, G, In);
   if (!frozen.lstm_input_kernel.empty()) frozen.lstm_input.reset(new PackedB(kernel, In, G, G, 1));
-  // The recurrent product on AMX: each time-loop thread's columns, for the thread count a call of
-  // more than a few rows uses (time_loop_threads).
+  // The recurrent product on ptbfast's kernel: each time-loop thread's columns, for the thread count
+  // a call of more than a few rows uses (time_loop_threads).
   frozen.lstm_recurrent.clear();
   frozen.lstm_parts = 0;
-  if (!blas::bf16_recurrent_products_on_amx() || H == 0) return;
+  if (blas::bf16_recurrent_kernel().empty() || H == 0) return;
   const int parts = time_loop_threads(1 << 20, H, true);
   const float* w_hidden = kernel + static_cast<long>(In) * G;
   std::vector<float> own(static_cast<size_t>(H) * G);
@@ -203,10 +205,12 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   const float* h0_product = bf16 ? h0_rounded.data() : h0;
   const double loop_start = profile::now();
   double recurrent_seconds = 0.0;  // thread 0's, when profiling
-  const bool amx_recurrent = bf16 && blas::bf16_recurrent_products_on_amx();
-  const int threads = time_loop_threads(B, H, amx_recurrent);
+  // bf16 on ptbfast's kernel (every one reads the same packed B): "" for packed SGEMMs.
+  const std::string recurrent_kernel = bf16 ? blas::bf16_recurrent_kernel() : "";
+  const bool own_recurrent = !recurrent_kernel.empty();
+  const int threads = time_loop_threads(B, H, own_recurrent);
   // A frozen model's packs of the threads' columns, where they were packed for this many threads.
-  const bool frozen_recurrent = amx_recurrent && frozen && frozen->lstm_parts == threads;
+  const bool frozen_recurrent = own_recurrent && frozen && frozen->lstm_parts == threads;
   run_time_loop(threads, [&](int part, int parts) {
     const bool timing = part == 0 && profile::enabled();
     const UnitRange u = units_of(part, parts, H);
@@ -214,16 +218,16 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
     // This thread's columns of Wh, gates i, j, f, o side by side: [H, 4n], packed once for T steps.
     float* w = w_own.get() + static_cast<long>(H) * 4 * u.k0;
     if (!frozen_recurrent) gather_own_columns(w, w_hidden, u, H, bf16);
-    // bf16 on AMX: the columns packed once as bf16 pairs, each step's product on this thread's tiles.
+    // bf16 on ptbfast's kernel: the columns packed once as bf16 pairs, each step's product on this thread.
     std::unique_ptr<gemm::bf16::PackedB> packed_here;
     const gemm::bf16::PackedB* recurrent_bf16 = nullptr;
     if (frozen_recurrent) {
       recurrent_bf16 = frozen->lstm_recurrent[part].get();
-    } else if (amx_recurrent && n > 0) {
+    } else if (own_recurrent && n > 0) {
       packed_here.reset(new gemm::bf16::PackedB(w, H, 4 * n, 4 * n, 1));
       recurrent_bf16 = packed_here.get();
     }
-    const blas::PackedB recurrent(false, B, 4 * n, H, w, 4 * n, amx_recurrent ? 0 : T);
+    const blas::PackedB recurrent(false, B, 4 * n, H, w, 4 * n, own_recurrent ? 0 : T);
     float* rec = rec_all.get() + static_cast<long>(B) * 4 * u.k0;
 
     for (int t = 0; t < T; ++t) {
@@ -231,7 +235,7 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
       const float* c_prev = t == 0 ? c0 : c_all + static_cast<long>(t - 1) * B * H;
       const double product_start = timing ? omp_get_wtime() : 0.0;
       if (recurrent_bf16)  // rec [B, 4n] = h_{t-1} @ own columns of Wh
-        gemm::bf16::amx_multiply(h_prev, B, H, 1, *recurrent_bf16, rec, 4 * n, false);
+        gemm::bf16::multiply_packed(recurrent_kernel, h_prev, B, H, 1, *recurrent_bf16, rec, 4 * n, false);
       else
         recurrent.gemm(h_prev, H, 0.0f, rec, 4 * n);
       if (timing) recurrent_seconds += omp_get_wtime() - product_start;
@@ -336,25 +340,26 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
 
   const double loop_start = profile::now();
   double recurrent_seconds = 0.0;  // thread 0's, when profiling
-  const bool amx_recurrent = bf16 && blas::bf16_recurrent_products_on_amx();
-  const int threads = time_loop_threads(B, H, amx_recurrent);
-  // bf16 on AMX: each thread's rows of Wh packed in dkernel's rows [In, In + H) where they fit.
+  const std::string recurrent_kernel = bf16 ? blas::bf16_recurrent_kernel() : "";  // (as in the forward)
+  const bool own_recurrent = !recurrent_kernel.empty();
+  const int threads = time_loop_threads(B, H, own_recurrent);
+  // bf16 on ptbfast's kernel: each thread's rows of Wh packed in dkernel's rows [In, In + H) where they fit.
   FreeFloats hidden_rows(wh_rounded, static_cast<long>(H) * G);
   std::vector<uint32_t*> recurrent_storage(threads, nullptr);
-  for (int part = 0; amx_recurrent && rows > 0 && part < threads; ++part)
+  for (int part = 0; own_recurrent && rows > 0 && part < threads; ++part)
     recurrent_storage[part] = hidden_rows.take(gemm::bf16::PackedB::words_for(G, units_of(part, threads, H).size()));
   if (rows > 0) run_time_loop(threads, [&](int part, int parts) {
     const bool timing = part == 0 && profile::enabled();
     const UnitRange own = units_of(part, parts, H);
     // dh of this thread's units = d_gates_t [B, 4H] @ (rows k0..k1 of Wh)^T, packed once.
     const float* own_rows = w_hidden + static_cast<long>(own.k0) * G;
-    if (bf16 && !amx_recurrent) {  // (the AMX path's packing rounds them)
+    if (bf16 && !own_recurrent) {  // (ptbfast's kernels round them as they pack them)
       float* own_rounded = wh_rounded + static_cast<long>(own.k0) * G;
       copy_or_round(own_rounded, own_rows, own.size() * G, true);  // (own rows are contiguous)
       own_rows = own_rounded;
     }
-    std::unique_ptr<gemm::bf16::PackedB> recurrent_bf16;  // (bf16 on AMX, as in the forward)
-    if (amx_recurrent && own.size() > 0)
+    std::unique_ptr<gemm::bf16::PackedB> recurrent_bf16;  // (bf16 on ptbfast's kernel, as in the forward)
+    if (own_recurrent && own.size() > 0)
       recurrent_bf16.reset(parts == threads
                                ? new gemm::bf16::PackedB(own_rows, G, own.size(), 1, G, recurrent_storage[part])
                                : new gemm::bf16::PackedB(own_rows, G, own.size(), 1, G));
@@ -411,7 +416,7 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
       // (and writes d_gates_{t-1}), so no second barrier is needed.
       const double product_start = timing ? omp_get_wtime() : 0.0;
       if (recurrent_bf16)
-        gemm::bf16::amx_multiply(dg, B, G, 1, *recurrent_bf16, dh.data() + own.k0, H, false);
+        gemm::bf16::multiply_packed(recurrent_kernel, dg, B, G, 1, *recurrent_bf16, dh.data() + own.k0, H, false);
       else
         recurrent_transposed.gemm(dg, G, 0.0f, dh.data() + own.k0, H);
       if (timing) recurrent_seconds += omp_get_wtime() - product_start;

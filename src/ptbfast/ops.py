@@ -221,9 +221,10 @@ def set_bf16_products(name: str) -> None:
     """How bf16 products run, process-wide: "auto" (per product, the first kernel of
     :data:`BF16_KERNELS` this CPU runs that prefers the shape: from 128 rows ptbfast's AMX kernel
     where the CPU has AMX, else MKL's bf16 GEMM where an Intel CPU has AVX512-BF16 and K >= 400, else
-    ptbfast's AVX512-BF16 kernel where the CPU has it; float32 SGEMM on the bf16 values elsewhere) or
-    one kernel by name on every product outside the LSTM time loops (whose recurrent products are
-    packed SGEMMs, but on AMX under "auto" or "amx": the AMX kernel with the weights packed once):
+    ptbfast's AVX512-BF16 kernel where the CPU has it; float32 SGEMM on the bf16 values elsewhere;
+    the LSTM's recurrent products, their weights packed once for all steps, on the kernel of ptbfast's
+    that "auto" takes for many rows, else packed SGEMMs) or one kernel by name on every product (the
+    recurrent products too where it is one of ptbfast's, else packed SGEMMs):
     "amx", "mkl" (emulated on CPUs without bf16 instructions), "avx512_bf16", "sgemm", or
     "generic" (the dot-product kernels' plain C++ twin; slow). The environment variable
     PTBFAST_BF16_PRODUCTS sets it at import."""

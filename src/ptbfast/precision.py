@@ -6,10 +6,10 @@ the SGD update stay float32 (the recipe of PyTorch's autocast and llm.c, with fp
 unlike TF's --use_fp16, which kept float16 variables).
 
 Where the products run is the bf16 GEMM table's choice (src/cpp/gemm/bf16/; ``ptbfast info`` says
-it): from 128 rows ptbfast's AMX kernel where the CPU has AMX (and the LSTM's recurrent products
-too), else MKL's bf16 GEMM where an Intel CPU has AVX512-BF16 and K >= 400, else ptbfast's
-AVX512-BF16 kernel where another CPU has that instruction; float32 SGEMMs on the rounded operands
-everywhere else.
+it): from 128 rows ptbfast's AMX kernel where the CPU has AMX, else MKL's bf16 GEMM where an Intel
+CPU has AVX512-BF16 and K >= 400, else ptbfast's AVX512-BF16 kernel where another CPU has that
+instruction (AMX's or AVX512-BF16's kernel also runs the LSTM's recurrent products, their weights
+packed once for all steps); float32 SGEMMs on the rounded operands everywhere else.
 All are bf16 arithmetic (a product of two bf16 numbers is exact in float32, and all accumulate in
 float32), so a model trains the same on any, up to the order of the sums (and the bf16
 instructions' flushing of denormals to zero).
