@@ -65,13 +65,13 @@ def test_each_kernel_is_within_the_summation_bound(kernel, M, K, N, using):
     assert within_summation_bound(c, a, b, c0)
 
 
-@pytest.mark.skipif("amx" not in ops.BF16_KERNELS_HERE, reason="this CPU (or build) cannot run AMX")
+@pytest.mark.parametrize("kernel", PACKED_KERNELS_HERE)
 @pytest.mark.parametrize("M", [1, 33])
-def test_amx_packs_a_large_b_a_block_of_columns_at_a_time(M, using):
-    # K = 20,000 pairs 10,000 words a column: a 4 MB block holds 96 columns (amx.cpp), so N = 200 runs
-    # in blocks of 96, 96 and 8. Each column's sums are the same in any block: equal to the products
-    # of each block's columns alone, bit for bit.
-    using("amx")
+def test_a_large_b_is_packed_a_block_of_columns_at_a_time(kernel, M, using):
+    # K = 20,000 pairs 10,000 words a column: a 4 MB block holds 96 columns (gemm_bf16.h's
+    # for_column_blocks), so N = 200 runs in blocks of 96, 96 and 8. Each column's sums are the same
+    # in any block: equal to the products of each block's columns alone, bit for bit.
+    using(kernel)
     rng = np.random.default_rng(M)
     a, b = bf16(rng, M, 20_000), bf16(rng, 20_000, 200)
     got = ops.matmul(a, b, bf16=True)

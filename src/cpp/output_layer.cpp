@@ -321,21 +321,24 @@ double output_layer_forward(float* losses, const float* h, const float* w, const
 // first block of rows), dh_blk (+)= d_logits @ those columns^T (overwritten by the first chunk).
 // bf16: d_logits is rounded in place after db has summed it, before the products (and w's columns
 // piece by piece, ChunkedBlocks::piece).
-// bf16 on AMX, whole rows of an untied softmax_w: the softmax pass writes each group of 16 gradient
-// rows, as it makes them, in the two bf16 layouts the products read: AMX's A tiles (pairs along V) for
-// dh = d_logits @ w^T and B panels (pairs of rows) for dw = h^T @ d_logits. Packing the [rows, V]
-// float32 gradient after the pass read it twice more.
+// bf16 on one of ptbfast's kernels (AMX, AVX512-BF16, the generic twin), whole rows of an untied
+// softmax_w: the softmax pass writes each group of 16 gradient rows, as it makes them, in the two bf16
+// layouts the products read: the kernel's A (pairs along V; gemm::bf16::PackedA) for dh = d_logits @
+// w^T and B panels (pairs of rows) for dw = h^T @ d_logits. Packing the [rows, V] float32 gradient
+// after the pass read it twice more.
 struct GradientPacks {
-  uint32_t* tiles;   // AmxTiles(rows, V)
-  uint32_t* panels;  // PackedB of K = rows, N = V
+  std::string kernel;
+  uint32_t* a_words;  // PackedA(kernel, rows, V)'s storage
+  uint32_t* panels;   // PackedB of K = rows, N = V
   int V;
 };
 
-static bool fuses_gradient_packing(const ChunkedBlocks& blk, int N, int H, int V) {
-  namespace g = ptbfast::gemm::bf16;
-  return blk.bf16 && blk.kernels_round && blk.C >= V && !blk.w_transposed && N > 0 &&
-         g::amx_multiply_tiles != nullptr && blas::bf16_packed_b_kernel(blk.R, H, V) == "amx" &&
-         blas::bf16_packed_b_kernel(H, V, blk.R) == "amx";
+// The kernel of the fused path for blocks of R rows (the same for the logits, dw and dh), or "".
+static std::string fused_gradient_kernel(const ChunkedBlocks& blk, int R, int N, int H, int V) {
+  if (!(blk.bf16 && blk.kernels_round && blk.C >= V && !blk.w_transposed && N > 0)) return "";
+  const std::string kernel = blas::bf16_packed_b_kernel(R, H, V);
+  if (kernel != blas::bf16_packed_b_kernel(H, V, R) || kernel != blas::bf16_packed_b_kernel(R, V, H)) return "";
+  return kernel;
 }
 
 // Rows per block for the fused path. Per row of a block it holds the logits (4V bytes) and the
@@ -355,7 +358,8 @@ static int fused_block_rows(int N, int V, long budget) {
 // Rows [16g, 16g + 16) of a block of `rows` gradient rows (fewer in the last group) into the packs:
 // a whole row group at a time, so that both layouts are written in runs of 1 KB (8 pair rows of a
 // panel; one A tile) instead of 128 or 64 bytes a page apart.
-static void pack_gradient_group(const GradientPacks& g, int rows, int group, const float* first_row, long ld) {
+static void pack_gradient_group(const GradientPacks& g, ptbfast::gemm::bf16::PackedA& a, int rows, int group,
+                                const float* first_row, long ld) {
   namespace gb = ptbfast::gemm::bf16;
   constexpr int kRows = gb::kPairRun;  // 16: one tile's rows, 8 pair rows of a panel
   const int V = g.V, whole = V / 2, m0 = group * kRows, n_rows = std::min(kRows, rows - m0);
@@ -370,13 +374,12 @@ static void pack_gradient_group(const GradientPacks& g, int rows, int group, con
       std::fill(out + n, out + gb::kPanel, 0u);
     }
   }
-  const gb::AmxTiles layout(rows, V);
-  for (long q = 0; q < layout.chunks; ++q) {  // A tiles: tile (group, q), row by row
+  for (long q = 0; q < a.padded_pairs() / gb::kPairRun; ++q) {  // A: pairs [16q, 16q + 16) of each row
     const int first = static_cast<int>(q) * gb::kPairRun, n = std::max(0, std::min(gb::kPairRun, whole - first));
     const bool tail = V % 2 == 1 && whole >= first && whole < first + gb::kPairRun;  // an odd V's last value
     for (int r = 0; r < n_rows; ++r) {
       const float* row = first_row + r * ld;
-      uint32_t* out = layout.row_chunk(g.tiles, m0 + r, q);
+      uint32_t* out = a.row_chunk(m0 + r, q);
       gb::pack_adjacent_pairs(out, row + 2L * first, n);
       int filled = n;
       if (tail) out[filled++] = bf16_bits(row[V - 1]);
@@ -385,21 +388,19 @@ static void pack_gradient_group(const GradientPacks& g, int rows, int group, con
   }
 }
 
-// The packs' padding: pair rows of the panels past the block's rows, tile rows past its rows.
+// The panels' padding: pair rows past the block's rows (PackedA's constructor zeroes A's).
 static void zero_gradient_padding(const GradientPacks& g, int rows) {
   namespace gb = ptbfast::gemm::bf16;
   const long used = (rows + 1) / 2, padded = (used + gb::kPairRun - 1) / gb::kPairRun * gb::kPairRun;
   const long panels = (g.V + gb::kPanel - 1) / gb::kPanel;
   for (long p = 0; p < panels; ++p)
     std::fill(g.panels + (p * padded + used) * gb::kPanel, g.panels + (p + 1) * padded * gb::kPanel, 0u);
-  const gb::AmxTiles layout(rows, g.V);
-  for (long m = rows; m < layout.groups * gb::kPairRun; ++m)
-    for (long q = 0; q < layout.chunks; ++q) std::fill_n(layout.row_chunk(g.tiles, m, q), gb::kPairRun, 0u);
 }
 
 static void fold_gradient_chunk(float* dw, float* dh_blk, float* db, float* d_logits, float* scratch,
                                 const float* h_blk, const float* w, const ChunkedBlocks& blk, int rows, int cols,
-                                int c0, bool first_rows, int H, bool parallel, const GradientPacks* packs) {
+                                int c0, bool first_rows, int H, bool parallel, const GradientPacks* packs,
+                                const ptbfast::gemm::bf16::PackedA* a) {
   constexpr int kStripe = 256;
   const double pass_start = profile::now();
 #pragma omp parallel for schedule(static) if (parallel)
@@ -421,8 +422,9 @@ static void fold_gradient_chunk(float* dw, float* dh_blk, float* db, float* d_lo
   if (packs) {  // (whole rows: c0 = 0, cols = V)
     namespace gb = ptbfast::gemm::bf16;
     const gb::PackedB d_logits_packed(rows, cols, packs->panels, gb::PackedB::WrittenByCaller{});
-    gb::amx_multiply(h_blk, H, 1, H, d_logits_packed, dw, blk.ldw, !first_rows);  // dw (+)= h_blk^T @ d_logits
-    gb::amx_multiply_tiles(packs->tiles, rows, *blk.packed_wt, dh_blk, H, false);  // dh = d_logits @ w^T
+    // dw (+)= h_blk^T @ d_logits, dh = d_logits @ w^T
+    gb::multiply_packed(packs->kernel, h_blk, H, 1, H, d_logits_packed, dw, blk.ldw, !first_rows);
+    gb::multiply_packed(*a, *blk.packed_wt, dh_blk, H, false);
     profile::since(profile::kOutputProducts, products_start);
     return;
   }
@@ -452,16 +454,21 @@ double output_layer_forward_backward(float* losses, float* dh, float* dw, float*
   const long budget = logits_budget(H, V, w_rounded_here);
   choose_training_blocks(N, V, budget, block_rows, block_columns);
   ChunkedBlocks blk(N, H, V, block_rows, block_columns, w_transposed, bf16);
-  bool fused = fuses_gradient_packing(blk, N, H, V);
-  if (fused && rows_chosen_here) {
+  std::string fused_kernel = fused_gradient_kernel(blk, blk.R, N, H, V);
+  if (!fused_kernel.empty() && rows_chosen_here) {
     const int rows = fused_block_rows(N, V, budget);
-    if (rows != blk.R) {
+    if (rows != blk.R && fused_gradient_kernel(blk, rows, N, H, V) == fused_kernel)
       blk = ChunkedBlocks(N, H, V, rows, block_columns, w_transposed, bf16);
-      fused = fuses_gradient_packing(blk, N, H, V);
-    }
   }
+  if (N > 0) {
+    const double pack_start = profile::now();
+    blk.pack_w_once(w, N, H, V, !fused_kernel.empty());
+    profile::since(profile::kOutputProducts, pack_start);  // (packing is part of the products)
+  }
+  if (blk.packed_kernel != fused_kernel) fused_kernel.clear();  // (dh multiplies the packed w^T)
+  const bool fused = !fused_kernel.empty();
   const bool whole_rows = blk.C >= V;
-  GradientPacks packs{nullptr, nullptr, V};
+  GradientPacks packs{fused_kernel, nullptr, nullptr, V};
   // The packs are freed when the call ends (kept, they would add to the peak of the rest of the step).
   struct ReleasePacks {
     bool on;
@@ -473,13 +480,8 @@ double output_layer_forward_backward(float* losses, float* dh, float* dw, float*
   } release_packs{fused};
   if (fused) {
     namespace gb = ptbfast::gemm::bf16;
-    packs.tiles = gb::thread_scratch(4, gb::AmxTiles(blk.R, V).words());
+    packs.a_words = gb::thread_scratch(4, gb::PackedA::words_for(fused_kernel, blk.R, V));
     packs.panels = gb::thread_scratch(5, gb::PackedB::words_for(blk.R, V));
-  }
-  if (N > 0) {
-    const double pack_start = profile::now();
-    blk.pack_w_once(w, N, H, V, fused);
-    profile::since(profile::kOutputProducts, pack_start);  // (packing is part of the products)
   }
   // (new[], not vector: every element is written, by a beta = 0 GEMM or a rounding pass, before it is
   // read; a vector zero-filled the 16 MiB logits on every call, 1.3 ms of a 21 ms small eval step on Zen 3.)
@@ -501,6 +503,7 @@ double output_layer_forward_backward(float* losses, float* dh, float* dw, float*
       const bool parallel = static_cast<long>(rows) * cols >= kParallelElements;
       const double pass_start = profile::now();
       if (fused) {  // (whole rows) the loss and gradient of 16 rows, then their bf16 packs
+        ptbfast::gemm::bf16::PackedA a(fused_kernel, rows, V, packs.a_words);
         const int groups = (rows + 15) / 16;
 #pragma omp parallel for schedule(static) if (parallel)
         for (int group = 0; group < groups; ++group) {
@@ -508,12 +511,12 @@ double output_layer_forward_backward(float* losses, float* dh, float* dw, float*
           for (int r = 16 * group; r < std::min(rows, 16 * group + 16); ++r)
             losses[r0 + r] = row_loss_and_gradient(logits.get() + static_cast<long>(r) * cols, b, V, targets[r0 + r],
                                                    d_loss);
-          pack_gradient_group(packs, rows, group, first_row, cols);
+          pack_gradient_group(packs, a, rows, group, first_row, cols);
         }
         zero_gradient_padding(packs, rows);
         profile::since(profile::kSoftmaxPass, pass_start);
         fold_gradient_chunk(dw, dh + static_cast<long>(r0) * H, db, logits.get(), scratch.get(), h_blk, w, blk, rows,
-                            cols, c0, r0 == 0, H, parallel, &packs);
+                            cols, c0, r0 == 0, H, parallel, &packs, &a);
         continue;
       }
 #pragma omp parallel for schedule(static) if (parallel)
@@ -533,7 +536,7 @@ double output_layer_forward_backward(float* losses, float* dh, float* dw, float*
       }
       profile::since(profile::kSoftmaxPass, pass_start);
       fold_gradient_chunk(dw, dh + static_cast<long>(r0) * H, db, logits.get(), scratch.get(), h_blk, w, blk,
-                          rows, cols, c0, r0 == 0, H, parallel, nullptr);
+                          rows, cols, c0, r0 == 0, H, parallel, nullptr, nullptr);
     }
   }
   return total_of(losses, N);

@@ -229,20 +229,26 @@ void run_blocks(BlockFn block, const Problem& problem) {
   }
 }
 
-// C = op(A) @ op(B) + beta * C on one of the kernels that read a packed B: both operands packed per call.
+// C = op(A) @ op(B) + beta * C on one of the kernels that read a packed B: both operands packed per
+// call, A once and B a block of columns at a time (for_column_blocks: a few MB however large B is).
 static void multiply_on(const char* kernel, bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda,
                         const float* B, int ldb, float beta, float* C, int ldc) {
   if (M == 0 || N == 0) return;
   if (beta != 0.0f && beta != 1.0f)
     for (int m = 0; m < M; ++m)
       for (int n = 0; n < N; ++n) C[static_cast<long>(m) * ldc + n] *= beta;
-  if (std::string(kernel) == "amx") {  // (B packed a block of columns at a time: amx.cpp)
+  if (std::string(kernel) == "amx") {  // (amx.cpp: A packed as tiles)
     amx_multiply_unpacked(A, M, trans_a ? 1 : lda, trans_a ? lda : 1, B, K, N, trans_b ? 1 : ldb, trans_b ? ldb : 1, C,
                           ldc, beta != 0.0f);
     return;
   }
-  const PackedB b(B, K, N, trans_b ? 1 : ldb, trans_b ? ldb : 1, thread_scratch(0, PackedB::words_for(K, N)));
-  multiply_packed(kernel, A, M, trans_a ? 1 : lda, trans_a ? lda : 1, b, C, ldc, beta != 0.0f);
+  const int pairs = (K + 1) / 2;
+  uint32_t* a = thread_scratch(1, static_cast<size_t>(M) * pairs);
+  pack_a(A, M, K, trans_a ? 1 : lda, trans_a ? lda : 1, a, pairs);
+  const BlockFn block = std::string(kernel) == "avx512_bf16" ? avx512_bf16_block : &generic_block;
+  for_column_blocks(B, K, N, trans_b ? 1 : ldb, trans_b ? ldb : 1, [&](const PackedB& b, int j0) {
+    run_blocks(block, Problem{a, pairs, &b, C + j0, ldc, M, beta != 0.0f});
+  });
 }
 
 static void generic_multiply(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda,
@@ -277,6 +283,13 @@ void multiply_packed(const std::string& kernel, const float* A, int M, long row_
   run_blocks(block, Problem{a, b.pairs(), &b, C, ldc, M, accumulate});
 }
 
+// A pair word's bf16 halves, written and read as 16-bit values (may_alias: the words are uint32_t).
+#if defined(__GNUC__)
+typedef uint16_t __attribute__((__may_alias__)) Half;
+#else
+typedef uint16_t Half;
+#endif
+
 PackedA::PackedA(const std::string& kernel, int M, int K, uint32_t* storage)
     : kernel_(kernel), M_(M), K_(K), tiles_(kernel == "amx"), words_(storage) {
   // Zero words: every word of the tiles' padding rows, and each row's words from K / 2 on (an odd
@@ -284,7 +297,7 @@ PackedA::PackedA(const std::string& kernel, int M, int K, uint32_t* storage)
   const long padded = padded_pairs(), rows = tiles_ ? AmxTiles(M, K).groups * kPairRun : M, first_pad = K / 2;
   for (long m = 0; m < rows; ++m) {
     for (long c = m < M ? first_pad / kPairRun : 0; c < padded / kPairRun; ++c) {
-      uint32_t* words = tiles_ ? AmxTiles(M, K).row_chunk(words_, m, c) : words_ + m * padded + c * kPairRun;
+      uint32_t* words = chunk_words(m, c);
       for (long j = m < M ? std::max(0L, first_pad - c * kPairRun) : 0; j < kPairRun; ++j) words[j] = 0u;
     }
   }
@@ -299,7 +312,7 @@ void PackedA::store(long m, int k0, const float* values, int n) {
   // (a run crosses a chunk every 32 columns; within one, the columns' halves are contiguous)
   for (int k = k0; k < k0 + n;) {
     const int c = k / (2 * kPairRun), end = std::min(k0 + n, (c + 1) * 2 * kPairRun);
-    uint16_t* halves = reinterpret_cast<uint16_t*>(const_cast<uint32_t*>(chunk(m, c))) - c * 2 * kPairRun;
+    Half* halves = reinterpret_cast<Half*>(chunk_words(m, c)) - c * 2 * kPairRun;
 #pragma omp simd
     for (int j = k; j < end; ++j) {
       uint32_t u;
@@ -317,9 +330,9 @@ void pack_transposed(const PackedA& a, PackedB& b) {
   for (int k0 = 0; k0 < padded; k0 += kPairRun) {  // (16 pair rows: 2 KB of each panel at a time)
     for (int p = 0; p < panels; ++p) {
       for (int k = k0; k < k0 + kPairRun; ++k) {
-        uint16_t* out = reinterpret_cast<uint16_t*>(b.words() + b.word(k, p * kPanel));
-        const uint16_t* even = reinterpret_cast<const uint16_t*>(a.chunk(2L * k, p));
-        const uint16_t* odd = reinterpret_cast<const uint16_t*>(a.chunk(2L * k + 1, p));
+        Half* out = reinterpret_cast<Half*>(b.words() + b.word(k, p * kPanel));
+        const Half* even = reinterpret_cast<const Half*>(a.chunk(2L * k, p));
+        const Half* odd = reinterpret_cast<const Half*>(a.chunk(2L * k + 1, p));
 #pragma omp simd
         for (int n = 0; n < kPanel; ++n) {
           out[2 * n] = even ? even[n] : 0;
@@ -331,18 +344,21 @@ void pack_transposed(const PackedA& a, PackedB& b) {
   profile::since_outside(profile::kBf16Packing, start);
 }
 
+void multiply_packed(const PackedA& a, const PackedB& b, float* C, long ldc, bool accumulate) {
+  if (a.M() == 0 || b.N() == 0) return;
+  if (a.kernel() == "amx") {
+    amx_multiply_tiles(a.words(), a.M(), b, C, ldc, accumulate);
+    return;
+  }
+  const BlockFn block = a.kernel() == "avx512_bf16" ? avx512_bf16_block : &generic_block;
+  run_blocks(block, Problem{a.words(), a.padded_pairs(), &b, C, ldc, a.M(), accumulate});
+}
+
 void multiply_packed_a(const PackedA& a, const float* B, int N, long b_row_stride, long b_col_stride, float* C,
                        long ldc, bool accumulate) {
-  const int M = a.M(), K = a.K();
-  if (M == 0 || N == 0) return;
-  for_column_blocks(B, K, N, b_row_stride, b_col_stride, [&](const PackedB& block, int j0) {
-    if (a.kernel() == "amx") {
-      amx_multiply_tiles(a.words(), M, block, C + j0, ldc, accumulate);
-      return;
-    }
-    const BlockFn kernel_block = a.kernel() == "avx512_bf16" ? avx512_bf16_block : &generic_block;
-    run_blocks(kernel_block, Problem{a.words(), a.padded_pairs(), &block, C + j0, ldc, M, accumulate});
-  });
+  if (a.M() == 0 || N == 0) return;
+  for_column_blocks(B, a.K(), N, b_row_stride, b_col_stride,
+                    [&](const PackedB& block, int j0) { multiply_packed(a, block, C + j0, ldc, accumulate); });
 }
 
 static bool always(int, int, int) { return true; }

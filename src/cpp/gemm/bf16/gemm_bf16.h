@@ -172,10 +172,9 @@ class PackedA {
   // Row m's columns [k0, k0 + n) = values, which hold bf16 values (their high halves are stored).
   void store(long m, int k0, const float* values, int n);
   // Row m's columns [32 c, 32 c + 32), or nullptr for a row at or past M (zero).
-  const uint32_t* chunk(long m, long c) const {
-    if (m >= M_) return nullptr;
-    return tiles_ ? AmxTiles(M_, K_).row_chunk(words_, m, c) : words_ + m * padded_pairs() + c * kPairRun;
-  }
+  const uint32_t* chunk(long m, long c) const { return m < M_ ? chunk_words(m, c) : nullptr; }
+  // The same 16 words to write (m < M), for a caller that packs pairs itself.
+  uint32_t* row_chunk(long m, long c) { return chunk_words(m, c); }
   const std::string& kernel() const { return kernel_; }
   int M() const { return M_; }
   int K() const { return K_; }
@@ -183,6 +182,10 @@ class PackedA {
   const uint32_t* words() const { return words_; }
 
  private:
+  // The 16 words of row m's columns [32 c, 32 c + 32) (m past M: the tiles' padding rows).
+  uint32_t* chunk_words(long m, long c) const {
+    return tiles_ ? AmxTiles(M_, K_).row_chunk(words_, m, c) : words_ + m * padded_pairs() + c * kPairRun;
+  }
   std::string kernel_;
   int M_, K_;
   bool tiles_;
@@ -193,6 +196,9 @@ class PackedA {
 // packed a block of columns at a time (for_column_blocks).
 void multiply_packed_a(const PackedA& a, const float* B, int N, long b_row_stride, long b_col_stride, float* C,
                        long ldc, bool accumulate);
+
+// C[M, N] (= or +=) a @ b on a's kernel, both packed.
+void multiply_packed(const PackedA& a, const PackedB& b, float* C, long ldc, bool accumulate);
 
 // Writes b = a^T (b constructed WrittenByCaller with b.K() == a.M(), b.N() == a.K()): a's values paired
 // down its columns instead of along its rows, the zero padding included.
