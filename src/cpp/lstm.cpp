@@ -73,6 +73,41 @@ static void gather_own_columns(float* w, const float* w_hidden, UnitRange u, int
                     bf16);
 }
 
+// Units [u.k0, u.k1) of w_hidden [H, 4H] as gemm_bf16's packed B [H, 4n] of the columns
+// gather_own_columns lays side by side, packed straight from w_hidden (no float32 copy first):
+// 16 pair rows at a time across every panel, as PackedB packs a row-major B, each panel row in runs
+// of one gate's units.
+static gemm::bf16::PackedB* pack_own_columns(const float* w_hidden, UnitRange u, int H) {
+  namespace gb = gemm::bf16;
+  const int n = u.size(), N = 4 * n;
+  const long G = 4L * H;
+  const double start = profile::now_outside();
+  auto* b = new gb::PackedB(H, N, gb::PackedB::WrittenByCaller{});
+  const int pairs = b->pairs(), padded = b->padded_pairs();
+  for (int k0 = 0; k0 < padded; k0 += gb::kPairRun) {
+    for (int p = 0; p < b->panels(); ++p) {
+      for (int k = k0; k < k0 + gb::kPairRun; ++k) {
+        uint32_t* out = b->words() + b->word(k, p * gb::kPanel);
+        int j = 0;  // words of this panel row written
+        if (k < pairs) {
+          const float* even = w_hidden + 2L * k * G;
+          const float* odd = 2 * k + 1 < H ? even + G : nullptr;
+          for (int c = p * gb::kPanel; j < gb::kPanel && c < N;) {
+            const int unit = c % n, run = std::min({gb::kPanel - j, n - unit, N - c});
+            const long column = static_cast<long>(c / n) * H + u.k0 + unit;  // (gate c / n)
+            gb::pack_two_rows(out + j, even + column, odd ? odd + column : nullptr, run);
+            j += run;
+            c += run;
+          }
+        }
+        std::fill(out + j, out + gb::kPanel, 0u);
+      }
+    }
+  }
+  profile::since_outside(profile::kBf16Packing, start);
+  return b;
+}
+
 void lstm_freeze_bf16(FrozenWeights& frozen, const float* kernel, int In, int H) {
   const int G = 4 * H;
   using gemm::bf16::PackedB;
@@ -88,15 +123,9 @@ void lstm_freeze_bf16(FrozenWeights& frozen, const float* kernel, int In, int H)
   if (blas::bf16_recurrent_kernel().empty() || H == 0) return;
   const int parts = time_loop_threads(1 << 20, H, true);
   const float* w_hidden = kernel + static_cast<long>(In) * G;
-  std::vector<float> own(static_cast<size_t>(H) * G);
   for (int part = 0; part < parts; ++part) {
     const UnitRange u = units_of(part, parts, H);
-    if (u.size() == 0) {
-      frozen.lstm_recurrent.emplace_back();
-      continue;
-    }
-    gather_own_columns(own.data(), w_hidden, u, H, true);
-    frozen.lstm_recurrent.emplace_back(new PackedB(own.data(), H, 4 * u.size(), 4 * u.size(), 1));
+    frozen.lstm_recurrent.emplace_back(u.size() == 0 ? nullptr : pack_own_columns(w_hidden, u, H));
   }
   frozen.lstm_parts = parts;
 }
@@ -170,12 +199,20 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   const float* w_input = kernel;                         // [In, 4H]
   const float* w_hidden = kernel + static_cast<long>(In) * G;  // [H, 4H]
 
+  // bf16 on ptbfast's kernel (every one reads the same packed B): "" for packed SGEMMs.
+  const std::string recurrent_kernel = bf16 ? blas::bf16_recurrent_kernel() : "";
+  const bool own_recurrent = !recurrent_kernel.empty();
+  // bf16 products on SGEMM take Wx rounded (ptbfast's and MKL's kernels round as they pack).
+  const bool round_wx = bf16 && !blas::gemm_bf16_rounds_operands(static_cast<int>(rows), G, In);
+
   // Scratch of all threads, allocated here (an exception must not leave a parallel region):
-  // the thread of units [k0, k1), n = k1 - k0, uses w_own [H, 4n] from offset H*4*k0 and
-  // rec [B, 4n] from B*4*k0. bf16: w_own first holds Wx rounded for the input projection (so a
-  // bf16 layer needs no rounded copy of its kernel beside this scratch that fp32 has too).
+  // the thread of units [k0, k1), n = k1 - k0, uses rec [B, 4n] from B*4*k0, and for packed SGEMMs
+  // w_own [H, 4n] from offset H*4*k0 (ptbfast's kernels pack the columns straight from the kernel).
+  // w_own first holds Wx rounded where the input projection needs it (so a bf16 layer needs no
+  // rounded copy of its kernel beside this scratch that fp32 has too).
   // (new[], not vector: every element is written before it is read, so no zero-fill pass.)
-  const std::unique_ptr<float[]> w_own(new float[static_cast<size_t>(bf16 ? std::max(In, H) : H) * G]),
+  const std::unique_ptr<float[]> w_own(
+      new float[static_cast<size_t>(std::max(own_recurrent ? 0 : H, round_wx ? In : 0)) * G]),
       rec_all(new float[static_cast<size_t>(B) * G]);
 
   // Input projection of every step at once: gates = x @ Wx (the bias is added in the gate math,
@@ -191,8 +228,6 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
     gemm::bf16::multiply_packed(frozen_input_kernel, x, static_cast<int>(rows), In, 1, *frozen->lstm_input, gates, G,
                                 false);
   } else {
-    // (bf16: Wx rounded into w_own, unless the kernel rounds its operands as it packs them)
-    const bool round_wx = bf16 && !blas::gemm_bf16_rounds_operands(static_cast<int>(rows), G, In);
     if (round_wx) round_to_bf16(w_own.get(), w_input, static_cast<int64_t>(In) * G);
     blas::gemm_for(bf16)(false, false, static_cast<int>(rows), G, In, 1.0f, x, In, round_wx ? w_own.get() : w_input,
                          G, 0.0f, gates, G);
@@ -205,9 +240,6 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   const float* h0_product = bf16 ? h0_rounded.data() : h0;
   const double loop_start = profile::now();
   double recurrent_seconds = 0.0;  // thread 0's, when profiling
-  // bf16 on ptbfast's kernel (every one reads the same packed B): "" for packed SGEMMs.
-  const std::string recurrent_kernel = bf16 ? blas::bf16_recurrent_kernel() : "";
-  const bool own_recurrent = !recurrent_kernel.empty();
   const int threads = time_loop_threads(B, H, own_recurrent);
   // A frozen model's packs of the threads' columns, where they were packed for this many threads.
   const bool frozen_recurrent = own_recurrent && frozen && frozen->lstm_parts == threads;
@@ -215,16 +247,17 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
     const bool timing = part == 0 && profile::enabled();
     const UnitRange u = units_of(part, parts, H);
     const int n = u.size();
-    // This thread's columns of Wh, gates i, j, f, o side by side: [H, 4n], packed once for T steps.
-    float* w = w_own.get() + static_cast<long>(H) * 4 * u.k0;
-    if (!frozen_recurrent) gather_own_columns(w, w_hidden, u, H, bf16);
-    // bf16 on ptbfast's kernel: the columns packed once as bf16 pairs, each step's product on this thread.
+    // This thread's columns of Wh, gates i, j, f, o side by side: [H, 4n], packed once for T steps:
+    // on ptbfast's kernel as bf16 pairs (each step's product on this thread), else gathered into
+    // w_own for the packed SGEMM.
+    float* w = own_recurrent ? nullptr : w_own.get() + static_cast<long>(H) * 4 * u.k0;
+    if (w) gather_own_columns(w, w_hidden, u, H, bf16);
     std::unique_ptr<gemm::bf16::PackedB> packed_here;
     const gemm::bf16::PackedB* recurrent_bf16 = nullptr;
     if (frozen_recurrent) {
       recurrent_bf16 = frozen->lstm_recurrent[part].get();
     } else if (own_recurrent && n > 0) {
-      packed_here.reset(new gemm::bf16::PackedB(w, H, 4 * n, 4 * n, 1));
+      packed_here.reset(pack_own_columns(w_hidden, u, H));
       recurrent_bf16 = packed_here.get();
     }
     const blas::PackedB recurrent(false, B, 4 * n, H, w, 4 * n, own_recurrent ? 0 : T);

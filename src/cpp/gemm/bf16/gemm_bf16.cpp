@@ -121,6 +121,8 @@ PackedB::PackedB(const float* B, int K, int N, long row_stride, long col_stride)
   pack(B, row_stride, col_stride);
 }
 
+PackedB::PackedB(int K, int N, WrittenByCaller) : K_(K), N_(N), words_(aligned_words(owned_, words_for(K, N))) {}
+
 PackedB::PackedB(const float* B, int K, int N, long row_stride, long col_stride, uint32_t* storage)
     : K_(K), N_(N), words_(storage) {
   pack(B, row_stride, col_stride);

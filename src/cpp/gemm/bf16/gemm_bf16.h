@@ -43,6 +43,8 @@ class PackedB {
   // of words_for(K, N) words, owned by the caller.
   struct WrittenByCaller {};
   PackedB(int K, int N, uint32_t* storage, WrittenByCaller) : K_(K), N_(N), words_(storage) {}
+  // The same with storage of its own (64-byte aligned).
+  PackedB(int K, int N, WrittenByCaller);
   // Columns [first_column, first_column + columns) of `whole`, read in whole's storage (which must
   // outlive this); first_column a multiple of kPanel.
   PackedB(const PackedB& whole, int first_column, int columns)
