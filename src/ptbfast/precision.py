@@ -28,10 +28,10 @@ PRECISIONS = ("fp32", "bf16")
 # 1.00-1.40x with 2 (noisy), medium 1.05-1.13x with 2. The products are the same SGEMMs; rounding
 # the weights piece by piece (for memory) and the operands costs the rest (bench --profile).
 EMULATED_STEP_TIME = "1.0-1.4x"
-# python -m ptbfast bench --precision bf16 against fp32 (2 threads), nine alternating rounds on an
-# Intel Xeon with AMX (family 6 model 167; docs/performance.md, 2026-12-06, commits 3a905f2, 083ef77, 6ad02f4),
+# python -m ptbfast bench --precision bf16 against fp32 (2 threads), twelve alternating rounds on an
+# Intel Xeon with AMX (family 6 model 167; docs/performance.md, 2026-12-06, commits 3a905f2 to 2178f3c),
 # products on ptbfast's AMX kernel, evaluation on weights packed once (model.frozen()).
-MEASURED_ON_AMX_XEON = "small 1.61-1.91x (train) / 2.19-2.63x (eval), medium 1.99-2.40x / 3.08-3.44x"
+MEASURED_ON_AMX_XEON = "small 1.61-1.91x (train) / 2.19-2.63x (eval), medium 1.99-2.40x / 3.08-3.48x"
 
 _warned = False
 
