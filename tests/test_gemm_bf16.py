@@ -216,3 +216,15 @@ def test_a_kernel_this_cpu_cannot_run_is_refused(using):
             using(name)
     with pytest.raises(ValueError, match="must be one of auto, "):
         using("fast")
+
+
+def test_the_instruction_peaks_are_measured_where_their_kernels_run():
+    # bench prints them beside SGEMM's peak; a kernel this CPU cannot run has none (0).
+    for kernel in ("amx", "avx512_bf16"):
+        peak = ops.bf16_peak_gflops(kernel)
+        if kernel in ops.BF16_KERNELS_HERE:
+            assert 0.0 < peak < float("inf")
+        else:
+            assert peak == 0.0
+    with pytest.raises(ValueError, match="amx or avx512_bf16"):
+        ops.bf16_peak_gflops("sgemm")

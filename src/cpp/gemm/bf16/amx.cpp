@@ -239,8 +239,8 @@ PTBFAST_AMX_TARGET void amx_multiply_tiles_impl(const uint32_t* a, int M, const 
 }
 
 // GFLOP/s of TDPBF16PS on every OpenMP thread: 4 independent C tiles, A and B tiles loaded once.
-PTBFAST_AMX_TARGET double amx_peak_impl() {
-  constexpr long kIterations = 200'000;
+PTBFAST_AMX_TARGET double amx_peak_once() {
+  constexpr long kIterations = 50'000;
   double seconds = 0.0;
   int threads = 1;
 #pragma omp parallel reduction(max : seconds)
@@ -271,6 +271,13 @@ PTBFAST_AMX_TARGET double amx_peak_impl() {
     _tile_release();
   }
   return 4.0 * 2 * kTile * kTile * 2 * kTile * kIterations * threads / seconds / 1e9;
+}
+
+// The best of several runs (a ceiling; see avx512_bf16.cpp).
+PTBFAST_AMX_TARGET double amx_peak_impl() {
+  double best = 0.0;
+  for (int run = 0; run < kPeakRuns; ++run) best = std::max(best, amx_peak_once());
+  return best;
 }
 
 }  // namespace

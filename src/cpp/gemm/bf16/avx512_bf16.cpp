@@ -12,6 +12,8 @@
 #define PTBFAST_BF16_TARGET __attribute__((target("avx512f,avx512bf16")))
 #include "blocked.h"
 
+#include <algorithm>
+
 namespace ptbfast::gemm::bf16 {
 namespace {
 
@@ -39,9 +41,9 @@ PTBFAST_BF16_TARGET void avx512_bf16_block_impl(const Problem& problem, int m0, 
 
 // GFLOP/s of independent VDPBF16PS chains on every OpenMP thread (12 accumulators per thread: enough
 // to cover a latency of 6 cycles at 2 instructions per cycle): the ceiling the GEMM is measured against.
-PTBFAST_BF16_TARGET double avx512_bf16_peak_impl() {
+PTBFAST_BF16_TARGET double avx512_bf16_peak_once() {
   constexpr int kChains = 12;
-  constexpr long kIterations = 2'000'000;
+  constexpr long kIterations = 500'000;
   double seconds = 0.0;
   int threads = 1;
 #pragma omp parallel reduction(max : seconds)
@@ -66,6 +68,14 @@ PTBFAST_BF16_TARGET double avx512_bf16_peak_impl() {
     seconds = omp_get_wtime() - start;
   }
   return 64.0 * kChains * kIterations * threads / seconds / 1e9;  // 16 lanes x 2 pairs x 2 flops
+}
+
+// The best of several runs: a peak is a ceiling, and one run on a shared VM swung 98-198 GFLOP/s from
+// call to call (Intel Xeon family 6 model 167, 2 threads; a standalone loop ran 149-160).
+PTBFAST_BF16_TARGET double avx512_bf16_peak_impl() {
+  double best = 0.0;
+  for (int run = 0; run < kPeakRuns; ++run) best = std::max(best, avx512_bf16_peak_once());
+  return best;
 }
 
 }  // namespace

@@ -234,6 +234,8 @@ extern void (*const amx_multiply_unpacked)(const float* A, int M, long a_row_str
                                            const float* B, int K, int N, long b_row_stride, long b_col_stride,
                                            float* C, long ldc, bool accumulate);
 
+// Runs of the instruction peaks' loops, each about 1-2 ms; the peak is the best run.
+constexpr int kPeakRuns = 8;
 // The measured peak (GFLOP/s, all OpenMP threads) of the instruction of the native kernel named
 // ("amx": TDPBF16PS, "avx512_bf16": VDPBF16PS), or with "" of the fastest one usable here; 0 where
 // that kernel does not run here.
