@@ -539,10 +539,27 @@ def test_info_reports_the_amx_permission_and_the_bf16_path():
         assert not info["bf16_products"].startswith("MKL") and "SGEMM" in info["bf16_products"]
         assert info["bf16_instructions"] == ("avx512_bf16" in ops.BF16_KERNELS_HERE)
     assert info["bf16_matrix_engine"] == info["bf16_instructions"]  # (the key's first name)
+    # The recurrent products run on "auto"'s kernel for many rows where it takes packed weights:
+    # AMX, else AVX512-BF16 on CPUs not Intel's, else SGEMM.
+    if ops.bf16_products() == "auto":
+        expected = ("amx" if "amx" in ops.BF16_KERNELS_HERE else
+                    "avx512_bf16" if "avx512_bf16" in ops.BF16_KERNELS_HERE and info["cpu_vendor"] != "GenuineIntel"
+                    else "sgemm")
+        assert info["bf16_recurrent_products"] == expected
     if "amx_tile" in flags:  # Linux >= 5.16 grants it; an older kernel refuses, and info says so
         assert info["amx_permission"] == "granted" or info["amx_permission"].startswith("refused by the kernel")
     else:
         assert info["amx_permission"].startswith("not requested")
+
+
+@pytest.mark.parametrize("kernel", ["generic", "sgemm"])
+def test_info_names_the_kernel_of_the_recurrent_products(kernel):
+    before = ops.bf16_products()
+    try:
+        ops.set_bf16_products(kernel)  # (both run on every CPU)
+        assert ptbfast.build_info()["bf16_recurrent_products"] == kernel
+    finally:
+        ops.set_bf16_products(before)
 
 
 def test_bf16_products_setting_is_checked():

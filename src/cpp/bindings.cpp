@@ -484,6 +484,9 @@ py::dict build_info() {
   if (features.empty()) features.append("none");
   info["cpu_matrix_features"] = features;
   info["bf16_products"] = blas::bf16_products_description();
+  // The LSTM's recurrent products (their weights packed once per time loop): ptbfast's kernel, or SGEMM.
+  const std::string recurrent = blas::bf16_recurrent_kernel();
+  info["bf16_recurrent_products"] = recurrent.empty() ? "sgemm" : recurrent;
   info["bf16_instructions"] = blas::bf16_products_use_bf16_instructions();
   info["bf16_matrix_engine"] = info["bf16_instructions"];  // (its first name, kept for old readers)
   py::dict kernels;  // the bf16 GEMM table: name -> usable here
