@@ -334,6 +334,19 @@ class FreeFloats {
   std::vector<std::unique_ptr<uint32_t[]>> owned_;
 };
 
+// dWh = h_{t-1}^T @ d_gates, then dWx = x^T @ d_gates, on `kernel`, d_gates packed as B: h_{t-1} of all
+// steps (h0, then h_all's first T-1 steps) copied into h_prev [rows, H] as one operand, so that dWh is
+// one product (the kernel rounds h0 as it packs it). h_prev may lie in dw_input: dWh is made first.
+static void weight_gradients_on_packed(const std::string& kernel, const gemm::bf16::PackedB& d_gates_packed,
+                                       const float* x, const float* h0, const float* h_all, float* h_prev,
+                                       long rows, long state, int In, int H, float* dw_input, float* dw_hidden) {
+  const int G = 4 * H;
+  std::copy_n(h0, state, h_prev);
+  std::copy_n(h_all, rows * H - state, h_prev + state);
+  gemm::bf16::multiply_packed(kernel, h_prev, H, 1, H, d_gates_packed, dw_hidden, G, false);
+  gemm::bf16::multiply_packed(kernel, x, In, 1, In, d_gates_packed, dw_input, G, false);
+}
+
 void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbias, const float* d_h_all,
                    const float* d_c_T, const float* d_h_T, const float* x, const float* c0, const float* h0,
                    const float* kernel, const float* h_all, const float* c_all, const float* gates, int T, int B,
@@ -471,8 +484,7 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
   if (written) {
     // dx = d_gates @ Wx^T from the written A, Wx^T packed a block of columns at a time; then d_gates
     // packed as B for both weight gradients (into this thread's B scratch: no second buffer of its
-    // size), and h_{t-1} of all steps (h0, then h_all's first T-1 steps) one operand, so dWh is one
-    // product (h_{t-1} where the written A was: dWh is computed before dWx overwrites them).
+    // size), h_{t-1} where the written A was.
     gemm::bf16::multiply_packed_a(*written, w_input, In, 1, G, dx, In, false);
     gemm::bf16::PackedB d_gates_packed(
         static_cast<int>(rows), G,
@@ -483,10 +495,8 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
     input_rows.clear();
     hidden_rows.clear();
     float* h_prev = reinterpret_cast<float*>(input_rows.take(static_cast<size_t>(rows) * H));
-    std::copy_n(h0, state, h_prev);  // (the kernel rounds h0 as it packs it)
-    std::copy_n(h_all, (rows - B) * H, h_prev + state);
-    gemm::bf16::multiply_packed(written_kernel, h_prev, H, 1, H, d_gates_packed, dw_hidden, G, false);
-    gemm::bf16::multiply_packed(written_kernel, x, In, 1, In, d_gates_packed, dw_input, G, false);
+    weight_gradients_on_packed(written_kernel, d_gates_packed, x, h0, h_all, h_prev, rows, state, In, H, dw_input,
+                               dw_hidden);
     profile::since(profile::kLstmInputProducts, products_start);
     return;  // (dbias was summed in the time loop)
   }
@@ -496,19 +506,16 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
   const bool round_wx = bf16 && !blas::gemm_bf16_rounds_operands(static_cast<int>(rows), In, G);
   if (round_wx) round_to_bf16(dw_input, w_input, static_cast<int64_t>(In) * G);
   gemm(false, true, static_cast<int>(rows), In, G, 1.0f, d_gates, G, round_wx ? dw_input : w_input, G, 0.0f, dx, In);
-  // bf16 on a kernel that takes a packed B: d_gates packed once for both weight gradients, and
-  // h_{t-1} of all steps (h0, then h_all's first T-1 steps) one operand, so dWh is one product.
+  // bf16 on a kernel that takes a packed B: d_gates packed once for both weight gradients.
   const std::string packed = bf16 ? blas::bf16_packed_b_kernel(In, G, static_cast<int>(rows)) : "";
   if (!packed.empty() && packed == blas::bf16_packed_b_kernel(H, G, static_cast<int>(rows))) {
     // (into this thread's B scratch, which held Wx^T for dx: no second buffer of its size)
     const gemm::bf16::PackedB d_gates_packed(
         d_gates, static_cast<int>(rows), G, G, 1,
         gemm::bf16::thread_scratch(0, gemm::bf16::PackedB::words_for(static_cast<int>(rows), G)));
-    gemm::bf16::multiply_packed(packed, x, In, 1, In, d_gates_packed, dw_input, G, false);
-    std::vector<float> h_prev(static_cast<size_t>(rows) * H);  // (the kernel rounds h0 as it packs it)
-    std::copy_n(h0, state, h_prev.data());
-    std::copy_n(h_all, (rows - B) * H, h_prev.data() + state);
-    gemm::bf16::multiply_packed(packed, h_prev.data(), H, 1, H, d_gates_packed, dw_hidden, G, false);
+    std::vector<float> h_prev(static_cast<size_t>(rows) * H);
+    weight_gradients_on_packed(packed, d_gates_packed, x, h0, h_all, h_prev.data(), rows, state, In, H, dw_input,
+                               dw_hidden);
   } else {
     gemm(true, false, In, G, static_cast<int>(rows), 1.0f, x, In, d_gates, G, 0.0f, dw_input, G);
     std::vector<float> h0_rounded(bf16 ? static_cast<size_t>(state) : 0);  // (h_all is rounded by the forward)

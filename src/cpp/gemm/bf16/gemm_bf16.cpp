@@ -231,6 +231,11 @@ void run_blocks(BlockFn block, const Problem& problem) {
   }
 }
 
+// The block function of a dot-product kernel named ("avx512_bf16", else the generic twin).
+static BlockFn dot_product_block(const std::string& kernel) {
+  return kernel == "avx512_bf16" ? avx512_bf16_block : &generic_block;
+}
+
 // C = op(A) @ op(B) + beta * C on one of the kernels that read a packed B: both operands packed per
 // call, A once and B a block of columns at a time (for_column_blocks: a few MB however large B is).
 static void multiply_on(const char* kernel, bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda,
@@ -247,7 +252,7 @@ static void multiply_on(const char* kernel, bool trans_a, bool trans_b, int M, i
   const int pairs = (K + 1) / 2;
   uint32_t* a = thread_scratch(1, static_cast<size_t>(M) * pairs);
   pack_a(A, M, K, trans_a ? 1 : lda, trans_a ? lda : 1, a, pairs);
-  const BlockFn block = std::string(kernel) == "avx512_bf16" ? avx512_bf16_block : &generic_block;
+  const BlockFn block = dot_product_block(kernel);
   for_column_blocks(B, K, N, trans_b ? 1 : ldb, trans_b ? ldb : 1, [&](const PackedB& b, int j0) {
     run_blocks(block, Problem{a, pairs, &b, C + j0, ldc, M, beta != 0.0f});
   });
@@ -279,7 +284,7 @@ void multiply_packed(const std::string& kernel, const float* A, int M, long row_
     amx_multiply(A, M, row_stride, col_stride, b, C, ldc, accumulate);
     return;
   }
-  const BlockFn block = kernel == "avx512_bf16" ? avx512_bf16_block : &generic_block;
+  const BlockFn block = dot_product_block(kernel);
   uint32_t* a = thread_scratch(1, static_cast<size_t>(M) * b.pairs());
   pack_a(A, M, b.K(), row_stride, col_stride, a, b.pairs());
   run_blocks(block, Problem{a, b.pairs(), &b, C, ldc, M, accumulate});
@@ -352,7 +357,7 @@ void multiply_packed(const PackedA& a, const PackedB& b, float* C, long ldc, boo
     amx_multiply_tiles(a.words(), a.M(), b, C, ldc, accumulate);
     return;
   }
-  const BlockFn block = a.kernel() == "avx512_bf16" ? avx512_bf16_block : &generic_block;
+  const BlockFn block = dot_product_block(a.kernel());
   run_blocks(block, Problem{a.words(), a.padded_pairs(), &b, C, ldc, a.M(), accumulate});
 }
 
