@@ -191,6 +191,25 @@ def test_output_layer_matches_the_bf16_twin_and_the_fp32_reference(N, H, V, bloc
                 assert close(g, want), name
 
 
+# The softmax pass packs the gradient of all rows for one dh and one dw product after the last block
+# of rows (output_layer.cpp; odd block sizes are made even, so that no pair of rows spans two blocks).
+# On the dot-product kernels, whose accumulators take K's pairs in order, the results are then the
+# same bits whatever the blocks; AMX rounds inside its tiles, and SGEMM and MKL's kernels sum in an
+# order of their own: within float32 summation's error of the one-block result.
+@pytest.mark.parametrize("N", [1, 37, 300])
+def test_bf16_output_layer_does_not_depend_on_its_blocks_of_rows(N, bf16_products):
+    _, h, w, b, targets = output_layer_operands(N, N, 24, 1001)
+    w = ops.round_bf16(w)
+    whole = ops.output_layer_loss_and_grads(h, w, b, targets, 0.05, block_rows=N, bf16=True)
+    for block_rows in (1, 7, 16, 33, 150):
+        blocks = ops.output_layer_loss_and_grads(h, w, b, targets, 0.05, block_rows=block_rows, bf16=True)
+        for name, got, want in zip(("total", "losses", "dh", "dw", "db"), blocks, whole):
+            if bf16_products in ("generic", "avx512_bf16"):
+                np.testing.assert_array_equal(got, want, err_msg=f"{name}, blocks of {block_rows} rows")
+            else:
+                assert max_rel_error(got, want) <= 1e-5, (name, block_rows)
+
+
 def output_layer_operands(seed, N, H, V):
     """(rng, h rounded [N, H], fp32 master w [H, V], b [V], targets [N]) for the output layer."""
     rng = np.random.default_rng(seed)

@@ -158,9 +158,8 @@ struct ChunkedBlocks {
     round_w = false;
     P = C;
   }
-  void pack_w_once(const float* w, int N, int H, int V, bool fused_gradient) {
-    // (One block of rows packs w once anyway, but for the fused gradient packs, whose dh needs w^T.)
-    if (!kernels_round || C < V || (N <= R && !fused_gradient)) return;
+  void pack_w_once(const float* w, int N, int H, int V) {
+    if (!kernels_round || C < V || N <= R) return;  // (one block of rows packs w once anyway)
     packed_kernel = blas::bf16_packed_b_kernel(R, V, H);
     if (packed_kernel.empty() || packed_kernel != blas::bf16_packed_b_kernel(R, H, V)) return;
     using ptbfast::gemm::bf16::PackedB;
@@ -315,119 +314,38 @@ double output_layer_forward(float* losses, const float* h, const float* w, const
 
 // ---- backward ---------------------------------------------------------------------------------
 
+// db_chunk [cols] += the column sums of d_logits [rows, cols], each thread owning whole stripes of
+// columns and adding rows in order (deterministic); `round`: then d_logits rounded to bf16 in place.
+static void add_column_sums(float* db_chunk, float* d_logits, int rows, int cols, bool round, bool parallel) {
+  constexpr int kStripe = 256;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int v0 = 0; v0 < cols; v0 += kStripe) {
+    const int v1 = std::min(cols, v0 + kStripe);
+    for (int r = 0; r < rows; ++r) {
+      float* src = d_logits + static_cast<long>(r) * cols;
+#pragma omp simd
+      for (int v = v0; v < v1; ++v) db_chunk[v] += src[v];
+      if (round) {
+#pragma omp simd
+        for (int v = v0; v < v1; ++v) src[v] = round_bf16(src[v]);
+      }
+    }
+  }
+}
+
 // Folds one chunk's d_logits [rows, cols] (columns [c0, c0 + cols) of rows [r0, r0 + rows)) into
 // dw (w's layout), dh_blk and db: db += column sums (each thread owns whole 256-column stripes and
 // adds rows in order: deterministic), dw's columns (+)= h_blk^T @ d_logits (overwritten by the
 // first block of rows), dh_blk (+)= d_logits @ those columns^T (overwritten by the first chunk).
 // bf16: d_logits is rounded in place after db has summed it, before the products (and w's columns
 // piece by piece, ChunkedBlocks::piece).
-// bf16 on one of ptbfast's kernels (AMX, AVX512-BF16, the generic twin), whole rows of an untied
-// softmax_w: the softmax pass writes each group of 16 gradient rows, as it makes them, in the two bf16
-// layouts the products read: the kernel's A (pairs along V; gemm::bf16::PackedA) for dh = d_logits @
-// w^T and B panels (pairs of rows) for dw = h^T @ d_logits. Packing the [rows, V] float32 gradient
-// after the pass read it twice more.
-struct GradientPacks {
-  std::string kernel;
-  uint32_t* a_words;  // PackedA(kernel, rows, V)'s storage
-  uint32_t* panels;   // PackedB of K = rows, N = V
-  int V;
-};
-
-// The kernel of the fused path for blocks of R rows (the same for the logits, dw and dh), or "".
-static std::string fused_gradient_kernel(const ChunkedBlocks& blk, int R, int N, int H, int V) {
-  if (!(blk.bf16 && blk.kernels_round && blk.C >= V && !blk.w_transposed && N > 0)) return "";
-  const std::string kernel = blas::bf16_packed_b_kernel(R, H, V);
-  if (kernel != blas::bf16_packed_b_kernel(H, V, R) || kernel != blas::bf16_packed_b_kernel(R, V, H)) return "";
-  return kernel;
-}
-
-// Rows per block for the fused path. Per row of a block it holds the logits (4V bytes) and the
-// gradient's two bf16 packs (4V bytes): rows for which the two fit the logits' budget together, so
-// that a bf16 block holds no more than an fp32 one, at least the 128 rows from which AMX is chosen,
-// evened out over N. Medium, 700 rows: 4 blocks of 175 instead of 2 of 419, 19 MB less, for 0-5 ms
-// more of the layer's ~50 ms forward and backward (dw, 26 MB, is read and written once per block);
-// one block of 700 rows took 44 ms (Intel Xeon family 6 model 167, 2 threads).
-static constexpr int kMinFusedRows = 128;
-
-static int fused_block_rows(int N, int V, long budget) {
-  const long most = std::max<long>(kMinFusedRows, budget / (2L * std::max(V, 1)));
-  const long blocks = (N + most - 1) / most;
-  return static_cast<int>(std::max(1L, (N + blocks - 1) / std::max(blocks, 1L)));
-}
-
-// Rows [16g, 16g + 16) of a block of `rows` gradient rows (fewer in the last group) into the packs:
-// a whole row group at a time, so that both layouts are written in runs of 1 KB (8 pair rows of a
-// panel; one A tile) instead of 128 or 64 bytes a page apart.
-static void pack_gradient_group(const GradientPacks& g, ptbfast::gemm::bf16::PackedA& a, int rows, int group,
-                                const float* first_row, long ld) {
-  namespace gb = ptbfast::gemm::bf16;
-  constexpr int kRows = gb::kPairRun;  // 16: one tile's rows, 8 pair rows of a panel
-  const int V = g.V, whole = V / 2, m0 = group * kRows, n_rows = std::min(kRows, rows - m0);
-  const long padded = (static_cast<long>(rows + 1) / 2 + gb::kPairRun - 1) / gb::kPairRun * gb::kPairRun;
-  for (int v0 = 0; v0 < V; v0 += gb::kPanel) {  // B panels: pair rows [8g, 8g + 8) of every panel
-    const int n = std::min(gb::kPanel, V - v0);
-    uint32_t* panel = g.panels + static_cast<long>(v0 / gb::kPanel) * padded * gb::kPanel;
-    for (int r = 0; r < n_rows; r += 2) {
-      uint32_t* out = panel + static_cast<long>(m0 + r) / 2 * gb::kPanel;
-      const float* even = first_row + r * ld + v0;
-      gb::pack_two_rows(out, even, r + 1 < n_rows ? even + ld : nullptr, n);
-      std::fill(out + n, out + gb::kPanel, 0u);
-    }
-  }
-  for (long q = 0; q < a.padded_pairs() / gb::kPairRun; ++q) {  // A: pairs [16q, 16q + 16) of each row
-    const int first = static_cast<int>(q) * gb::kPairRun, n = std::max(0, std::min(gb::kPairRun, whole - first));
-    const bool tail = V % 2 == 1 && whole >= first && whole < first + gb::kPairRun;  // an odd V's last value
-    for (int r = 0; r < n_rows; ++r) {
-      const float* row = first_row + r * ld;
-      uint32_t* out = a.row_chunk(m0 + r, q);
-      gb::pack_adjacent_pairs(out, row + 2L * first, n);
-      int filled = n;
-      if (tail) out[filled++] = bf16_bits(row[V - 1]);
-      std::fill(out + filled, out + gb::kPairRun, 0u);
-    }
-  }
-}
-
-// The panels' padding: pair rows past the block's rows (PackedA's constructor zeroes A's).
-static void zero_gradient_padding(const GradientPacks& g, int rows) {
-  namespace gb = ptbfast::gemm::bf16;
-  const long used = (rows + 1) / 2, padded = (used + gb::kPairRun - 1) / gb::kPairRun * gb::kPairRun;
-  const long panels = (g.V + gb::kPanel - 1) / gb::kPanel;
-  for (long p = 0; p < panels; ++p)
-    std::fill(g.panels + (p * padded + used) * gb::kPanel, g.panels + (p + 1) * padded * gb::kPanel, 0u);
-}
-
 static void fold_gradient_chunk(float* dw, float* dh_blk, float* db, float* d_logits, float* scratch,
                                 const float* h_blk, const float* w, const ChunkedBlocks& blk, int rows, int cols,
-                                int c0, bool first_rows, int H, bool parallel, const GradientPacks* packs,
-                                const ptbfast::gemm::bf16::PackedA* a) {
-  constexpr int kStripe = 256;
+                                int c0, bool first_rows, int H, bool parallel) {
   const double pass_start = profile::now();
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int v0 = 0; v0 < cols; v0 += kStripe) {
-    const int v1 = std::min(cols, v0 + kStripe);
-    float* db_chunk = db + c0;
-    for (int r = 0; r < rows; ++r) {
-      float* src = d_logits + static_cast<long>(r) * cols;
-#pragma omp simd
-      for (int v = v0; v < v1; ++v) db_chunk[v] += src[v];
-      if (blk.bf16 && !blk.kernels_round) {
-#pragma omp simd
-        for (int v = v0; v < v1; ++v) src[v] = round_bf16(src[v]);
-      }
-    }
-  }
+  add_column_sums(db + c0, d_logits, rows, cols, blk.bf16 && !blk.kernels_round, parallel);
   profile::since(profile::kSoftmaxPass, pass_start);
   const double products_start = profile::now();
-  if (packs) {  // (whole rows: c0 = 0, cols = V)
-    namespace gb = ptbfast::gemm::bf16;
-    const gb::PackedB d_logits_packed(rows, cols, packs->panels, gb::PackedB::WrittenByCaller{});
-    // dw (+)= h_blk^T @ d_logits, dh = d_logits @ w^T
-    gb::multiply_packed(packs->kernel, h_blk, H, 1, H, d_logits_packed, dw, blk.ldw, !first_rows);
-    gb::multiply_packed(*a, *blk.packed_wt, dh_blk, H, false);
-    profile::since(profile::kOutputProducts, products_start);
-    return;
-  }
   const float beta_dw = first_rows ? 0.0f : 1.0f;
   const blas::Gemm gemm = blas::gemm_for(blk.bf16);
   if (blk.w_transposed)  // dw [V, H]: rows [c0, c0 + cols) = d_logits^T @ h_blk
@@ -436,6 +354,162 @@ static void fold_gradient_chunk(float* dw, float* dh_blk, float* db, float* d_lo
     gemm(true, false, H, cols, rows, 1.0f, h_blk, H, d_logits, cols, beta_dw, dw + c0, blk.ldw);
   blk.dh_product(dh_blk, d_logits, rows, cols, H, w, c0, c0 == 0, scratch);
   profile::since(profile::kOutputProducts, products_start);
+}
+
+// ---- backward, bf16 on ptbfast's kernels: the gradient packed as the softmax pass makes it ------
+// bf16 on one of ptbfast's kernels (AMX, AVX512-BF16, the generic twin), whole rows of an untied
+// softmax_w. Each block of rows: logits = h_blk @ w (w packed once per call), then one pass per group
+// of 16 rows makes their losses and gradient and writes the gradient, as it makes it, in the two bf16
+// layouts the products read (packing the float32 gradient after the pass read it twice more): the
+// kernel's A (pairs along V; gemm::bf16::PackedA) for dh = d_logits @ w^T and B panels (pairs of rows)
+// for dw = h^T @ d_logits, both of all N rows. After the last block, dh and dw are one product each.
+// The layer is bound by memory traffic: with both products per block, medium's 4 blocks read and
+// wrote dw (26 MB) and read w^T packed (13 MB) 4 times each, and dw took 3.5-4.3 ms a block against
+// 1.6-1.9 for the logits' product of the same work (Intel Xeon family 6 model 167, 2 threads).
+// Memory: w^T is packed where w's pack was, and dw, written last, holds a block's logits, the A pack
+// and w's packs until then where they fit (medium: logits 7 + A 14 MB of its 26; large: also w's 30 MB
+// of its 60), so the call holds less beside its outputs than with products per block (w and w^T
+// packed, 26 MB in medium, and a block's logits and two packs, 14 MB): all rows' B panels (14 MB) and
+// in medium w's packs (13 MB).
+struct GradientPacks {
+  ptbfast::gemm::bf16::PackedA* a;  // of all N rows
+  uint32_t* panels;                 // PackedB of K = N, N = V
+  long padded_pairs;                // the panels' pair rows: N's pairs padded to whole runs
+  int V;
+};
+
+// The kernel of the fused path for blocks of R rows (the same for the logits, dh and dw), or "".
+static std::string fused_gradient_kernel(const ChunkedBlocks& blk, int R, int N, int H, int V) {
+  if (!(blk.bf16 && blk.kernels_round && blk.C >= V && !blk.w_transposed && N > 0)) return "";
+  const std::string kernel = blas::bf16_packed_b_kernel(R, V, H);  // (M, N, K): logits, dh, dw
+  if (kernel != blas::bf16_packed_b_kernel(N, H, V) || kernel != blas::bf16_packed_b_kernel(H, V, N)) return "";
+  return kernel;
+}
+
+// Rows per block for the fused path: the budget's rows of logits, at least the 128 rows from which AMX
+// is chosen, evened out over N, and even (the panels pair rows: a pair never spans two blocks). Blocks
+// of fewer rows hold less logits, more read all of w packed (13 MB in medium).
+static constexpr int kMinFusedRows = 128;
+
+static int fused_block_rows(int N, int V, long budget) {
+  const long most = std::max<long>(kMinFusedRows, budget / (2L * std::max(V, 1)));
+  const long blocks = (N + most - 1) / most;
+  const long rows = std::max(1L, (N + blocks - 1) / std::max(blocks, 1L));
+  return static_cast<int>(rows < N ? rows + rows % 2 : rows);
+}
+
+// Rows [16g, 16g + 16) of a block of `rows` gradient rows (fewer in the last group) that starts at
+// row r0 (even) of the call into the packs: a whole row group at a time, so that both layouts are
+// written in runs of 1 KB (8 pair rows of a panel; one A tile) instead of 128 or 64 bytes a page apart.
+static void pack_gradient_group(const GradientPacks& g, int r0, int rows, int group, const float* first_row,
+                                long ld) {
+  namespace gb = ptbfast::gemm::bf16;
+  constexpr int kRows = gb::kPairRun;  // 16: one tile's rows, 8 pair rows of a panel
+  const int V = g.V, whole = V / 2, m0 = r0 + group * kRows, n_rows = std::min(kRows, r0 + rows - m0);
+  for (int v0 = 0; v0 < V; v0 += gb::kPanel) {  // B panels: pair rows [m0 / 2, m0 / 2 + 8) of every panel
+    const int n = std::min(gb::kPanel, V - v0);
+    uint32_t* panel = g.panels + static_cast<long>(v0 / gb::kPanel) * g.padded_pairs * gb::kPanel;
+    for (int r = 0; r < n_rows; r += 2) {
+      uint32_t* out = panel + static_cast<long>(m0 + r) / 2 * gb::kPanel;
+      const float* even = first_row + r * ld + v0;
+      gb::pack_two_rows(out, even, r + 1 < n_rows ? even + ld : nullptr, n);
+      std::fill(out + n, out + gb::kPanel, 0u);
+    }
+  }
+  for (long q = 0; q < g.a->padded_pairs() / gb::kPairRun; ++q) {  // A: pairs [16q, 16q + 16) of each row
+    const int first = static_cast<int>(q) * gb::kPairRun, n = std::max(0, std::min(gb::kPairRun, whole - first));
+    const bool tail = V % 2 == 1 && whole >= first && whole < first + gb::kPairRun;  // an odd V's last value
+    for (int r = 0; r < n_rows; ++r) {
+      const float* row = first_row + r * ld;
+      uint32_t* out = g.a->row_chunk(m0 + r, q);
+      gb::pack_adjacent_pairs(out, row + 2L * first, n);
+      int filled = n;
+      if (tail) out[filled++] = bf16_bits(row[V - 1]);
+      std::fill(out + filled, out + gb::kPairRun, 0u);
+    }
+  }
+}
+
+// The panels' padding: pair rows past the call's N rows (PackedA's constructor zeroes A's).
+static void zero_gradient_padding(const GradientPacks& g, int N) {
+  namespace gb = ptbfast::gemm::bf16;
+  const long used = (N + 1) / 2, panels = (g.V + gb::kPanel - 1) / gb::kPanel;
+  for (long p = 0; p < panels; ++p)
+    std::fill(g.panels + (p * g.padded_pairs + used) * gb::kPanel,
+              g.panels + (p + 1) * g.padded_pairs * gb::kPanel, 0u);
+}
+
+// The fused path (N >= 1, blocks of R rows, R even unless R >= N) on `kernel`.
+static void fused_forward_backward(float* losses, float* dh, float* dw, float* db, const float* h, const float* w,
+                                   const float* b, const int64_t* targets, float d_loss, int N, int H, int V, int R,
+                                   const std::string& kernel) {
+  namespace gb = ptbfast::gemm::bf16;
+  // Until the last product writes dw, its storage holds, in turn and where they fit, a block's logits,
+  // the A pack and w's packs (64-byte aligned: AMX's tile rows); the rest is allocated.
+  uintptr_t next = reinterpret_cast<uintptr_t>(dw);
+  const uintptr_t dw_end = reinterpret_cast<uintptr_t>(dw + static_cast<long>(H) * V);
+  auto in_dw = [&](size_t bytes) -> void* {
+    const uintptr_t start = (next + 63) / 64 * 64;
+    if (start + bytes > dw_end) return nullptr;
+    next = start + bytes;
+    return reinterpret_cast<void*>(start);
+  };
+  const size_t logits_floats = static_cast<size_t>(R) * V, a_words = gb::PackedA::words_for(kernel, N, V),
+               w_words = std::max(gb::PackedB::words_for(H, V), gb::PackedB::words_for(V, H));
+  std::unique_ptr<float[]> owned_logits;
+  float* logits = static_cast<float*>(in_dw(sizeof(float) * logits_floats));
+  if (logits == nullptr) {
+    owned_logits.reset(new float[logits_floats]);
+    logits = owned_logits.get();
+  }
+  // Scratch slots are freed when the call ends (kept, they would add to the peak of the rest of the step).
+  struct ReleaseScratch {
+    ~ReleaseScratch() {
+      gb::release_thread_scratch(4);
+      gb::release_thread_scratch(5);
+    }
+  } release_scratch;
+  auto* a_storage = static_cast<uint32_t*>(in_dw(sizeof(uint32_t) * a_words));
+  gb::PackedA a(kernel, N, V, a_storage ? a_storage : gb::thread_scratch(4, a_words));
+  const long padded_pairs = (static_cast<long>(N + 1) / 2 + gb::kPairRun - 1) / gb::kPairRun * gb::kPairRun;
+  const GradientPacks packs{&a, gb::thread_scratch(5, gb::PackedB::words_for(N, V)), padded_pairs, V};
+  // w packed, then w^T in the same storage (in large's dw: two buffers allocated and freed in turn
+  // left glibc's heap 30 MB larger for the rest of the step, peak RSS 603 -> 635 MB).
+  std::unique_ptr<uint32_t[]> owned_w;
+  auto* w_packs = static_cast<uint32_t*>(in_dw(sizeof(uint32_t) * w_words));
+  if (w_packs == nullptr) w_packs = gb::aligned_words(owned_w, w_words);
+  std::memset(db, 0, sizeof(float) * V);
+  {
+    double start = profile::now();
+    const gb::PackedB packed_w(w, H, V, V, 1, w_packs);
+    profile::since(profile::kOutputProducts, start);  // (packing is part of the products)
+    for (int r0 = 0; r0 < N; r0 += R) {
+      const int rows = std::min(R, N - r0), groups = (rows + 15) / 16;
+      start = profile::now();
+      gb::multiply_packed(kernel, h + static_cast<long>(r0) * H, rows, H, 1, packed_w, logits, V, false);
+      profile::since(profile::kOutputProducts, start);
+      start = profile::now();
+      const bool parallel = static_cast<long>(rows) * V >= kParallelElements;
+#pragma omp parallel for schedule(static) if (parallel)
+      for (int group = 0; group < groups; ++group) {  // the loss and gradient of 16 rows, then their packs
+        float* first_row = logits + 16L * group * V;
+        for (int r = 16 * group; r < std::min(rows, 16 * group + 16); ++r)
+          losses[r0 + r] = row_loss_and_gradient(logits + static_cast<long>(r) * V, b, V, targets[r0 + r], d_loss);
+        pack_gradient_group(packs, r0, rows, group, first_row, V);
+      }
+      add_column_sums(db, logits, rows, V, false, parallel);
+      profile::since(profile::kSoftmaxPass, start);
+    }
+  }
+  zero_gradient_padding(packs, N);
+  double start = profile::now();
+  {
+    const gb::PackedB packed_wt(w, V, H, 1, V, w_packs);
+    gb::multiply_packed(a, packed_wt, dh, H, false);  // dh = d_logits @ w^T
+  }
+  const gb::PackedB d_logits_packed(N, V, packs.panels, gb::PackedB::WrittenByCaller{});
+  gb::multiply_packed(kernel, h, H, 1, H, d_logits_packed, dw, V, false);  // dw = h^T @ d_logits (over A, logits)
+  profile::since(profile::kOutputProducts, start);
 }
 
 // Training. Whole rows (one chunk of V columns): one GEMM per block of rows, then one pass per
@@ -454,35 +528,21 @@ double output_layer_forward_backward(float* losses, float* dh, float* dw, float*
   const long budget = logits_budget(H, V, w_rounded_here);
   choose_training_blocks(N, V, budget, block_rows, block_columns);
   ChunkedBlocks blk(N, H, V, block_rows, block_columns, w_transposed, bf16);
-  std::string fused_kernel = fused_gradient_kernel(blk, blk.R, N, H, V);
-  if (!fused_kernel.empty() && rows_chosen_here) {
-    const int rows = fused_block_rows(N, V, budget);
-    if (rows != blk.R && fused_gradient_kernel(blk, rows, N, H, V) == fused_kernel)
-      blk = ChunkedBlocks(N, H, V, rows, block_columns, w_transposed, bf16);
+  const std::string fused_kernel = fused_gradient_kernel(blk, blk.R, N, H, V);
+  if (!fused_kernel.empty()) {
+    int rows = rows_chosen_here ? fused_block_rows(N, V, budget) : blk.R;
+    rows = rows < N ? rows + rows % 2 : rows;  // (even: the panels pair rows)
+    if (fused_gradient_kernel(blk, rows, N, H, V) == fused_kernel) {
+      fused_forward_backward(losses, dh, dw, db, h, w, b, targets, d_loss, N, H, V, rows, fused_kernel);
+      return total_of(losses, N);
+    }
   }
   if (N > 0) {
     const double pack_start = profile::now();
-    blk.pack_w_once(w, N, H, V, !fused_kernel.empty());
+    blk.pack_w_once(w, N, H, V);
     profile::since(profile::kOutputProducts, pack_start);  // (packing is part of the products)
   }
-  if (blk.packed_kernel != fused_kernel) fused_kernel.clear();  // (dh multiplies the packed w^T)
-  const bool fused = !fused_kernel.empty();
   const bool whole_rows = blk.C >= V;
-  GradientPacks packs{fused_kernel, nullptr, nullptr, V};
-  // The packs are freed when the call ends (kept, they would add to the peak of the rest of the step).
-  struct ReleasePacks {
-    bool on;
-    ~ReleasePacks() {
-      if (!on) return;
-      ptbfast::gemm::bf16::release_thread_scratch(4);
-      ptbfast::gemm::bf16::release_thread_scratch(5);
-    }
-  } release_packs{fused};
-  if (fused) {
-    namespace gb = ptbfast::gemm::bf16;
-    packs.a_words = gb::thread_scratch(4, gb::PackedA::words_for(fused_kernel, blk.R, V));
-    packs.panels = gb::thread_scratch(5, gb::PackedB::words_for(blk.R, V));
-  }
   // (new[], not vector: every element is written, by a beta = 0 GEMM or a rounding pass, before it is
   // read; a vector zero-filled the 16 MiB logits on every call, 1.3 ms of a 21 ms small eval step on Zen 3.)
   const std::unique_ptr<float[]> logits(new float[static_cast<size_t>(blk.R) * blk.C]),
@@ -502,23 +562,6 @@ double output_layer_forward_backward(float* losses, float* dh, float* dw, float*
       blk.logits(logits.get(), h_blk, rows, cols, H, w, c0, scratch.get());
       const bool parallel = static_cast<long>(rows) * cols >= kParallelElements;
       const double pass_start = profile::now();
-      if (fused) {  // (whole rows) the loss and gradient of 16 rows, then their bf16 packs
-        ptbfast::gemm::bf16::PackedA a(fused_kernel, rows, V, packs.a_words);
-        const int groups = (rows + 15) / 16;
-#pragma omp parallel for schedule(static) if (parallel)
-        for (int group = 0; group < groups; ++group) {
-          float* first_row = logits.get() + 16L * group * cols;
-          for (int r = 16 * group; r < std::min(rows, 16 * group + 16); ++r)
-            losses[r0 + r] = row_loss_and_gradient(logits.get() + static_cast<long>(r) * cols, b, V, targets[r0 + r],
-                                                   d_loss);
-          pack_gradient_group(packs, a, rows, group, first_row, cols);
-        }
-        zero_gradient_padding(packs, rows);
-        profile::since(profile::kSoftmaxPass, pass_start);
-        fold_gradient_chunk(dw, dh + static_cast<long>(r0) * H, db, logits.get(), scratch.get(), h_blk, w, blk, rows,
-                            cols, c0, r0 == 0, H, parallel, &packs, &a);
-        continue;
-      }
 #pragma omp parallel for schedule(static) if (parallel)
       for (int r = 0; r < rows; ++r) {
         float* row = logits.get() + static_cast<long>(r) * cols;
@@ -536,7 +579,7 @@ double output_layer_forward_backward(float* losses, float* dh, float* dw, float*
       }
       profile::since(profile::kSoftmaxPass, pass_start);
       fold_gradient_chunk(dw, dh + static_cast<long>(r0) * H, db, logits.get(), scratch.get(), h_blk, w, blk,
-                          rows, cols, c0, r0 == 0, H, parallel, nullptr, nullptr);
+                          rows, cols, c0, r0 == 0, H, parallel);
     }
   }
   return total_of(losses, N);
