@@ -31,7 +31,7 @@ EMULATED_STEP_TIME = "1.0-1.4x"
 # python -m ptbfast bench --precision bf16 against fp32 (2 threads), twelve alternating rounds on an
 # Intel Xeon with AMX (family 6 model 167; docs/performance.md, 2026-12-06, commits 3a905f2 to 2178f3c),
 # products on ptbfast's AMX kernel, evaluation on weights packed once (model.frozen()).
-MEASURED_ON_AMX_XEON = "small 1.61-1.91x (train) / 2.19-2.63x (eval), medium 1.99-2.40x / 3.08-3.48x"
+MEASURED_ON_AMX_XEON = "small 1.82-2.10x (train) / 2.17-2.39x (eval), medium 2.45-2.52x / 2.94-3.27x"
 
 _warned = False
 
