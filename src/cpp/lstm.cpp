@@ -17,6 +17,7 @@
 
 #include "bf16.h"
 #include "blas.h"
+#include "free_floats.h"
 #include "frozen_weights.h"
 #include "gemm/bf16/gemm_bf16.h"
 #include "kernels.h"
@@ -302,37 +303,6 @@ static std::string one_packing_kernel(long rows, int In, int H) {
   if (dx != blas::bf16_packed_b_kernel(In, G, R) || dx != blas::bf16_packed_b_kernel(H, G, R)) return "";
   return dx;
 }
-
-// 64-byte aligned buffers carved out of floats that nobody reads for now (a gradient not yet
-// written: the backward's dkernel), each in storage of its own where no room is left there.
-class FreeFloats {
- public:
-  FreeFloats(float* begin, long floats) : begin_(begin), floats_(begin ? floats : 0) { clear(); }
-  uint32_t* take(size_t words) {
-    const long skip = (16 - static_cast<long>(reinterpret_cast<uintptr_t>(next_) / 4 % 16)) % 16;
-    if (static_cast<long>(words) + skip <= left_) {
-      uint32_t* out = reinterpret_cast<uint32_t*>(next_ + skip);
-      next_ += skip + static_cast<long>(words);
-      left_ -= skip + static_cast<long>(words);
-      return out;
-    }
-    owned_.emplace_back();
-    return gemm::bf16::aligned_words(owned_.back(), words);
-  }
-  // Everything taken is free again (and what was allocated, freed).
-  void clear() {
-    next_ = begin_;
-    left_ = floats_;
-    owned_.clear();
-  }
-
- private:
-  float* begin_;
-  long floats_;
-  float* next_;
-  long left_;
-  std::vector<std::unique_ptr<uint32_t[]>> owned_;
-};
 
 // dWh = h_{t-1}^T @ d_gates, then dWx = x^T @ d_gates, on `kernel`, d_gates packed as B: h_{t-1} of all
 // steps (h0, then h_all's first T-1 steps) copied into h_prev [rows, H] as one operand, so that dWh is

@@ -24,6 +24,7 @@
 
 #include "bf16.h"
 #include "blas.h"
+#include "free_floats.h"
 #include "frozen_weights.h"
 #include "gemm/bf16/gemm_bf16.h"
 #include "kernels.h"
@@ -445,39 +446,20 @@ static void fused_forward_backward(float* losses, float* dh, float* dw, float* d
                                    const std::string& kernel) {
   namespace gb = ptbfast::gemm::bf16;
   // Until the last product writes dw, its storage holds, in turn and where they fit, a block's logits,
-  // the A pack and w's packs (64-byte aligned: AMX's tile rows); the rest is allocated.
-  uintptr_t next = reinterpret_cast<uintptr_t>(dw);
-  const uintptr_t dw_end = reinterpret_cast<uintptr_t>(dw + static_cast<long>(H) * V);
-  auto in_dw = [&](size_t bytes) -> void* {
-    const uintptr_t start = (next + 63) / 64 * 64;
-    if (start + bytes > dw_end) return nullptr;
-    next = start + bytes;
-    return reinterpret_cast<void*>(start);
-  };
-  const size_t logits_floats = static_cast<size_t>(R) * V, a_words = gb::PackedA::words_for(kernel, N, V),
-               w_words = std::max(gb::PackedB::words_for(H, V), gb::PackedB::words_for(V, H));
-  std::unique_ptr<float[]> owned_logits;
-  float* logits = static_cast<float*>(in_dw(sizeof(float) * logits_floats));
-  if (logits == nullptr) {
-    owned_logits.reset(new float[logits_floats]);
-    logits = owned_logits.get();
-  }
-  // Scratch slots are freed when the call ends (kept, they would add to the peak of the rest of the step).
-  struct ReleaseScratch {
-    ~ReleaseScratch() {
-      gb::release_thread_scratch(4);
-      gb::release_thread_scratch(5);
-    }
-  } release_scratch;
-  auto* a_storage = static_cast<uint32_t*>(in_dw(sizeof(uint32_t) * a_words));
-  gb::PackedA a(kernel, N, V, a_storage ? a_storage : gb::thread_scratch(4, a_words));
+  // the A pack and w's packs; the rest is allocated. w^T is packed where w's pack was (two buffers,
+  // allocated and freed in turn, left glibc's heap 30 MB larger for the rest of large's step: peak RSS
+  // 603 -> 635 MB).
+  FreeFloats in_dw(dw, static_cast<long>(H) * V);
+  float* logits = reinterpret_cast<float*>(in_dw.take(static_cast<size_t>(R) * V));
+  gb::PackedA a(kernel, N, V, in_dw.take(gb::PackedA::words_for(kernel, N, V)));
+  uint32_t* w_packs = in_dw.take(std::max(gb::PackedB::words_for(H, V), gb::PackedB::words_for(V, H)));
+  // The B panels (read by the last product) in a scratch slot, freed when the call ends (kept, they
+  // would add to the peak of the rest of the step).
+  struct ReleasePanels {
+    ~ReleasePanels() { gb::release_thread_scratch(5); }
+  } release_panels;
   const long padded_pairs = (static_cast<long>(N + 1) / 2 + gb::kPairRun - 1) / gb::kPairRun * gb::kPairRun;
   const GradientPacks packs{&a, gb::thread_scratch(5, gb::PackedB::words_for(N, V)), padded_pairs, V};
-  // w packed, then w^T in the same storage (in large's dw: two buffers allocated and freed in turn
-  // left glibc's heap 30 MB larger for the rest of the step, peak RSS 603 -> 635 MB).
-  std::unique_ptr<uint32_t[]> owned_w;
-  auto* w_packs = static_cast<uint32_t*>(in_dw(sizeof(uint32_t) * w_words));
-  if (w_packs == nullptr) w_packs = gb::aligned_words(owned_w, w_words);
   std::memset(db, 0, sizeof(float) * V);
   {
     double start = profile::now();
