@@ -15,9 +15,10 @@
 * the dot-product kernels read denormals as zero and flush denormal results, as VDPBF16PS does;
 * results do not depend on the number of threads.
 
-Shapes: size 1, empty on each side, odd K (a padded pair), N not a multiple of 16 or 32 (a partial
-panel), M not a multiple of the 8-row micro-kernel or of AMX's 32-row blocks, K over one 128-pair
-block (the dot-product kernels) and over several 512-pair blocks (AMX).
+Shapes: size 1, empty on each side, odd K (a padded pair), N not a multiple of 16 or 32 (a last
+panel of up to 16 columns, one vector, or of 17 to 31, two), M not a multiple of the 8-row
+micro-kernel or of AMX's 32-row blocks, K over one 128-pair block (the dot-product kernels) and over
+several 512-pair blocks (AMX).
 """
 
 import numpy as np
@@ -33,7 +34,7 @@ PACKED_KERNELS_HERE = [k for k in ("generic", "avx512_bf16", "amx") if k in ops.
 NOT_HERE = [k for k in ops.BF16_KERNELS if k not in ops.BF16_KERNELS_HERE]
 
 SHAPES = [(1, 1, 1), (0, 5, 3), (3, 0, 4), (4, 7, 0), (1, 2, 1), (5, 3, 7), (17, 33, 65), (8, 31, 32),
-          (9, 16, 33), (20, 200, 800), (33, 651, 130), (130, 257, 97),
+          (9, 16, 33), (11, 45, 49), (6, 64, 16), (20, 200, 800), (33, 651, 130), (130, 257, 97),
           (300, 2100, 70)]  # (M, K, N); the last: AMX's row chunks and K blocks (256 rows, 512 pairs)
 
 
