@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import ptbfast
-from ptbfast import ops
+from ptbfast import gemm_bench, ops
 from ptbfast import reference as ref
 
 from conftest import HAS_TORCH, IMPLS
@@ -185,15 +185,13 @@ def test_output_layer_forward_backward_by_precision(benchmark, precision, config
     benchmark(run)
 
 
-# The model's product shapes (M x K @ K x N): output layer forward (small, medium, large), its dw
-# (small), the medium and large recurrent products, and the shapes of the notes' Zen 4 and Xeon tables.
-GEMM_SHAPES = [(400, 200, 10000), (400, 10000, 200), (700, 650, 10000), (700, 1500, 10000), (20, 650, 2600),
-               (20, 1500, 6000), (20, 400, 800), (200, 400, 10000), (2048, 2048, 2048)]
+# The model's product shapes (M x K @ K x N; ptbfast.gemm_bench, which bench --gemm prints as a table).
+GEMM_SHAPES = gemm_bench.GEMM_SHAPES
 
 
 @pytest.mark.parametrize("precision", [*PRECISIONS, pytest.param("torch-bf16", marks=pytest.mark.skipif(
     not HAS_TORCH, reason="PyTorch not installed"))])
-@pytest.mark.parametrize("shape", GEMM_SHAPES, ids=lambda s: "%dx%d@%dx%d" % (s[0], s[1], s[1], s[2]))
+@pytest.mark.parametrize("shape", GEMM_SHAPES, ids=gemm_bench.shape_name)
 def test_gemm_by_precision(benchmark, precision, shape, request):
     # GFLOP/s = extra_info gflop_per_call / the median; bench.py prints the bf16 instruction's peak
     # (ops.bf16_peak_gflops) beside SGEMM's to compare them with.
@@ -209,3 +207,18 @@ def test_gemm_by_precision(benchmark, precision, shape, request):
         return
     bf16 = request.getfixturevalue("precision_path")
     benchmark(ops.matmul, a, b, bf16)
+
+
+@pytest.mark.parametrize("kernel", ops.BF16_PACKED_B_KERNELS)
+@pytest.mark.parametrize("shape", GEMM_SHAPES, ids=gemm_bench.shape_name)
+def test_gemm_with_b_packed_once(benchmark, kernel, shape):
+    # B packed before the timing (ops.pack_bf16), as the model packs its weights; A converted in each
+    # call. The same group as test_gemm_by_precision's, to read beside its per-call rows.
+    if kernel not in ops.BF16_KERNELS_HERE:
+        pytest.skip(f"this CPU or build cannot run the {kernel!r} bf16 kernel")
+    M, K, N = shape
+    rng = np.random.default_rng(0)
+    a, b = (ops.round_bf16(rng.uniform(-1, 1, s).astype(np.float32)) for s in ((M, K), (K, N)))
+    benchmark.group = f"GEMM {M}x{K}@{K}x{N} by precision"
+    benchmark.extra_info["gflop_per_call"] = 2 * M * N * K / 1e9
+    benchmark(ops.matmul, a, ops.pack_bf16(b, kernel))

@@ -42,3 +42,26 @@ def test_a_failing_pytorch_comparison_is_reported_and_the_table_printed(monkeypa
     assert rows[0]["ptbfast"] == ours and "torch" not in rows[0]
     assert "PyTorch could not measure small (exit 1): RuntimeError: no primitive" in out
     assert " 16%    32% " in out  # train and eval GFLOP/s against the peak
+
+
+def test_the_gemm_table_times_every_kernel_here_both_ways(monkeypatch, capsys):
+    from ptbfast import gemm_bench, ops
+    from ptbfast.__main__ import main
+
+    before = ops.bf16_products()
+    result = gemm_bench.measure([(3, 5, 7), (1, 64, 40)], reps=1, warmup=0, with_torch=False)
+    assert ops.bf16_products() == before
+    per_call, packed = gemm_bench.timed_kernels()
+    assert "generic" not in per_call and set(packed) <= set(per_call) <= set(ops.BF16_KERNELS_HERE)
+    columns = ["sgemm", *(c for k in per_call for c in ([k, f"{k} packed"] if k in packed else [k]))]
+    for row, name in zip(result["rows"], ("3x5@5x7", "1x64@64x40")):
+        assert row["shape"] == name and list(row)[2:] == columns
+        assert all(0 < row[c] < float("inf") for c in columns)
+    assert set(result["peaks"]) == {"sgemm 2048^3", *(k for k in ("amx", "avx512_bf16") if k in ops.BF16_KERNELS_HERE)}
+    table = gemm_bench.format_table(result)
+    assert table.splitlines()[1].startswith("3x5@5x7 ") and table.count("% peak") == len(result["peaks"]) - 1
+    # bench --gemm --json prints the same measurement as one JSON object.
+    monkeypatch.setattr(gemm_bench, "GEMM_SHAPES", [(2, 3, 4)])
+    assert main(["bench", "--gemm", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [r["shape"] for r in printed["rows"]] == ["2x3@3x4"]

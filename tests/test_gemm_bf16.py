@@ -30,7 +30,7 @@ from ptbfast import ops
 from helpers import pair_products_twin, within_summation_bound
 
 # ptbfast's own kernels, on the packed operands: the generic twin, AVX512-BF16 and AMX.
-PACKED_KERNELS_HERE = [k for k in ("generic", "avx512_bf16", "amx") if k in ops.BF16_KERNELS_HERE]
+PACKED_KERNELS_HERE = [k for k in ops.BF16_PACKED_B_KERNELS if k in ops.BF16_KERNELS_HERE]
 NOT_HERE = [k for k in ops.BF16_KERNELS if k not in ops.BF16_KERNELS_HERE]
 
 SHAPES = [(1, 1, 1), (0, 5, 3), (3, 0, 4), (4, 7, 0), (1, 2, 1), (5, 3, 7), (17, 33, 65), (8, 31, 32),
@@ -158,6 +158,67 @@ def test_an_a_written_in_runs_gives_the_products_of_packing_it(kernel, M, K, N, 
         ab, ya = ops._core._products_of_written_a(kernel, a, b, y, run)
         np.testing.assert_array_equal(ab, ops.matmul(a, b, bf16=True))
         np.testing.assert_array_equal(ya, ops.matmul(y, a, bf16=True))
+
+
+@pytest.mark.parametrize("kernel", PACKED_KERNELS_HERE)
+@pytest.mark.parametrize("M,K,N", SHAPES)
+def test_a_b_packed_once_gives_the_products_of_packing_it_per_call(kernel, M, K, N, using):
+    # ops.pack_bf16 packs B as each call does, so a product by it is the same bits, operands
+    # transposed or not, into a new C or accumulated.
+    using(kernel)
+    rng = np.random.default_rng(M * 7 + K * 3 + N)
+    a, b, c0 = bf16(rng, M, K), bf16(rng, K, N), rng.uniform(-1, 1, (M, N)).astype(np.float32)
+    packed = ops.pack_bf16(b, kernel)
+    assert packed.shape == (K, N) and packed.kernel == kernel and packed.nbytes >= 2 * K * N
+    np.testing.assert_array_equal(ops.matmul(a, packed), ops.matmul(a, b, bf16=True))
+    a_t, b_t = np.ascontiguousarray(a.T).T, np.ascontiguousarray(b.T).T
+    c = c0.copy()
+    assert ops.matmul(a_t, ops.pack_bf16(b_t, kernel), out=c) is c
+    np.testing.assert_array_equal(c, ops.matmul(a, b, bf16=True, out=c0.copy()))
+
+
+def test_a_packed_b_is_a_copy_made_for_one_kernel(using):
+    rng = np.random.default_rng(5)
+    a, b = bf16(rng, 9, 40), bf16(rng, 40, 50)
+    packed = ops.pack_bf16(b, "generic")
+    want = ops.matmul(a, packed)
+    b[:] = 0.0  # (not seen through the pack)
+    np.testing.assert_array_equal(ops.matmul(a, packed), want)
+    assert ops.matmul(np.zeros((3, 0), np.float32), ops.pack_bf16(np.zeros((0, 4), np.float32), "generic")).tolist() \
+        == [[0.0] * 4] * 3
+    # "auto": the kernel that bf16 products of many rows run on, where it takes a packed B.
+    using("generic")
+    assert ops.pack_bf16(b).kernel == "generic"
+    using("sgemm")
+    with pytest.raises(ValueError, match="no kernel that takes a packed B"):
+        ops.pack_bf16(b)
+    for name in ("sgemm", "mkl", "fast", *NOT_HERE):
+        with pytest.raises(ValueError, match="kernel must be"):
+            ops.pack_bf16(b, name)
+    with pytest.raises(ValueError, match="a must have shape"):
+        ops.matmul(bf16(rng, 9, 41), packed)
+    with pytest.raises(TypeError, match="float32"):
+        ops.matmul(a.astype(np.float64), packed)
+    with pytest.raises(TypeError, match="float32"):
+        ops.pack_bf16(b.astype(np.float64))
+    with pytest.raises(ValueError, match="c must have shape"):
+        ops.matmul(a, packed, out=np.zeros((9, 49), np.float32))
+
+
+@pytest.mark.parametrize("kernel", PACKED_KERNELS_HERE)
+def test_one_packed_b_serves_threads_at_once(kernel):
+    # Kernels release the GIL and keep their scratch per thread: four Python threads multiplying by
+    # one pack get what one thread gets.
+    from concurrent.futures import ThreadPoolExecutor
+    rng = np.random.default_rng(6)
+    b = bf16(rng, 300, 170)
+    packed = ops.pack_bf16(b, kernel)
+    inputs = [bf16(rng, 40 + 9 * i, 300) for i in range(8)]
+    want = [ops.matmul(a, packed) for a in inputs]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda a: ops.matmul(a, packed), inputs))
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
 
 
 def test_a_written_a_refuses_kernels_that_take_no_packed_b():

@@ -440,6 +440,64 @@ py::array matmul_py(const py::array& a, const py::array& b, bool bf16, bool tran
   return out;
 }
 
+// A [K, N] matrix rounded to bf16 and packed once for many products on one of ptbfast's kernels
+// that take a packed B (AMX, AVX512-BF16, the generic twin): what the model does with its weights.
+// ops.pack_bf16 makes it; ops.matmul multiplies by it (the GEMM benchmarks time the kernels so).
+// The kernels here that take a packed B, for messages.
+std::string packed_b_kernels_here() {
+  std::string out;
+  for (const std::string& name : blas::usable_bf16_product_names())
+    if (gemm::bf16::takes_packed_b(name)) out += (out.empty() ? "" : ", ") + name;
+  return out;
+}
+
+struct PackedBf16Matrix {
+  std::string kernel;
+  std::unique_ptr<gemm::bf16::PackedB> b;
+};
+
+std::shared_ptr<PackedBf16Matrix> pack_bf16_py(const py::array& b, bool trans_b, const std::string& kernel) {
+  const float* pb = float_input(b, "b", {-1, -1});
+  require_int(b.size(), "b size");
+  const int K = static_cast<int>(b.shape(trans_b ? 1 : 0)), N = static_cast<int>(b.shape(trans_b ? 0 : 1));
+  auto packed = std::make_shared<PackedBf16Matrix>();
+  if (kernel == "auto") {
+    packed->kernel = blas::bf16_packed_b_kernel(1 << 20, N, K);  // (the one "auto" takes for many rows)
+    if (packed->kernel.empty())
+      throw py::value_error("no kernel that takes a packed B runs bf16 products here (the products are \"" +
+                            blas::bf16_products() + "\"): name one of " + packed_b_kernels_here());
+  } else {
+    const std::vector<std::string> here = blas::usable_bf16_product_names();
+    if (!gemm::bf16::takes_packed_b(kernel) || std::find(here.begin(), here.end(), kernel) == here.end())
+      throw py::value_error("kernel must be \"auto\" or one of " + packed_b_kernels_here() + ", got \"" + kernel +
+                            "\"");
+    packed->kernel = kernel;
+  }
+  py::gil_scoped_release nogil;
+  packed->b.reset(trans_b ? new gemm::bf16::PackedB(pb, K, N, 1, K) : new gemm::bf16::PackedB(pb, K, N, N, 1));
+  return packed;
+}
+
+// op(a) [M, K] @ packed [K, N] on the kernel it was packed for; with c: c += the product, in place.
+py::array matmul_packed_py(const py::array& a, const PackedBf16Matrix& packed, bool trans_a,
+                           std::optional<py::array> c) {
+  const int K = packed.b->K(), N = packed.b->N();
+  const float* pa = float_input(a, "a", trans_a ? std::vector<py::ssize_t>{K, -1} : std::vector<py::ssize_t>{-1, K});
+  const py::ssize_t M = a.shape(trans_a ? 1 : 0);
+  require_int(M, "rows of the product");
+  py::array out = c ? *c : py::array(py::array_t<float>({M, static_cast<py::ssize_t>(N)}));
+  float* o = c ? float_output(out, "c", {M, N}) : static_cast<float*>(out.mutable_data());
+  const long lda = a.shape(1);
+  py::gil_scoped_release nogil;
+  if (K == 0) {  // (an empty sum: C = 0, or C stays)
+    if (!c) std::fill_n(o, static_cast<size_t>(M) * N, 0.0f);
+    return out;
+  }
+  gemm::bf16::multiply_packed(packed.kernel, pa, static_cast<int>(M), trans_a ? 1 : lda, trans_a ? lda : 1, *packed.b,
+                              o, N, c.has_value());
+  return out;
+}
+
 void round_bf16_in_place_py(py::array& x) {
   std::vector<py::ssize_t> dims(x.ndim(), -1);
   float* p = float_output(x, "x", dims);
@@ -605,6 +663,26 @@ PYBIND11_MODULE(_core, m) {
         py::arg("trans_b") = false, py::arg("c") = py::none(),
         "op(a) [M, K] @ op(b) [K, N] through ptbfast's products (bf16: the bf16 products path); with c, "
         "c += the product in place");
+  py::class_<PackedBf16Matrix, std::shared_ptr<PackedBf16Matrix>>(
+      m, "PackedBf16Matrix", "a [K, N] matrix packed once in bf16 for matmul_packed on one kernel (pack_bf16)")
+      .def_property_readonly("shape", [](const PackedBf16Matrix& p) { return py::make_tuple(p.b->K(), p.b->N()); })
+      .def_property_readonly("kernel", [](const PackedBf16Matrix& p) { return p.kernel; })
+      .def_property_readonly("nbytes", [](const PackedBf16Matrix& p) {
+        return gemm::bf16::PackedB::words_for(p.b->K(), p.b->N()) * sizeof(uint32_t);
+      });
+  m.def("pack_bf16", &pack_bf16_py, py::arg("b"), py::arg("trans_b") = false, py::arg("kernel") = "auto",
+        "op(b) [K, N] rounded to bf16 and packed once for matmul_packed on `kernel` (\"auto\": the kernel that "
+        "takes a packed B which bf16 products of many rows run on)");
+  m.def("matmul_packed", &matmul_packed_py, py::arg("a"), py::arg("packed"), py::arg("trans_a") = false,
+        py::arg("c") = py::none(),
+        "op(a) [M, K] @ packed [K, N] on the kernel it was packed for (a rounded to bf16 for it); with c, c += "
+        "the product in place");
+  m.attr("BF16_PACKED_B_KERNELS") = [] {
+    std::vector<std::string> out;
+    for (const std::string& name : blas::bf16_product_names())
+      if (gemm::bf16::takes_packed_b(name)) out.push_back(name);
+    return out;
+  }();
   m.def("_sgemm_library", &blas::sgemm_library, py::arg("M"), py::arg("N"), py::arg("K"),
         "The library SGEMM sends an M x K @ K x N product to (for tests)");
   m.attr("PACKED_MIN_USES") = blas::kPackedMinUses;

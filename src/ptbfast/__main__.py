@@ -207,6 +207,12 @@ def cmd_bench(args) -> int:
             print(format_profile({p: profile(config.replace(precision=p), args.steps) for p in PRECISIONS}))
             print()
         return 0
+    if args.gemm:
+        from ptbfast import gemm_bench
+
+        result = gemm_bench.measure()
+        print(json.dumps(result) if args.json else gemm_bench.format_table(result))
+        return 0
     if args.json:
         config = get_config(args.config or "small", **_config_overrides(args))
         result = bench.run_one(config, args.steps, args.impl, train_only=args.train_only)
@@ -330,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--profile", action="store_true",
                     help="where a training step's and an evaluation step's time goes, per phase, in fp32 and bf16 "
                          "(one config: default small)")
+    be.add_argument("--gemm", action="store_true",
+                    help="the bf16 GEMM table: GFLOP/s of each product kernel on the model's shapes, per call and "
+                         "with B packed once, beside SGEMM and PyTorch's matmul, and shares of the bf16 peaks")
     be.add_argument("--train-only", action="store_true", help=argparse.SUPPRESS)  # (bench --ranks's one-process run)
     _add_config_overrides(be)
     be.set_defaults(func=cmd_bench)

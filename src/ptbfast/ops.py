@@ -30,6 +30,8 @@ OUTPUT_BLOCK_FLOATS: int = _core.OUTPUT_BLOCK_FLOATS
 BF16_KERNELS = tuple(_core.bf16_product_names())
 BF16_KERNELS_HERE = tuple(_core.usable_bf16_product_names())
 BF16_PRODUCTS = ("auto", *BF16_KERNELS)
+# The kernels that multiply by a B packed once (pack_bf16), as the model's weights are.
+BF16_PACKED_B_KERNELS = tuple(_core.BF16_PACKED_B_KERNELS)
 
 
 def as_float32(array, name: str) -> np.ndarray:
@@ -291,11 +293,28 @@ def configure_from_environment() -> None:
 
 # ---- matrix products (src/cpp/blas.h; the bf16 GEMM table in src/cpp/gemm/bf16/) ----------------------
 
+def pack_bf16(b, kernel: str = "auto"):
+    """``b`` (float32 [K, N], or a transposed view) rounded to bf16 and packed once into the layout
+    ``kernel``'s instruction reads, for many :func:`matmul` products: what the model does with its
+    weights. ``kernel``: one of :data:`BF16_PACKED_B_KERNELS` this CPU runs, or "auto", the one bf16
+    products of many rows run on here (ValueError where that kernel takes no packed B, e.g. SGEMM:
+    name one, such as "generic"). A copy: changing ``b`` afterwards is not seen through it."""
+    b = np.asarray(b)
+    trans_b = _is_transposed_view(b)
+    return _core.pack_bf16(as_float32(b.T if trans_b else b, "b"), trans_b, kernel)
+
+
 def matmul(a, b, bf16: bool = False, out=None) -> np.ndarray:
     """``a @ b`` (float32 [M, K] and [K, N]) through ptbfast's products: SGEMM, or with ``bf16``
     (operands holding bf16 values) the current :func:`bf16_products` path, the one the model's
     kernels take. Transposed views (``w.T`` of a C-contiguous ``w``) are read in place. With ``out``
-    (float32 [M, N], C-contiguous, writable): ``out += a @ b`` in place, and ``out`` is returned."""
+    (float32 [M, N], C-contiguous, writable): ``out += a @ b`` in place, and ``out`` is returned.
+    ``b`` may be a :func:`pack_bf16` result: then the product is bf16 (``a`` rounded to bf16 for
+    it) on the kernel ``b`` was packed for, whatever ``bf16`` says."""
+    if isinstance(b, _core.PackedBf16Matrix):
+        a = as_float32(a, "a")
+        trans_a = _is_transposed_view(a)
+        return _core.matmul_packed(a.T if trans_a else a, b, trans_a, None if out is None else as_float32(out, "out"))
     a, b = as_float32(a, "a"), as_float32(b, "b")
     trans_a, trans_b = _is_transposed_view(a), _is_transposed_view(b)
     return _core.matmul(a.T if trans_a else a, b.T if trans_b else b, bf16, trans_a, trans_b,
