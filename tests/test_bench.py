@@ -65,3 +65,44 @@ def test_the_gemm_table_times_every_kernel_here_both_ways(monkeypatch, capsys):
     assert main(["bench", "--gemm", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert [r["shape"] for r in printed["rows"]] == ["2x3@3x4"]
+
+
+def test_precision_rounds_take_ratios_within_each_round(monkeypatch, capsys):
+    # Round 2 runs on a machine twice as fast: every words/s doubles, the ratios stay.
+    speeds = {("ptbfast", "fp32"): 100.0, ("ptbfast", "bf16"): 200.0, ("torch", "fp32"): 80.0, ("torch", "bf16"): 125.0}
+    calls = []
+
+    def run(cmd, **kwargs):
+        key = (cmd[cmd.index("--impl") + 1], cmd[cmd.index("--precision") + 1])
+        calls.append(key)
+        scale = 1.0 if len(calls) <= 4 else 2.0
+        out = {"train_wps": scale * speeds[key], "eval_wps": 3 * scale * speeds[key], "peak_rss_mb": 50.0}
+        return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps(out) + "\n", stderr="")
+    monkeypatch.setattr(bench.subprocess, "run", run)
+    monkeypatch.setattr(bench, "torch_available", lambda: True)
+    rows = bench.run_precision_rounds(["small"], 1, 2, None, [])
+    assert calls == bench.PRECISION_RUNS * 2  # alternated, round by round
+    for row in rows:
+        assert row["bf16/fp32 train"] == row["bf16/fp32 eval"] == 2.0
+        assert row["vs torch bf16 train"] == 1.6 and row["vs torch fp32 eval"] == 1.25
+    assert "small    median" in capsys.readouterr().out
+
+
+def test_precision_rounds_go_on_without_a_failing_pytorch(monkeypatch, capsys):
+    def run(cmd, **kwargs):
+        if cmd[cmd.index("--impl") + 1] == "torch":
+            return subprocess.CompletedProcess(cmd, 1, stdout="", stderr="RuntimeError: no bf16 primitive")
+        out = {"train_wps": 10.0, "eval_wps": 30.0, "peak_rss_mb": 50.0}
+        return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps(out) + "\n", stderr="")
+    monkeypatch.setattr(bench.subprocess, "run", run)
+    monkeypatch.setattr(bench, "torch_available", lambda: True)
+    rows = bench.run_precision_rounds(["small"], 1, 1, None, [])
+    assert rows[0]["bf16/fp32 train"] == 1.0 and "vs torch bf16 train" not in rows[0]
+    out = capsys.readouterr().out
+    assert out.count("PyTorch bf16 could not measure small (exit 1): RuntimeError: no bf16 primitive") == 1
+
+
+def test_bench_precisions_refuses_one_precision(capsys):
+    from ptbfast.__main__ import main
+    assert main(["bench", "--precisions", "--precision", "bf16"]) != 0
+    assert "drop --precision" in capsys.readouterr().err

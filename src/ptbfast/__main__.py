@@ -220,6 +220,12 @@ def cmd_bench(args) -> int:
             print(json.dumps(result))
         return 0
     configs = [args.config] if args.config else ["small", "medium", "large"]
+    if args.precisions:
+        overrides = _override_args(args)
+        if "--precision" in overrides:
+            raise ValueError("bench --precisions measures both precisions; drop --precision")
+        bench.run_precision_rounds(configs, args.steps, args.repeat, args.threads, overrides)
+        return 0
     if args.ranks:
         bench.run_ranks_table(configs, args.steps, args.ranks, args.threads, _override_args(args), args.repeat)
         return 0
@@ -332,7 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="data-parallel training: mpiexec -n N with --threads each (default: cores / N) against one "
                          "process with N x that many threads; words/s, the step's parts, the allreduce")
     be.add_argument("--repeat", type=int, default=1, metavar="K",
-                    help="with --ranks: alternate the two measurements K times and report medians")
+                    help="with --ranks or --precisions: alternate the measurements K times and report medians")
+    be.add_argument("--precisions", action="store_true",
+                    help="bf16 against fp32: ptbfast and PyTorch (when installed) in both precisions, alternated "
+                         "--repeat times per config; each round's words/s and ratios, and their medians")
     be.add_argument("--profile", action="store_true",
                     help="where a training step's and an evaluation step's time goes, per phase, in fp32 and bf16 "
                          "(one config: default small)")

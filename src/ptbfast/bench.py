@@ -259,6 +259,69 @@ def _print_table(rows, impls) -> None:
              else "none (the CPU has neither AMX-BF16 nor AVX512-BF16)"))
 
 
+# ---- bf16 against fp32: bench --precisions --repeat K ---------------------------------------------------
+
+PRECISION_RUNS = [("ptbfast", "fp32"), ("ptbfast", "bf16"), ("torch", "fp32"), ("torch", "bf16")]
+
+
+def run_precision_rounds(configs, steps: int, repeat: int, threads: int | None, overrides: list[str]) -> list[dict]:
+    """ptbfast and PyTorch (when installed) in fp32 and bf16, each in its own process, the four
+    alternated ``repeat`` times per config; prints each round's words/s and ratios (bf16 against
+    fp32, ptbfast against PyTorch in the same precision) and their medians. Ratios are taken within
+    a round, so a slower or faster machine between rounds moves both sides."""
+    extra = ["--threads", str(threads)] if threads else []
+    runs = [r for r in PRECISION_RUNS if r[0] == "ptbfast" or torch_available()]
+    rows, notes = [], []
+    for name in configs:
+        for round_ in range(1, repeat + 1):
+            row = {"config": name, "round": round_}
+            for impl, precision in runs:
+                cmd = [sys.executable, "-m", "ptbfast", "bench", "--config", name, "--steps", str(steps), "--impl",
+                       impl, "--json", *extra, *overrides, "--precision", precision]
+                done = subprocess.run(cmd, capture_output=True, text=True)
+                if done.returncode != 0 and impl == "torch":  # (only the comparison: say why, go on)
+                    why = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                    notes.append(f"PyTorch {precision} could not measure {name} (exit {done.returncode}): {why[:300]}")
+                    continue
+                if done.returncode != 0:
+                    raise BenchError(f"measuring {name} in {precision} with {impl} failed (exit {done.returncode}):\n"
+                                     + done.stderr.strip()[-2000:])
+                row[f"{impl} {precision}"] = json.loads(done.stdout.strip().splitlines()[-1])
+            row.update(_precision_ratios(row))
+            rows.append(row)
+    _print_precision_rounds(rows)
+    for note in dict.fromkeys(notes):
+        print(note)
+    return rows
+
+
+def _precision_ratios(row) -> dict:
+    """Within one round: bf16 / fp32 (ptbfast), and ptbfast / PyTorch in each precision, train and eval."""
+    pairs = {"bf16/fp32": ("ptbfast bf16", "ptbfast fp32"), "vs torch bf16": ("ptbfast bf16", "torch bf16"),
+             "vs torch fp32": ("ptbfast fp32", "torch fp32")}
+    return {f"{label} {kind}": row[a][f"{kind}_wps"] / row[b][f"{kind}_wps"]
+            for label, (a, b) in pairs.items() if a in row and b in row for kind in ("train", "eval")}
+
+
+def _print_precision_rounds(rows) -> None:
+    ratios = [k for k in rows[0] if k.endswith((" train", " eval"))] if rows else []
+    runs = [f"{i} {p}" for i, p in PRECISION_RUNS if any(f"{i} {p}" in r for r in rows)]
+    print(f"{'config':<8} {'round':>6} " + " ".join(f"{r + ' train/eval':>26}" for r in runs)
+          + " | " + " ".join(f"{k:>18}" for k in ratios) + " | RSS MB fp32/bf16")
+    for name in dict.fromkeys(r["config"] for r in rows):
+        mine = [r for r in rows if r["config"] == name]
+        for r in mine:
+            cells = " ".join(f"{r[run]['train_wps']:>12,.0f} / {r[run]['eval_wps']:>9,.0f}" if run in r else f"{'-':>26}"
+                             for run in runs)
+            rss = "/".join(f"{r[f'ptbfast {p}']['peak_rss_mb']:.0f}" for p in ("fp32", "bf16"))
+            print(f"{name:<8} {r['round']:>6} {cells} | " + " ".join(f"{r.get(k, float('nan')):>17.2f}x" for k in ratios)
+                  + f" | {rss}")
+        medians = [statistics.median(r[k] for r in mine if k in r) for k in ratios]
+        print(f"{name:<8} {'median':>6} {'':>{27 * len(runs) - 1}} | " + " ".join(f"{m:>17.2f}x" for m in medians))
+    print("words/s, medians over steps; ratios within each round (bf16/fp32: ptbfast's bf16 against its fp32; vs "
+          "torch: ptbfast against PyTorch in the same precision, bf16 by autocast).")
+
+
 # ---- data-parallel: bench --ranks N ------------------------------------------------------------------
 
 def run_ranks_table(configs, steps: int, ranks: int, threads: int | None, overrides: list[str],
