@@ -17,7 +17,8 @@
 
 Shapes: size 1, empty on each side, odd K (a padded pair), N not a multiple of 16 or 32 (a last
 panel of up to 16 columns, one vector, or of 17 to 31, two), M not a multiple of the 8-row
-micro-kernel or of AMX's 32-row blocks, K over one 128-pair block (the dot-product kernels) and over
+micro-kernel or of AMX's 32-row blocks, M of 4 rows or fewer (2 or 4 whole panels at a time, then
+what is left one at a time), K over one 128-pair block (the dot-product kernels) and over
 several 512-pair blocks (AMX).
 """
 
@@ -34,7 +35,8 @@ PACKED_KERNELS_HERE = [k for k in ops.BF16_PACKED_B_KERNELS if k in ops.BF16_KER
 NOT_HERE = [k for k in ops.BF16_KERNELS if k not in ops.BF16_KERNELS_HERE]
 
 SHAPES = [(1, 1, 1), (0, 5, 3), (3, 0, 4), (4, 7, 0), (1, 2, 1), (5, 3, 7), (17, 33, 65), (8, 31, 32),
-          (9, 16, 33), (11, 45, 49), (6, 64, 16), (20, 200, 800), (33, 651, 130), (130, 257, 97),
+          (9, 16, 33), (11, 45, 49), (6, 64, 16), (1, 45, 200), (3, 33, 97), (2, 300, 130), (4, 20, 64),
+          (20, 200, 800), (33, 651, 130), (130, 257, 97),
           (300, 2100, 70)]  # (M, K, N); the last: AMX's row chunks and K blocks (256 rows, 512 pairs)
 
 
