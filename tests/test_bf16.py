@@ -571,6 +571,45 @@ def test_info_reports_the_amx_permission_and_the_bf16_path():
         assert info["amx_permission"].startswith("not requested")
 
 
+def test_the_kernel_of_the_recurrent_products_by_rows():
+    # A named kernel runs them whatever the rows (SGEMM's are packed SGEMMs); under "auto" info names
+    # the kernel of many rows, and one row runs on AVX512-BF16 where the CPU has it beside AMX.
+    before = ops.bf16_products()
+    try:
+        for kernel in ops.BF16_KERNELS_HERE:
+            ops.set_bf16_products(kernel)
+            want = kernel if kernel in ops.BF16_PACKED_B_KERNELS else "sgemm"
+            assert [ops.bf16_recurrent_kernel(rows) for rows in (1, 2, 20)] == [want] * 3
+        ops.set_bf16_products("auto")
+        many = ptbfast.build_info()["bf16_recurrent_products"]
+        assert ops.bf16_recurrent_kernel(2) == ops.bf16_recurrent_kernel(20) == many
+        both = {"amx", "avx512_bf16"} <= set(ops.BF16_KERNELS_HERE)
+        assert ops.bf16_recurrent_kernel(1) == ("avx512_bf16" if both else many)
+    finally:
+        ops.set_bf16_products(before)
+
+
+@pytest.mark.skipif(not {"amx", "avx512_bf16"} <= set(ops.BF16_KERNELS_HERE),
+                    reason="only a CPU with AMX and AVX512-BF16 has two kernels to choose from by rows")
+def test_auto_runs_the_recurrent_products_of_one_row_on_avx512_bf16():
+    # With x = 0 the input projection is 0 on every kernel, so the outputs are the recurrent
+    # products': under auto, with batch 1, AVX512-BF16's bit for bit.
+    rng = np.random.default_rng(8)
+    T, B, In, H = 6, 1, 5, 70
+    x, c0, h0, kernel, bias = random_bf16_layer(rng, T, B, In, H)
+    x[:] = 0.0
+    before = ops.bf16_products()
+    outputs = {}
+    try:
+        for name in ("auto", "avx512_bf16"):
+            ops.set_bf16_products(name)
+            outputs[name] = ops.lstm_forward(x, c0, h0, kernel, bias, 1.0, bf16=True)
+    finally:
+        ops.set_bf16_products(before)
+    for got, want in zip(outputs["auto"], outputs["avx512_bf16"]):
+        np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("kernel", ["generic", "sgemm"])
 def test_info_names_the_kernel_of_the_recurrent_products(kernel):
     before = ops.bf16_products()

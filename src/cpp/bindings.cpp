@@ -642,6 +642,10 @@ PYBIND11_MODULE(_core, m) {
       "independent chains on all threads (0: it does not run here)");
   m.def("bf16_product_kernel", &blas::bf16_product_kernel, py::arg("M"), py::arg("N"), py::arg("K"),
         "The kernel an M x K @ K x N bf16 product runs on under the current setting");
+  m.def("bf16_recurrent_kernel", [](int rows) {
+        const std::string kernel = blas::bf16_recurrent_kernel(rows);
+        return kernel.empty() ? std::string("sgemm") : kernel;
+      }, py::arg("rows"), "The kernel the LSTM's recurrent products of `rows` rows run on under the current setting");
   m.def("round_bf16_in_place", &round_bf16_in_place_py, py::arg("x"),
         "round_bf16, written over x (float32, C-contiguous, writable)");
   m.def("profile_enable", [](bool on) { profile::enabled().store(on); }, py::arg("on"),

@@ -43,11 +43,12 @@ bool gemm_bf16_rounds_operands(int M, int N, int K);
 // The kernel of gemm/bf16's table that a product of this shape runs on, where that kernel can take
 // a B packed once for many products (gemm::bf16::multiply_packed); else "".
 std::string bf16_packed_b_kernel(int M, int N, int K);
-// The kernel of the LSTM's recurrent products (one B for T products of few rows, packed once) where
-// one of ptbfast's kernels runs them: the one set, where it takes a packed B; under "auto" the first
-// of those usable here that prefers many rows (AMX, or AVX512-BF16 on CPUs not Intel's). Else ""
-// (packed SGEMMs on the rounded weights).
-std::string bf16_recurrent_kernel();
+// The kernel of the LSTM's recurrent products of `rows` rows (one B for T products, packed once)
+// where one of ptbfast's kernels runs them: the one set, where it takes a packed B; under "auto" the
+// first of those usable here that prefers many rows (AMX, or AVX512-BF16 on CPUs not Intel's), but
+// for one row AVX512-BF16 where AMX would be chosen and the CPU has both. Else "" (packed SGEMMs on
+// the rounded weights). Every such kernel reads the same packed B.
+std::string bf16_recurrent_kernel(int rows = 1 << 20);
 // In words: what the setting resolves to on this CPU and build (ptbfast info).
 std::string bf16_products_description();
 // Whether some bf16 products run on the CPU's bf16 instructions (AVX512-BF16 or AMX).

@@ -201,7 +201,7 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   const float* w_hidden = kernel + static_cast<long>(In) * G;  // [H, 4H]
 
   // bf16 on ptbfast's kernel (every one reads the same packed B): "" for packed SGEMMs.
-  const std::string recurrent_kernel = bf16 ? blas::bf16_recurrent_kernel() : "";
+  const std::string recurrent_kernel = bf16 ? blas::bf16_recurrent_kernel(B) : "";
   const bool own_recurrent = !recurrent_kernel.empty();
   // bf16 products on SGEMM take Wx rounded (ptbfast's and MKL's kernels round as they pack).
   const bool round_wx = bf16 && !blas::gemm_bf16_rounds_operands(static_cast<int>(rows), G, In);
@@ -356,7 +356,7 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
 
   const double loop_start = profile::now();
   double recurrent_seconds = 0.0;  // thread 0's, when profiling
-  const std::string recurrent_kernel = bf16 ? blas::bf16_recurrent_kernel() : "";  // (as in the forward)
+  const std::string recurrent_kernel = bf16 ? blas::bf16_recurrent_kernel(B) : "";  // (as in the forward)
   const bool own_recurrent = !recurrent_kernel.empty();
   const int threads = time_loop_threads(B, H, own_recurrent);
   // bf16 on ptbfast's kernel: each thread's rows of Wh packed in dkernel's rows [In, In + H) where they fit.

@@ -247,6 +247,12 @@ def bf16_product_kernel(M: int, N: int, K: int) -> str:
     return _core.bf16_product_kernel(M, N, K)
 
 
+def bf16_recurrent_kernel(rows: int) -> str:
+    """The kernel the LSTM's bf16 recurrent products of ``rows`` rows (the batch) run on under the
+    current setting: one of ptbfast's, on the recurrent weight packed once for all steps, or "sgemm"."""
+    return _core.bf16_recurrent_kernel(rows)
+
+
 def bf16_products() -> str:
     return _core.bf16_products()
 
