@@ -48,6 +48,8 @@ def test_the_gemm_table_times_every_kernel_here_both_ways(monkeypatch, capsys):
     from ptbfast import gemm_bench, ops
     from ptbfast.__main__ import main
 
+    monkeypatch.setattr(bench, "sgemm_peak_gflops", lambda: 100.0)  # (the peaks' loops take seconds)
+    monkeypatch.setattr(ops, "bf16_peak_gflops", lambda kernel="": 200.0)
     before = ops.bf16_products()
     result = gemm_bench.measure([(3, 5, 7), (1, 64, 40)], reps=1, warmup=0, with_torch=False)
     assert ops.bf16_products() == before
@@ -106,3 +108,20 @@ def test_bench_precisions_refuses_one_precision(capsys):
     from ptbfast.__main__ import main
     assert main(["bench", "--precisions", "--precision", "bf16"]) != 0
     assert "drop --precision" in capsys.readouterr().err
+
+
+def test_precision_rounds_print_configs_that_pytorch_measured_and_those_it_did_not(monkeypatch, capsys):
+    def run(cmd, **kwargs):
+        config, impl = cmd[cmd.index("--config") + 1], cmd[cmd.index("--impl") + 1]
+        if impl == "torch" and config == "medium":
+            return subprocess.CompletedProcess(cmd, 1, stdout="", stderr="RuntimeError: out of memory")
+        out = {"train_wps": 10.0, "eval_wps": 30.0, "peak_rss_mb": 50.0}
+        return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps(out) + "\n", stderr="")
+    monkeypatch.setattr(bench.subprocess, "run", run)
+    monkeypatch.setattr(bench, "torch_available", lambda: True)
+    rows = bench.run_precision_rounds(["small", "medium"], 1, 2, None, [])
+    assert [("vs torch bf16 train" in r) for r in rows] == [True, True, False, False]
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines[1:7]] == [["small", "1"], ["small", "2"], ["small", "median"],
+                                                        ["medium", "1"], ["medium", "2"], ["medium", "median"]]
+    assert lines[6].split()[-1] == "-" and lines[6].split()[-6] == "1.00x"  # (no PyTorch ratios: none taken)

@@ -581,10 +581,12 @@ def test_the_kernel_of_the_recurrent_products_by_rows():
             want = kernel if kernel in ops.BF16_PACKED_B_KERNELS else "sgemm"
             assert [ops.bf16_recurrent_kernel(rows) for rows in (1, 2, 20)] == [want] * 3
         ops.set_bf16_products("auto")
-        many = ptbfast.build_info()["bf16_recurrent_products"]
+        info = ptbfast.build_info()
+        many = info["bf16_recurrent_products"]
         assert ops.bf16_recurrent_kernel(2) == ops.bf16_recurrent_kernel(20) == many
         both = {"amx", "avx512_bf16"} <= set(ops.BF16_KERNELS_HERE)
-        assert ops.bf16_recurrent_kernel(1) == ("avx512_bf16" if both else many)
+        assert ops.bf16_recurrent_kernel(1) == info["bf16_recurrent_products_of_one_row"] == \
+            ("avx512_bf16" if both else many)
     finally:
         ops.set_bf16_products(before)
 
@@ -592,20 +594,26 @@ def test_the_kernel_of_the_recurrent_products_by_rows():
 @pytest.mark.skipif(not {"amx", "avx512_bf16"} <= set(ops.BF16_KERNELS_HERE),
                     reason="only a CPU with AMX and AVX512-BF16 has two kernels to choose from by rows")
 def test_auto_runs_the_recurrent_products_of_one_row_on_avx512_bf16():
-    # With x = 0 the input projection is 0 on every kernel, so the outputs are the recurrent
-    # products': under auto, with batch 1, AVX512-BF16's bit for bit.
+    # With x = 0 the input projection is 0 on every kernel, so the forward's outputs are the
+    # recurrent products' and the gate math's, and so are the backward's dc0, dh0 and dbias (dx and
+    # dkernel come from products of T rows, which auto runs elsewhere): under auto, with batch 1,
+    # AVX512-BF16's bit for bit. (On AMX, c_all and gates differ from them.)
     rng = np.random.default_rng(8)
     T, B, In, H = 6, 1, 5, 70
     x, c0, h0, kernel, bias = random_bf16_layer(rng, T, B, In, H)
     x[:] = 0.0
+    d, d_c_T = f32(rng, T, B, H), f32(rng, B, H)
     before = ops.bf16_products()
     outputs = {}
     try:
         for name in ("auto", "avx512_bf16"):
             ops.set_bf16_products(name)
-            outputs[name] = ops.lstm_forward(x, c0, h0, kernel, bias, 1.0, bf16=True)
+            forward = ops.lstm_forward(x, c0, h0, kernel, bias, 1.0, bf16=True)
+            _, dc0, dh0, _, dbias = ops.lstm_backward(d, d_c_T, None, x, c0, h0, kernel, *forward, bf16=True)
+            outputs[name] = forward + (dc0, dh0, dbias)
     finally:
         ops.set_bf16_products(before)
+    assert ptbfast.build_info()["bf16_recurrent_products_of_one_row"] == "avx512_bf16"
     for got, want in zip(outputs["auto"], outputs["avx512_bf16"]):
         np.testing.assert_array_equal(got, want)
 

@@ -184,10 +184,18 @@ def test_a_packed_b_is_a_copy_made_for_one_kernel(using):
     a, b = bf16(rng, 9, 40), bf16(rng, 40, 50)
     packed = ops.pack_bf16(b, "generic")
     want = ops.matmul(a, packed)
+    # It multiplies on its kernel whatever the setting: the generic twin's bits.
+    np.testing.assert_array_equal(want.view(np.uint32), pair_products_twin(a, b).view(np.uint32))
     b[:] = 0.0  # (not seen through the pack)
     np.testing.assert_array_equal(ops.matmul(a, packed), want)
-    assert ops.matmul(np.zeros((3, 0), np.float32), ops.pack_bf16(np.zeros((0, 4), np.float32), "generic")).tolist() \
-        == [[0.0] * 4] * 3
+    for setting in ("sgemm", *PACKED_KERNELS_HERE):
+        using(setting)
+        np.testing.assert_array_equal(ops.matmul(a, packed), want)
+    empty = np.zeros((0, 4), np.float32)
+    for kernel in ("generic", "auto"):  # (an empty B packs for the kernel auto names, as any other)
+        if kernel == "auto":
+            using("generic")
+        assert ops.matmul(np.zeros((3, 0), np.float32), ops.pack_bf16(empty, kernel)).tolist() == [[0.0] * 4] * 3
     # "auto": the kernel that bf16 products of many rows run on, where it takes a packed B.
     using("generic")
     assert ops.pack_bf16(b).kernel == "generic"
@@ -205,6 +213,11 @@ def test_a_packed_b_is_a_copy_made_for_one_kernel(using):
         ops.pack_bf16(b.astype(np.float64))
     with pytest.raises(ValueError, match="c must have shape"):
         ops.matmul(a, packed, out=np.zeros((9, 49), np.float32))
+    for out in (np.zeros((50, 9), np.float32).T, np.zeros((9, 100), np.float32)[:, ::2]):  # (a copy would be updated)
+        with pytest.raises(TypeError, match="out is updated in place"):
+            ops.matmul(a, packed, out=out)
+        with pytest.raises(TypeError, match="out is updated in place"):
+            ops.matmul(a, b, bf16=True, out=out)
 
 
 @pytest.mark.parametrize("kernel", PACKED_KERNELS_HERE)

@@ -462,7 +462,8 @@ std::shared_ptr<PackedBf16Matrix> pack_bf16_py(const py::array& b, bool trans_b,
   const int K = static_cast<int>(b.shape(trans_b ? 1 : 0)), N = static_cast<int>(b.shape(trans_b ? 0 : 1));
   auto packed = std::make_shared<PackedBf16Matrix>();
   if (kernel == "auto") {
-    packed->kernel = blas::bf16_packed_b_kernel(1 << 20, N, K);  // (the one "auto" takes for many rows)
+    // (the one "auto" takes for many rows; an empty B packs for it too)
+    packed->kernel = blas::bf16_packed_b_kernel(1 << 20, std::max(N, 1), std::max(K, 1));
     if (packed->kernel.empty())
       throw py::value_error("no kernel that takes a packed B runs bf16 products here (the products are \"" +
                             blas::bf16_products() + "\"): name one of " + packed_b_kernels_here());
@@ -545,6 +546,8 @@ py::dict build_info() {
   // The LSTM's recurrent products (their weights packed once per time loop): ptbfast's kernel, or SGEMM.
   const std::string recurrent = blas::bf16_recurrent_kernel();
   info["bf16_recurrent_products"] = recurrent.empty() ? "sgemm" : recurrent;
+  const std::string one_row = blas::bf16_recurrent_kernel(1);  // (batch 1: TF's test pass, generation)
+  info["bf16_recurrent_products_of_one_row"] = one_row.empty() ? "sgemm" : one_row;
   info["bf16_instructions"] = blas::bf16_products_use_bf16_instructions();
   info["bf16_matrix_engine"] = info["bf16_instructions"];  // (its first name, kept for old readers)
   py::dict kernels;  // the bf16 GEMM table: name -> usable here

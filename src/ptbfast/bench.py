@@ -304,20 +304,22 @@ def _precision_ratios(row) -> dict:
 
 
 def _print_precision_rounds(rows) -> None:
-    ratios = [k for k in rows[0] if k.endswith((" train", " eval"))] if rows else []
+    # (the union over rows: PyTorch may have failed for some configs or rounds and not others)
+    ratios = list(dict.fromkeys(k for r in rows for k in r if k.endswith((" train", " eval"))))
     runs = [f"{i} {p}" for i, p in PRECISION_RUNS if any(f"{i} {p}" in r for r in rows)]
+    width = max([18] + [len(k) for k in ratios])
     print(f"{'config':<8} {'round':>6} " + " ".join(f"{r + ' train/eval':>26}" for r in runs)
-          + " | " + " ".join(f"{k:>18}" for k in ratios) + " | RSS MB fp32/bf16")
+          + " | " + " ".join(f"{k:>{width}}" for k in ratios) + " | RSS MB fp32/bf16")
+    ratio = lambda value: f"{value:>{width - 1}.2f}x" if value is not None else f"{'-':>{width}}"  # noqa: E731
     for name in dict.fromkeys(r["config"] for r in rows):
         mine = [r for r in rows if r["config"] == name]
         for r in mine:
             cells = " ".join(f"{r[run]['train_wps']:>12,.0f} / {r[run]['eval_wps']:>9,.0f}" if run in r else f"{'-':>26}"
                              for run in runs)
             rss = "/".join(f"{r[f'ptbfast {p}']['peak_rss_mb']:.0f}" for p in ("fp32", "bf16"))
-            print(f"{name:<8} {r['round']:>6} {cells} | " + " ".join(f"{r.get(k, float('nan')):>17.2f}x" for k in ratios)
-                  + f" | {rss}")
-        medians = [statistics.median(r[k] for r in mine if k in r) for k in ratios]
-        print(f"{name:<8} {'median':>6} {'':>{27 * len(runs) - 1}} | " + " ".join(f"{m:>17.2f}x" for m in medians))
+            print(f"{name:<8} {r['round']:>6} {cells} | " + " ".join(ratio(r.get(k)) for k in ratios) + f" | {rss}")
+        medians = [statistics.median(values) if (values := [r[k] for r in mine if k in r]) else None for k in ratios]
+        print(f"{name:<8} {'median':>6} {'':>{27 * len(runs) - 1}} | " + " ".join(ratio(m) for m in medians))
     print("words/s, medians over steps; ratios within each round (bf16/fp32: ptbfast's bf16 against its fp32; vs "
           "torch: ptbfast against PyTorch in the same precision, bf16 by autocast).")
 

@@ -18,8 +18,9 @@ import time
 
 import numpy as np
 
-# M x K @ K x N: the output layer's logits (small, medium, large), small's dh, the medium and large
-# recurrent products (20 rows), the large LSTM input product, and the notes' peers' square.
+# M x K @ K x N: the output layer's logits (small, medium, large) and small's dh, the medium and
+# large recurrent products (20 rows), the other shapes of the notes' Zen 4 and Xeon tables
+# (20x400@400x800, 200x400@400x10000) and their square.
 GEMM_SHAPES = [(400, 200, 10000), (400, 10000, 200), (700, 650, 10000), (700, 1500, 10000), (20, 650, 2600),
                (20, 1500, 6000), (20, 400, 800), (200, 400, 10000), (2048, 2048, 2048)]
 

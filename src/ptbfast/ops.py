@@ -63,6 +63,15 @@ def _is_transposed_view(a: np.ndarray) -> bool:
     return a.ndim == 2 and not a.flags.c_contiguous and a.T.flags.c_contiguous
 
 
+def _matrix(x, name: str):
+    """(C-contiguous float32 array, transposed): ``x`` itself, or where ``x`` is a transposed view of
+    a C-contiguous matrix, that matrix, which the kernels read in place as its transpose."""
+    x = np.asarray(x)
+    if _is_transposed_view(x):
+        return as_float32(x.T, name), True
+    return as_float32(x, name), False
+
+
 def _in_place(array, name: str) -> np.ndarray:
     if not isinstance(array, np.ndarray) or array.dtype != np.float32 or not array.flags.c_contiguous:
         raise TypeError(f"{name} is updated in place and must be a C-contiguous float32 array")
@@ -136,10 +145,7 @@ def lstm_backward(d_h_all, d_c_T, d_h_T, x, c0, h0, kernel, h_all, c_all, gates,
 def _output_weights(w):
     """(array for the kernel, transposed): softmax_w [H, V] as it is, or a transposed view of a
     C-contiguous [V, H] (the tied embedding's ``.T``) read in place by the kernel, without a copy."""
-    w = np.asarray(w)
-    if _is_transposed_view(w):
-        return as_float32(w.T, "softmax_w"), True
-    return as_float32(w, "softmax_w"), False
+    return _matrix(w, "softmax_w")
 
 
 def output_layer_loss(h, w, b, targets, block_rows: int = 0, block_columns: int = 0, bf16: bool = False,
@@ -305,9 +311,7 @@ def pack_bf16(b, kernel: str = "auto"):
     weights. ``kernel``: one of :data:`BF16_PACKED_B_KERNELS` this CPU runs, or "auto", the one bf16
     products of many rows run on here (ValueError where that kernel takes no packed B, e.g. SGEMM:
     name one, such as "generic"). A copy: changing ``b`` afterwards is not seen through it."""
-    b = np.asarray(b)
-    trans_b = _is_transposed_view(b)
-    return _core.pack_bf16(as_float32(b.T if trans_b else b, "b"), trans_b, kernel)
+    return _core.pack_bf16(*_matrix(b, "b"), kernel)
 
 
 def matmul(a, b, bf16: bool = False, out=None) -> np.ndarray:
@@ -317,14 +321,12 @@ def matmul(a, b, bf16: bool = False, out=None) -> np.ndarray:
     (float32 [M, N], C-contiguous, writable): ``out += a @ b`` in place, and ``out`` is returned.
     ``b`` may be a :func:`pack_bf16` result: then the product is bf16 (``a`` rounded to bf16 for
     it) on the kernel ``b`` was packed for, whatever ``bf16`` says."""
+    a, trans_a = _matrix(a, "a")
+    out = None if out is None else _in_place(out, "out")
     if isinstance(b, _core.PackedBf16Matrix):
-        a = as_float32(a, "a")
-        trans_a = _is_transposed_view(a)
-        return _core.matmul_packed(a.T if trans_a else a, b, trans_a, None if out is None else as_float32(out, "out"))
-    a, b = as_float32(a, "a"), as_float32(b, "b")
-    trans_a, trans_b = _is_transposed_view(a), _is_transposed_view(b)
-    return _core.matmul(a.T if trans_a else a, b.T if trans_b else b, bf16, trans_a, trans_b,
-                        None if out is None else as_float32(out, "out"))
+        return _core.matmul_packed(a, b, trans_a, out)
+    b, trans_b = _matrix(b, "b")
+    return _core.matmul(a, b, bf16, trans_a, trans_b, out)
 
 
 # ---- the kernels' phase timers (src/cpp/profile.h; ptbfast.profile) ------------------------------------

@@ -6,11 +6,13 @@
 //
 // Blocking: for each block of kPairBlock K pairs, each panel of 32 columns of B (kPairBlock x 128
 // bytes = 16 KB, kept in L1 while it is used) is multiplied by every group of kRows rows of A in the
-// block. C is loaded (or zero) at the first K block, accumulated in registers over one K block and
-// stored; the order of the sums is k = 0, 1, ... for every element, whatever the blocking.
+// block; a block of 4 rows or fewer, which reads B once, takes 2 or 4 panels at a time instead. C is
+// loaded (or zero) at the start of each K block, accumulated in registers over it and stored; the
+// order of the sums is k = 0, 1, ... for every element, whatever the blocking.
 #pragma once
 
 #include <algorithm>
+#include <cassert>
 #include <cstdint>
 
 #include "gemm_bf16.h"
@@ -55,12 +57,13 @@ PTBFAST_BF16_TARGET inline void micro_kernel(const uint32_t* a, long lda, const 
 }
 
 // The micro-kernel unrolled for `n` rows (1 to max_rows): one instance per row count of a last group.
-template <class Lanes, int vectors, int max_rows>
+template <class Lanes, int max_rows, int vectors>
 PTBFAST_BF16_TARGET void micro_kernel_rows(int n, const uint32_t* a, long lda, const uint32_t* b, long panel_words,
                                            int pairs, float* c, long ldc, int cols, bool load_c) {
+  assert(n >= 1 && n <= max_rows);
   if constexpr (max_rows > 1) {
     if (n < max_rows)
-      return micro_kernel_rows<Lanes, vectors, max_rows - 1>(n, a, lda, b, panel_words, pairs, c, ldc, cols, load_c);
+      return micro_kernel_rows<Lanes, max_rows - 1, vectors>(n, a, lda, b, panel_words, pairs, c, ldc, cols, load_c);
   }
   micro_kernel<Lanes, max_rows, vectors>(a, lda, b, panel_words, pairs, c, ldc, cols, load_c);
 }
@@ -80,9 +83,9 @@ PTBFAST_BF16_TARGET void block(const Problem& p, int m0, int m1, int p0, int p1)
     for (int panel = p0; panel < p1;) {
       const int n = panel * kPanel;
       int take = 1, cols = std::min(kPanel, b.N() - n);
-      auto kernel = cols > 16 ? &micro_kernel_rows<Lanes, 2, kRows> : &micro_kernel_rows<Lanes, 1, kRows>;
+      auto kernel = cols > 16 ? &micro_kernel_rows<Lanes, kRows, 2> : &micro_kernel_rows<Lanes, kRows, 1>;
       if (wide == 4 && panel + 4 <= whole_panels_end) {
-        take = 4, kernel = &micro_kernel_rows<Lanes, 8, 2>;
+        take = 4, kernel = &micro_kernel_rows<Lanes, 2, 8>;
       } else if (wide >= 2 && panel + 2 <= whole_panels_end) {
         take = 2, kernel = &micro_kernel_rows<Lanes, 4, 4>;
       }
