@@ -618,6 +618,30 @@ def test_auto_runs_the_recurrent_products_of_one_row_on_avx512_bf16():
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.skipif(not {"amx", "avx512_bf16"} <= set(ops.BF16_KERNELS_HERE),
+                    reason="only a CPU with AMX and AVX512-BF16 has two kernels to choose from by rows")
+def test_a_frozen_model_under_auto_multiplies_one_row_on_avx512_bf16():
+    # Batch 1 and one step (generation): the frozen weights' products of one row, the LSTM's input
+    # projection and the output layer's logits, run on AVX512-BF16 (the packs are AMX's: the same
+    # layout), so every output equals that kernel's bit for bit.
+    rng = np.random.default_rng(9)
+    x, c0, h0, kernel, bias = random_bf16_layer(rng, 1, 1, 40, 70)
+    w, b = ops.round_bf16(f32(rng, 70, 300)), f32(rng, 300)
+    lstm, output = ops.freeze_lstm_weights_bf16(kernel, 40), ops.freeze_output_weights_bf16(w)
+    before = ops.bf16_products()
+    outputs = {}
+    try:
+        for name in ("auto", "avx512_bf16", "amx"):
+            ops.set_bf16_products(name)
+            h_all = ops.lstm_forward(x, c0, h0, kernel, bias, 1.0, bf16=True, frozen=lstm)
+            outputs[name] = h_all + ops.output_layer_loss(h_all[0][0], w, b, [7], bf16=True, frozen=output)[1:]
+    finally:
+        ops.set_bf16_products(before)
+    for got, want in zip(outputs["auto"], outputs["avx512_bf16"]):
+        np.testing.assert_array_equal(got, want)
+    assert any(np.any(a != e) for a, e in zip(outputs["amx"], outputs["avx512_bf16"]))  # (AMX's rounding differs)
+
+
 @pytest.mark.parametrize("kernel", ["generic", "sgemm"])
 def test_info_names_the_kernel_of_the_recurrent_products(kernel):
     before = ops.bf16_products()

@@ -48,8 +48,18 @@ def test_probabilities_equal_the_training_loss(lm):
     assert math.log(p_b) == pytest.approx(score.log_probs[2], rel=1e-5)
 
 
+@pytest.fixture(params=["auto", "generic", "sgemm"])
+def bf16_products(request):
+    """The bf16 products on auto, on the generic twin (which reads weights packed once) and on SGEMM
+    (which reads them rounded in float32): the three run on every CPU."""
+    before = ptbfast.ops.bf16_products()
+    ptbfast.ops.set_bf16_products(request.param)
+    yield request.param
+    ptbfast.ops.set_bf16_products(before)
+
+
 @pytest.mark.filterwarnings("ignore::ptbfast.precision.Bf16PerformanceWarning")
-def test_a_bf16_model_scores_with_the_arithmetic_of_its_loss():
+def test_a_bf16_model_scores_with_the_arithmetic_of_its_loss(bf16_products):
     # bf16 rounds the output weights for the product, in scoring as in the loss (h is rounded as
     # the LSTM makes it), so the two agree to float32 summation. Scoring multiplies the weights as
     # evaluation does, frozen (packed once where the CPU's bf16 kernels read them packed).
@@ -59,6 +69,22 @@ def test_a_bf16_model_scores_with_the_arithmetic_of_its_loss():
     with model.frozen():
         cost, _ = model.loss(ids[:, :-1], ids[:, 1:], model.initial_state(1))
     assert -bf16_lm.score("the a b c <unk>").log_probs.sum() == pytest.approx(cost, rel=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::ptbfast.precision.Bf16PerformanceWarning")
+def test_bf16_generation_packs_the_output_weights_once(bf16_products, monkeypatch):
+    # Where the products' kernel reads weights packed (the generic twin; auto on a CPU with bf16
+    # instructions), generation packs the output weights once for all its words, in bf16: half the
+    # bytes a word reads of a rounded float32 copy. SGEMM reads them rounded.
+    packs = []
+    real = ptbfast.ops.pack_bf16
+    monkeypatch.setattr(ptbfast.ops, "pack_bf16", lambda b, kernel="auto": packs.append(kernel) or real(b, kernel))
+    model = LSTMLanguageModel(len(WORDS), 6, 2, init_scale=0.5, seed=3, precision="bf16")
+    text = LanguageModel(model, WORDS).generate("the a", words=5, seed=0)
+    assert len(text.split()) <= 5
+    kernel = ptbfast.ops.bf16_product_kernel(1 << 20, len(WORDS), 6)
+    assert packs == ([kernel] if kernel in ptbfast.ops.BF16_PACKED_B_KERNELS else [])
+    assert (packs == ["generic"]) == (bf16_products == "generic")
 
 
 def test_unknown_words_map_to_unk_with_a_warning(lm):

@@ -49,6 +49,10 @@ std::string bf16_packed_b_kernel(int M, int N, int K);
 // for one row AVX512-BF16 where AMX would be chosen and the CPU has both. Else "" (packed SGEMMs on
 // the rounded weights). Every such kernel reads the same packed B.
 std::string bf16_recurrent_kernel(int rows = 1 << 20);
+// The kernel that multiplies `rows` rows by a B packed for the kernel `packed_for` (every such kernel
+// reads the same packed B): packed_for, but under "auto" AVX512-BF16 for one row where packed_for is
+// AMX and the CPU has both (a frozen model's products of batch 1, as the recurrent products).
+std::string bf16_kernel_for_rows(const std::string& packed_for, int rows);
 // In words: what the setting resolves to on this CPU and build (ptbfast info).
 std::string bf16_products_description();
 // Whether some bf16 products run on the CPU's bf16 instructions (AVX512-BF16 or AMX).

@@ -90,14 +90,20 @@ std::string bf16_packed_b_kernel(int M, int N, int K) {
 // Xeon family 6 model 167, 2 threads).
 static constexpr int kRowsForDotProductsOverAmx = 1;
 
+std::string bf16_kernel_for_rows(const std::string& packed_for, int rows) {
+  if (chosen().load() == nullptr && packed_for == "amx" && rows <= kRowsForDotProductsOverAmx &&
+      table::find("avx512_bf16")->usable())
+    return "avx512_bf16";
+  return packed_for;
+}
+
 std::string bf16_recurrent_kernel(int rows) {
   if (const table::Kernel* kernel = chosen().load()) return table::takes_packed_b(kernel->name) ? kernel->name : "";
-  if (rows <= kRowsForDotProductsOverAmx && table::find("amx")->usable() && table::find("avx512_bf16")->usable())
-    return "avx512_bf16";
   // (B packed once for T products: the kernel "auto" takes for many rows, where it takes a packed B;
   // with a kernel before it that takes none, such as MKL's, the SGEMMs)
   for (const table::Kernel& k : table::kernels())
-    if (k.usable() && k.prefers(1 << 20, 1 << 20, 1 << 20)) return table::takes_packed_b(k.name) ? k.name : "";
+    if (k.usable() && k.prefers(1 << 20, 1 << 20, 1 << 20))
+      return table::takes_packed_b(k.name) ? bf16_kernel_for_rows(k.name, rows) : "";
   return "";
 }
 

@@ -223,7 +223,7 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   if (bf16 && frozen && frozen->lstm_input) {
     frozen_input_kernel = blas::bf16_packed_b_kernel(static_cast<int>(rows), G, In);
     if (frozen_input_kernel.empty() && rows > 0 && blas::bf16_products() == "auto")
-      frozen_input_kernel = frozen->lstm_input_kernel;
+      frozen_input_kernel = blas::bf16_kernel_for_rows(frozen->lstm_input_kernel, static_cast<int>(rows));
   }
   if (!frozen_input_kernel.empty()) {  // Wx packed once for the frozen model (what this call would pack)
     gemm::bf16::multiply_packed(frozen_input_kernel, x, static_cast<int>(rows), In, 1, *frozen->lstm_input, gates, G,

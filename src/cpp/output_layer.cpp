@@ -152,7 +152,8 @@ struct ChunkedBlocks {
   void use_frozen(const ptbfast::FrozenWeights* frozen, int H, int V) {
     if (!frozen_applies(bf16, frozen, H, V)) return;
     frozen_kernel = blas::bf16_packed_b_kernel(R, C, H);
-    if (frozen_kernel.empty()) frozen_kernel = frozen->output_kernel;  // ("auto": below 128 rows SGEMM's)
+    if (frozen_kernel.empty())  // ("auto": below 128 rows SGEMM's; one row AVX512-BF16's where it runs)
+      frozen_kernel = blas::bf16_kernel_for_rows(frozen->output_kernel, R);
     frozen_w = frozen->output.get();
     // Chunks of whole panels, so that each is a view of the packed w.
     C = std::min(V, (C + ptbfast::gemm::bf16::kPanel - 1) / ptbfast::gemm::bf16::kPanel * ptbfast::gemm::bf16::kPanel);
