@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "bf16.h"
@@ -205,6 +206,11 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   const bool own_recurrent = !recurrent_kernel.empty();
   // bf16 products on SGEMM take Wx rounded (ptbfast's and MKL's kernels round as they pack).
   const bool round_wx = bf16 && !blas::gemm_bf16_rounds_operands(static_cast<int>(rows), G, In);
+  // The SGEMMs of fewer steps than packing pays for (fp32) read each thread's columns of Wh where
+  // they lie, one gate's run at a time (4 products a step), instead of a gathered copy: writing it
+  // (H x 4n floats a call, into fresh memory) took 8.9 of 12.2 ms a layer in large's generation, one
+  // step a call (Intel Xeon family 6 model 167). bf16 on SGEMM gathers them rounded.
+  const bool gather_wh = !own_recurrent && (bf16 || T >= blas::kPackedMinUses);
 
   // Scratch of all threads, allocated here (an exception must not leave a parallel region):
   // the thread of units [k0, k1), n = k1 - k0, uses rec [B, 4n] from B*4*k0, and for packed SGEMMs
@@ -213,7 +219,7 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   // rounded copy of its kernel beside this scratch that fp32 has too).
   // (new[], not vector: every element is written before it is read, so no zero-fill pass.)
   const std::unique_ptr<float[]> w_own(
-      new float[static_cast<size_t>(std::max(own_recurrent ? 0 : H, round_wx ? In : 0)) * G]),
+      new float[static_cast<size_t>(std::max(gather_wh ? H : 0, round_wx ? In : 0)) * G]),
       rec_all(new float[static_cast<size_t>(B) * G]);
 
   // Input projection of every step at once: gates = x @ Wx (the bias is added in the gate math,
@@ -250,8 +256,8 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
     const int n = u.size();
     // This thread's columns of Wh, gates i, j, f, o side by side: [H, 4n], packed once for T steps:
     // on ptbfast's kernel as bf16 pairs (each step's product on this thread), else gathered into
-    // w_own for the packed SGEMM.
-    float* w = own_recurrent ? nullptr : w_own.get() + static_cast<long>(H) * 4 * u.k0;
+    // w_own for the packed SGEMM (or read where they lie: gather_wh).
+    float* w = gather_wh ? w_own.get() + static_cast<long>(H) * 4 * u.k0 : nullptr;
     if (w) gather_own_columns(w, w_hidden, u, H, bf16);
     std::unique_ptr<gemm::bf16::PackedB> packed_here;
     const gemm::bf16::PackedB* recurrent_bf16 = nullptr;
@@ -261,7 +267,12 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
       packed_here.reset(pack_own_columns(w_hidden, u, H));
       recurrent_bf16 = packed_here.get();
     }
-    const blas::PackedB recurrent(false, B, 4 * n, H, w, 4 * n, own_recurrent ? 0 : T);
+    // The SGEMMs' B: the gathered columns [H, 4n], or each gate's n columns where they lie in Wh.
+    std::optional<blas::PackedB> recurrent[4];
+    if (gather_wh)
+      recurrent[0].emplace(false, B, 4 * n, H, w, 4 * n, T);
+    else if (!own_recurrent)
+      for (int g = 0; g < 4; ++g) recurrent[g].emplace(false, B, n, H, w_hidden + g * H + u.k0, G, T);
     float* rec = rec_all.get() + static_cast<long>(B) * 4 * u.k0;
 
     for (int t = 0; t < T; ++t) {
@@ -270,8 +281,11 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
       const double product_start = timing ? omp_get_wtime() : 0.0;
       if (recurrent_bf16)  // rec [B, 4n] = h_{t-1} @ own columns of Wh
         gemm::bf16::multiply_packed(recurrent_kernel, h_prev, B, H, 1, *recurrent_bf16, rec, 4 * n, false);
+      else if (gather_wh)
+        recurrent[0]->gemm(h_prev, H, 0.0f, rec, 4 * n);
       else
-        recurrent.gemm(h_prev, H, 0.0f, rec, 4 * n);
+        for (int g = 0; g < 4; ++g)
+          if (recurrent[g]) recurrent[g]->gemm(h_prev, H, 0.0f, rec + g * n, 4 * n);
       if (timing) recurrent_seconds += omp_get_wtime() - product_start;
       // Split across threads only when one thread runs the whole loop (no MKL); inside the
       // region the `if` is false and each thread runs its rows itself.
