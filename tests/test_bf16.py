@@ -581,6 +581,10 @@ def test_the_kernel_of_the_recurrent_products_by_rows():
             want = kernel if kernel in ops.BF16_PACKED_B_KERNELS else "sgemm"
             assert [ops.bf16_recurrent_kernel(rows) for rows in (1, 2, 20)] == [want] * 3
         ops.set_bf16_products("auto")
+        for kernel in ("amx", "avx512_bf16", "generic"):  # (what a forced setting packs for, it runs on)
+            assert ops.bf16_kernel_for_rows(kernel, 1) == (
+                "avx512_bf16" if kernel == "amx" and {"amx", "avx512_bf16"} <= set(ops.BF16_KERNELS_HERE) else kernel)
+            assert ops.bf16_kernel_for_rows(kernel, 2) == kernel
         info = ptbfast.build_info()
         many = info["bf16_recurrent_products"]
         assert ops.bf16_recurrent_kernel(2) == ops.bf16_recurrent_kernel(20) == many
@@ -627,10 +631,11 @@ def test_a_frozen_model_under_auto_multiplies_one_row_on_avx512_bf16():
     rng = np.random.default_rng(9)
     x, c0, h0, kernel, bias = random_bf16_layer(rng, 1, 1, 40, 70)
     w, b = ops.round_bf16(f32(rng, 70, 300)), f32(rng, 300)
-    lstm, output = ops.freeze_lstm_weights_bf16(kernel, 40), ops.freeze_output_weights_bf16(w)
     before = ops.bf16_products()
     outputs = {}
     try:
+        ops.set_bf16_products("auto")  # (packs for auto's kernel, whatever PTBFAST_BF16_PRODUCTS says)
+        lstm, output = ops.freeze_lstm_weights_bf16(kernel, 40), ops.freeze_output_weights_bf16(w)
         for name in ("auto", "avx512_bf16", "amx"):
             ops.set_bf16_products(name)
             h_all = ops.lstm_forward(x, c0, h0, kernel, bias, 1.0, bf16=True, frozen=lstm)

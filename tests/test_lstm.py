@@ -20,7 +20,7 @@ SHAPES = [  # (T, B, In, H): SIMD tails, size 1, empty, In != H
     # Large enough (B*H*4H >= 2^16) for the threaded time loop (at 2 and 3 threads): units split
     # 16 + 1; one thread with no units at all; batch 1 (TF's test pass); T < 8 runs unpacked.
     (9, 64, 10, 17), (8, 300, 3, 9), (10, 1, 200, 200), (3, 64, 5, 17),
-    (2, 4100, 3, 2),  # (fewer steps than packing pays for, threaded, 2 units: at 3 threads one has none)
+    (2, 4100, 3, 2),  # (fewer steps than packing pays for, threaded, fewer unit vectors than threads)
 ]
 
 

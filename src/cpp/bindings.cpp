@@ -645,6 +645,8 @@ PYBIND11_MODULE(_core, m) {
       "independent chains on all threads (0: it does not run here)");
   m.def("bf16_product_kernel", &blas::bf16_product_kernel, py::arg("M"), py::arg("N"), py::arg("K"),
         "The kernel an M x K @ K x N bf16 product runs on under the current setting");
+  m.def("bf16_kernel_for_rows", &blas::bf16_kernel_for_rows, py::arg("packed_for"), py::arg("rows"),
+        "The kernel that multiplies `rows` rows by a B packed for the kernel `packed_for` under the current setting");
   m.def("bf16_recurrent_kernel", [](int rows) {
         const std::string kernel = blas::bf16_recurrent_kernel(rows);
         return kernel.empty() ? std::string("sgemm") : kernel;

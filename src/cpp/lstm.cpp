@@ -206,11 +206,13 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   const bool own_recurrent = !recurrent_kernel.empty();
   // bf16 products on SGEMM take Wx rounded (ptbfast's and MKL's kernels round as they pack).
   const bool round_wx = bf16 && !blas::gemm_bf16_rounds_operands(static_cast<int>(rows), G, In);
-  // The SGEMMs of fewer steps than packing pays for (fp32) read each thread's columns of Wh where
-  // they lie, one gate's run at a time (4 products a step), instead of a gathered copy: writing it
-  // (H x 4n floats a call, into fresh memory) took 8.9 of 12.2 ms a layer in large's generation, one
-  // step a call (Intel Xeon family 6 model 167). bf16 on SGEMM gathers them rounded.
-  const bool gather_wh = !own_recurrent && (bf16 || T >= blas::kPackedMinUses);
+  const int threads = time_loop_threads(B, H, own_recurrent);
+  // fp32 SGEMMs read each thread's columns of Wh where they lie (one thread: all of Wh, one product a
+  // step; several, over fewer steps than packing pays for: one product a gate) instead of a gathered
+  // copy, whose writing (H x 4n floats a call, into fresh memory) took 8.9 of 12.2 ms a layer in
+  // large's generation, one step a call (Intel Xeon family 6 model 167). bf16 on SGEMM gathers them
+  // rounded.
+  const bool gather_wh = !own_recurrent && (bf16 || (threads > 1 && T >= blas::kPackedMinUses));
 
   // Scratch of all threads, allocated here (an exception must not leave a parallel region):
   // the thread of units [k0, k1), n = k1 - k0, uses rec [B, 4n] from B*4*k0, and for packed SGEMMs
@@ -247,7 +249,6 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   const float* h0_product = bf16 ? h0_rounded.data() : h0;
   const double loop_start = profile::now();
   double recurrent_seconds = 0.0;  // thread 0's, when profiling
-  const int threads = time_loop_threads(B, H, own_recurrent);
   // A frozen model's packs of the threads' columns, where they were packed for this many threads.
   const bool frozen_recurrent = own_recurrent && frozen && frozen->lstm_parts == threads;
   run_time_loop(threads, [&](int part, int parts) {
@@ -267,10 +268,13 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
       packed_here.reset(pack_own_columns(w_hidden, u, H));
       recurrent_bf16 = packed_here.get();
     }
-    // The SGEMMs' B: the gathered columns [H, 4n], or each gate's n columns where they lie in Wh.
+    // The SGEMMs' B: the gathered columns [H, 4n]; on one thread Wh itself (its columns, gates side
+    // by side, are Wh); else each gate's n columns where they lie in Wh.
     std::optional<blas::PackedB> recurrent[4];
-    if (gather_wh)
+    if (w)
       recurrent[0].emplace(false, B, 4 * n, H, w, 4 * n, T);
+    else if (!own_recurrent && parts == 1)
+      recurrent[0].emplace(false, B, G, H, w_hidden, G, T);
     else if (!own_recurrent)
       for (int g = 0; g < 4; ++g) recurrent[g].emplace(false, B, n, H, w_hidden + g * H + u.k0, G, T);
     float* rec = rec_all.get() + static_cast<long>(B) * 4 * u.k0;
@@ -281,9 +285,7 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
       const double product_start = timing ? omp_get_wtime() : 0.0;
       if (recurrent_bf16)  // rec [B, 4n] = h_{t-1} @ own columns of Wh
         gemm::bf16::multiply_packed(recurrent_kernel, h_prev, B, H, 1, *recurrent_bf16, rec, 4 * n, false);
-      else if (gather_wh)
-        recurrent[0]->gemm(h_prev, H, 0.0f, rec, 4 * n);
-      else
+      else  // (one product, or one a gate)
         for (int g = 0; g < 4; ++g)
           if (recurrent[g]) recurrent[g]->gemm(h_prev, H, 0.0f, rec + g * n, 4 * n);
       if (timing) recurrent_seconds += omp_get_wtime() - product_start;

@@ -72,17 +72,19 @@ class LanguageModel:
         outputs, state = self.model.hidden_states(ids[None, :], self.model.initial_state(1))
         return outputs[0], state
 
-    def _product_weights(self, columns: int | None = None):
-        """The output projection (its first ``columns`` columns) as the logits' product reads it: for
-        a bf16 model (whose h the LSTM already rounds) packed once in bf16 for the kernel the frozen
-        model's loss multiplies it on, where that kernel reads packed weights (half the bytes of a
-        rounded float32 copy: a word of medium generation streams 13 MB fewer), else rounded to bf16
-        for SGEMM; as it is for fp32."""
+    def _product_weights(self, columns: int | None = None, rows: int = 1 << 20):
+        """The output projection (its first ``columns`` columns) as the logits' product of ``rows``
+        rows reads it: for a bf16 model (whose h the LSTM already rounds) packed once in bf16 for
+        the kernel the frozen model's loss multiplies such rows on, where that kernel reads packed
+        weights (half the bytes of a rounded float32 copy: a word of medium generation streams 13 MB
+        fewer), else rounded to bf16 for SGEMM; as it is for fp32."""
         w = self.output_weights()[:, :columns]
         if self.model.precision != "bf16":  # (read in place, or a slice copied once, not in every product)
             return w if w.flags.c_contiguous or w.T.flags.c_contiguous else np.ascontiguousarray(w)
         kernel = ops.bf16_product_kernel(1 << 20, w.shape[1], w.shape[0])  # (the one freezing packs for)
-        return ops.pack_bf16(w, kernel) if kernel in ops.BF16_PACKED_B_KERNELS else ops.round_bf16(w)
+        if kernel not in ops.BF16_PACKED_B_KERNELS:
+            return ops.round_bf16(w)
+        return ops.pack_bf16(w, ops.bf16_kernel_for_rows(kernel, rows))
 
     @staticmethod
     def _logits(h: np.ndarray, w, b: np.ndarray) -> np.ndarray:
@@ -128,7 +130,7 @@ class LanguageModel:
         h = outputs[-1]
         out = []
         n_words = len(self.id_to_word)
-        w = self._product_weights(n_words)
+        w = self._product_weights(n_words, rows=1)  # (one word a product)
         b = self.model.params["softmax_b"][:n_words]
         for _ in range(words):
             logits = self._logits(h, w, b) / np.float32(temperature)

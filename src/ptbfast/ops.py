@@ -253,6 +253,14 @@ def bf16_product_kernel(M: int, N: int, K: int) -> str:
     return _core.bf16_product_kernel(M, N, K)
 
 
+def bf16_kernel_for_rows(packed_for: str, rows: int) -> str:
+    """The kernel the model multiplies ``rows`` rows by weights packed for ``packed_for`` on (every
+    kernel of :data:`BF16_PACKED_B_KERNELS` reads the same packs): ``packed_for``, but under "auto"
+    AVX512-BF16 for one row where ``packed_for`` is AMX and the CPU has both (one row fills one of
+    the 16 rows of AMX's tiles)."""
+    return _core.bf16_kernel_for_rows(packed_for, rows)
+
+
 def bf16_recurrent_kernel(rows: int) -> str:
     """The kernel the LSTM's bf16 recurrent products of ``rows`` rows (the batch) run on under the
     current setting: one of ptbfast's, on the recurrent weight packed once for all steps, or "sgemm"."""
