@@ -385,6 +385,35 @@ def test_frozen_lstm_weights_give_the_outputs_of_packing_per_call(T, B, In, H, t
             np.testing.assert_array_equal(a, e)
 
 
+@pytest.mark.parametrize("T,B,In,H", [(35, 4, 24, 70), (2, 3, 5, 7), (1, 1, 40, 70)])
+def test_frozen_lstm_weights_made_under_one_setting_serve_every_other(T, B, In, H):
+    # Packs made for a kernel that reads packed weights, or rounded copies made for SGEMMs, are used
+    # by whatever kernel a later call is set to, where they are what that call would make, and
+    # ignored where they are not: the outputs are that kernel's per-call outputs, bit for bit. (Under
+    # "auto" a frozen model also multiplies few rows on its packs, by design: the test above.)
+    rng = np.random.default_rng(T * 10 + H)
+    x = ops.round_bf16(rng.standard_normal((T, B, In)).astype(np.float32))
+    c0, h0 = (rng.standard_normal((B, H)).astype(np.float32) for _ in range(2))
+    kernel = (rng.standard_normal((In + H, 4 * H)) * 0.3).astype(np.float32)
+    bias = rng.standard_normal(4 * H).astype(np.float32)
+    before = ops.bf16_products()
+    try:
+        ops.set_bf16_products("sgemm")  # (rounded copies on request only: as much memory as the kernel)
+        assert ops.freeze_lstm_weights_bf16(kernel, In).nbytes == 0
+        assert ops.freeze_lstm_weights_bf16(kernel, In, rounded_copies=True).nbytes == kernel.nbytes
+        for made_under in ("sgemm", "generic", "auto"):
+            ops.set_bf16_products(made_under)
+            packed = ops.freeze_lstm_weights_bf16(kernel, In, rounded_copies=True)
+            for used_under in ops.BF16_KERNELS_HERE:
+                ops.set_bf16_products(used_under)
+                per_call = ops.lstm_forward(x, c0, h0, kernel, bias, 1.0, bf16=True)
+                got = ops.lstm_forward(x, c0, h0, kernel, bias, 1.0, bf16=True, frozen=packed)
+                for a, e in zip(got, per_call):
+                    np.testing.assert_array_equal(a, e, err_msg=f"made under {made_under}, used under {used_under}")
+    finally:
+        ops.set_bf16_products(before)
+
+
 def test_frozen_weights_of_another_shape_are_refused():
     kernel = np.zeros((3 + 4, 16), np.float32)
     lstm = ops.freeze_lstm_weights_bf16(kernel, 3)

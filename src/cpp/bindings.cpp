@@ -272,7 +272,7 @@ py::tuple lstm_forward_py(const py::array& x, const py::array& c0, const py::arr
   return py::make_tuple(h_all, c_all, gates);
 }
 
-Frozen freeze_lstm_weights_bf16_py(const py::array& kernel, py::ssize_t input_size) {
+Frozen freeze_lstm_weights_bf16_py(const py::array& kernel, py::ssize_t input_size, bool rounded_copies) {
   float_input(kernel, "kernel", {-1, -1});
   const py::ssize_t G = kernel.shape(1);
   if (G % 4 != 0 || G == 0 || input_size < 0 || kernel.shape(0) != input_size + G / 4)
@@ -282,7 +282,7 @@ Frozen freeze_lstm_weights_bf16_py(const py::array& kernel, py::ssize_t input_si
   auto frozen = std::make_shared<FrozenWeights>();
   {
     py::gil_scoped_release nogil;
-    lstm_freeze_bf16(*frozen, f(kernel), static_cast<int>(input_size), static_cast<int>(G / 4));
+    lstm_freeze_bf16(*frozen, f(kernel), static_cast<int>(input_size), static_cast<int>(G / 4), rounded_copies);
   }
   return frozen;
 }
@@ -587,8 +587,10 @@ PYBIND11_MODULE(_core, m) {
                                     "bf16 weights packed once for the losses of a frozen model (freeze_*_weights_bf16)")
       .def_property_readonly("nbytes", &FrozenWeights::bytes, "bytes of packed weights held");
   m.def("freeze_lstm_weights_bf16", &freeze_lstm_weights_bf16_py, py::arg("kernel"), py::arg("input_size"),
+        py::arg("rounded_copies") = false,
         "An LSTM kernel [input_size + H, 4H]'s bf16 packs for lstm_forward(..., bf16=True, frozen=...): "
-        "made once, used where a call would pack the same (the same results)");
+        "made once, used where a call would pack the same (the same results); rounded_copies: where the "
+        "products are SGEMMs, the weights rounded once instead");
   m.def("freeze_output_weights_bf16", &freeze_output_weights_bf16_py, py::arg("softmax_w"),
         py::arg("transposed") = false,
         "softmax_w [H, V] (transposed: the embedding [V, H]) packed once in bf16 for output_layer_forward(..., "

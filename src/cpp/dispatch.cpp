@@ -53,8 +53,8 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   kernels().lstm_forward(h_all, c_all, gates, x, c0, h0, kernel, bias, forget_bias, T, B, In, H, bf16, frozen);
 }
 
-void lstm_freeze_bf16(FrozenWeights& frozen, const float* kernel, int In, int H) {
-  kernels().lstm_freeze_bf16(frozen, kernel, In, H);
+void lstm_freeze_bf16(FrozenWeights& frozen, const float* kernel, int In, int H, bool rounded_copies) {
+  kernels().lstm_freeze_bf16(frozen, kernel, In, H, rounded_copies);
 }
 
 void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbias, const float* d_h_all,

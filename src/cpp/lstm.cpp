@@ -110,7 +110,7 @@ static gemm::bf16::PackedB* pack_own_columns(const float* w_hidden, UnitRange u,
   return b;
 }
 
-void lstm_freeze_bf16(FrozenWeights& frozen, const float* kernel, int In, int H) {
+void lstm_freeze_bf16(FrozenWeights& frozen, const float* kernel, int In, int H, bool rounded_copies) {
   const int G = 4 * H;
   using gemm::bf16::PackedB;
   frozen.lstm_inputs = In;
@@ -122,9 +122,28 @@ void lstm_freeze_bf16(FrozenWeights& frozen, const float* kernel, int In, int H)
   // a call of more than a few rows uses (time_loop_threads).
   frozen.lstm_recurrent.clear();
   frozen.lstm_parts = 0;
-  if (blas::bf16_recurrent_kernel().empty() || H == 0) return;
-  const int parts = time_loop_threads(1 << 20, H, true);
+  frozen.lstm_rounded_input.reset();
+  frozen.lstm_rounded_recurrent.reset();
+  // Where the products are SGEMMs, on request: the weights rounded once (Wx for the input projection,
+  // which a kernel that rounds as it packs reads the same; Wh gathered by the time loop's threads).
+  if (rounded_copies && frozen.lstm_input_kernel.empty()) {
+    frozen.lstm_rounded_input.reset(new float[static_cast<size_t>(In) * G]);
+    round_to_bf16(frozen.lstm_rounded_input.get(), kernel, static_cast<int64_t>(In) * G);
+  }
   const float* w_hidden = kernel + static_cast<long>(In) * G;
+  if (H == 0) return;
+  if (blas::bf16_recurrent_kernel().empty()) {
+    if (!rounded_copies) return;
+    const int parts = time_loop_threads(1 << 20, H, false);
+    frozen.lstm_rounded_recurrent.reset(new float[static_cast<size_t>(H) * G]);
+    for (int part = 0; part < parts; ++part) {
+      const UnitRange u = units_of(part, parts, H);
+      gather_own_columns(frozen.lstm_rounded_recurrent.get() + static_cast<long>(H) * 4 * u.k0, w_hidden, u, H, true);
+    }
+    frozen.lstm_parts = parts;
+    return;
+  }
+  const int parts = time_loop_threads(1 << 20, H, true);
   for (int part = 0; part < parts; ++part) {
     const UnitRange u = units_of(part, parts, H);
     frozen.lstm_recurrent.emplace_back(u.size() == 0 ? nullptr : pack_own_columns(w_hidden, u, H));
@@ -198,21 +217,27 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
                   bool bf16, const FrozenWeights* frozen) {
   const int G = 4 * H;
   const long rows = static_cast<long>(T) * B;
-  const float* w_input = kernel;                         // [In, 4H]
+  const bool rounded_once = bf16 && frozen && frozen->lstm_rounded_input;  // (a frozen model's, for SGEMMs)
+  const float* w_input = rounded_once ? frozen->lstm_rounded_input.get() : kernel;  // [In, 4H]
   const float* w_hidden = kernel + static_cast<long>(In) * G;  // [H, 4H]
 
   // bf16 on ptbfast's kernel (every one reads the same packed B): "" for packed SGEMMs.
   const std::string recurrent_kernel = bf16 ? blas::bf16_recurrent_kernel(B) : "";
   const bool own_recurrent = !recurrent_kernel.empty();
   // bf16 products on SGEMM take Wx rounded (ptbfast's and MKL's kernels round as they pack).
-  const bool round_wx = bf16 && !blas::gemm_bf16_rounds_operands(static_cast<int>(rows), G, In);
+  const bool round_wx = bf16 && !rounded_once && !blas::gemm_bf16_rounds_operands(static_cast<int>(rows), G, In);
   const int threads = time_loop_threads(B, H, own_recurrent);
   // fp32 SGEMMs read each thread's columns of Wh where they lie (one thread: all of Wh, one product a
   // step; several, over fewer steps than packing pays for: one product a gate) instead of a gathered
   // copy, whose writing (H x 4n floats a call, into fresh memory) took 8.9 of 12.2 ms a layer in
   // large's generation, one step a call (Intel Xeon family 6 model 167). bf16 on SGEMM gathers them
   // rounded.
-  const bool gather_wh = !own_recurrent && (bf16 || (threads > 1 && T >= blas::kPackedMinUses));
+  // A frozen model's rounded, gathered columns of Wh, where gathered for this many threads.
+  const float* frozen_gathered = !own_recurrent && bf16 && frozen && frozen->lstm_rounded_recurrent &&
+                                         frozen->lstm_parts == threads
+                                     ? frozen->lstm_rounded_recurrent.get()
+                                     : nullptr;
+  const bool gather_wh = !own_recurrent && !frozen_gathered && (bf16 || (threads > 1 && T >= blas::kPackedMinUses));
 
   // Scratch of all threads, allocated here (an exception must not leave a parallel region):
   // the thread of units [k0, k1), n = k1 - k0, uses rec [B, 4n] from B*4*k0, and for packed SGEMMs
@@ -250,7 +275,8 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   const double loop_start = profile::now();
   double recurrent_seconds = 0.0;  // thread 0's, when profiling
   // A frozen model's packs of the threads' columns, where they were packed for this many threads.
-  const bool frozen_recurrent = own_recurrent && frozen && frozen->lstm_parts == threads;
+  const bool frozen_recurrent = own_recurrent && frozen && !frozen->lstm_recurrent.empty() &&
+                                frozen->lstm_parts == threads;
   run_time_loop(threads, [&](int part, int parts) {
     const bool timing = part == 0 && profile::enabled();
     const UnitRange u = units_of(part, parts, H);
@@ -258,8 +284,10 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
     // This thread's columns of Wh, gates i, j, f, o side by side: [H, 4n], packed once for T steps:
     // on ptbfast's kernel as bf16 pairs (each step's product on this thread), else gathered into
     // w_own for the packed SGEMM (or read where they lie: gather_wh).
-    float* w = gather_wh ? w_own.get() + static_cast<long>(H) * 4 * u.k0 : nullptr;
-    if (w) gather_own_columns(w, w_hidden, u, H, bf16);
+    float* w_gathered = gather_wh ? w_own.get() + static_cast<long>(H) * 4 * u.k0 : nullptr;
+    if (w_gathered) gather_own_columns(w_gathered, w_hidden, u, H, bf16);
+    const float* w = w_gathered ? w_gathered : frozen_gathered ? frozen_gathered + static_cast<long>(H) * 4 * u.k0
+                                                               : nullptr;
     std::unique_ptr<gemm::bf16::PackedB> packed_here;
     const gemm::bf16::PackedB* recurrent_bf16 = nullptr;
     if (frozen_recurrent) {

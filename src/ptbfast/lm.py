@@ -122,7 +122,7 @@ class LanguageModel:
         if top_k is not None and top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         rng = np.random.default_rng(seed)
-        with self.model.frozen():  # (bf16: the LSTM's weights packed once for all the steps)
+        with self.model.frozen(one_step=True):  # (bf16: the LSTM's weights made once for all the steps)
             return self._sample(self.encode(prompt), words, temperature, top_k, rng)
 
     def _sample(self, prompt_ids, words, temperature, top_k, rng) -> str:

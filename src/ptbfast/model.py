@@ -80,16 +80,17 @@ class LSTMLanguageModel:
         return self.params["embedding"].T if self.tie_weights else self.params["softmax_w"]
 
     @contextlib.contextmanager
-    def frozen(self):
+    def frozen(self, one_step: bool = False):
         """A block in which the parameters do not change (evaluation, scoring). With bf16 the weights
         are made into bf16 once on entry, for every loss the block computes, instead of in each call:
         packed as the CPU's bf16 kernels read them (:class:`FrozenBf16Weights`), or where the products
-        are SGEMMs one rounded copy of the output weights. They live until the block ends. Changing
-        ``params`` inside the block is not seen by those losses."""
+        are SGEMMs one rounded copy of the output weights (and with ``one_step``, for a block whose
+        calls run one step each such as generation's, of the LSTM weights too). They live until the
+        block ends. Changing ``params`` inside the block is not seen by those losses."""
         if self._precision != "bf16" or self._frozen is not None:
             yield self
             return
-        self._frozen = FrozenBf16Weights(self)
+        self._frozen = FrozenBf16Weights(self, one_step)
         try:
             yield self
         finally:
@@ -275,12 +276,13 @@ class FrozenBf16Weights:
     ``output``: the output weights packed as the CPU's bf16 kernels read them
     (:func:`ptbfast.ops.freeze_output_weights_bf16`; half the bytes of a rounded float32 copy), or
     None where the products are SGEMMs; then ``rounded_output`` is the rounded copy they read.
-    ``lstm``: each layer's packs (:func:`ptbfast.ops.freeze_lstm_weights_bf16`). Copies, made on
-    entry: the weights must not change inside the block."""
+    ``lstm``: each layer's packs (:func:`ptbfast.ops.freeze_lstm_weights_bf16`; with ``one_step``,
+    where the products are SGEMMs, its weights rounded once). Copies, made on entry: the weights must
+    not change inside the block."""
 
-    def __init__(self, model: LSTMLanguageModel):
+    def __init__(self, model: LSTMLanguageModel, one_step: bool = False):
         w = model.output_weights()
         self.output = ops.freeze_output_weights_bf16(w)
         self.rounded_output = ops.round_bf16(w) if self.output is None else None  # (tied: a transposed view)
-        self.lstm = [ops.freeze_lstm_weights_bf16(model.params[f"lstm_{layer}/kernel"], model.hidden_size)
+        self.lstm = [ops.freeze_lstm_weights_bf16(model.params[f"lstm_{layer}/kernel"], model.hidden_size, one_step)
                      for layer in range(model.num_layers)]

@@ -122,12 +122,15 @@ def lstm_forward(x, c0, h0, kernel, bias, forget_bias: float = 0.0, bf16: bool =
                               as_float32(kernel, "kernel"), as_float32(bias, "bias"), forget_bias, bf16, frozen)
 
 
-def freeze_lstm_weights_bf16(kernel, input_size: int):
+def freeze_lstm_weights_bf16(kernel, input_size: int, rounded_copies: bool = False):
     """An LSTM kernel [input_size + H, 4H] packed once in bf16 for :func:`lstm_forward`'s ``frozen``
     (its Wx, and each time-loop thread's columns of Wh), as each call would pack them; only where
-    the CPU's bf16 products take packed weights (otherwise it holds nothing). The packs are copies:
-    changing ``kernel`` afterwards is not seen through them."""
-    return _core.freeze_lstm_weights_bf16(as_float32(kernel, "kernel"), int(input_size))
+    the CPU's bf16 products take packed weights (otherwise it holds nothing). ``rounded_copies``:
+    where the products are SGEMMs instead, the weights rounded to bf16 once, as each call would
+    round them (as much memory as the kernel; for calls of one step each, such as generation's,
+    which would round a copy of the kernel for every step). Copies: changing ``kernel`` afterwards
+    is not seen through them."""
+    return _core.freeze_lstm_weights_bf16(as_float32(kernel, "kernel"), int(input_size), bool(rounded_copies))
 
 
 def lstm_backward(d_h_all, d_c_T, d_h_T, x, c0, h0, kernel, h_all, c_all, gates, bf16: bool = False):
