@@ -138,7 +138,7 @@ class LSTMLanguageModel:
         """
         ids, _, batch, steps = self._check_batch(x, x)
         state = self._check_state(state, batch)
-        top, _, _, new_state = self._forward_layers(ids, state, None, steps)
+        top, _, _, new_state = self._forward_layers(ids, state, None, steps, keep_caches=False)
         return np.ascontiguousarray(top.transpose(1, 0, 2)), new_state
 
     @staticmethod
@@ -149,9 +149,11 @@ class LSTMLanguageModel:
         return np.ascontiguousarray(np.asarray(ids).T)
 
     # ---- forward and backward -------------------------------------------------------------------
-    def _forward_layers(self, ids, state, masks, steps):
+    def _forward_layers(self, ids, state, masks, steps, keep_caches=True):
         """Embedding and LSTM layers on time-major ids: (top [T,B,H], layer inputs, caches, new state).
-        Each cache holds what the layer's backward needs: (h_all, c_all, gates, kernel)."""
+        Each cache holds what the layer's backward needs: (h_all, c_all, gates, kernel); without
+        ``keep_caches`` (no backward) none are kept, so that a layer's cell states and gates [T, B, 4H]
+        are freed as the next layer runs instead of living through the output layer."""
         p, bf16 = self.params, self._precision == "bf16"
         inputs = ops.embedding_lookup(p["embedding"], ids)  # [T, B, H]
         if masks is not None:
@@ -161,12 +163,14 @@ class LSTMLanguageModel:
             if bf16 and (layer == 0 or masks is not None):  # a fresh array (an unmasked h_all is rounded already)
                 ops.round_bf16_in_place(inputs)
             kernel = p[f"lstm_{layer}/kernel"]
-            layer_inputs.append(inputs)
             frozen = self._frozen.lstm[layer] if self._frozen is not None else None
             h_all, c_all, gates = ops.lstm_forward(inputs, c0, h0, kernel, p[f"lstm_{layer}/bias"], self.forget_bias,
                                                    bf16, frozen)
-            caches.append((h_all, c_all, gates, kernel))
+            if keep_caches:
+                layer_inputs.append(inputs)
+                caches.append((h_all, c_all, gates, kernel))
             new_state.append((c_all[-1].copy(), h_all[-1].copy()) if steps else (c0.copy(), h0.copy()))
+            del c_all, gates  # (without caches, freed here: the new state holds copies of the last step's)
             inputs = h_all if masks is None else h_all * masks[layer + 1]
         return inputs, layer_inputs, caches, new_state
 
@@ -176,7 +180,7 @@ class LSTMLanguageModel:
         state = self._check_state(state, batch)
         masks = self._check_masks(masks, steps, batch)
         p = self.params
-        top, layer_inputs, caches, new_state = self._forward_layers(ids, state, masks, steps)
+        top, layer_inputs, caches, new_state = self._forward_layers(ids, state, masks, steps, keep_caches=with_grads)
         top = top.reshape(steps * batch, self.hidden_size)
 
         bf16 = self._precision == "bf16"
