@@ -205,6 +205,24 @@ def torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
+def _measure_child(name: str, impl: str, steps: int, args: list[str], notes: list[str], precision: str = ""):
+    """``bench --config name --impl impl --json`` and ``args`` in a process of its own: its result.
+    PyTorch is only the comparison: where it fails (its oneDNN LSTM has no bf16 kernel on CPUs
+    without AVX512-BF16, for one), None, and why goes to ``notes``; a failing ptbfast raises."""
+    cmd = [sys.executable, "-m", "ptbfast", "bench", "--config", name, "--steps", str(steps), "--impl", impl, "--json",
+           *args]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0 and impl == "torch":
+        why = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        notes.append(f"PyTorch{' ' + precision if precision else ''} could not measure {name} "
+                     f"(exit {done.returncode}): {why[:300]}")
+        return None
+    if done.returncode != 0:
+        raise BenchError(f"measuring {name}{' in ' + precision if precision else ''} with {impl} failed "
+                         f"(exit {done.returncode}):\n" + done.stderr.strip()[-2000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def run_table(configs, steps: int, threads: int | None, overrides: list[str]) -> list[dict]:
     """Run every (config, impl) in a subprocess and print a table of ratios measured in this run."""
     extra = ["--threads", str(threads)] if threads else []
@@ -216,22 +234,12 @@ def run_table(configs, steps: int, threads: int | None, overrides: list[str]) ->
     for name in configs:
         results = {}
         for impl in impls:
-            cmd = [sys.executable, "-m", "ptbfast", "bench", "--config", name, "--steps", str(steps), "--impl", impl,
-                   "--json", *extra, *overrides]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode != 0 and impl == "torch":
-                # PyTorch is only the comparison: say why it has no numbers (its oneDNN LSTM has no
-                # bf16 kernel on CPUs without AVX512-BF16, for one) and go on.
-                why = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                notes.append(f"PyTorch could not measure {name} (exit {done.returncode}): {why[:300]}")
-                continue
-            if done.returncode != 0:
-                raise BenchError(f"measuring {name} with {impl} failed (exit {done.returncode}):\n"
-                                   + done.stderr.strip()[-2000:])
-            results[impl] = json.loads(done.stdout.strip().splitlines()[-1])
+            result = _measure_child(name, impl, steps, [*extra, *overrides], notes)
+            if result is not None:
+                results[impl] = result
         rows.append({"config": name, "sgemm_peak_gflops": peak, "bf16_peak_gflops": bf16_peak, **results})
     _print_table(rows, impls)
-    for note in notes:
+    for note in dict.fromkeys(notes):
         print(note)
     return rows
 
@@ -276,17 +284,10 @@ def run_precision_rounds(configs, steps: int, repeat: int, threads: int | None, 
         for round_ in range(1, repeat + 1):
             row = {"config": name, "round": round_}
             for impl, precision in runs:
-                cmd = [sys.executable, "-m", "ptbfast", "bench", "--config", name, "--steps", str(steps), "--impl",
-                       impl, "--json", *extra, *overrides, "--precision", precision]
-                done = subprocess.run(cmd, capture_output=True, text=True)
-                if done.returncode != 0 and impl == "torch":  # (only the comparison: say why, go on)
-                    why = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                    notes.append(f"PyTorch {precision} could not measure {name} (exit {done.returncode}): {why[:300]}")
-                    continue
-                if done.returncode != 0:
-                    raise BenchError(f"measuring {name} in {precision} with {impl} failed (exit {done.returncode}):\n"
-                                     + done.stderr.strip()[-2000:])
-                row[f"{impl} {precision}"] = json.loads(done.stdout.strip().splitlines()[-1])
+                result = _measure_child(name, impl, steps, [*extra, *overrides, "--precision", precision], notes,
+                                        precision)
+                if result is not None:
+                    row[f"{impl} {precision}"] = result
             row.update(_precision_ratios(row))
             rows.append(row)
     _print_precision_rounds(rows)

@@ -13,9 +13,6 @@ slow) and is not timed here. Times are medians of ``reps`` calls after ``warmup`
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import numpy as np
 
 # M x K @ K x N: the output layer's logits (small, medium, large) and small's dh, the medium and
@@ -28,17 +25,6 @@ GEMM_SHAPES = [(400, 200, 10000), (400, 10000, 200), (700, 650, 10000), (700, 15
 def shape_name(shape) -> str:
     M, K, N = shape
     return f"{M}x{K}@{K}x{N}"
-
-
-def _median_seconds(call, reps: int, warmup: int) -> float:
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def timed_kernels() -> tuple[list[str], list[str]]:
@@ -54,7 +40,7 @@ def measure(shapes=None, reps: int = 7, warmup: int = 2, with_torch: bool | None
     (default GEMM_SHAPES); columns "sgemm", "<kernel>", "<kernel> packed", "torch fp32", "torch bf16"
     (PyTorch's where it is installed, or as ``with_torch`` says)."""
     from ptbfast import ops
-    from ptbfast.bench import sgemm_peak_gflops, torch_available
+    from ptbfast.bench import _median_seconds, sgemm_peak_gflops, torch_available
 
     torch = None
     if with_torch if with_torch is not None else torch_available():
