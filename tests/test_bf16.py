@@ -106,6 +106,19 @@ def test_nan_stays_nan_and_transposed_views_stay_views():
 
 # ---- LSTM layer ----------------------------------------------------------------------------------
 
+def outputs_under(settings, run) -> dict:
+    """{setting: run()} with the bf16 products set to each setting in turn (the one before restored)."""
+    before = ops.bf16_products()
+    try:
+        outputs = {}
+        for name in settings:
+            ops.set_bf16_products(name)
+            outputs[name] = run()
+        return outputs
+    finally:
+        ops.set_bf16_products(before)
+
+
 def random_bf16_layer(rng, T, B, In, H):
     x = ops.round_bf16(f32(rng, T, B, In))
     kernel = ops.round_bf16(f32(rng, In + H, 4 * H, scale=1 / np.sqrt(H)))
@@ -140,16 +153,11 @@ def test_lstm_on_the_avx512_bf16_kernel_equals_the_generic_twin_bit_for_bit(T, B
     rng = np.random.default_rng(T + H)
     x, c0, h0, kernel, bias = random_bf16_layer(rng, T, B, In, H)
     d, d_c_T = f32(rng, T, B, H), f32(rng, B, H)
-    before = ops.bf16_products()
-    outputs = {}
-    try:
-        for name in ("generic", "avx512_bf16"):
-            ops.set_bf16_products(name)
-            forward = ops.lstm_forward(x, c0, h0, kernel, bias, 1.0, bf16=True)
-            backward = ops.lstm_backward(d, d_c_T, None, x, c0, h0, kernel, *forward, bf16=True)
-            outputs[name] = forward + backward
-    finally:
-        ops.set_bf16_products(before)
+
+    def forward_and_backward():
+        forward = ops.lstm_forward(x, c0, h0, kernel, bias, 1.0, bf16=True)
+        return forward + ops.lstm_backward(d, d_c_T, None, x, c0, h0, kernel, *forward, bf16=True)
+    outputs = outputs_under(("generic", "avx512_bf16"), forward_and_backward)
     for native, twin in zip(outputs["avx512_bf16"], outputs["generic"]):
         np.testing.assert_array_equal(native, twin)
 
@@ -636,16 +644,12 @@ def test_auto_runs_the_recurrent_products_of_one_row_on_avx512_bf16():
     x, c0, h0, kernel, bias = random_bf16_layer(rng, T, B, In, H)
     x[:] = 0.0
     d, d_c_T = f32(rng, T, B, H), f32(rng, B, H)
-    before = ops.bf16_products()
-    outputs = {}
-    try:
-        for name in ("auto", "avx512_bf16"):
-            ops.set_bf16_products(name)
-            forward = ops.lstm_forward(x, c0, h0, kernel, bias, 1.0, bf16=True)
-            _, dc0, dh0, _, dbias = ops.lstm_backward(d, d_c_T, None, x, c0, h0, kernel, *forward, bf16=True)
-            outputs[name] = forward + (dc0, dh0, dbias)
-    finally:
-        ops.set_bf16_products(before)
+
+    def forward_and_recurrent_gradients():
+        forward = ops.lstm_forward(x, c0, h0, kernel, bias, 1.0, bf16=True)
+        _, dc0, dh0, _, dbias = ops.lstm_backward(d, d_c_T, None, x, c0, h0, kernel, *forward, bf16=True)
+        return forward + (dc0, dh0, dbias)
+    outputs = outputs_under(("auto", "avx512_bf16"), forward_and_recurrent_gradients)
     assert ptbfast.build_info()["bf16_recurrent_products_of_one_row"] == "avx512_bf16"
     for got, want in zip(outputs["auto"], outputs["avx512_bf16"]):
         np.testing.assert_array_equal(got, want)
