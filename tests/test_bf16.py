@@ -422,6 +422,38 @@ def test_frozen_lstm_weights_made_under_one_setting_serve_every_other(T, B, In, 
         ops.set_bf16_products(before)
 
 
+FEWER_THREADS_SCRIPT = """
+import numpy as np
+from ptbfast import ops
+ops.set_num_threads(2)
+rng = np.random.default_rng(1)
+T, B, In, H = 3, 4, 24, 70  # (B H 4H >= 2^16: the time loop asks for every thread)
+x = ops.round_bf16(rng.standard_normal((T, B, In)).astype(np.float32))
+c0, h0 = (rng.standard_normal((B, H)).astype(np.float32) for _ in range(2))
+kernel = (rng.standard_normal((In + H, 4 * H)) * 0.3).astype(np.float32)
+bias = rng.standard_normal(4 * H).astype(np.float32)
+for setting in ("sgemm", *(k for k in ops.BF16_PACKED_B_KERNELS if k in ops.BF16_KERNELS_HERE)):
+    ops.set_bf16_products(setting)
+    frozen = ops.freeze_lstm_weights_bf16(kernel, In, rounded_copies=True)
+    per_call = ops.lstm_forward(x, c0, h0, kernel, bias, 1.0, bf16=True)
+    got = ops.lstm_forward(x, c0, h0, kernel, bias, 1.0, bf16=True, frozen=frozen)
+    print(setting, all(np.array_equal(a, e) for a, e in zip(got, per_call)))
+"""
+
+
+def test_frozen_lstm_weights_serve_a_team_of_fewer_threads_than_asked():
+    # Packs and rounded gathers are laid out for the time loop's thread count. With OMP_THREAD_LIMIT=1
+    # the loop asks for 2 threads and gets 1, which read the packs as if made for 1 (other threads'
+    # columns: other outputs, silently) until the loop made its own for a team of another size.
+    import subprocess
+    env = {**os.environ, "OMP_THREAD_LIMIT": "1", "PTBFAST_BF16_PRODUCTS": "auto"}
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", FEWER_THREADS_SCRIPT], capture_output=True,
+                          text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    same = dict(line.split() for line in done.stdout.splitlines())  # {setting: "True" or "False"}
+    assert "sgemm" in same and set(same.values()) == {"True"}, done.stdout
+
+
 def test_frozen_weights_of_another_shape_are_refused():
     kernel = np.zeros((3 + 4, 16), np.float32)
     lstm = ops.freeze_lstm_weights_bf16(kernel, 3)

@@ -227,16 +227,16 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   // bf16 products on SGEMM take Wx rounded (ptbfast's and MKL's kernels round as they pack).
   const bool round_wx = bf16 && !rounded_once && !blas::gemm_bf16_rounds_operands(static_cast<int>(rows), G, In);
   const int threads = time_loop_threads(B, H, own_recurrent);
-  // fp32 SGEMMs read each thread's columns of Wh where they lie (one thread: all of Wh, one product a
-  // step; several, over fewer steps than packing pays for: one product a gate) instead of a gathered
-  // copy, whose writing (H x 4n floats a call, into fresh memory) took 8.9 of 12.2 ms a layer in
-  // large's generation, one step a call (Intel Xeon family 6 model 167). bf16 on SGEMM gathers them
-  // rounded.
-  // A frozen model's rounded, gathered columns of Wh, where gathered for this many threads.
+  // A frozen model's rounded, gathered columns of Wh (bf16 on SGEMM), where gathered for this many threads.
   const float* frozen_gathered = !own_recurrent && bf16 && frozen && frozen->lstm_rounded_recurrent &&
                                          frozen->lstm_parts == threads
                                      ? frozen->lstm_rounded_recurrent.get()
                                      : nullptr;
+  // fp32 SGEMMs read each thread's columns of Wh where they lie (one thread: all of Wh, one product a
+  // step; several, over fewer steps than packing pays for: one product a gate) instead of a gathered
+  // copy, whose writing (H x 4n floats a call, into fresh memory) took 8.9 of 12.2 ms a layer in
+  // large's generation, one step a call (Intel Xeon family 6 model 167). bf16 on SGEMM gathers them
+  // rounded, or reads a frozen model's.
   const bool gather_wh = !own_recurrent && !frozen_gathered && (bf16 || (threads > 1 && T >= blas::kPackedMinUses));
 
   // Scratch of all threads, allocated here (an exception must not leave a parallel region):
@@ -284,13 +284,21 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
     // This thread's columns of Wh, gates i, j, f, o side by side: [H, 4n], packed once for T steps:
     // on ptbfast's kernel as bf16 pairs (each step's product on this thread), else gathered into
     // w_own for the packed SGEMM (or read where they lie: gather_wh).
+    // A frozen model's packs and gathers are laid out for `threads` parts; a team of fewer threads
+    // than asked (OMP_DYNAMIC) makes its own here instead of reading another thread's columns.
+    const bool frozen_layout = parts == threads;
     float* w_gathered = gather_wh ? w_own.get() + static_cast<long>(H) * 4 * u.k0 : nullptr;
+    std::unique_ptr<float[]> gathered_here;
+    if (frozen_gathered && !frozen_layout) {
+      gathered_here.reset(new float[static_cast<size_t>(H) * 4 * n]);
+      w_gathered = gathered_here.get();
+    }
     if (w_gathered) gather_own_columns(w_gathered, w_hidden, u, H, bf16);
     const float* w = w_gathered ? w_gathered : frozen_gathered ? frozen_gathered + static_cast<long>(H) * 4 * u.k0
                                                                : nullptr;
     std::unique_ptr<gemm::bf16::PackedB> packed_here;
     const gemm::bf16::PackedB* recurrent_bf16 = nullptr;
-    if (frozen_recurrent) {
+    if (frozen_recurrent && frozen_layout) {
       recurrent_bf16 = frozen->lstm_recurrent[part].get();
     } else if (own_recurrent && n > 0) {
       packed_here.reset(pack_own_columns(w_hidden, u, H));
