@@ -43,7 +43,7 @@ def measure(shapes=None, reps: int = 7, warmup: int = 2, with_torch: bool | None
     from ptbfast.bench import _median_seconds, sgemm_peak_gflops, torch_available
 
     torch = None
-    if with_torch if with_torch is not None else torch_available():
+    if torch_available() if with_torch is None else with_torch:
         import torch
     per_call, packed = timed_kernels()
     peaks = {"sgemm 2048^3": sgemm_peak_gflops()}
