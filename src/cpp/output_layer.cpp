@@ -389,15 +389,14 @@ static std::string fused_gradient_kernel(const ChunkedBlocks& blk, int R, int N,
 }
 
 // Rows per block for the fused path: the budget's rows of logits, at least the 128 rows from which AMX
-// is chosen, evened out over N, and even (the panels pair rows: a pair never spans two blocks). Blocks
-// of fewer rows hold less logits, more read all of w packed (13 MB in medium).
+// is chosen, evened out over N (the caller makes them even: the panels pair rows, and a pair never
+// spans two blocks). Blocks of fewer rows hold less logits, more read all of w packed (13 MB in medium).
 static constexpr int kMinFusedRows = 128;
 
 static int fused_block_rows(int N, int V, long budget) {
   const long most = std::max<long>(kMinFusedRows, budget / (2L * std::max(V, 1)));
   const long blocks = (N + most - 1) / most;
-  const long rows = std::max(1L, (N + blocks - 1) / std::max(blocks, 1L));
-  return static_cast<int>(rows < N ? rows + rows % 2 : rows);
+  return static_cast<int>(std::max(1L, (N + blocks - 1) / std::max(blocks, 1L)));
 }
 
 // Rows [16g, 16g + 16) of a block of `rows` gradient rows (fewer in the last group) that starts at
