@@ -1,8 +1,12 @@
-"""The fused SGD update kernels: dense axpy and the scaled sparse embedding update (ptbfast.ops)."""
+"""The SGD step's kernels: the global norm's sum of squares, dense axpy and the scaled sparse
+embedding update (ptbfast.ops)."""
+
+import math
 
 import numpy as np
 import pytest
 
+import ptbfast
 from ptbfast import ops
 from ptbfast.grads import IndexedSlices
 
@@ -31,6 +35,41 @@ def test_sgd_update_rejects_bad_arguments():
     y.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
         ops.sgd_update(y, np.zeros(4, np.float32), 1.0)
+
+
+# Sizes around the kernel's chunks of 16,384 elements (sgd.cpp), and past its parallel threshold.
+@pytest.mark.parametrize("shape", [(0,), (1,), (17,), (3, 33), (16383,), (16384,), (16385,), (200, 800)])
+def test_sum_of_squares_is_within_double_summation_bound(shape):
+    rng = np.random.default_rng(2)
+    x = f32(rng, *shape, scale=3.0)
+    exact = math.fsum((x.astype(np.float64) ** 2).ravel())  # (a float32's square is exact in double)
+    got = ops.sum_of_squares(x)
+    assert isinstance(got, float)
+    # Summing n positive terms in double: relative error at most n * 2^-53 (any order of the sums).
+    assert abs(got - exact) <= x.size * 2.0**-53 * exact
+
+
+def test_sum_of_squares_has_the_same_bits_for_any_thread_count():
+    x = f32(np.random.default_rng(3), 300_007)
+    saved = ptbfast.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3, 1):
+            ptbfast.set_num_threads(threads)
+            results.append(ops.sum_of_squares(x))
+    finally:
+        ptbfast.set_num_threads(saved)
+    assert len(set(results)) == 1, results
+
+
+def test_sum_of_squares_of_non_finite_and_huge_values():
+    big = np.full(5, 3e38, np.float32)
+    assert ops.sum_of_squares(big) == pytest.approx(5 * 3e38**2, rel=1e-7)  # float32's dot: inf
+    assert ops.sum_of_squares(np.array([1.0, np.inf], np.float32)) == math.inf
+    assert math.isnan(ops.sum_of_squares(np.array([np.inf, np.nan, 1.0], np.float32)))
+    assert ops.sum_of_squares(np.array([2.0], np.float32)[::-1]) == 4.0  # (a view: read as it is)
+    with pytest.raises(TypeError, match="x must be float32"):
+        ops.sum_of_squares(np.ones(3))
 
 
 def test_scaled_sparse_update_touches_only_used_rows():

@@ -200,6 +200,13 @@ void embedding_backward_dense_py(py::array& d_params, const py::array& d_out, co
   dispatch_ids(view, [&](auto* id) { embedding_backward_dense(dp, g, id, n, H, scale); });
 }
 
+double sum_of_squares_py(const py::array& x) {
+  const float* xi = float_input(x, "x", std::vector<py::ssize_t>(x.ndim(), -1));
+  const int64_t n = x.size();
+  py::gil_scoped_release nogil;
+  return sum_of_squares(xi, n);
+}
+
 void axpy_py(py::array& y, const py::array& x, float alpha) {
   std::vector<py::ssize_t> dims(y.ndim(), -1);
   float* yo = float_output(y, "y", dims);
@@ -581,6 +588,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("embedding_backward_dense", &embedding_backward_dense_py, py::arg("d_params"), py::arg("d_out"),
         py::arg("ids"), py::arg("scale") = 1.0f,
         "d_params[V, H] += scale * scatter-add of d_out by ids, in place; deterministic");
+  m.def("sum_of_squares", &sum_of_squares_py, py::arg("x"),
+        "sum of x**2 over a float32 array, accumulated in double (the global norm's square)");
   m.def("axpy", &axpy_py, py::arg("y"), py::arg("x"), py::arg("alpha"), "y += alpha * x in place (float32)");
 
   py::class_<FrozenWeights, Frozen>(m, "FrozenWeights",

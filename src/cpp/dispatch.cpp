@@ -39,6 +39,8 @@ template void embedding_backward_sparse<int64_t>(std::vector<int64_t>&, std::vec
 template void embedding_backward_dense<int32_t>(float*, const float*, const int32_t*, int64_t, int64_t, float);
 template void embedding_backward_dense<int64_t>(float*, const float*, const int64_t*, int64_t, int64_t, float);
 
+double sum_of_squares(const float* x, int64_t n) { return kernels().sum_of_squares(x, n); }
+
 void axpy(float* y, const float* x, float alpha, int64_t n) { kernels().axpy(y, x, alpha, n); }
 
 void round_to_bf16(float* out, const float* in, int64_t n) { kernels().round_to_bf16(out, in, n); }

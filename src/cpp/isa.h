@@ -26,6 +26,7 @@ struct KernelTable {
   decltype(&embedding_backward_sparse<int64_t>) embedding_backward_sparse_i64;
   decltype(&embedding_backward_dense<int32_t>) embedding_backward_dense_i32;
   decltype(&embedding_backward_dense<int64_t>) embedding_backward_dense_i64;
+  decltype(&ptbfast::sum_of_squares) sum_of_squares;
   decltype(&ptbfast::axpy) axpy;
   decltype(&ptbfast::round_to_bf16) round_to_bf16;
   decltype(&ptbfast::round_rows_to_bf16) round_rows_to_bf16;

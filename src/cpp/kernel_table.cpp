@@ -8,11 +8,11 @@ const KernelTable kernel_table = {
     &embedding_forward<int32_t>,         &embedding_forward<int64_t>,
     &embedding_backward_sparse<int32_t>, &embedding_backward_sparse<int64_t>,
     &embedding_backward_dense<int32_t>,  &embedding_backward_dense<int64_t>,
-    &axpy,                               &round_to_bf16,
-    &round_rows_to_bf16,                 &lstm_forward,
-    &lstm_freeze_bf16,                   &lstm_backward,
-    &output_layer_forward,
-    &output_layer_forward_backward,     &apply_vecmath,
+    &sum_of_squares,                     &axpy,
+    &round_to_bf16,                      &round_rows_to_bf16,
+    &lstm_forward,                       &lstm_freeze_bf16,
+    &lstm_backward,                      &output_layer_forward,
+    &output_layer_forward_backward,      &apply_vecmath,
 };
 
 #include "isa_end.h"

@@ -28,7 +28,7 @@ def global_norm(grads: dict, mode: str = "indexed_slices") -> float:
             flat = (g.values if mode == "indexed_slices" else g.merged().values).ravel()
         else:
             flat = g.ravel()
-        total += float(np.dot(flat, flat))
+        total += ops.sum_of_squares(flat)  # (in double: TF sums in float32, which rounds and can overflow)
     return math.sqrt(total)
 
 
