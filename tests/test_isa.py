@@ -45,6 +45,7 @@ def run_everything(rng_seed=0):
     ops.sgd_update(y, ints(1001), 3.0)
     out["sgd_update"] = y
     out["sum_of_squares"] = np.float64(ops.sum_of_squares(ints(40_003)))  # (integer squares: exact in double)
+    out["dropout_mask"] = ops.dropout_mask((7, 149), 2**63 + 5, 2, 0.4)
     out["round_bf16"] = ops.round_bf16(rng.standard_normal(1003).astype(np.float32) * 1e3)
     T, B, In, H = 5, 3, 17, 21
     x, s = f32(rng, T, B, In), f32(rng, B, H, scale=0.5)
@@ -57,7 +58,7 @@ def run_everything(rng_seed=0):
     return out
 
 
-EXACT = ("embedding", "scatter_ids", "scatter_rows", "sgd_update", "sum_of_squares", "round_bf16")
+EXACT = ("embedding", "scatter_ids", "scatter_rows", "sgd_update", "sum_of_squares", "dropout_mask", "round_bf16")
 
 
 @pytest.mark.parametrize("level", LEVELS)

@@ -207,6 +207,20 @@ double sum_of_squares_py(const py::array& x) {
   return sum_of_squares(xi, n);
 }
 
+void philox_uniform_py(py::array& out, uint64_t seed, uint32_t stream) {
+  float* o = float_output(out, "out", std::vector<py::ssize_t>(out.ndim(), -1));
+  const int64_t n = out.size();
+  py::gil_scoped_release nogil;
+  philox_uniform(o, n, seed, stream);
+}
+
+void dropout_mask_py(py::array& out, uint64_t seed, uint32_t stream, float keep_prob, float scale) {
+  float* o = float_output(out, "out", std::vector<py::ssize_t>(out.ndim(), -1));
+  const int64_t n = out.size();
+  py::gil_scoped_release nogil;
+  dropout_mask(o, n, seed, stream, keep_prob, scale);
+}
+
 void axpy_py(py::array& y, const py::array& x, float alpha) {
   std::vector<py::ssize_t> dims(y.ndim(), -1);
   float* yo = float_output(y, "y", dims);
@@ -590,6 +604,10 @@ PYBIND11_MODULE(_core, m) {
         "d_params[V, H] += scale * scatter-add of d_out by ids, in place; deterministic");
   m.def("sum_of_squares", &sum_of_squares_py, py::arg("x"),
         "sum of x**2 over a float32 array, accumulated in double (the global norm's square)");
+  m.def("philox_uniform", &philox_uniform_py, py::arg("out"), py::arg("seed"), py::arg("stream"),
+        "out (float32, written in place) = uniform floats in [0, 1) of Philox4x32-10 stream `stream` under `seed`");
+  m.def("dropout_mask", &dropout_mask_py, py::arg("out"), py::arg("seed"), py::arg("stream"), py::arg("keep_prob"),
+        py::arg("scale"), "out (float32, in place) = scale where philox_uniform's float < keep_prob, else 0");
   m.def("axpy", &axpy_py, py::arg("y"), py::arg("x"), py::arg("alpha"), "y += alpha * x in place (float32)");
 
   py::class_<FrozenWeights, Frozen>(m, "FrozenWeights",

@@ -43,6 +43,14 @@ double sum_of_squares(const float* x, int64_t n) { return kernels().sum_of_squar
 
 void axpy(float* y, const float* x, float alpha, int64_t n) { kernels().axpy(y, x, alpha, n); }
 
+void philox_uniform(float* out, int64_t n, uint64_t seed, uint32_t stream) {
+  kernels().philox_uniform(out, n, seed, stream);
+}
+
+void dropout_mask(float* out, int64_t n, uint64_t seed, uint32_t stream, float keep_prob, float scale) {
+  kernels().dropout_mask(out, n, seed, stream, keep_prob, scale);
+}
+
 void round_to_bf16(float* out, const float* in, int64_t n) { kernels().round_to_bf16(out, in, n); }
 
 void round_rows_to_bf16(float* out, int ld_out, const float* in, int ld_in, int rows, int cols) {

@@ -1,6 +1,6 @@
 // Instruction-set levels of the kernels, chosen once at run time.
 //
-// Every kernel file (embedding, sgd, bf16 rounding, lstm, output_layer) is compiled once per level
+// Every kernel file (embedding, sgd, dropout, bf16 rounding, lstm, output_layer) is compiled once per level
 // into a namespace of its own (isa_begin.h), and kernel_table.cpp, compiled with them, lists that
 // level's kernels in a KernelTable. The entry points of kernels.h (dispatch.cpp) call the table of
 // the active level: at import the highest level that was compiled and that this CPU and OS run
@@ -28,6 +28,8 @@ struct KernelTable {
   decltype(&embedding_backward_dense<int64_t>) embedding_backward_dense_i64;
   decltype(&ptbfast::sum_of_squares) sum_of_squares;
   decltype(&ptbfast::axpy) axpy;
+  decltype(&ptbfast::philox_uniform) philox_uniform;
+  decltype(&ptbfast::dropout_mask) dropout_mask;
   decltype(&ptbfast::round_to_bf16) round_to_bf16;
   decltype(&ptbfast::round_rows_to_bf16) round_rows_to_bf16;
   decltype(&ptbfast::lstm_forward) lstm_forward;

@@ -9,6 +9,7 @@ const KernelTable kernel_table = {
     &embedding_backward_sparse<int32_t>, &embedding_backward_sparse<int64_t>,
     &embedding_backward_dense<int32_t>,  &embedding_backward_dense<int64_t>,
     &sum_of_squares,                     &axpy,
+    &philox_uniform,                     &dropout_mask,
     &round_to_bf16,                      &round_rows_to_bf16,
     &lstm_forward,                       &lstm_freeze_bf16,
     &lstm_backward,                      &output_layer_forward,

@@ -22,7 +22,7 @@ enum class VecMath { kExp, kSigmoid, kTanh };
 
 struct FrozenWeights;  // frozen_weights.h: bf16 weights packed once for a frozen model's losses
 
-// Every kernel: embedding.cpp, sgd.cpp, bf16.cpp, lstm.cpp, output_layer.cpp. Each of those files is
+// Every kernel: embedding.cpp, sgd.cpp, dropout.cpp, bf16.cpp, lstm.cpp, output_layer.cpp. Each of those files is
 // compiled once per instruction-set level (isa.h); these entry points run the chosen level's.
 #include "kernel_declarations.inc"
 

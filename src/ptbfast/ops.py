@@ -14,6 +14,7 @@ module gets an exception, never a wrong answer.
 
 from __future__ import annotations
 
+import operator
 import os
 import numpy as np
 
@@ -204,6 +205,40 @@ def round_bf16_in_place(x: np.ndarray) -> np.ndarray:
         raise TypeError(f"x must be a NumPy array to round in place, got {type(x).__name__}")
     _core.round_bf16_in_place(x)
     return x
+
+
+# ---- dropout's random numbers (src/cpp/dropout.cpp) ------------------------------------------------------
+
+def _philox_arguments(shape, seed, stream) -> tuple:
+    shape = tuple(operator.index(d) for d in (shape if isinstance(shape, tuple) else np.atleast_1d(shape)))
+    if any(d < 0 for d in shape):
+        raise ValueError(f"shape must not be negative, got {shape}")
+    if not 0 <= int(seed) < 2**64:
+        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+    if not 0 <= int(stream) < 2**32:
+        raise ValueError(f"stream must be in [0, 2**32), got {stream}")
+    return shape, int(seed), int(stream)
+
+
+def random_uniform(shape, seed: int, stream: int = 0) -> np.ndarray:
+    """float32 [shape] uniform in [0, 1): element k (row-major) from word k of Philox4x32-10's stream
+    ``stream`` under key ``seed`` (``ptbfast.reference.random_uniform`` is its NumPy twin). The same
+    bits for any thread count and instruction-set level."""
+    shape, seed, stream = _philox_arguments(shape, seed, stream)
+    out = np.empty(shape, np.float32)
+    _core.philox_uniform(out, seed, stream)
+    return out
+
+
+def dropout_mask(shape, seed: int, stream: int, keep_prob: float) -> np.ndarray:
+    """An inverted-dropout mask, float32 [shape]: ``1 / keep_prob`` where ``random_uniform(shape,
+    seed, stream) < keep_prob`` (as float32), else 0, in one pass."""
+    shape, seed, stream = _philox_arguments(shape, seed, stream)
+    if not 0.0 < keep_prob <= 1.0:
+        raise ValueError(f"keep_prob must be in (0, 1], got {keep_prob}")
+    out = np.empty(shape, np.float32)
+    _core.dropout_mask(out, seed, stream, np.float32(keep_prob), np.float32(1.0 / keep_prob))
+    return out
 
 
 # ---- SGD update (src/cpp/sgd.cpp) --------------------------------------------------------------------

@@ -97,6 +97,49 @@ def embedding_lookup_backward_sparse(d_out: np.ndarray, ids) -> tuple[np.ndarray
 
 
 # --------------------------------------------------------------------------------------
+# Dropout's random numbers (src/cpp/dropout.cpp)
+# --------------------------------------------------------------------------------------
+
+_PHILOX_M = (np.uint64(0xD2511F53), np.uint64(0xCD9E8D57))
+_PHILOX_W = (0x9E3779B9, 0xBB67AE85)
+
+
+def philox4x32_10(counter, key) -> np.ndarray:
+    """Philox4x32-10 (Salmon et al. 2011): ``counter`` [4, n] and ``key`` (2 ints) -> the blocks' four
+    32-bit words [4, n] (uint32), as Random123 computes them."""
+    c = [np.asarray(word, dtype=np.uint64) for word in counter]
+    k = [int(key[0]) & 0xFFFFFFFF, int(key[1]) & 0xFFFFFFFF]
+    low = np.uint64(0xFFFFFFFF)
+    for round_ in range(10):
+        if round_ > 0:  # the key schedule: Weyl increments, before rounds 2..10
+            k = [(k[0] + _PHILOX_W[0]) & 0xFFFFFFFF, (k[1] + _PHILOX_W[1]) & 0xFFFFFFFF]
+        p0, p1 = _PHILOX_M[0] * c[0], _PHILOX_M[1] * c[2]  # (32 x 32 bits: exact in uint64)
+        c = [(p1 >> np.uint64(32)) ^ c[1] ^ np.uint64(k[0]), p1 & low,
+             (p0 >> np.uint64(32)) ^ c[3] ^ np.uint64(k[1]), p0 & low]
+    return np.stack(c).astype(np.uint32)
+
+
+def random_uniform(shape, seed: int, stream: int = 0) -> np.ndarray:
+    """float32 [shape] in [0, 1): element k (row-major) is word (k % 64) // 16 of Philox block
+    16 (k // 64) + k % 16 (counter: the block as two 32-bit words, ``stream``, 0; key: ``seed``'s two
+    halves), made a float as NumPy's float32 ``random()`` does: (word >> 8) * 2**-24."""
+    n = int(np.prod(shape, dtype=np.int64))
+    groups = -(-n // 64)
+    blocks = np.arange(16 * groups, dtype=np.uint64)
+    counter = (blocks & np.uint64(0xFFFFFFFF), blocks >> np.uint64(32),
+               np.full(blocks.shape, stream, np.uint64), np.zeros(blocks.shape, np.uint64))
+    words = philox4x32_10(counter, (seed & 0xFFFFFFFF, seed >> 32))       # [4, 16 * groups]
+    words = words.reshape(4, groups, 16).transpose(1, 0, 2).reshape(-1)[:n]  # 64 elements a group
+    return ((words >> np.uint32(8)).astype(np.float32) * np.float32(2.0**-24)).reshape(shape)
+
+
+def dropout_mask(shape, seed: int, stream: int, keep_prob: float) -> np.ndarray:
+    """An inverted-dropout mask: 1 / keep_prob where ``random_uniform`` < keep_prob, else 0 (float32)."""
+    keep = random_uniform(shape, seed, stream) < np.float32(keep_prob)
+    return np.where(keep, np.float32(1.0 / keep_prob), np.float32(0.0))
+
+
+# --------------------------------------------------------------------------------------
 # LSTM cell
 # --------------------------------------------------------------------------------------
 

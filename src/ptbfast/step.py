@@ -16,15 +16,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ptbfast import ops
 from ptbfast.sgd import TrainingError, apply_sgd
 
 
 def dropout_masks(rng: np.random.Generator, count: int, shape, keep_prob: float):
-    """``count`` inverted-dropout masks (0 or 1/keep_prob), as ``tf.nn.dropout``; None if keep_prob == 1."""
+    """``count`` inverted-dropout masks (0 or 1/keep_prob), as ``tf.nn.dropout``; None if keep_prob == 1.
+
+    One seed drawn from ``rng`` keys Philox4x32-10 (TF's generator for dropout), mask i its stream i
+    (``ops.dropout_mask``: in C++, 2-3x NumPy's ``rng.random`` and comparison)."""
     if keep_prob >= 1.0:
         return None
-    scale = np.float32(1.0 / keep_prob)
-    return [(rng.random(shape, dtype=np.float32) < keep_prob) * scale for _ in range(count)]
+    seed = int(rng.integers(0, 2**64, dtype=np.uint64))
+    return [ops.dropout_mask(shape, seed, stream, keep_prob) for stream in range(count)]
 
 
 @dataclass
