@@ -87,6 +87,12 @@ def test_bad_arguments_raise():
         ops.dropout_mask(4, 0, 0, 0.0)
     with pytest.raises(ValueError, match="keep_prob"):
         ops.dropout_mask(4, 0, 0, 1.5)
+    with pytest.raises(ValueError, match="too small"):
+        ops.dropout_mask(4, 0, 0, 1e-40)
+    with pytest.raises(TypeError):
+        ops.random_uniform(4, 2.7)
+    with pytest.raises(TypeError):
+        ops.dropout_mask(4, 0, 1.9, 0.5)
     with pytest.raises(ValueError, match="negative"):
         ops.random_uniform((3, -1), 0)
     with pytest.raises(TypeError):
