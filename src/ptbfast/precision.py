@@ -28,10 +28,10 @@ PRECISIONS = ("fp32", "bf16")
 # 1.00-1.40x with 2 (noisy), medium 1.05-1.13x with 2. The products are the same SGEMMs; rounding
 # the weights piece by piece (for memory) and the operands costs the rest (bench --profile).
 EMULATED_STEP_TIME = "1.0-1.4x"
-# python -m ptbfast bench --precision bf16 against fp32 (2 threads), twelve alternating rounds on an
-# Intel Xeon with AMX (family 6 model 167; docs/performance.md, 2026-12-06, commits 3a905f2 to 2178f3c),
-# products on ptbfast's AMX kernel, evaluation on weights packed once (model.frozen()).
-MEASURED_ON_AMX_XEON = "small 1.82-2.10x (train) / 2.17-2.39x (eval), medium 2.45-2.52x / 2.94-3.27x"
+# python -m ptbfast bench --precisions --repeat 3 (2 threads), bf16 against fp32 per round on an Intel
+# Xeon with AMX (family 6 model 167; docs/performance.md, 2026-12-06, commit 175a691), products on
+# ptbfast's AMX kernel, evaluation on weights packed once (model.frozen()).
+MEASURED_ON_AMX_XEON = "small 1.93-1.97x (train) / 1.98-2.19x (eval), medium 2.61-2.66x / 3.23-3.32x"
 
 _warned = False
 
