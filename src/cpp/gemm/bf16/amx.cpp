@@ -9,9 +9,7 @@
 //
 // Each 32 x 32 block of C lives in 4 C tiles (tmm0-3) while A tiles (tmm4-5) and B tiles (tmm6-7)
 // stream through K in blocks of at most kMaxBlockPairs pairs: a block of a B panel stays in L1 while
-// every row group of the task multiplies it, A's tiles loaded with the hint that they are not reused
-// soon (TILELOADDT1), which keeps them from evicting it (and the other way round for a task of one
-// row group, whose A's tiles every panel reads). A block of C at the edge of C goes through a 32 x 32
+// every row group of the task multiplies it. A block of C at the edge of C goes through a 32 x 32
 // buffer on the stack. (Tile shapes cut to the edges cost a tile configuration per block, and a K
 // tail one more with C stored and reloaded: 400x200 @ 200x10000 ran at 240 GFLOP/s.)
 //
@@ -83,9 +81,6 @@ struct Operands {
 
 // C block [32 x 32] at (m, panel) over pairs [k0, k0 + kn): two row tiles unless rows <= 16, two
 // column tiles unless cols <= 16; C through `edge` when the block is cut by C's edges.
-// kKeepB: A's tiles are loaded with TILELOADDT1 (a hint that they are not reused soon), so that they
-// do not evict B's block from L1; else B's are, so that A's stay.
-template <bool kKeepB>
 PTBFAST_AMX_TARGET inline void block_32x32(const Operands& o, int m, int panel, int k0, int kn, bool load_c) {
   const int rows = std::min(2 * kTile, o.M - m), cols = std::min(kPanel, o.b->N() - panel * kPanel);
   const bool two_rows = rows > kTile, two_cols = cols > kTile, whole = rows == 2 * kTile && cols == kPanel;
@@ -114,26 +109,15 @@ PTBFAST_AMX_TARGET inline void block_32x32(const Operands& o, int m, int panel, 
   const uint32_t* b = o.b->panel(panel) + static_cast<long>(k0) * kPanel;
   const long b_stride = kPanel * 4;
   for (int q = 0; q < kn; q += kTile, a += kTileWords, a_next += kTileWords, b += kTile * kPanel) {
-    if (kKeepB) {
-      _tile_stream_loadd(4, a, 64);
-      _tile_loadd(6, b, b_stride);
-    } else {
-      _tile_loadd(4, a, 64);
-      _tile_stream_loadd(6, b, b_stride);
-    }
+    _tile_loadd(4, a, 64);
+    _tile_loadd(6, b, b_stride);
     _tile_dpbf16ps(0, 4, 6);
     if (two_cols) {
-      if (kKeepB)
-        _tile_loadd(7, b + kTile, b_stride);
-      else
-        _tile_stream_loadd(7, b + kTile, b_stride);
+      _tile_loadd(7, b + kTile, b_stride);
       _tile_dpbf16ps(1, 4, 7);
     }
     if (two_rows) {
-      if (kKeepB)
-        _tile_stream_loadd(5, a_next, 64);
-      else
-        _tile_loadd(5, a_next, 64);
+      _tile_loadd(5, a_next, 64);
       _tile_dpbf16ps(2, 5, 6);
       if (two_cols) _tile_dpbf16ps(3, 5, 7);
     }
@@ -151,19 +135,10 @@ PTBFAST_AMX_TARGET void task(const Operands& o, int m0, int m1, int p0, int p1) 
   const int padded = o.b->padded_pairs();
   const int blocks = (padded + kMaxBlockPairs - 1) / kMaxBlockPairs;
   const int per_block = (padded / kTile + blocks - 1) / blocks * kTile;  // equal blocks of whole tiles
-  // Several row groups walk past each panel's block: B's block stays in L1 and A streams; one row
-  // group (the LSTM's time loop: 20 rows) walks past all the panels: A's tiles stay and B streams.
-  const bool keep_b = m1 - m0 > 2 * kTile;
   for (int k0 = 0; k0 < padded; k0 += per_block) {
     const int kn = std::min(per_block, padded - k0);
-    const bool load_c = k0 > 0 || o.accumulate;
     for (int panel = p0; panel < p1; ++panel)
-      for (int m = m0; m < m1; m += 2 * kTile) {
-        if (keep_b)
-          block_32x32<true>(o, m, panel, k0, kn, load_c);
-        else
-          block_32x32<false>(o, m, panel, k0, kn, load_c);
-      }
+      for (int m = m0; m < m1; m += 2 * kTile) block_32x32(o, m, panel, k0, kn, k0 > 0 || o.accumulate);
   }
 }
 
