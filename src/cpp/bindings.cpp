@@ -25,6 +25,7 @@
 #include "isa.h"
 #include "kernels.h"
 #include "profile.h"
+#include "heap.h"
 #include "runtime.h"
 
 namespace py = pybind11;
@@ -556,6 +557,8 @@ py::dict build_info() {
   info["blas_threads"] = blas::num_threads();
   info["openmp_threads"] = runtime::num_threads();
   info["openmp_version"] = facts.openmp_version;
+  const std::string heap_policy = heap::policy();
+  info["malloc"] = heap_policy.empty() ? "the C library's defaults" : heap_policy;
   info["cpu_vendor"] = cpu_vendor();
   info["amx_permission"] = amx_permission();
   py::list features;  // the CPU's bf16 matrix features, by /proc/cpuinfo's names (CPUID + XGETBV here)
@@ -594,6 +597,9 @@ PYBIND11_MODULE(_core, m) {
         "Threads for ptbfast's kernels: OpenMP regions started from the calling thread (other "
         "Python threads keep their own count) and the BLAS libraries (process-wide).");
   m.def("get_num_threads", &runtime::num_threads);
+  m.def("keep_freed_blocks", &heap::keep_freed_blocks, py::arg("bytes"),
+        "Blocks up to `bytes` from the C library's heap, kept there when freed (glibc's mmap and trim "
+        "thresholds); False where the C library is not glibc");
 
   m.def("embedding_forward", &embedding_forward_py, py::arg("params"), py::arg("ids"),
         "params[ids]: shape ids.shape + (H,)");

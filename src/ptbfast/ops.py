@@ -348,10 +348,44 @@ def supported_isas() -> list:
     return _core.supported_isas()
 
 
+# The largest block keep_freed_memory keeps by default: above large's biggest arrays (72 MB).
+KEPT_BLOCK_BYTES = 1 << 30
+
+
+def keep_freed_memory(limit_bytes: int = KEPT_BLOCK_BYTES) -> bool:
+    """Blocks up to ``limit_bytes`` come from the C library's heap and stay there when freed, for
+    the next allocation to reuse, instead of going back to the kernel (glibc's mmap and trim
+    thresholds, process-wide). A training step allocates and frees the same large arrays every step;
+    taken fresh from the kernel, each 4 KB of them was a page fault (large: a quarter to a third of
+    the step). ``import ptbfast`` calls it unless PTBFAST_MALLOC=system. False where the C library
+    is not glibc (nothing changed)."""
+    limit_bytes = operator.index(limit_bytes)
+    if limit_bytes < 0:
+        raise ValueError(f"limit_bytes must be >= 0, got {limit_bytes}")
+    return _core.keep_freed_blocks(limit_bytes)
+
+
+def _set_malloc_policy_from_environment() -> None:
+    name = os.environ.get("PTBFAST_MALLOC", "") or "keep"
+    try:
+        _set_malloc_policy(name)
+    except ValueError as error:
+        raise ValueError(f"PTBFAST_MALLOC={name!r}: {error}") from None
+
+
+def _set_malloc_policy(name: str) -> None:
+    if name == "keep":
+        keep_freed_memory()
+    elif name != "system":
+        raise ValueError('one of "keep" (keep_freed_memory) or "system" (the C library\'s defaults)')
+
+
 def configure_from_environment() -> None:
-    """The settings the environment asks for: PTBFAST_ISA (:func:`set_kernels_isa`) and
-    PTBFAST_BF16_PRODUCTS (:func:`set_bf16_products`). ``import ptbfast`` calls it; a bad value
-    stops the import with a ValueError that names the variable."""
+    """The settings the environment asks for: PTBFAST_ISA (:func:`set_kernels_isa`),
+    PTBFAST_BF16_PRODUCTS (:func:`set_bf16_products`) and PTBFAST_MALLOC ("keep", the default:
+    :func:`keep_freed_memory`; "system": the C library's own policy). ``import ptbfast`` calls it; a
+    bad value stops the import with a ValueError that names the variable."""
+    _set_malloc_policy_from_environment()
     for variable, setter in (("PTBFAST_ISA", set_kernels_isa), ("PTBFAST_BF16_PRODUCTS", set_bf16_products)):
         name = os.environ.get(variable, "")
         if name:
