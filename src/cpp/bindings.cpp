@@ -558,7 +558,7 @@ py::dict build_info() {
   info["openmp_threads"] = runtime::num_threads();
   info["openmp_version"] = facts.openmp_version;
   const std::string heap_policy = heap::policy();
-  info["malloc"] = heap_policy.empty() ? "the C library's defaults" : heap_policy;
+  info["malloc"] = heap_policy.empty() ? "the C library's own policy" : heap_policy;
   info["cpu_vendor"] = cpu_vendor();
   info["amx_permission"] = amx_permission();
   py::list features;  // the CPU's bf16 matrix features, by /proc/cpuinfo's names (CPUID + XGETBV here)
@@ -598,8 +598,8 @@ PYBIND11_MODULE(_core, m) {
         "Python threads keep their own count) and the BLAS libraries (process-wide).");
   m.def("get_num_threads", &runtime::num_threads);
   m.def("keep_freed_blocks", &heap::keep_freed_blocks, py::arg("bytes"),
-        "Blocks up to `bytes` from the C library's heap, kept there when freed (glibc's mmap and trim "
-        "thresholds); False where the C library is not glibc");
+        "Blocks below `bytes` from glibc's heap, kept there when freed (its mmap and trim thresholds); "
+        "returns the mmap threshold in effect, 0 where nothing changed (not glibc's malloc)");
 
   m.def("embedding_forward", &embedding_forward_py, py::arg("params"), py::arg("ids"),
         "params[ids]: shape ids.shape + (H,)");

@@ -8,11 +8,14 @@
 
 namespace ptbfast::heap {
 
-// Blocks up to `bytes` come from the C library's heap and stay there when freed, for the next
-// allocation to reuse. Returns false (and changes nothing) where the C library is not glibc.
-bool keep_freed_blocks(size_t bytes);
+// Blocks below `bytes` come from glibc's heap and stay there when freed, for the next allocation to
+// reuse (its mmap threshold; its trim threshold twice that). Returns the mmap threshold now in effect
+// (glibc before 2.35 caps it at 32 MiB), or 0 where nothing was changed: a C library other than
+// glibc, or another allocator (jemalloc, tcmalloc) interposed on malloc. Like mallopt, to be called
+// before other threads allocate (ptbfast calls it at import).
+size_t keep_freed_blocks(size_t bytes);
 
-// What keep_freed_blocks set, for `ptbfast info`: "" until it is called.
+// What keep_freed_blocks set, for `ptbfast info`: "" until it has set something.
 std::string policy();
 
 }  // namespace ptbfast::heap

@@ -348,43 +348,51 @@ def supported_isas() -> list:
     return _core.supported_isas()
 
 
-# The largest block keep_freed_memory keeps by default: above large's biggest arrays (72 MB).
+# The block size below which keep_freed_memory keeps blocks by default: above large's biggest arrays
+# (72 MB).
 KEPT_BLOCK_BYTES = 1 << 30
+# Variables through which a user sets glibc's allocator: then ptbfast leaves it as they set it.
+_MALLOC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
 
 
-def keep_freed_memory(limit_bytes: int = KEPT_BLOCK_BYTES) -> bool:
-    """Blocks up to ``limit_bytes`` come from the C library's heap and stay there when freed, for
-    the next allocation to reuse, instead of going back to the kernel (glibc's mmap and trim
-    thresholds, process-wide). A training step allocates and frees the same large arrays every step;
-    taken fresh from the kernel, each 4 KB of them was a page fault (large: a quarter to a third of
-    the step). ``import ptbfast`` calls it unless PTBFAST_MALLOC=system. False where the C library
-    is not glibc (nothing changed)."""
+def keep_freed_memory(limit_bytes: int = KEPT_BLOCK_BYTES) -> int:
+    """Blocks below ``limit_bytes`` come from glibc's heap and stay there when freed, for the next
+    allocation to reuse, instead of going back to the kernel (glibc's mmap threshold, and its trim
+    threshold twice that; process-wide, and glibc's own adaptive thresholds stay off afterwards). A
+    training step allocates and frees the same large arrays every step; taken fresh from the kernel,
+    each 4 KB of them was a page fault (large: a quarter to a third of the step). The price: free
+    space inside the heap is not returned to the kernel (large fp32's peak RSS 614 -> 674 MB).
+
+    ``import ptbfast`` calls it, unless PTBFAST_MALLOC=system or glibc's own variables
+    (MALLOC_MMAP_THRESHOLD_ and the like, GLIBC_TUNABLES' glibc.malloc.*) are set. Returns the
+    threshold in effect (glibc before 2.35 caps it at 32 MiB), or 0 where nothing changed: not glibc's
+    malloc (musl, macOS, jemalloc or tcmalloc preloaded). A thread other than the main one allocates
+    blocks above 64 MiB afresh whatever this says (its arena's heaps are at most that size)."""
     limit_bytes = operator.index(limit_bytes)
-    if limit_bytes < 0:
-        raise ValueError(f"limit_bytes must be >= 0, got {limit_bytes}")
-    return _core.keep_freed_blocks(limit_bytes)
+    if limit_bytes < (1 << 20):
+        raise ValueError(f"limit_bytes must be at least 1 MiB (1048576), got {limit_bytes}")
+    return _core.keep_freed_blocks(min(limit_bytes, 2**31 - 1))
 
 
 def _set_malloc_policy_from_environment() -> None:
-    name = os.environ.get("PTBFAST_MALLOC", "") or "keep"
-    try:
-        _set_malloc_policy(name)
-    except ValueError as error:
-        raise ValueError(f"PTBFAST_MALLOC={name!r}: {error}") from None
-
-
-def _set_malloc_policy(name: str) -> None:
-    if name == "keep":
+    name = os.environ.get("PTBFAST_MALLOC", "")
+    if name == "keep" or (name == "" and not _user_set_malloc()):
         keep_freed_memory()
-    elif name != "system":
-        raise ValueError('one of "keep" (keep_freed_memory) or "system" (the C library\'s defaults)')
+    elif name not in ("", "system"):
+        raise ValueError(f"PTBFAST_MALLOC={name!r}: one of \"keep\" (ptbfast.ops.keep_freed_memory) or "
+                         "\"system\" (the C library's own policy)")
+
+
+def _user_set_malloc() -> bool:
+    return any(v in os.environ for v in _MALLOC_VARIABLES) or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")
 
 
 def configure_from_environment() -> None:
     """The settings the environment asks for: PTBFAST_ISA (:func:`set_kernels_isa`),
-    PTBFAST_BF16_PRODUCTS (:func:`set_bf16_products`) and PTBFAST_MALLOC ("keep", the default:
-    :func:`keep_freed_memory`; "system": the C library's own policy). ``import ptbfast`` calls it; a
-    bad value stops the import with a ValueError that names the variable."""
+    PTBFAST_BF16_PRODUCTS (:func:`set_bf16_products`) and PTBFAST_MALLOC ("keep", the default unless
+    glibc's own malloc variables are set: :func:`keep_freed_memory`; "system": the C library's own
+    policy). ``import ptbfast`` calls it; a bad value stops the import with a ValueError that names the
+    variable."""
     _set_malloc_policy_from_environment()
     for variable, setter in (("PTBFAST_ISA", set_kernels_isa), ("PTBFAST_BF16_PRODUCTS", set_bf16_products)):
         name = os.environ.get(variable, "")
