@@ -1,12 +1,15 @@
 """ptbfast's float32 products (src/cpp/blas.{h,cpp}): which library takes which shape, and PackedB.
 
 * With MKL and OpenBLAS both linked (the default x86_64 build), a product at least
-  SGEMM_LARGE_SIDE on every side goes to OpenBLAS, anything smaller to MKL: shapes either side of
+  SGEMM_LARGE_SIDE on every side goes to the library for large products (set_large_sgemm_library:
+  "auto" is MKL on an Intel CPU, OpenBLAS on others), anything smaller to MKL: shapes either side of
   that line, on every side, are routed as said and computed within float32's summation bound
-  (plain, transposed, accumulating).
+  (plain, transposed, accumulating), on each library whatever the CPU.
 * blas::PackedB (the LSTM's recurrent weight) packs B for PACKED_MIN_USES products or more, and
   runs fewer unpacked: both give the product.
 """
+
+import os
 
 import numpy as np
 import pytest
@@ -17,16 +20,37 @@ from ptbfast import _core, ops
 from helpers import within_summation_bound
 
 LARGE = _core.SGEMM_LARGE_SIDE
-BOTH = ptbfast.build_info()["blas"] == "mkl" and ptbfast.build_info()["blas_large_products"] == "openblas"
+SETTING = os.environ.get("PTBFAST_SGEMM_LARGE") or "auto"  # (what import set: restored after each change)
+
+
+def _links_both() -> bool:
+    try:
+        ops.set_large_sgemm_library("openblas")  # (refused by a build with one library)
+    except ValueError:
+        return False
+    finally:
+        ops.set_large_sgemm_library(SETTING)
+    return ptbfast.build_info()["blas"] == "mkl"
+
+
+BOTH = _links_both()
 EDGE = [(LARGE, LARGE, LARGE), (LARGE - 1, LARGE, LARGE), (LARGE, LARGE - 1, LARGE), (LARGE, LARGE, LARGE - 1),
         (LARGE + 1, 3 * LARGE, 2 * LARGE + 5), (1, 1000, 1000)]  # (M, K, N)
 
 
+@pytest.fixture(params=["mkl", "openblas"] if BOTH else ["auto"])
+def large_library(request):
+    ops.set_large_sgemm_library(request.param)
+    yield request.param
+    ops.set_large_sgemm_library(SETTING)
+
+
 @pytest.mark.parametrize("M,K,N", EDGE)
-def test_products_either_side_of_the_large_line(M, K, N):
+def test_products_either_side_of_the_large_line(M, K, N, large_library):
     library = _core._sgemm_library(M, N, K)
     if BOTH:
-        assert library == ("openblas" if min(M, N, K) >= LARGE else "mkl")
+        assert library == (large_library if min(M, N, K) >= LARGE else "mkl")
+        assert ptbfast.build_info()["blas_large_products"] == large_library
     else:
         assert library == ptbfast.build_info()["blas"]
     rng = np.random.default_rng(M + K + N)
@@ -46,3 +70,19 @@ def test_packed_b_packs_from_enough_uses_and_gives_the_product_either_way(uses, 
     got, packed = _core._packed_matmul(a, b, uses)
     assert packed == (ptbfast.build_info()["blas"] == "mkl" and uses >= _core.PACKED_MIN_USES and M * K * N > 0)
     assert got.shape == (M, N) and within_summation_bound(got, a, b)
+
+
+@pytest.mark.skipif(not BOTH, reason="a build with one BLAS library sends every product to it")
+def test_auto_sends_large_products_to_mkl_on_intel_and_to_openblas_elsewhere():
+    ops.set_large_sgemm_library("auto")
+    try:
+        intel = ptbfast.build_info()["cpu_vendor"] == "GenuineIntel"
+        assert ptbfast.build_info()["blas_large_products"] == ("mkl" if intel else "openblas")
+        assert _core._sgemm_library(LARGE, LARGE, LARGE) == ("mkl" if intel else "openblas")
+    finally:
+        ops.set_large_sgemm_library(SETTING)
+
+
+def test_a_bad_library_name_is_refused():
+    with pytest.raises(ValueError, match="auto"):
+        ops.set_large_sgemm_library("atlas")

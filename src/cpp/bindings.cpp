@@ -727,6 +727,13 @@ PYBIND11_MODULE(_core, m) {
       if (gemm::bf16::takes_packed_b(name)) out.push_back(name);
     return out;
   }();
+  m.def("set_large_sgemm_library", [](const std::string& name) {
+        try {
+          blas::set_large_products_library(name);
+        } catch (const std::invalid_argument& e) {
+          throw py::value_error(e.what());
+        }
+      }, py::arg("name"), "The BLAS library for float32 products large on every side: auto, mkl or openblas");
   m.def("_sgemm_library", &blas::sgemm_library, py::arg("M"), py::arg("N"), py::arg("K"),
         "The library SGEMM sends an M x K @ K x N product to (for tests)");
   m.attr("PACKED_MIN_USES") = blas::kPackedMinUses;

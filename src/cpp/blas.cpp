@@ -1,19 +1,56 @@
 // Dispatch of blas.h to the libraries this build links (blas_mkl.cpp, blas_openblas.cpp).
 //
-// The default x86_64 build links both. Measured on an AMD EPYC Zen 4 (family 25 model 17, 2 threads,
-// GFLOP/s): OpenBLAS beats MKL on every large product (400x200@200x10000: 186 vs 130;
-// 700x650@650x10000: 197 vs 133; 2048^3: 196 vs 143), while MKL's packed GEMM wins the small
-// recurrent products at batch 20 (see PackedB). On the Intel machine of ../shared/notes the two
-// were equal on large shapes, so sending large products to OpenBLAS costs nothing there.
+// The default x86_64 build links both, and where large products go is chosen at run time, by CPU
+// vendor ("auto"; set_large_products_library forces one). Measured on an AMD EPYC Zen 4 (family 25
+// model 17, 2 threads, GFLOP/s): OpenBLAS beats MKL on every large product (400x200@200x10000: 186 vs
+// 130; 700x650@650x10000: 197 vs 133; 2048^3: 196 vs 143). On an Intel Xeon (family 6 model 167,
+// 2 threads) MKL beats OpenBLAS on every one (700x650@650x2600: 360 vs 155-159; 650x700^T@700x2600:
+// 360-367 vs 99-159; 700x650@650x10000: 368 vs 332; 2048^3: 373-383 vs 340-351), and an all-MKL
+// build trained fp32 small 1.12x and medium 1.05-1.09x as fast (bench --json, alternating). MKL's
+// packed GEMM wins the small recurrent products at batch 20 on both (see PackedB).
 #include "blas.h"
 
+#include <atomic>
+#include <stdexcept>
+
 #include "blas_libraries.h"
+#include "cpu_features.h"
 
 namespace ptbfast::blas {
 
 #if defined(PTBFAST_BLAS_MKL) && defined(PTBFAST_BLAS_OPENBLAS)
+namespace {
+enum Route { kAuto, kMkl, kOpenBlas };
+std::atomic<int> large_route{kAuto};
+
+bool large_on_openblas() {
+  static const bool amd_or_other = cpu_vendor() != "GenuineIntel";  // (MKL is Intel's: tuned for it)
+  const int route = large_route.load(std::memory_order_relaxed);
+  return route == kOpenBlas || (route == kAuto && amd_or_other);
+}
+}  // namespace
+
 static bool is_large(int M, int N, int K) { return M >= kLargeSide && N >= kLargeSide && K >= kLargeSide; }
+static bool to_openblas(int M, int N, int K) { return is_large(M, N, K) && large_on_openblas(); }
 #endif
+
+void set_large_products_library(const std::string& name) {
+#if defined(PTBFAST_BLAS_MKL) && defined(PTBFAST_BLAS_OPENBLAS)
+  if (name == "auto")
+    large_route = kAuto;
+  else if (name == "mkl")
+    large_route = kMkl;
+  else if (name == "openblas")
+    large_route = kOpenBlas;
+  else
+    throw std::invalid_argument("the library for large products must be \"auto\", \"mkl\" or \"openblas\", got \"" +
+                                name + "\"");
+#else
+  if (name != "auto" && name != backend_name())
+    throw std::invalid_argument("this build links one BLAS library, " + std::string(backend_name()) + ": \"" + name +
+                                "\" cannot take the large products");
+#endif
+}
 
 void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
            const float* B, int ldb, float beta, float* C, int ldc) {
@@ -24,7 +61,7 @@ void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const f
     return;
   }
 #if defined(PTBFAST_BLAS_MKL) && defined(PTBFAST_BLAS_OPENBLAS)
-  if (is_large(M, N, K))
+  if (to_openblas(M, N, K))
     openblas::sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   else
     mkl::sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
@@ -37,7 +74,7 @@ void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const f
 
 const char* sgemm_library(int M, int N, int K) {
 #if defined(PTBFAST_BLAS_MKL) && defined(PTBFAST_BLAS_OPENBLAS)
-  return is_large(M, N, K) ? "openblas" : "mkl";
+  return to_openblas(M, N, K) ? "openblas" : "mkl";
 #elif defined(PTBFAST_BLAS_MKL)
   (void)M, (void)N, (void)K;
   return "mkl";
@@ -54,10 +91,10 @@ const char* backend_name() { return "openblas"; }
 #endif
 
 const char* large_products_backend_name() {
-#if defined(PTBFAST_BLAS_OPENBLAS)
-  return "openblas";
+#if defined(PTBFAST_BLAS_MKL) && defined(PTBFAST_BLAS_OPENBLAS)
+  return large_on_openblas() ? "openblas" : "mkl";
 #else
-  return "mkl";
+  return backend_name();
 #endif
 }
 

@@ -1,6 +1,6 @@
 // The one interface through which ptbfast multiplies matrices: row-major SGEMM from a real BLAS
-// (Intel MKL by default on x86_64, with large products sent to OpenBLAS, see blas.cpp; OpenBLAS
-// from scipy-openblas32 alone elsewhere or on request).
+// (Intel MKL by default on x86_64, with large products sent to OpenBLAS on CPUs other than Intel's,
+// see blas.cpp; OpenBLAS from scipy-openblas32 alone elsewhere or on request).
 #pragma once
 
 #include <string>
@@ -13,8 +13,12 @@ namespace ptbfast::blas {
 // Never call it from inside one of our own OpenMP parallel regions: OpenBLAS hangs there.
 void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
            const float* B, int ldb, float beta, float* C, int ldc);
-// A product at least this large on every side goes to OpenBLAS when both libraries are linked.
+// A product at least this large on every side goes to the library for large products when both are
+// linked: OpenBLAS, or MKL on an Intel CPU ("auto", blas.cpp has the measurements).
 constexpr int kLargeSide = 64;
+// That library: "auto", "mkl" or "openblas" (a build with one library takes only its own, or "auto").
+// Throws std::invalid_argument otherwise. Process-wide.
+void set_large_products_library(const std::string& name);
 // The library sgemm sends an M x K @ K x N product to: "mkl" or "openblas" (tests/test_gemm.py).
 const char* sgemm_library(int M, int N, int K);
 

@@ -387,14 +387,24 @@ def _user_set_malloc() -> bool:
     return any(v in os.environ for v in _MALLOC_VARIABLES) or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")
 
 
+def set_large_sgemm_library(name: str) -> None:
+    """The BLAS library for float32 products of at least SGEMM_LARGE_SIDE (64) on every side, where
+    the build links both (x86_64's default): "auto" (MKL on Intel CPUs, OpenBLAS on others: each
+    measured the faster there), "mkl" or "openblas". Process-wide. At import: "auto", or the
+    environment variable PTBFAST_SGEMM_LARGE's. A build with one library takes its own name or "auto"."""
+    _core.set_large_sgemm_library(name)
+
+
 def configure_from_environment() -> None:
     """The settings the environment asks for: PTBFAST_ISA (:func:`set_kernels_isa`),
-    PTBFAST_BF16_PRODUCTS (:func:`set_bf16_products`) and PTBFAST_MALLOC ("keep", the default unless
+    PTBFAST_BF16_PRODUCTS (:func:`set_bf16_products`), PTBFAST_SGEMM_LARGE
+    (:func:`set_large_sgemm_library`) and PTBFAST_MALLOC ("keep", the default unless
     glibc's own malloc variables are set: :func:`keep_freed_memory`; "system": the C library's own
     policy). ``import ptbfast`` calls it; a bad value stops the import with a ValueError that names the
     variable."""
     _set_malloc_policy_from_environment()
-    for variable, setter in (("PTBFAST_ISA", set_kernels_isa), ("PTBFAST_BF16_PRODUCTS", set_bf16_products)):
+    for variable, setter in (("PTBFAST_ISA", set_kernels_isa), ("PTBFAST_BF16_PRODUCTS", set_bf16_products),
+                             ("PTBFAST_SGEMM_LARGE", set_large_sgemm_library)):
         name = os.environ.get(variable, "")
         if name:
             try:
