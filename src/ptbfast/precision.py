@@ -31,7 +31,7 @@ EMULATED_STEP_TIME = "1.0-1.4x"
 # python -m ptbfast bench --precisions --repeat 3 (2 threads), bf16 against fp32 per round on an Intel
 # Xeon with AMX (family 6 model 167; docs/performance.md, 2026-12-06, commit 175a691), products on
 # ptbfast's AMX kernel, evaluation on weights packed once (model.frozen()).
-MEASURED_ON_AMX_XEON = "small 2.01-2.07x (train) / 2.46-2.56x (eval), medium 2.38-2.68x / 3.10-3.43x"
+MEASURED_ON_AMX_XEON = "small 1.69-1.77x (train) / 1.99-2.18x (eval), medium 2.43-2.46x / 3.19-3.27x"
 
 _warned = False
 
