@@ -47,8 +47,8 @@ void set_large_products_library(const std::string& name) {
                                 name + "\"");
 #else
   if (name != "auto" && name != backend_name())
-    throw std::invalid_argument("this build links one BLAS library, " + std::string(backend_name()) + ": \"" + name +
-                                "\" cannot take the large products");
+    throw std::invalid_argument("this build links one BLAS library: the library for large products must be "
+                                "\"auto\" or \"" + std::string(backend_name()) + "\", got \"" + name + "\"");
 #endif
 }
 
