@@ -41,7 +41,8 @@ inline void multiply_wide(__m512i a, __m512i m, __m512i& hi, __m512i& lo) {
 // words[j][i] = word j of block first + i, for i < kLanes (first: a multiple of kLanes).
 inline void philox4x32_10(uint32_t (&words)[4][kLanes], uint64_t first, uint32_t stream, uint64_t seed) {
   static_assert(kLanes == 16, "one 512-bit vector of blocks");
-  const __m512i m0 = _mm512_set1_epi32(static_cast<int>(0xD2511F53u)), m2 = _mm512_set1_epi32(static_cast<int>(0xCD9E8D57u));
+  const __m512i m0 = _mm512_set1_epi32(static_cast<int>(0xD2511F53u));
+  const __m512i m2 = _mm512_set1_epi32(static_cast<int>(0xCD9E8D57u));
   // (first + i never carries into the high word: 2^32 is a multiple of 16)
   __m512i c0 = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(first))),
                                 _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));

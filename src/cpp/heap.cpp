@@ -35,7 +35,9 @@ bool malloc_is_glibcs() {
   return same;
 }
 
-std::string mebibytes(size_t bytes) { return bytes >= (1u << 20) ? std::to_string(bytes >> 20) + " MiB" : std::to_string(bytes) + " bytes"; }
+std::string mebibytes(size_t bytes) {
+  return bytes >= (1u << 20) ? std::to_string(bytes >> 20) + " MiB" : std::to_string(bytes) + " bytes";
+}
 #endif
 }  // namespace
 
