@@ -10,6 +10,8 @@
 """
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -86,3 +88,14 @@ def test_auto_sends_large_products_to_mkl_on_intel_and_to_openblas_elsewhere():
 def test_a_bad_library_name_is_refused():
     with pytest.raises(ValueError, match="auto"):
         ops.set_large_sgemm_library("atlas")
+
+
+def test_the_environment_variable_chooses_the_library_at_import():
+    code = "import ptbfast; print(ptbfast.build_info()['blas_large_products'])"
+    env = {**os.environ, "PTBFAST_SGEMM_LARGE": "atlas"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode != 0 and "PTBFAST_SGEMM_LARGE='atlas'" in done.stderr
+    chosen = "openblas" if BOTH else ptbfast.build_info()["blas"]
+    env["PTBFAST_SGEMM_LARGE"] = chosen
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == chosen, done.stderr
