@@ -22,10 +22,10 @@
 #include "cpu_features.h"
 #include "frozen_weights.h"
 #include "gemm/bf16/gemm_bf16.h"
+#include "heap.h"
 #include "isa.h"
 #include "kernels.h"
 #include "profile.h"
-#include "heap.h"
 #include "runtime.h"
 
 namespace py = pybind11;
