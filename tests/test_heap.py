@@ -1,6 +1,7 @@
 """ops.keep_freed_memory: large blocks come from glibc's heap and stay there when freed, so that the
 next step's arrays reuse them instead of taking fresh pages from the kernel (src/cpp/heap.cpp). Each
-policy runs in a process of its own (it is process-wide and set at import)."""
+policy runs in a process of its own (it is process-wide and set at import). And the huge-page advice
+given for the buffers that products stream every step."""
 
 import json
 import os
@@ -94,3 +95,44 @@ def test_bad_limits_are_refused_before_anything_changes():
             ops.keep_freed_memory(limit)
     with pytest.raises(TypeError):
         ops.keep_freed_memory(1.5)
+
+
+def _vma_flags(start: int, end: int) -> list:
+    """``(first, last, VmFlags)`` of each mapping of this process that overlaps [start, end)."""
+    mappings, current = [], None
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                first, last = (int(x, 16) for x in head.split("-"))
+                current = (first, last) if first < end and last > start else None
+            elif head == "VmFlags:" and current is not None:
+                mappings.append((*current, line.split()[1:]))
+    return mappings
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/kernel/mm/transparent_hugepage"),
+                    reason="transparent huge pages are Linux's, and this kernel has none")
+def test_advise_huge_pages_marks_the_whole_2mb_pages_inside_the_buffer():
+    import mmap
+
+    import numpy as np
+
+    from ptbfast import _core
+
+    huge = 2 << 20
+    region = mmap.mmap(-1, 8 << 20)  # a mapping of its own, page-aligned
+    buffer = np.frombuffer(region, np.uint8)[4096:]  # begins inside a 2 MB page
+    start = buffer.ctypes.data
+    end = start + buffer.nbytes
+    advised = ((start + huge - 1) // huge * huge, end // huge * huge)
+    _core._advise_huge_pages(buffer)
+    mappings = _vma_flags(start - 4096, end)
+    marked = [(first, last) for first, last, flags in mappings if "hg" in flags]
+    # The whole 2 MB pages are advised (a neighbouring mapping advised alike may have merged with
+    # them: contained, not equal); the buffer's head and tail outside them are not.
+    assert any(first <= advised[0] and advised[1] <= last for first, last in marked), mappings
+    for outside in ((start, advised[0]), (advised[1], end)):
+        assert not any(first < outside[1] and last > outside[0] for first, last in marked), (outside, mappings)
+    del buffer
+    region.close()

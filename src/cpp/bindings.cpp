@@ -600,6 +600,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("keep_freed_blocks", &heap::keep_freed_blocks, py::arg("bytes"),
         "Blocks below `bytes` from glibc's heap, kept there when freed (its mmap and trim thresholds); "
         "returns the mmap threshold in effect, 0 where nothing changed (not glibc's malloc)");
+  m.def("_advise_huge_pages", [](py::array& a) { heap::advise_huge_pages(a.mutable_data(), a.nbytes()); },
+        py::arg("a"), "heap::advise_huge_pages on a's memory (for tests)");
 
   m.def("embedding_forward", &embedding_forward_py, py::arg("params"), py::arg("ids"),
         "params[ids]: shape ids.shape + (H,)");

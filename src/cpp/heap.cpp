@@ -12,8 +12,12 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdint>
 #include <mutex>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 #if defined(__GLIBC__)
 #include <dlfcn.h>
 #include <malloc.h>
@@ -60,6 +64,18 @@ size_t keep_freed_blocks(size_t bytes) {
 #else
   (void)bytes;
   return 0;
+#endif
+}
+
+void advise_huge_pages(void* p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHugePage = uintptr_t{1} << 21;  // (x86-64's and arm64's with 4 KB pages)
+  const uintptr_t start = (reinterpret_cast<uintptr_t>(p) + kHugePage - 1) & ~(kHugePage - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(kHugePage - 1);
+  if (p != nullptr && end > start) madvise(reinterpret_cast<void*>(start), end - start, MADV_HUGEPAGE);  // (a hint)
+#else
+  (void)p;
+  (void)bytes;
 #endif
 }
 
