@@ -7,6 +7,8 @@
 
 namespace ptbfast::blas {
 
+constexpr size_t kHugePagesFromBytes = size_t{8} << 20;  // (see PackedB::PackedB)
+
 namespace mkl {
 
 void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
@@ -34,9 +36,12 @@ PackedB::PackedB(bool trans_b, int M, int N, int K, const float* B, int ldb, int
   const size_t bytes = cblas_sgemm_pack_get_size(CblasBMatrix, M, N, K);
   packed_ = static_cast<float*>(mkl_malloc(bytes, 64));
   if (packed_ == nullptr) return;  // out of memory: fall back to unpacked products
-  // (18 MB a thread for large's Wh, streamed every step: on 4 KB pages the second thread's product
-  // ran 20 % slower than the first's, on 2 MB pages both as fast as the first's)
-  heap::advise_huge_pages(packed_, bytes);
+  // On 2 MB pages where B itself is larger than the second-level TLB covers in 4 KB pages (8 MB on
+  // Intel's Golden Cove, 12 MB on Zen 4): large's 18 MB of Wh a thread, streamed every step, ran 20 %
+  // slower on the second thread than on the first on 4 KB pages, both as fast as the first on 2 MB
+  // pages. Not below: MKL pads its packs (small's 320 KB of Wh take 7.9 MB), and a 2 MB page counts
+  // whole in memory once touched (small's peak RSS +8 MB for no speed).
+  if (static_cast<size_t>(N) * K * sizeof(float) >= kHugePagesFromBytes) heap::advise_huge_pages(packed_, bytes);
   cblas_sgemm_pack(CblasRowMajor, CblasBMatrix, trans_b ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, B, ldb,
                    packed_);
 }
