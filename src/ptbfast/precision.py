@@ -31,7 +31,7 @@ EMULATED_STEP_TIME = "1.0-1.4x"
 # python -m ptbfast bench --precisions --repeat 3 (2 threads), bf16 against fp32 per round on an Intel
 # Xeon with AMX (family 6 model 167; docs/performance.md, 2026-12-06, commit 175a691), products on
 # ptbfast's AMX kernel, evaluation on weights packed once (model.frozen()).
-MEASURED_ON_AMX_XEON = "small 1.69-1.77x (train) / 1.99-2.18x (eval), medium 2.43-2.46x / 3.19-3.27x"
+MEASURED_ON_AMX_XEON = "small 1.75-1.89x (train) / 1.81-1.90x (eval), medium 2.47-2.58x / 2.92-3.16x"
 
 _warned = False
 
