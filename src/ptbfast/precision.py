@@ -29,7 +29,7 @@ PRECISIONS = ("fp32", "bf16")
 # the weights piece by piece (for memory) and the operands costs the rest (bench --profile).
 EMULATED_STEP_TIME = "1.0-1.4x"
 # python -m ptbfast bench --precisions --repeat 3 (2 threads), bf16 against fp32 per round on an Intel
-# Xeon with AMX (family 6 model 167; docs/performance.md, 2026-12-06, commit 175a691), products on
+# Xeon with AMX (family 6 model 167; docs/performance.md, 2026-12-06, commit 167d50e), products on
 # ptbfast's AMX kernel, evaluation on weights packed once (model.frozen()).
 MEASURED_ON_AMX_XEON = "small 1.75-1.89x (train) / 1.81-1.90x (eval), medium 2.47-2.58x / 2.92-3.16x"
 
