@@ -16,6 +16,7 @@ import pytest
 
 import ptbfast
 from ptbfast import checkpoint, reader
+from ptbfast.configs import get_config
 from ptbfast import reference as ref
 from ptbfast.model import LSTMLanguageModel
 from ptbfast.grads import IndexedSlices
@@ -312,6 +313,16 @@ def test_metrics_and_final_checkpoint(corpus, tmp_path, tiny_config):
     assert meta["position"]["finished"] and meta["position"]["epoch"] == 3
     assert meta["vocabulary"] == corpus.id_to_word and meta["config"] == trainer.config.to_dict()
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [CHECKPOINT_NAME, CHECKPOINT_NAME + ".prev", METRICS_NAME]
+
+
+@pytest.mark.parametrize("field", ["init_scale", "learning_rate", "max_grad_norm", "keep_prob", "lr_decay",
+                                   "forget_bias"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_config_refuses_non_finite_numbers(field, bad):
+    # A NaN passes no comparison and so slipped past the range checks (a NaN lr_decay surfaced only
+    # when the decay began, epochs into the run); inf is no "no clipping" either.
+    with pytest.raises(ValueError, match=f"config.{field} must be a finite number"):
+        get_config("small", **{field: bad})
 
 
 def test_vocab_size_below_corpus_vocabulary_is_rejected(corpus, tiny_config):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -42,6 +43,9 @@ class Config:
                       "eval_batch_size", "eval_num_steps"):
             if int(getattr(self, field)) < 1:
                 raise ValueError(f"config.{field} must be >= 1, got {getattr(self, field)}")
+        for field in ("init_scale", "learning_rate", "max_grad_norm", "keep_prob", "lr_decay", "forget_bias"):
+            if not math.isfinite(getattr(self, field)):  # a NaN passes every comparison below
+                raise ValueError(f"config.{field} must be a finite number, got {getattr(self, field)}")
         if self.max_epoch < 0:
             raise ValueError(f"config.max_epoch must be >= 0, got {self.max_epoch}")
         if not 0.0 < self.keep_prob <= 1.0:
