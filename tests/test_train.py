@@ -325,6 +325,19 @@ def test_config_refuses_non_finite_numbers(field, bad):
         get_config("small", **{field: bad})
 
 
+@pytest.mark.parametrize("split, changes", [("train", {}), ("valid", {}), ("test", {"eval_num_steps": 4})])
+def test_too_short_a_split_is_refused_before_training(corpus, tiny_config, split, changes):
+    # Not after an epoch's training (valid) or after all of them (test).
+    import dataclasses
+
+    config = tiny_config(**changes)
+    rows = config.batch_size if split != "test" else config.eval_batch_size
+    short = dataclasses.replace(corpus, **{split: getattr(corpus, split)[:rows * 2]})
+    match = f"the {split} data \\({rows * 2} tokens, .*\\) are too few"
+    with pytest.raises(ValueError, match=match):
+        Trainer(config, short)
+
+
 def test_vocab_size_below_corpus_vocabulary_is_rejected(corpus, tiny_config):
     with pytest.raises(ValueError, match=f"corpus has {corpus.vocab_size} words.*vocab_size is 29"):
         Trainer(tiny_config(vocab_size=corpus.vocab_size - 1), corpus)

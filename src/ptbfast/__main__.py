@@ -110,8 +110,6 @@ def _new_trainer(args, comm):
         raise SystemExit("--resume needs --save-path (the directory holding checkpoint.npz)")
     if save_path and not args.resume and comm.is_root:
         _check_fresh_save_path(save_path, args.overwrite)
-    if comm.size > 1:  # errors the one-process run meets later, in training: here every rank meets them together
-        _check_enough_data(config, corpus)
     summaries = None
     if args.tensorboard and comm.is_root:
         from ptbfast.tensorboard import ScalarLog
@@ -120,17 +118,6 @@ def _new_trainer(args, comm):
                       progress=not args.no_progress, log=_say, summaries=summaries,
                       summary_every=args.tensorboard_every, comm=comm)
     return trainer, data_dir, summaries
-
-
-def _check_enough_data(config, corpus) -> None:
-    from ptbfast.reader import epoch_size, ptb_producer
-
-    ptb_producer(corpus.train, config.batch_size, config.num_steps)  # (raises if too short for one batch)
-    for split, batch, steps in (("valid", config.batch_size, config.num_steps),
-                                ("test", config.eval_batch_size, config.eval_num_steps)):
-        if epoch_size(len(getattr(corpus, split)), batch, steps) == 0:
-            raise ValueError(f"the {split} data ({len(getattr(corpus, split))} tokens) are too few to evaluate "
-                             f"with batch_size={batch}, num_steps={steps}")
 
 
 def _say(message: str) -> None:

@@ -80,6 +80,19 @@ def check_memory(config: Config) -> None:
 
 # ---- evaluation ------------------------------------------------------------------------------------
 
+def check_enough_data(config: Config, corpus: Corpus) -> None:
+    """Raise before training if a split is too short for its batches: a short validation or test
+    file would otherwise surface only when the first epoch, or the last, has been trained."""
+    for split, batch, steps in (("train", config.batch_size, config.num_steps),
+                                ("valid", config.batch_size, config.num_steps),
+                                ("test", config.eval_batch_size, config.eval_num_steps)):
+        tokens = len(getattr(corpus, split))
+        if epoch_size(tokens, batch, steps) == 0:
+            raise ValueError(f"the {split} data ({tokens} tokens, {corpus.paths.get(split, 'in memory')}) are too "
+                             f"few for one batch of batch_size={batch}, num_steps={steps}: at least "
+                             f"{batch * (steps + 1)} tokens are needed (or decrease batch_size or num_steps)")
+
+
 def evaluate(model: LSTMLanguageModel, data: np.ndarray, batch_size: int, num_steps: int,
              chunk_rows: int = 4096, dp: DataParallel | None = None) -> float:
     """Perplexity of ``data`` batched as TF's ``ptb_producer(data, batch_size, num_steps)``.
@@ -157,6 +170,7 @@ class Trainer:
         if corpus.vocab_size > config.vocab_size:
             raise ValueError(f"the corpus has {corpus.vocab_size} words but config.vocab_size is "
                              f"{config.vocab_size}; raise vocab_size")
+        check_enough_data(config, corpus)
         check_memory(config)
         self.config = config
         self.corpus = corpus
