@@ -213,6 +213,20 @@ def test_a_new_run_does_not_mix_with_an_old_one(trained, data_dir, tmp_path):
     assert [r.get("epoch") for r in rows] == [1, 2, None]
 
 
+def test_resume_without_a_checkpoint_starts_a_new_run_and_says_so(data_dir, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / METRICS_NAME).write_text('{"epoch": 7}\n')  # an old run's log, its checkpoints gone
+    args = ["train", "--data-path", data_dir, "--save-path", run, *cli_args(max_max_epoch=1), "--resume"]
+    done = ptbfast_cli(*args, cwd=tmp_path)
+    assert done.returncode != 0 and "already holds a run (metrics.jsonl)" in done.stderr
+    assert (run / METRICS_NAME).read_text() == '{"epoch": 7}\n'  # (it was deleted, the run started afresh)
+    (run / METRICS_NAME).unlink()
+    done = ptbfast_cli(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"No checkpoint in {run} to resume from: starting a new run" in done.stdout
+
+
 def test_max_epochs_and_max_max_epoch_must_agree(data_dir, tmp_path):
     done = ptbfast_cli("train", "--data-path", data_dir, *cli_args(max_max_epoch=2), "--max-max-epoch", "3",
                        cwd=tmp_path)

@@ -75,8 +75,7 @@ def cmd_train(args) -> int:
     # Ranks: the whole setup runs on every rank, and an error on any of them is raised on all.
     trainer, data_dir, summaries = distributed.agree(comm, _new_trainer, args, comm)
     say = _say if comm.is_root else (lambda message: None)
-    path = trainer.checkpoint_path
-    if args.resume and distributed.on_root(comm, lambda: path.exists() or checkpoint.previous_path(path).exists()):
+    if args.resume and distributed.on_root(comm, _holds_checkpoint, trainer.save_path):
         # (the only place that may fall back to checkpoint.npz.prev, and says so)
         used = distributed.agree(comm, trainer.restore)
         pos = trainer.position
@@ -108,7 +107,9 @@ def _new_trainer(args, comm):
     save_path = Path(args.save_path) if args.save_path else None
     if args.resume and not save_path:
         raise SystemExit("--resume needs --save-path (the directory holding checkpoint.npz)")
-    if save_path and not args.resume and comm.is_root:
+    if save_path and comm.is_root and not (args.resume and _holds_checkpoint(save_path)):
+        if args.resume:  # (job scripts that always pass --resume start this way)
+            _say(f"No checkpoint in {save_path} to resume from: starting a new run")
         _check_fresh_save_path(save_path, args.overwrite)
     summaries = None
     if args.tensorboard and comm.is_root:
@@ -127,6 +128,13 @@ def _say(message: str) -> None:
 def _threads() -> int:
     import ptbfast
     return ptbfast.get_num_threads()
+
+
+def _holds_checkpoint(save_path: Path) -> bool:
+    from ptbfast.train import CHECKPOINT_NAME
+
+    ckpt = save_path / CHECKPOINT_NAME
+    return ckpt.exists() or checkpoint.previous_path(ckpt).exists()
 
 
 def _check_fresh_save_path(save_path: Path, overwrite: bool) -> None:
