@@ -280,9 +280,11 @@ def test_resume_from_an_unusable_checkpoint_uses_the_previous_one_and_says_why(t
 # ---- killed and resumed ----------------------------------------------------------------------------
 
 def start_and_interrupt(data_dir, save, sig):
-    """Start a training run that checkpoints every step; send ``sig`` once the first checkpoint exists."""
-    proc = subprocess.Popen(command("train", "--data-path", data_dir, "--save-path", save, *TRAINED,
-                                    "--checkpoint-every", "1"),
+    """Start a training run that checkpoints every step; send ``sig`` once the first checkpoint exists
+    (the run waits there for a signal: tests/signal_train_worker.py)."""
+    worker = Path(__file__).with_name("signal_train_worker.py")
+    args = ["--data-path", data_dir, "--save-path", save, *TRAINED, "--checkpoint-every", "1"]
+    proc = subprocess.Popen([sys.executable, str(worker), *map(str, args)],
                             env=light_env(), cwd=save, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -303,7 +305,7 @@ def resume_and_compare(data_dir, save, trained):
     """Resume the run in ``save`` and check that it ends exactly as the uninterrupted ``trained``."""
     _, meta, _ = checkpoint.load(save / CHECKPOINT_NAME)
     pos = meta["position"]
-    assert not pos["finished"]  # interrupted (almost surely within epoch 1: the first checkpoint is at step 1)
+    assert not pos["finished"]  # interrupted (within epoch 1: the first checkpoint is at step 1)
     done = ptbfast_cli("train", "--data-path", data_dir, "--save-path", save, *TRAINED, "--resume", cwd=save)
     assert done.returncode == 0, done.stderr
     assert f"Resumed from {save / CHECKPOINT_NAME} at epoch {pos['epoch'] + 1}, step {pos['step']}" in done.stdout
