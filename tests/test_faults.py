@@ -5,10 +5,10 @@ import shutil
 import numpy as np
 import pytest
 
-from ptbfast import checkpoint, reader
+from ptbfast import checkpoint, reader, train
 from ptbfast.configs import get_config
 from ptbfast.sgd import TrainingError
-from ptbfast.train import CHECKPOINT_NAME, Trainer, check_memory, training_memory_bytes
+from ptbfast.train import CHECKPOINT_NAME, Trainer, available_memory_bytes, check_memory, training_memory_bytes
 
 from helpers import damaged_checkpoint
 
@@ -78,13 +78,27 @@ def test_nonfinite_batch_stops_training_by_default(corpus, tiny_config):
         trainer.train()
 
 
-def test_memory_estimate_grows_with_the_config_and_huge_configs_fail_up_front():
+def test_memory_estimate_grows_with_the_config_and_huge_configs_fail_up_front(monkeypatch):
     small, medium = get_config("small"), get_config("medium")
     assert 20e6 < training_memory_bytes(small) < training_memory_bytes(medium) < 1e9
-    huge = get_config("small", vocab_size=2_000_000_000 // 200 * 10, hidden_size=200)
-    with pytest.raises(MemoryError, match=r"needs about \d+\.\d GiB"):
+    check_memory(small)  # fits in this machine's memory
+    assert available_memory_bytes() is None or available_memory_bytes() > training_memory_bytes(small)
+    huge = get_config("small", vocab_size=2_000_000_000 // 200 * 10, hidden_size=200)  # ~224 GiB
+    monkeypatch.setattr(train, "available_memory_bytes", lambda: 16 << 30)  # (some hosts have 224 GiB free)
+    with pytest.raises(MemoryError, match=r"needs about \d+\.\d GiB .* but only 16\.0 GiB is available"):
         check_memory(huge)
-    check_memory(small)  # fits
+    check_memory(small)
+
+
+def test_a_container_memory_limit_counts_as_available_memory(monkeypatch, tmp_path):
+    monkeypatch.setattr(train, "CGROUP", tmp_path)
+    (tmp_path / "memory.max").write_text("max\n")
+    (tmp_path / "memory.current").write_text("1000\n")
+    unlimited = available_memory_bytes()  # MemAvailable alone
+    (tmp_path / "memory.max").write_text(f"{(3 << 20) + 1000}\n")
+    assert available_memory_bytes() == (min(unlimited, 3 << 20) if unlimited is not None else 3 << 20)
+    (tmp_path / "memory.current").write_text("garbage\n")
+    assert available_memory_bytes() == unlimited  # unreadable: ignored
 
 
 def test_corpus_shorter_than_one_batch_is_a_clear_error(tmp_path):

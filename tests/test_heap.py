@@ -17,7 +17,7 @@ GLIBC = platform.libc_ver()[0] == "glibc"
 needs_glibc = pytest.mark.skipif(not GLIBC, reason="the policy is glibc's mmap and trim thresholds")
 
 BLOCK = 80 << 20  # above glibc's largest adaptive mmap threshold (32 MB): mapped afresh under its own policy
-PAGES = BLOCK // 4096
+PAGES = BLOCK // os.sysconf("SC_PAGE_SIZE")  # (4 KiB on x86_64; 16 or 64 KiB on some arm64 kernels)
 
 # The page faults of allocating and touching a block just after its twin was freed, with transparent
 # huge pages off for the process (PR_SET_THP_DISABLE; 2 MB pages would fault 512 times less, whatever

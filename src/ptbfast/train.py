@@ -56,16 +56,25 @@ def training_memory_bytes(config: Config) -> int:
     return 4 * (params + grads + L * per_layer + masks + logits + 2 * T * B * H)
 
 
+CGROUP = Path("/sys/fs/cgroup")  # this process's cgroup v2, as a container sees it
+
+
 def available_memory_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (Linux), or None where it cannot be read."""
+    """MemAvailable from /proc/meminfo (Linux), or less where a container's memory limit (cgroup v2)
+    leaves less; None where neither can be read."""
+    have = []
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+            have += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
     except (OSError, ValueError, IndexError):
         pass
-    return None
+    try:  # (a container killed for memory says nothing; failing up front names the sizes)
+        limit = (CGROUP / "memory.max").read_text().strip()
+        if limit != "max":
+            have.append(int(limit) - int((CGROUP / "memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return max(0, min(have)) if have else None
 
 
 def check_memory(config: Config) -> None:
