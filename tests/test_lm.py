@@ -4,6 +4,7 @@ loading exactly the checkpoint named (ptbfast.load)."""
 import importlib.util
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -113,6 +114,14 @@ def test_generation_is_seeded_and_top_k_1_is_greedy(lm):
         context += " " + word
 
 
+def test_a_tiny_temperature_is_greedy_and_a_huge_one_still_samples(lm):
+    greedy = lm.generate("the", words=8, top_k=1, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (no overflow on the way)
+        assert lm.generate("the", words=8, temperature=1e-300, seed=2) == greedy
+        assert len(lm.generate("the", words=8, temperature=1e300, seed=2).replace("\n", " x ").split()) == 8
+
+
 def test_generation_is_incremental(lm, monkeypatch):
     calls = []
     real = lm.model.hidden_states
@@ -125,8 +134,9 @@ def test_generation_is_incremental(lm, monkeypatch):
 def test_bad_arguments(lm):
     with pytest.raises(ValueError):
         lm.generate("the", words=-1)
-    with pytest.raises(ValueError):
-        lm.generate("the", temperature=0)
+    for temperature in (0, -1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+            lm.generate("the", temperature=temperature)
     with pytest.raises(ValueError):
         lm.generate("the", top_k=0)
     with pytest.raises(ValueError):

@@ -117,8 +117,8 @@ class LanguageModel:
         """Sample ``words`` words after ``prompt``; one LSTM step per word, the state carried."""
         if words < 0:
             raise ValueError(f"words must be >= 0, got {words}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
         if top_k is not None and top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         rng = np.random.default_rng(seed)
@@ -133,11 +133,12 @@ class LanguageModel:
         w = self._product_weights(n_words, rows=1)  # (one word a product)
         b = self.model.params["softmax_b"][:n_words]
         for _ in range(words):
-            logits = self._logits(h, w, b) / np.float32(temperature)
+            logits = self._logits(h, w, b)
             if top_k is not None and top_k < n_words:
                 cut = np.partition(logits, -top_k)[-top_k]
                 logits = np.where(logits >= cut, logits, -np.inf)
-            cumulative = np.cumsum(np.exp(logits - logits.max(), dtype=np.float64))
+            # exp((l - max) / T): the largest term is 1 whatever T, so a tiny T cannot overflow.
+            cumulative = np.cumsum(np.exp((logits - logits.max()).astype(np.float64) / temperature))
             word = min(int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right")), n_words - 1)
             out.append(self.id_to_word[word])
             h_next, state = self.model.hidden_states(np.array([[word]]), state)
