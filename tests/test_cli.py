@@ -344,6 +344,16 @@ def test_missing_data_directory(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_download_goes_to_the_cache_whatever_ptbfast_data_says(tmp_path, data_dir):
+    cache = tmp_path / "cache"
+    shutil.copytree(data_dir, cache)  # (already there: nothing is fetched)
+    for env in (light_env(PTBFAST_DATA=data_dir), light_env(PTBFAST_DATA=tmp_path / "no-such-data")):
+        done = ptbfast_cli("download", "--cache-dir", cache, cwd=tmp_path, env=env)
+        assert done.returncode == 0 and done.stdout.strip() == str(cache), done.stderr
+    done = ptbfast_cli("download", cwd=tmp_path, env=light_env(PTBFAST_DATA=data_dir, PTBFAST_CACHE=cache))
+    assert done.returncode == 0 and done.stdout.strip() == str(cache), done.stderr
+
+
 def test_no_data_anywhere_explains_how_to_get_it(tmp_path):
     env = light_env(PTBFAST_DATA=None, PTBFAST_CACHE=None, HOME=tmp_path)
     done = ptbfast_cli("train", *cli_args(), cwd=tmp_path, env=env)

@@ -184,8 +184,10 @@ def cmd_export(args) -> int:
 
 
 def cmd_download(args) -> int:
-    path = datasets.ptb(download=True, cache_dir=args.cache_dir)
-    print(path)
+    # Into --cache-dir (or the default cache) whatever PTBFAST_DATA says: that variable is where
+    # training looks, not where a download goes.
+    cache = Path(args.cache_dir).expanduser() if args.cache_dir else datasets.default_cache_dir()
+    print(cache if datasets.has_ptb_files(cache) else datasets.download_ptb(cache))
     return 0
 
 

@@ -55,7 +55,7 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "ptbfast" / "ptb"
 
 
-def _has_ptb_files(directory: Path) -> bool:
+def has_ptb_files(directory: Path) -> bool:
     return all((directory / name).is_file() for name in PTB_FILES)
 
 
@@ -104,7 +104,7 @@ def ptb(
         except DataError as e:
             raise DataError(f"PTBFAST_DATA: {e}") from None
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    if _has_ptb_files(cache):
+    if has_ptb_files(cache):
         return cache
     if download:
         download_ptb(cache, url=url, md5=md5, timeout=timeout)
