@@ -227,6 +227,15 @@ def test_resume_without_a_checkpoint_starts_a_new_run_and_says_so(data_dir, tmp_
     assert f"No checkpoint in {run} to resume from: starting a new run" in done.stdout
 
 
+@pytest.mark.parametrize("args", [["train", "--threads", "0"], ["train", "--checkpoint-every", "-1"],
+                                  ["train", "--tensorboard-every", "0"], ["bench", "--steps", "0"],
+                                  ["eval", "--checkpoint", "x", "--threads", "-2"], ["bench", "--repeat", "two"]])
+def test_counts_out_of_range_are_usage_errors(args, tmp_path):
+    done = ptbfast_cli(*args, cwd=tmp_path)
+    assert done.returncode == 2 and ("must be >= " in done.stderr or "not an integer" in done.stderr), done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_max_epochs_and_max_max_epoch_must_agree(data_dir, tmp_path):
     done = ptbfast_cli("train", "--data-path", data_dir, *cli_args(max_max_epoch=2), "--max-max-epoch", "3",
                        cwd=tmp_path)

@@ -121,6 +121,19 @@ def _new_trainer(args, comm):
     return trainer, data_dir, summaries
 
 
+def _count(minimum: int):
+    """An argparse type: an integer >= ``minimum`` (--threads 0 was silently ignored)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    return parse
+
+
 def _say(message: str) -> None:
     print(message, flush=True)
 
@@ -288,20 +301,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", choices=sorted(CONFIGS), default="small")
     train.add_argument("--data-path", help="directory with ptb.{train,valid,test}.txt (default: $PTBFAST_DATA)")
     train.add_argument("--save-path", help="directory for checkpoint.npz and metrics.jsonl")
-    train.add_argument("--max-epochs", type=int, help="epochs in all (config max_max_epoch)")
+    train.add_argument("--max-epochs", type=_count(1), help="epochs in all (config max_max_epoch)")
     train.add_argument("--seed", type=int)
-    train.add_argument("--threads", type=int,
+    train.add_argument("--threads", type=_count(1),
                        help="OpenMP and BLAS threads (under mpiexec: per rank; default there: the host's cores "
                             "divided by the ranks on it)")
     train.add_argument("--resume", action="store_true", help="continue from SAVE_PATH/checkpoint.npz")
     train.add_argument("--overwrite", action="store_true",
                        help="start afresh even if SAVE_PATH holds a run (its checkpoint and log are deleted)")
-    train.add_argument("--checkpoint-every", type=int, default=200, metavar="STEPS",
+    train.add_argument("--checkpoint-every", type=_count(0), default=200, metavar="STEPS",
                        help="also checkpoint every STEPS batches within an epoch (0: only at epoch ends)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--tensorboard", metavar="DIR",
                        help="write TensorBoard scalars to DIR (needs pip install 'ptbfast[tensorboard]')")
-    train.add_argument("--tensorboard-every", type=int, default=50, metavar="STEPS",
+    train.add_argument("--tensorboard-every", type=_count(1), default=50, metavar="STEPS",
                        help="training loss, perplexity and words/s every STEPS batches (default 50)")
     _add_config_overrides(train)
     train.set_defaults(func=cmd_train)
@@ -309,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="valid and test perplexity of a checkpoint")
     ev.add_argument("--checkpoint", required=True)
     ev.add_argument("--data-path")
-    ev.add_argument("--threads", type=int)
+    ev.add_argument("--threads", type=_count(1))
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--precision", choices=PRECISIONS, help="matrix products (default: as trained)")
     ev.set_defaults(func=cmd_eval)
@@ -327,14 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     be = sub.add_parser("bench", help="training and evaluation words/sec (vs PyTorch when installed)")
     be.add_argument("--config", choices=sorted(CONFIGS), help="one config (default: small, medium, large)")
-    be.add_argument("--steps", type=int, default=20, help="timed steps per measurement (median)")
-    be.add_argument("--threads", type=int)
+    be.add_argument("--steps", type=_count(1), default=20, help="timed steps per measurement (median)")
+    be.add_argument("--threads", type=_count(1))
     be.add_argument("--impl", choices=["ptbfast", "torch"], default="ptbfast", help="with --json")
     be.add_argument("--json", action="store_true", help="measure one config here, print one JSON object")
-    be.add_argument("--ranks", type=int, metavar="N",
+    be.add_argument("--ranks", type=_count(1), metavar="N",
                     help="data-parallel training: mpiexec -n N with --threads each (default: cores / N) against one "
                          "process with N x that many threads; words/s, the step's parts, the allreduce")
-    be.add_argument("--repeat", type=int, default=1, metavar="K",
+    be.add_argument("--repeat", type=_count(1), default=1, metavar="K",
                     help="with --ranks or --precisions: alternate the measurements K times and report medians")
     be.add_argument("--precisions", action="store_true",
                     help="bf16 against fp32: ptbfast and PyTorch (when installed) in both precisions, alternated "
@@ -352,20 +365,20 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="sample text from a trained model")
     gen.add_argument("--checkpoint", required=True)
     gen.add_argument("--prompt", default="")
-    gen.add_argument("--words", type=int, default=50)
+    gen.add_argument("--words", type=_count(0), default=50)
     gen.add_argument("--temperature", type=float, default=1.0)
-    gen.add_argument("--top-k", type=int)
+    gen.add_argument("--top-k", type=_count(1))
     gen.add_argument("--seed", type=int)
-    gen.add_argument("--threads", type=int)
+    gen.add_argument("--threads", type=_count(1))
     gen.add_argument("--precision", choices=PRECISIONS, help="matrix products (default: as trained)")
     gen.set_defaults(func=cmd_generate)
 
     emb = sub.add_parser("embeddings", help="nearest neighbours and a 2-D map of the learned word vectors")
     emb.add_argument("--checkpoint", required=True)
     emb.add_argument("--plot", help="PNG to draw (needs matplotlib: pip install 'ptbfast[plot]')")
-    emb.add_argument("--words", type=int, default=300, help="most frequent words to draw")
+    emb.add_argument("--words", type=_count(1), default=300, help="most frequent words to draw")
     emb.add_argument("--nearest", nargs="*", metavar="WORD", help="print the neighbours of these words")
-    emb.add_argument("-k", type=int, default=8)
+    emb.add_argument("-k", type=_count(1), default=8)
     emb.add_argument("--space", choices=["input", "output"], default="input",
                      help="input embedding rows or softmax_w columns")
     emb.set_defaults(func=cmd_embeddings)
