@@ -107,7 +107,11 @@ def test_utf8_words_and_bom(tmp_path):
 
 def test_oov_words_dropped_from_valid_and_test(tmp_path):
     make_dir(tmp_path, " a b a \n", " a zz b \n", " qq \n a \n")
-    train, valid, test, vocab_size = reader.ptb_raw_data(tmp_path)
+    with pytest.warns(UserWarning) as said:
+        train, valid, test, vocab_size = reader.ptb_raw_data(tmp_path)
+    assert sorted(str(w.message) for w in said) == [
+        f"1 of the 4 words of {tmp_path / name} (25.00%) are not in the vocabulary and were dropped, as TF's reader does"
+        for name in ("ptb.test.txt", "ptb.valid.txt")]
     assert vocab_size == 3  # a, <eos>, b
     np.testing.assert_array_equal(train, [0, 2, 0, 1])
     np.testing.assert_array_equal(valid, [0, 2, 1])
