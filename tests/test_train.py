@@ -417,6 +417,22 @@ def test_resume_after_crash_from_periodic_checkpoint(corpus, tmp_path, uninterru
     assert [row.get("epoch") for row in rows] == [1, 2, 3, None] and "test_perplexity" in rows[3]
 
 
+def test_a_finished_run_trains_further_with_a_larger_max_max_epoch(corpus, tmp_path, uninterrupted, tiny_config):
+    # Nothing but the loop's end depends on max_max_epoch, so 2 epochs and then a third are 3 epochs.
+    config = tiny_config(**RESUME_CHANGES)
+    _, two, _ = run(config.replace(max_max_epoch=2), corpus, save_path=tmp_path)
+    resumed, epoch, step, result = resume(config, corpus, tmp_path)
+    assert (epoch, step) == (2, 0)
+    assert_same_run(resumed, result, uninterrupted)
+    rows = [json.loads(line) for line in (tmp_path / METRICS_NAME).read_text().splitlines()]
+    assert [row.get("epoch") for row in rows] == [1, 2, None, 3, None]  # (each test pass logged)
+    with pytest.raises(checkpoint.CheckpointError, match="has trained 3 epochs, more than max_max_epoch=2"):
+        Trainer(config.replace(max_max_epoch=2), corpus, save_path=tmp_path).restore()
+    again = Trainer(config, corpus, save_path=tmp_path, log=lambda s: None, progress=False)
+    again.restore()
+    assert again.position.finished and again.train()["test_perplexity"] == result["test_perplexity"]
+
+
 def test_restore_refuses_another_config_or_vocabulary(corpus, tmp_path, tiny_config):
     trainer = Trainer(tiny_config(), corpus, save_path=tmp_path, log=lambda s: None, progress=False)
     trainer.save()

@@ -79,7 +79,11 @@ def cmd_train(args) -> int:
         # (the only place that may fall back to checkpoint.npz.prev, and says so)
         used = distributed.agree(comm, trainer.restore)
         pos = trainer.position
-        say(f"Resumed from {used} at epoch {pos.epoch + 1}, step {pos.step}")
+        if pos.finished:
+            say(f"Resumed from {used}: its {pos.epoch} epochs are all trained (--max-epochs N trains it further); "
+                "the test pass runs again")
+        else:
+            say(f"Resumed from {used} at epoch {pos.epoch + 1}, step {pos.step}")
     say(f"Config {args.config}: {json.dumps(trainer.config.to_dict())}")
     say(f"Data: {data_dir} (vocabulary {trainer.corpus.vocab_size}, train {len(trainer.corpus.train)} tokens)")
     if comm.size > 1:

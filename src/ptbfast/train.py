@@ -237,11 +237,16 @@ class Trainer:
             raise checkpoint.CheckpointError(f"{used} is not a resumable training checkpoint "
                                              f"({type(e).__name__}: {e})") from None
         saved_config, current = saved.config.to_dict(), self.config.to_dict()  # both complete: the same keys
+        # max_max_epoch may differ (a finished run can be trained further: no other number depends on it).
         changed = [f"{k} ({saved_config[k]!r} there, {current[k]!r} here)" for k in current
-                   if saved_config[k] != current[k]]
+                   if k != "max_max_epoch" and saved_config[k] != current[k]]
         if changed:
             raise checkpoint.CheckpointError(f"checkpoint config differs in {', '.join(changed)}; resume with "
                                              "the config it was trained with")
+        if position.epoch > self.config.max_max_epoch:
+            raise checkpoint.CheckpointError(f"{used} has trained {position.epoch} epochs, more than max_max_epoch="
+                                             f"{self.config.max_max_epoch}")
+        position.finished = position.epoch >= self.config.max_max_epoch
         if saved.vocabulary != self.corpus.id_to_word:
             raise checkpoint.CheckpointError("checkpoint vocabulary differs from this corpus's")
         state, shape = saved.state, (self.config.batch_size, self.config.hidden_size)
