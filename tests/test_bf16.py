@@ -314,6 +314,35 @@ def test_a_frozen_model_makes_its_bf16_weights_once_with_the_same_losses(tie_wei
         assert fp32.loss(x, y, state)[0] == fp32.loss(x, y, state)[0]
 
 
+def test_threads_sharing_a_model_each_keep_their_own_frozen_weights():
+    # One thread's block ending must not end another's (its losses would change kernels mid-block).
+    import threading
+
+    model = LSTMLanguageModel(50, 8, 2, init_scale=0.5, seed=1, precision="bf16")
+    b_inside, a_done, seen = threading.Event(), threading.Event(), {}
+
+    def a():
+        b_inside.wait(10)
+        with model.frozen():
+            seen["a"] = model._frozen
+        a_done.set()
+
+    def b():
+        with model.frozen():
+            seen["b"] = model._frozen
+            b_inside.set()
+            a_done.wait(10)
+            seen["b after a"] = model._frozen
+
+    threads = [threading.Thread(target=f) for f in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert seen["a"] is not None and seen["b"] is not None and seen["a"] is not seen["b"]
+    assert seen["b after a"] is seen["b"] and model._frozen is None
+
+
 def test_a_frozen_model_under_auto_multiplies_few_rows_on_its_packs():
     # "auto" runs products of fewer than 128 rows on SGEMM, but a frozen model's packs on the kernel
     # they were made for (where the CPU has one): the same operands, the sums in another order.

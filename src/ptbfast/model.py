@@ -13,6 +13,7 @@ follow TF: ids ``[batch, steps]``.
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import numpy as np
 
@@ -53,7 +54,9 @@ class LSTMLanguageModel:
         self.tie_weights = bool(tie_weights)
         self.params = init_params(self.vocab_size, self.hidden_size, self.num_layers, init_scale, seed,
                                   tie_weights=self.tie_weights)
-        self._frozen = None  # inside frozen(), with bf16: the weights in bf16 once for every loss
+        # Inside frozen(), with bf16: the weights in bf16 once for every loss, per thread (threads
+        # sharing a model each keep their own, so one's block ending does not end another's).
+        self._frozen_by_thread = {}
 
     @classmethod
     def from_config(cls, config, precision: str | None = None) -> "LSTMLanguageModel":
@@ -79,6 +82,10 @@ class LSTMLanguageModel:
         view the output-layer kernel reads in place)."""
         return self.params["embedding"].T if self.tie_weights else self.params["softmax_w"]
 
+    @property
+    def _frozen(self):
+        return self._frozen_by_thread.get(threading.get_ident())
+
     @contextlib.contextmanager
     def frozen(self, one_step: bool = False):
         """A block in which the parameters do not change (evaluation, scoring). With bf16 the weights
@@ -90,11 +97,11 @@ class LSTMLanguageModel:
         if self._precision != "bf16" or self._frozen is not None:
             yield self
             return
-        self._frozen = FrozenBf16Weights(self, one_step)
+        self._frozen_by_thread[threading.get_ident()] = FrozenBf16Weights(self, one_step)
         try:
             yield self
         finally:
-            self._frozen = None
+            del self._frozen_by_thread[threading.get_ident()]
 
     def initial_state(self, batch_size: int):
         """Zero state: a list of ``(c, h)`` per layer, each [batch_size, H] float32."""
