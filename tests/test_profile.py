@@ -10,6 +10,31 @@ from ptbfast.profile import PART_ROWS, ROWS, format_profile, profile_eval, profi
 pytestmark = pytest.mark.filterwarnings("ignore::ptbfast.precision.Bf16PerformanceWarning")
 
 
+def test_profiling_switched_on_during_a_call_adds_no_more_than_the_time_that_passed():
+    # A section started while profiling was off has no start time (0): it once added the whole
+    # clock, the machine's uptime, to its phase when profiling came on before it ended.
+    import threading
+    import time
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((400, 20, 64)).astype(np.float32)
+    s = np.zeros((20, 64), np.float32)
+    k, bias = rng.standard_normal((128, 256)).astype(np.float32), np.zeros(256, np.float32)
+    ops.profile_read()
+    started = time.perf_counter()
+    call = threading.Thread(target=ops.lstm_forward, args=(x, s, s, k, bias))
+    call.start()
+    time.sleep(0.002)
+    ops.profile_enable(True)
+    try:
+        call.join()
+        elapsed = time.perf_counter() - started
+    finally:
+        ops.profile_enable(False)
+    seconds = ops.profile_read()
+    assert sum(seconds.values()) <= elapsed + 0.01, (seconds, elapsed)
+
+
 def test_kernel_timers_count_only_while_enabled_and_reset_on_read():
     rng = np.random.default_rng(0)
     h, w = rng.standard_normal((64, 32)).astype(np.float32), rng.standard_normal((32, 500)).astype(np.float32)

@@ -153,7 +153,7 @@ void lstm_freeze_bf16(FrozenWeights& frozen, const float* kernel, int In, int H,
 
 // Splits a time loop's wall time into thread 0's recurrent products and the rest (gate math).
 static void time_loop_profile(double loop_start, double recurrent_seconds) {
-  if (!profile::enabled()) return;
+  if (loop_start <= 0 || !profile::enabled()) return;  // (started while profiling was off: profile.h)
   profile::add(profile::kRecurrentProducts, recurrent_seconds);
   profile::add(profile::kGateMath, omp_get_wtime() - loop_start - recurrent_seconds);
 }

@@ -49,18 +49,20 @@ inline void add(Phase phase, double seconds) {
   sections()[phase].fetch_add(1, std::memory_order_relaxed);
 }
 
+// 0 while profiling is off: a section started then is not timed even if profiling is switched on
+// before it ends (since() would otherwise add the whole clock, seconds of uptime, to its phase).
 inline double now() { return enabled().load(std::memory_order_relaxed) ? omp_get_wtime() : 0.0; }
 
 // now() where no parallel region is open, else 0 (with since_outside: time only the calling thread's
 // top-level work, not the same work in each thread of a region).
 inline double now_outside() { return omp_in_parallel() ? 0.0 : now(); }
 inline void since_outside(Phase phase, double start) {
-  if (!omp_in_parallel() && enabled().load(std::memory_order_relaxed)) add(phase, omp_get_wtime() - start);
+  if (start > 0 && !omp_in_parallel() && enabled().load(std::memory_order_relaxed)) add(phase, omp_get_wtime() - start);
 }
 
 // Adds the time since `start` (from now()) to `phase` when profiling is on.
 inline void since(Phase phase, double start) {
-  if (enabled().load(std::memory_order_relaxed)) add(phase, omp_get_wtime() - start);
+  if (start > 0 && enabled().load(std::memory_order_relaxed)) add(phase, omp_get_wtime() - start);
 }
 
 }  // namespace ptbfast::profile
