@@ -56,3 +56,60 @@ def test_read_only_outputs_are_refused():
 def test_block_floats_constant_is_exported():
     # Python's memory estimate (train.training_memory_bytes) reads the kernel's own constant.
     assert _core.OUTPUT_BLOCK_FLOATS == 4 << 20
+
+
+# ---- arrays the caller shares with the kernel -----------------------------------------------------
+
+def test_ids_written_by_another_thread_during_the_call_are_not_read():
+    # The ids are copied before they are checked, and the kernel reads the copy: without the copy,
+    # ids set out of range after the check sent the scatter-add outside d_params (a segfault).
+    import threading
+
+    rng = np.random.default_rng(0)
+    V, H, n = 50, 4, 2_000_000
+    ids = rng.integers(0, V, n)
+    d_out = rng.standard_normal((n, H)).astype(np.float32)
+    expected = np.zeros((V, H), np.float64)
+    np.add.at(expected, ids, d_out)
+    d_params = np.zeros((V, H), np.float32)
+    original = ids.copy()
+    call = threading.Thread(target=_core.embedding_backward_dense, args=(d_params, d_out, ids, 1.0))
+    call.start()
+    while call.is_alive():  # (the kernel runs without the GIL)
+        ids[:] = 10**12
+        ids[:] = original
+    call.join()
+    np.testing.assert_allclose(d_params, expected, rtol=1e-4, atol=1e-3)  # (float32 sums of ~40,000 terms)
+
+
+def test_outputs_that_share_memory_with_inputs_are_refused():
+    a = np.ones((4, 4), np.float32)
+    with pytest.raises(ValueError, match="c shares memory with a"):
+        _core.matmul(a, np.ones((4, 4), np.float32), c=a)
+    b = np.ones((4, 4), np.float32)
+    with pytest.raises(ValueError, match="c shares memory with b"):
+        _core.matmul(np.ones((4, 4), np.float32), b, c=b[:, :].reshape(4, 4))
+    buf = np.arange(1, 9, dtype=np.float32)
+    with pytest.raises(ValueError, match="y shares memory with x"):
+        _core.axpy(buf[1:], buf[:-1], 1.0)
+    _core.axpy(buf, buf, 1.0)  # the same array: each element is read before it is written
+    np.testing.assert_array_equal(buf, 2 * np.arange(1, 9))
+    d = np.zeros((3, 2), np.float32)
+    with pytest.raises(ValueError, match="d_params shares memory with d_out"):
+        _core.embedding_backward_dense(d, d, np.array([0, 1, 2]), 1.0)
+
+
+def test_misaligned_float_arrays_are_refused():
+    x = np.frombuffer(bytearray(4 * 10 + 1), np.float32, offset=1)
+    assert not x.flags.aligned
+    with pytest.raises(ValueError, match="not aligned"):
+        _core.sum_of_squares(x)
+
+
+def test_each_side_of_an_lstm_input_must_fit_an_int():
+    # With B = 0 the products T * B are 0 whatever T is: T itself was cast to int and wrapped.
+    x = np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (2**32 + 2, 0, 5), (0, 0, 0))
+    kernel, bias = np.zeros((8, 12), np.float32), np.zeros(12, np.float32)
+    c0 = h0 = np.zeros((0, 3), np.float32)
+    with pytest.raises(ValueError, match="T = 4294967298 is too large"):
+        _core.lstm_forward(np.ascontiguousarray(x), c0, h0, kernel, bias)

@@ -61,6 +61,8 @@ const float* float_input(const py::array& a, const char* name, const std::vector
       throw py::value_error(std::string(name) + " must have shape " + dims_str(dims) + ", got " + shape_str(a));
   if (!(a.flags() & py::array::c_style))
     throw py::value_error(std::string(name) + " must be C-contiguous (use np.ascontiguousarray)");
+  if (!(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))  // (a float* to it would be undefined behaviour)
+    throw py::value_error(std::string(name) + " is not aligned to 4 bytes (a view at an odd byte offset): pass a copy");
   return static_cast<const float*>(a.data());
 }
 
@@ -68,6 +70,20 @@ float* float_output(py::array& a, const char* name, const std::vector<py::ssize_
   float_input(a, name, dims);
   if (!a.writeable()) throw py::value_error(std::string(name) + " is read-only but is written in place");
   return static_cast<float*>(a.mutable_data());
+}
+
+// An array written in place must not share memory with an array the kernel reads (the kernels read
+// their inputs while writing, and from several threads): a ValueError, as np.shares_memory would say.
+// elementwise_alias_ok: the same array as both is fine where each element is read before it is written.
+void require_disjoint(const py::array& out, const char* out_name, const py::array& in, const char* in_name,
+                      bool elementwise_alias_ok = false) {
+  const auto* o = static_cast<const char*>(out.data());
+  const auto* i = static_cast<const char*>(in.data());
+  const py::ssize_t on = out.nbytes(), in_bytes = in.nbytes();
+  if (on == 0 || in_bytes == 0 || o + on <= i || i + in_bytes <= o) return;
+  if (elementwise_alias_ok && o == i && on == in_bytes) return;
+  throw py::value_error(std::string(out_name) + " shares memory with " + in_name + ", which is read while " +
+                        out_name + " is written: pass a copy (" + in_name + ".copy())");
 }
 
 void require_int(py::ssize_t value, const char* what) {
@@ -86,8 +102,10 @@ bool native_byte_order(const py::array& a) {
 #endif
 }
 
-// int32 or int64 ids in native byte order, C-contiguous, each in [0, V).
-void check_ids(const py::array& ids, const char* name, int64_t V) {
+// int32 or int64 ids in native byte order, C-contiguous, each in [0, V): copied as int64, then
+// checked. The kernels read the copy, so what they read is what was checked even if another thread
+// writes the array meanwhile (NumPy releases the GIL inside its own loops, and the kernels do).
+std::vector<int64_t> checked_ids(const py::array& ids, const char* name, int64_t V) {
   // A byte-swapped '>i8' array would be read as other (possibly in-range, so silently wrong) ids.
   const bool is_int = ids.dtype().kind() == 'i' && (ids.itemsize() == 4 || ids.itemsize() == 8) &&
                       native_byte_order(ids);
@@ -95,67 +113,33 @@ void check_ids(const py::array& ids, const char* name, int64_t V) {
     throw py::type_error(std::string(name) + " must be int32 or int64, got " + std::string(py::str(ids.dtype())));
   if (!(ids.flags() & py::array::c_style))
     throw py::value_error(std::string(name) + " must be C-contiguous (use np.ascontiguousarray)");
-  const int64_t n = ids.size();
-  auto find_bad = [&](auto* p) -> int64_t {
-    for (int64_t k = 0; k < n; ++k)
-      if (p[k] < 0 || p[k] >= V) return k;
-    return -1;
-  };
-  const int64_t bad = ids.itemsize() == 4 ? find_bad(static_cast<const int32_t*>(ids.data()))
-                                          : find_bad(static_cast<const int64_t*>(ids.data()));
-  if (bad >= 0) {
-    const int64_t value = ids.itemsize() == 4 ? static_cast<const int32_t*>(ids.data())[bad]
-                                              : static_cast<const int64_t*>(ids.data())[bad];
-    throw py::index_error(std::string(name) + " has " + std::to_string(value) + " at flat position " +
-                          std::to_string(bad) + ", outside the vocabulary [0, " + std::to_string(V) + ")");
-  }
-}
-
-std::vector<int64_t> targets_as_int64(const py::array& targets) {
-  std::vector<int64_t> out(targets.size());
-  if (targets.itemsize() == 4) {
-    const int32_t* p = static_cast<const int32_t*>(targets.data());
-    for (size_t k = 0; k < out.size(); ++k) out[k] = p[k];
-  } else {
-    const int64_t* p = static_cast<const int64_t*>(targets.data());
-    for (size_t k = 0; k < out.size(); ++k) out[k] = p[k];
-  }
+  std::vector<int64_t> out(static_cast<size_t>(ids.size()));
+  if (ids.itemsize() == 4)
+    std::copy_n(static_cast<const int32_t*>(ids.data()), out.size(), out.begin());
+  else
+    std::copy_n(static_cast<const int64_t*>(ids.data()), out.size(), out.begin());
+  for (size_t k = 0; k < out.size(); ++k)
+    if (out[k] < 0 || out[k] >= V)
+      throw py::index_error(std::string(name) + " has " + std::to_string(out[k]) + " at flat position " +
+                            std::to_string(k) + ", outside the vocabulary [0, " + std::to_string(V) + ")");
   return out;
 }
 
 py::array_t<float> new_float_array(std::vector<py::ssize_t> shape) { return py::array_t<float>(shape); }
-
-// Ids as a typed pointer, read while the GIL is held: itemsize() touches the dtype's reference
-// count, which must not happen after gil_scoped_release.
-struct IdsView {
-  const void* data;
-  bool wide;  // int64 (else int32)
-};
-
-IdsView ids_view(const py::array& ids) { return {ids.data(), ids.itemsize() == 8}; }
-
-template <typename Fn>
-void dispatch_ids(IdsView ids, Fn&& fn) {
-  if (ids.wide)
-    fn(static_cast<const int64_t*>(ids.data));
-  else
-    fn(static_cast<const int32_t*>(ids.data));
-}
 
 // ---- embedding -----------------------------------------------------------------------------------
 
 py::array embedding_forward_py(const py::array& params, const py::array& ids) {
   const float* p = float_input(params, "params", {-1, -1});
   const int64_t V = params.shape(0), H = params.shape(1);
-  check_ids(ids, "ids", V);
+  const std::vector<int64_t> id = checked_ids(ids, "ids", V);
   std::vector<py::ssize_t> shape(ids.shape(), ids.shape() + ids.ndim());
   shape.push_back(H);
   py::array_t<float> out(shape);
   float* o = out.mutable_data();
   const int64_t n = ids.size();
-  const IdsView view = ids_view(ids);
   py::gil_scoped_release nogil;
-  dispatch_ids(view, [&](auto* id) { embedding_forward(o, p, id, n, H); });
+  embedding_forward(o, p, id.data(), n, H);
   return std::move(out);
 }
 
@@ -168,16 +152,15 @@ int64_t check_d_out(const py::array& d_out, const py::array& ids) {
 }
 
 py::tuple embedding_backward_sparse_py(const py::array& d_out, const py::array& ids) {
-  check_ids(ids, "ids", INT64_MAX);
+  const std::vector<int64_t> id = checked_ids(ids, "ids", INT64_MAX);
   const int64_t H = check_d_out(d_out, ids);
   const float* g = static_cast<const float*>(d_out.data());
   std::vector<int64_t> unique_ids;
   std::vector<float> summed;
   const int64_t n = ids.size();
-  const IdsView view = ids_view(ids);
   {
     py::gil_scoped_release nogil;
-    dispatch_ids(view, [&](auto* id) { embedding_backward_sparse(unique_ids, summed, g, id, n, H); });
+    embedding_backward_sparse(unique_ids, summed, g, id.data(), n, H);
   }
   const py::ssize_t U = static_cast<py::ssize_t>(unique_ids.size());
   py::array_t<int64_t> ids_out(U);
@@ -189,16 +172,16 @@ py::tuple embedding_backward_sparse_py(const py::array& d_out, const py::array& 
 
 void embedding_backward_dense_py(py::array& d_params, const py::array& d_out, const py::array& ids, float scale) {
   float* dp = float_output(d_params, "d_params", {-1, -1});
-  check_ids(ids, "ids", d_params.shape(0));
+  const std::vector<int64_t> id = checked_ids(ids, "ids", d_params.shape(0));
   const int64_t H = check_d_out(d_out, ids);
+  require_disjoint(d_params, "d_params", d_out, "d_out");
   if (H != d_params.shape(1))
     throw py::value_error("d_out's last axis (" + std::to_string(H) + ") must equal d_params' width (" +
                           std::to_string(d_params.shape(1)) + ")");
   const float* g = static_cast<const float*>(d_out.data());
   const int64_t n = ids.size();
-  const IdsView view = ids_view(ids);
   py::gil_scoped_release nogil;
-  dispatch_ids(view, [&](auto* id) { embedding_backward_dense(dp, g, id, n, H, scale); });
+  embedding_backward_dense(dp, g, id.data(), n, H, scale);
 }
 
 double sum_of_squares_py(const py::array& x) {
@@ -226,6 +209,7 @@ void axpy_py(py::array& y, const py::array& x, float alpha) {
   std::vector<py::ssize_t> dims(y.ndim(), -1);
   float* yo = float_output(y, "y", dims);
   const float* xi = float_input(x, "x", std::vector<py::ssize_t>(y.shape(), y.shape() + y.ndim()));
+  require_disjoint(y, "y", x, "x", /*elementwise_alias_ok=*/true);
   const int64_t n = y.size();
   py::gil_scoped_release nogil;
   axpy(yo, xi, alpha, n);
@@ -251,6 +235,10 @@ LstmShape check_lstm(const py::array& x, const py::array& kernel, const py::arra
   float_input(bias, "bias", {G});
   float_input(c0, "c0", {x.shape(1), H});
   float_input(h0, "h0", {x.shape(1), H});
+  require_int(x.shape(0), "T");  // (each side: with B = 0 the products below are 0 whatever T is)
+  require_int(x.shape(1), "B");
+  require_int(In, "the input width");
+  require_int(G, "4H");
   require_int(x.shape(0) * x.shape(1), "T * B");
   require_int(x.shape(0) * x.shape(1) * G, "T * B * 4H");
   require_int(kernel.size(), "kernel size");
@@ -349,6 +337,7 @@ py::tuple lstm_backward_py(const py::array& d_h_all, const py::object& d_c_T, co
 
 struct OutputShape {
   int N, H, V;
+  std::vector<int64_t> targets;  // (checked_ids' copy: what the kernel reads)
 };
 
 // w is softmax_w [H, V], or with transposed the tied embedding [V, H].
@@ -364,11 +353,11 @@ OutputShape check_output(const py::array& h, const py::array& w, const py::array
   if (V == 0) throw py::value_error("softmax_w must have at least one column (vocabulary size >= 1)");
   if (targets.ndim() != 1 || targets.shape(0) != h.shape(0))
     throw py::value_error("targets must have shape (" + std::to_string(h.shape(0)) + ",), got " + shape_str(targets));
-  check_ids(targets, "targets", V);
   require_int(h.shape(0), "N");
   require_int(w.size(), "softmax_w size");
   require_int(h.size(), "h size");
-  return {static_cast<int>(h.shape(0)), static_cast<int>(h.shape(1)), static_cast<int>(V)};
+  return {static_cast<int>(h.shape(0)), static_cast<int>(h.shape(1)), static_cast<int>(V),
+          checked_ids(targets, "targets", V)};
 }
 
 py::tuple output_layer_forward_py(const py::array& h, const py::array& w, const py::array& b,
@@ -378,7 +367,7 @@ py::tuple output_layer_forward_py(const py::array& h, const py::array& w, const 
   if (frozen && (!frozen->output || frozen->output->K() != s.H || frozen->output->N() != s.V))
     throw py::value_error("frozen: these packed weights are not output weights of " + std::to_string(s.H) + " x " +
                           std::to_string(s.V) + " (make them with freeze_output_weights_bf16)");
-  const std::vector<int64_t> t = targets_as_int64(targets);
+  const std::vector<int64_t>& t = s.targets;
   auto losses = new_float_array({s.N});
   float* lo = losses.mutable_data();
   double total;
@@ -413,7 +402,7 @@ py::tuple output_layer_forward_backward_py(const py::array& h, const py::array& 
                                            const py::array& targets, float d_loss, int block_rows,
                                            bool transposed, int block_columns, bool bf16) {
   const OutputShape s = check_output(h, w, b, targets, transposed);
-  const std::vector<int64_t> t = targets_as_int64(targets);
+  const std::vector<int64_t>& t = s.targets;
   auto losses = new_float_array({s.N});
   auto dh = new_float_array({s.N, s.H});
   auto dw = transposed ? new_float_array({s.V, s.H}) : new_float_array({s.H, s.V});
@@ -455,6 +444,10 @@ py::array matmul_py(const py::array& a, const py::array& b, bool bf16, bool tran
   require_int(N, "columns of the product");
   py::array out = c ? *c : py::array(py::array_t<float>({M, N}));
   float* o = c ? float_output(out, "c", {M, N}) : static_cast<float*>(out.mutable_data());
+  if (c) {
+    require_disjoint(out, "c", a, "a");
+    require_disjoint(out, "c", b, "b");
+  }
   const int lda = static_cast<int>(a.shape(1)), ldb = static_cast<int>(b.shape(1));
   py::gil_scoped_release nogil;
   blas::gemm_for(bf16)(trans_a, trans_b, static_cast<int>(M), static_cast<int>(N), static_cast<int>(K), 1.0f, pa,
@@ -481,6 +474,8 @@ struct PackedBf16Matrix {
 std::shared_ptr<PackedBf16Matrix> pack_bf16_py(const py::array& b, bool trans_b, const std::string& kernel) {
   const float* pb = float_input(b, "b", {-1, -1});
   require_int(b.size(), "b size");
+  require_int(b.shape(0), "b's rows");  // (each side: an empty b's size is 0 whatever the other side is)
+  require_int(b.shape(1), "b's columns");
   const int K = static_cast<int>(b.shape(trans_b ? 1 : 0)), N = static_cast<int>(b.shape(trans_b ? 0 : 1));
   auto packed = std::make_shared<PackedBf16Matrix>();
   if (kernel == "auto") {
@@ -510,6 +505,7 @@ py::array matmul_packed_py(const py::array& a, const PackedBf16Matrix& packed, b
   require_int(M, "rows of the product");
   py::array out = c ? *c : py::array(py::array_t<float>({M, static_cast<py::ssize_t>(N)}));
   float* o = c ? float_output(out, "c", {M, N}) : static_cast<float*>(out.mutable_data());
+  if (c) require_disjoint(out, "c", a, "a");  // (A's blocks are packed as the product goes)
   const long lda = a.shape(1);
   py::gil_scoped_release nogil;
   if (K == 0) {  // (an empty sum: C = 0, or C stays)
@@ -743,6 +739,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("_packed_matmul", [](const py::array& a, const py::array& b, int uses) {
         const float* pa = float_input(a, "a", {-1, -1});
         const float* pb = float_input(b, "b", {a.shape(1), -1});
+        for (const py::ssize_t side : {a.shape(0), a.shape(1), b.shape(1)}) require_int(side, "a side of the product");
         const int M = static_cast<int>(a.shape(0)), K = static_cast<int>(a.shape(1)), N = static_cast<int>(b.shape(1));
         py::array_t<float> out({a.shape(0), b.shape(1)});
         float* o = out.mutable_data();
@@ -769,6 +766,8 @@ PYBIND11_MODULE(_core, m) {
         const float* pa = float_input(a, "a", {-1, -1});
         const float* pb = float_input(b, "b", {a.shape(1), -1});
         const float* py_ = float_input(y, "y", {-1, a.shape(0)});
+        for (const py::ssize_t side : {a.shape(0), a.shape(1), b.shape(1), y.shape(0)})
+          require_int(side, "a side of the products");
         const int M = static_cast<int>(a.shape(0)), K = static_cast<int>(a.shape(1)), N = static_cast<int>(b.shape(1)),
                   P = static_cast<int>(y.shape(0));
         py::array_t<float> ab({a.shape(0), b.shape(1)}), ya({y.shape(0), a.shape(1)});
