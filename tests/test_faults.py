@@ -92,13 +92,19 @@ def test_memory_estimate_grows_with_the_config_and_huge_configs_fail_up_front(mo
 
 def test_a_container_memory_limit_counts_as_available_memory(monkeypatch, tmp_path):
     monkeypatch.setattr(train, "CGROUP", tmp_path)
+    monkeypatch.setattr(train, "MEMINFO", tmp_path / "meminfo")  # (the real one changes from read to read)
+    (tmp_path / "meminfo").write_text("MemTotal:       16384 kB\nMemAvailable:    8192 kB\n")
     (tmp_path / "memory.max").write_text("max\n")
     (tmp_path / "memory.current").write_text("1000\n")
-    unlimited = available_memory_bytes()  # MemAvailable alone
+    assert available_memory_bytes() == 8192 * 1024  # no limit: MemAvailable
     (tmp_path / "memory.max").write_text(f"{(3 << 20) + 1000}\n")
-    assert available_memory_bytes() == (min(unlimited, 3 << 20) if unlimited is not None else 3 << 20)
+    assert available_memory_bytes() == 3 << 20  # the limit less what the cgroup uses
+    (tmp_path / "memory.max").write_text(f"{(30 << 20) + 1000}\n")
+    assert available_memory_bytes() == 8192 * 1024  # the smaller of the two
     (tmp_path / "memory.current").write_text("garbage\n")
-    assert available_memory_bytes() == unlimited  # unreadable: ignored
+    assert available_memory_bytes() == 8192 * 1024  # unreadable: ignored
+    (tmp_path / "meminfo").unlink()
+    assert available_memory_bytes() is None
 
 
 def test_corpus_shorter_than_one_batch_is_a_clear_error(tmp_path):

@@ -56,6 +56,7 @@ def training_memory_bytes(config: Config) -> int:
     return 4 * (params + grads + L * per_layer + masks + logits + 2 * T * B * H)
 
 
+MEMINFO = Path("/proc/meminfo")
 CGROUP = Path("/sys/fs/cgroup")  # this process's cgroup v2, as a container sees it
 
 
@@ -64,7 +65,7 @@ def available_memory_bytes() -> int | None:
     leaves less; None where neither can be read."""
     have = []
     try:
-        with open("/proc/meminfo", encoding="ascii") as f:
+        with open(MEMINFO, encoding="ascii") as f:
             have += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
     except (OSError, ValueError, IndexError):
         pass
