@@ -1,43 +1,22 @@
 // kernels.h's entry points: each calls the kernel of the active instruction-set level (isa.h).
-#include <type_traits>
 
 #include "isa.h"
 
 namespace ptbfast {
 
-template <typename Id>
-void embedding_forward(float* out, const float* params, const Id* ids, int64_t n, int64_t H) {
-  if constexpr (std::is_same_v<Id, int32_t>)
-    kernels().embedding_forward_i32(out, params, ids, n, H);
-  else
-    kernels().embedding_forward_i64(out, params, ids, n, H);
+void embedding_forward(float* out, const float* params, const int64_t* ids, int64_t n, int64_t H) {
+  kernels().embedding_forward(out, params, ids, n, H);
 }
 
-template <typename Id>
 void embedding_backward_sparse(std::vector<int64_t>& unique_ids, std::vector<float>& summed, const float* d_out,
-                               const Id* ids, int64_t n, int64_t H) {
-  if constexpr (std::is_same_v<Id, int32_t>)
-    kernels().embedding_backward_sparse_i32(unique_ids, summed, d_out, ids, n, H);
-  else
-    kernels().embedding_backward_sparse_i64(unique_ids, summed, d_out, ids, n, H);
+                               const int64_t* ids, int64_t n, int64_t H) {
+  kernels().embedding_backward_sparse(unique_ids, summed, d_out, ids, n, H);
 }
 
-template <typename Id>
-void embedding_backward_dense(float* d_params, const float* d_out, const Id* ids, int64_t n, int64_t H, float scale) {
-  if constexpr (std::is_same_v<Id, int32_t>)
-    kernels().embedding_backward_dense_i32(d_params, d_out, ids, n, H, scale);
-  else
-    kernels().embedding_backward_dense_i64(d_params, d_out, ids, n, H, scale);
+void embedding_backward_dense(float* d_params, const float* d_out, const int64_t* ids, int64_t n, int64_t H,
+                              float scale) {
+  kernels().embedding_backward_dense(d_params, d_out, ids, n, H, scale);
 }
-
-template void embedding_forward<int32_t>(float*, const float*, const int32_t*, int64_t, int64_t);
-template void embedding_forward<int64_t>(float*, const float*, const int64_t*, int64_t, int64_t);
-template void embedding_backward_sparse<int32_t>(std::vector<int64_t>&, std::vector<float>&, const float*,
-                                                 const int32_t*, int64_t, int64_t);
-template void embedding_backward_sparse<int64_t>(std::vector<int64_t>&, std::vector<float>&, const float*,
-                                                 const int64_t*, int64_t, int64_t);
-template void embedding_backward_dense<int32_t>(float*, const float*, const int32_t*, int64_t, int64_t, float);
-template void embedding_backward_dense<int64_t>(float*, const float*, const int64_t*, int64_t, int64_t, float);
 
 double sum_of_squares(const float* x, int64_t n) { return kernels().sum_of_squares(x, n); }
 

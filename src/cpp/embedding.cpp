@@ -8,17 +8,15 @@
 #include "isa_begin.h"  // (compiled once per instruction-set level: isa.h)
 
 // out [n, H] = params[ids]: one row copy per id.
-template <typename Id>
-void embedding_forward(float* out, const float* params, const Id* ids, int64_t n, int64_t H) {
+void embedding_forward(float* out, const float* params, const int64_t* ids, int64_t n, int64_t H) {
 #pragma omp parallel for schedule(static) if (n * H > 32768)
   for (int64_t k = 0; k < n; ++k)
-    std::memcpy(out + k * H, params + static_cast<int64_t>(ids[k]) * H, sizeof(float) * H);
+    std::memcpy(out + k * H, params + ids[k] * H, sizeof(float) * H);
 }
 
 // Positions 0..n-1 ordered by id, ties by position (stable), plus where each id's run starts.
-template <typename Id>
 static void group_positions_by_id(std::vector<int64_t>& order, std::vector<int64_t>& run_start,
-                                  const Id* ids, int64_t n) {
+                                  const int64_t* ids, int64_t n) {
   order.resize(n);
   std::iota(order.begin(), order.end(), int64_t{0});
   std::stable_sort(order.begin(), order.end(), [ids](int64_t a, int64_t b) { return ids[a] < ids[b]; });
@@ -30,9 +28,8 @@ static void group_positions_by_id(std::vector<int64_t>& order, std::vector<int64
 
 // Each id's rows are summed by one thread in position order: the result has the same bits for
 // any thread count (an atomic or per-thread scatter-add would not).
-template <typename Id>
 void embedding_backward_sparse(std::vector<int64_t>& unique_ids, std::vector<float>& summed,
-                               const float* d_out, const Id* ids, int64_t n, int64_t H) {
+                               const float* d_out, const int64_t* ids, int64_t n, int64_t H) {
   std::vector<int64_t> order, run_start;
   group_positions_by_id(order, run_start, ids, n);
   const int64_t U = static_cast<int64_t>(run_start.size()) - 1;
@@ -40,7 +37,7 @@ void embedding_backward_sparse(std::vector<int64_t>& unique_ids, std::vector<flo
   summed.assign(U * H, 0.0f);
 #pragma omp parallel for schedule(dynamic, 16) if (n * H > 32768)
   for (int64_t u = 0; u < U; ++u) {
-    unique_ids[u] = static_cast<int64_t>(ids[order[run_start[u]]]);
+    unique_ids[u] = ids[order[run_start[u]]];
     float* row = summed.data() + u * H;
     for (int64_t k = run_start[u]; k < run_start[u + 1]; ++k) {
       const float* src = d_out + order[k] * H;
@@ -50,15 +47,14 @@ void embedding_backward_sparse(std::vector<int64_t>& unique_ids, std::vector<flo
   }
 }
 
-template <typename Id>
-void embedding_backward_dense(float* d_params, const float* d_out, const Id* ids, int64_t n, int64_t H,
+void embedding_backward_dense(float* d_params, const float* d_out, const int64_t* ids, int64_t n, int64_t H,
                               float scale) {
   std::vector<int64_t> order, run_start;
   group_positions_by_id(order, run_start, ids, n);
   const int64_t U = static_cast<int64_t>(run_start.size()) - 1;
 #pragma omp parallel for schedule(dynamic, 16) if (n * H > 32768)
   for (int64_t u = 0; u < U; ++u) {
-    float* row = d_params + static_cast<int64_t>(ids[order[run_start[u]]]) * H;
+    float* row = d_params + ids[order[run_start[u]]] * H;
     for (int64_t k = run_start[u]; k < run_start[u + 1]; ++k) {
       const float* src = d_out + order[k] * H;
 #pragma omp simd
@@ -67,13 +63,5 @@ void embedding_backward_dense(float* d_params, const float* d_out, const Id* ids
   }
 }
 
-#define PTBFAST_INSTANTIATE(Id)                                                                          \
-  template void embedding_forward<Id>(float*, const float*, const Id*, int64_t, int64_t);                \
-  template void embedding_backward_sparse<Id>(std::vector<int64_t>&, std::vector<float>&, const float*,  \
-                                              const Id*, int64_t, int64_t);                              \
-  template void embedding_backward_dense<Id>(float*, const float*, const Id*, int64_t, int64_t, float);
-PTBFAST_INSTANTIATE(int32_t)
-PTBFAST_INSTANTIATE(int64_t)
-#undef PTBFAST_INSTANTIATE
 
 #include "isa_end.h"

@@ -20,12 +20,9 @@
 namespace ptbfast {
 
 struct KernelTable {
-  decltype(&embedding_forward<int32_t>) embedding_forward_i32;
-  decltype(&embedding_forward<int64_t>) embedding_forward_i64;
-  decltype(&embedding_backward_sparse<int32_t>) embedding_backward_sparse_i32;
-  decltype(&embedding_backward_sparse<int64_t>) embedding_backward_sparse_i64;
-  decltype(&embedding_backward_dense<int32_t>) embedding_backward_dense_i32;
-  decltype(&embedding_backward_dense<int64_t>) embedding_backward_dense_i64;
+  decltype(&ptbfast::embedding_forward) embedding_forward;
+  decltype(&ptbfast::embedding_backward_sparse) embedding_backward_sparse;
+  decltype(&ptbfast::embedding_backward_dense) embedding_backward_dense;
   decltype(&ptbfast::sum_of_squares) sum_of_squares;
   decltype(&ptbfast::axpy) axpy;
   decltype(&ptbfast::philox_uniform) philox_uniform;

@@ -5,9 +5,8 @@
 
 extern const KernelTable kernel_table;
 const KernelTable kernel_table = {
-    &embedding_forward<int32_t>,         &embedding_forward<int64_t>,
-    &embedding_backward_sparse<int32_t>, &embedding_backward_sparse<int64_t>,
-    &embedding_backward_dense<int32_t>,  &embedding_backward_dense<int64_t>,
+    &embedding_forward,                  &embedding_backward_sparse,
+    &embedding_backward_dense,
     &sum_of_squares,                     &axpy,
     &philox_uniform,                     &dropout_mask,
     &round_to_bf16,                      &round_rows_to_bf16,
