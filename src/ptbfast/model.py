@@ -97,11 +97,12 @@ class LSTMLanguageModel:
         if self._precision != "bf16" or self._frozen is not None:
             yield self
             return
-        self._frozen_by_thread[threading.get_ident()] = FrozenBf16Weights(self, one_step)
+        me = threading.get_ident()  # (the thread that entered the block, wherever it is left)
+        self._frozen_by_thread[me] = FrozenBf16Weights(self, one_step)
         try:
             yield self
         finally:
-            del self._frozen_by_thread[threading.get_ident()]
+            del self._frozen_by_thread[me]
 
     def initial_state(self, batch_size: int):
         """Zero state: a list of ``(c, h)`` per layer, each [batch_size, H] float32."""
