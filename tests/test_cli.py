@@ -220,7 +220,7 @@ def test_resume_without_a_checkpoint_starts_a_new_run_and_says_so(data_dir, tmp_
     args = ["train", "--data-path", data_dir, "--save-path", run, *cli_args(max_max_epoch=1), "--resume"]
     done = ptbfast_cli(*args, cwd=tmp_path)
     assert done.returncode != 0 and "already holds a run (metrics.jsonl)" in done.stderr
-    assert (run / METRICS_NAME).read_text() == '{"epoch": 7}\n'  # (it was deleted, the run started afresh)
+    assert (run / METRICS_NAME).read_text() == '{"epoch": 7}\n'  # (kept: it used to be deleted silently)
     (run / METRICS_NAME).unlink()
     done = ptbfast_cli(*args, cwd=tmp_path)
     assert done.returncode == 0, done.stderr

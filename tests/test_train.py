@@ -6,6 +6,7 @@ model run on the same weights. Training runs use a tiny synthetic corpus (tests/
 line (killed and resumed runs included) is tested in tests/test_cli.py.
 """
 
+import dataclasses
 import json
 import math
 import signal
@@ -328,8 +329,6 @@ def test_config_refuses_non_finite_numbers(field, bad):
 @pytest.mark.parametrize("split, changes", [("train", {}), ("valid", {}), ("test", {"eval_num_steps": 4})])
 def test_too_short_a_split_is_refused_before_training(corpus, tiny_config, split, changes):
     # Not after an epoch's training (valid) or after all of them (test).
-    import dataclasses
-
     config = tiny_config(**changes)
     rows = config.batch_size if split != "test" else config.eval_batch_size
     short = dataclasses.replace(corpus, **{split: getattr(corpus, split)[:rows * 2]})
@@ -420,7 +419,7 @@ def test_resume_after_crash_from_periodic_checkpoint(corpus, tmp_path, uninterru
 def test_a_finished_run_trains_further_with_a_larger_max_max_epoch(corpus, tmp_path, uninterrupted, tiny_config):
     # Nothing but the loop's end depends on max_max_epoch, so 2 epochs and then a third are 3 epochs.
     config = tiny_config(**RESUME_CHANGES)
-    _, two, _ = run(config.replace(max_max_epoch=2), corpus, save_path=tmp_path)
+    run(config.replace(max_max_epoch=2), corpus, save_path=tmp_path)
     resumed, epoch, step, result = resume(config, corpus, tmp_path)
     assert (epoch, step) == (2, 0)
     assert_same_run(resumed, result, uninterrupted)
