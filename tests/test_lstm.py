@@ -110,6 +110,54 @@ def test_nan_in_input_propagates():
     assert np.isfinite(h_all[0]).all() and np.isnan(h_all[1, 0]).all() and np.isfinite(h_all[1, 1]).all()
 
 
+
+# ---- a thread failing inside the time loop ------------------------------------------------------
+
+@pytest.mark.parametrize("bf16", [False, True])
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+@pytest.mark.parametrize("thread,barrier", [(0, 0), (1, 0), (2, 4), (1, 8)])
+def test_a_thread_failing_in_the_time_loop_raises_memory_error(thread, barrier, direction, bf16, threads):
+    """A std::bad_alloc on one thread of the time loop's parallel region (packing its columns, a
+    product's scratch) must come out as MemoryError, not end the process (std::terminate) or leave
+    the other threads at a barrier; the next call is right. The failure is injected at a barrier
+    (_core._fail_lstm_time_loop): thread 0 always runs the loop; threads 1 and 2 exist where it is
+    threaded (MKL, or bf16 on ptbfast's kernels, at 2 or 3 threads)."""
+    import faulthandler
+
+    from ptbfast import _core
+
+    T, B, In, H = 9, 64, 10, 17  # threaded (B*H*4H >= 2^16), 9 barriers
+    rng = np.random.default_rng(12)
+    x, c0, h0, kernel, bias = random_layer(rng, T, B, In, H)
+    if bf16:
+        x = ops.round_bf16(x)
+    d_h_all = f32(rng, T, B, H)
+
+    def run():
+        h_all, c_all, gates = ops.lstm_forward(x, c0, h0, kernel, bias, 0.0, bf16)
+        return ops.lstm_backward(d_h_all, None, None, x, c0, h0, kernel, h_all, c_all, gates, bf16)
+
+    want = run()
+    h_all, c_all, gates = ops.lstm_forward(x, c0, h0, kernel, bias, 0.0, bf16)
+    faulthandler.dump_traceback_later(120, exit=True)  # (threads left at a barrier: fail, don't hang)
+    try:
+        _core._fail_lstm_time_loop(thread, barrier)
+        try:
+            if direction == "forward":
+                ops.lstm_forward(x, c0, h0, kernel, bias, 0.0, bf16)
+            else:
+                ops.lstm_backward(d_h_all, None, None, x, c0, h0, kernel, h_all, c_all, gates, bf16)
+            raised = False
+        except MemoryError:
+            raised = True
+        still_to_come = _core._fail_lstm_time_loop(-1, -1)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    assert raised != still_to_come  # raised exactly where a thread reached the failure
+    assert raised or thread > 0
+    for a, b in zip(run(), want):
+        np.testing.assert_array_equal(a, b)
+
 # ---- bad input -----------------------------------------------------------------------------------
 
 def test_shape_and_dtype_errors():

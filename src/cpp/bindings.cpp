@@ -27,6 +27,7 @@
 #include "kernels.h"
 #include "profile.h"
 #include "runtime.h"
+#include "time_loop_team.h"
 
 namespace py = pybind11;
 using namespace ptbfast;
@@ -686,6 +687,14 @@ PYBIND11_MODULE(_core, m) {
       }, py::arg("rows"), "The kernel the LSTM's recurrent products of `rows` rows run on under the current setting");
   m.def("round_bf16_in_place", &round_bf16_in_place_py, py::arg("x"),
         "round_bf16, written over x (float32, C-contiguous, writable)");
+  m.def("_fail_lstm_time_loop", [](int thread, int barrier) {
+        if ((thread < 0) != (barrier < 0)) throw py::value_error("thread and barrier: both >= 0, or both -1");
+        const long long at = thread < 0 ? 0 : ((static_cast<long long>(thread) << 32) | barrier) + 1;
+        return time_loop_failure_at.exchange(at) != 0;
+      }, py::arg("thread"), py::arg("barrier"),
+      "Tests only: the LSTM time loop throws std::bad_alloc (MemoryError here) on thread `thread` before "
+      "its barrier number `barrier` (one a step: the first is 0), once, as a failed allocation there would; "
+      "-1, -1: not at all. Returns whether the previous such failure was still to come.");
   m.def("profile_enable", [](bool on) { profile::enabled().store(on); }, py::arg("on"),
         "Start or stop summing the kernels' time per phase (python -m ptbfast bench --profile).");
   m.def("profile_read", []() {

@@ -23,6 +23,7 @@
 #include "gemm/bf16/gemm_bf16.h"
 #include "kernels.h"
 #include "profile.h"
+#include "time_loop_team.h"
 #include "vecmath.h"
 
 #include "isa_begin.h"  // (compiled once per instruction-set level: isa.h)
@@ -158,18 +159,30 @@ static void time_loop_profile(double loop_start, double recurrent_seconds) {
   profile::add(profile::kGateMath, omp_get_wtime() - loop_start - recurrent_seconds);
 }
 
-// Runs loop(part, parts) on the time loop's threads, BLAS calls inside each on its own thread.
+// Runs loop(part, parts, member) on the time loop's threads, BLAS calls inside each on its own thread;
+// the loop passes `steps` barriers, member.wait() each, and stops where one returns false (a thread
+// failed: time_loop_team.h). A thread's exception is rethrown here, after the region.
 template <typename Loop>
-static void run_time_loop(int threads, const Loop& loop) {
-  if (threads == 1) {  // no region: the BLAS may thread each product itself
-    loop(0, 1);
+static void run_time_loop(int threads, int steps, const Loop& loop) {
+  if (threads == 1) {  // no region: the BLAS may thread each product itself; exceptions pass straight up
+    TimeLoopTeam team(steps, false);
+    TimeLoopTeam::Member member(team, 0);
+    loop(0, 1, member);
     return;
   }
+  TimeLoopTeam team(steps, true);
 #pragma omp parallel num_threads(threads)
   {
-    const blas::ThisThreadOnly own_thread;
-    loop(omp_get_thread_num(), omp_get_num_threads());
+    TimeLoopTeam::Member member(team, omp_get_thread_num());
+    try {
+      const blas::ThisThreadOnly own_thread;
+      loop(omp_get_thread_num(), omp_get_num_threads(), member);
+    } catch (...) {
+      team.fail(std::current_exception());
+    }
+    member.pass_remaining();
   }
+  team.rethrow_first_error();
 }
 
 // One gate's activations in place over n units: g[k] = act(g[k] + rec[k] + bias[k] (+ forget_bias)).
@@ -239,7 +252,7 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   // rounded, or reads a frozen model's.
   const bool gather_wh = !own_recurrent && !frozen_gathered && (bf16 || (threads > 1 && T >= blas::kPackedMinUses));
 
-  // Scratch of all threads, allocated here (an exception must not leave a parallel region):
+  // Scratch of all threads, allocated here, before the region (which would catch its failure: time_loop_team.h):
   // the thread of units [k0, k1), n = k1 - k0, uses rec [B, 4n] from B*4*k0, and for packed SGEMMs
   // w_own [H, 4n] from offset H*4*k0 (ptbfast's kernels pack the columns straight from the kernel).
   // w_own first holds Wx rounded where the input projection needs it (so a bf16 layer needs no
@@ -277,7 +290,7 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   // A frozen model's packs of the threads' columns, where they were packed for this many threads.
   const bool frozen_recurrent = own_recurrent && frozen && !frozen->lstm_recurrent.empty() &&
                                 frozen->lstm_parts == threads;
-  run_time_loop(threads, [&](int part, int parts) {
+  run_time_loop(threads, T, [&](int part, int parts, TimeLoopTeam::Member& team) {
     const bool timing = part == 0 && profile::enabled();
     const UnitRange u = units_of(part, parts, H);
     const int n = u.size();
@@ -339,9 +352,7 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
         else
           gate_math_forward<false>(g, r, bias + u.k0, c_prev + off, c_next, h_next, n, H, forget_bias);
       }
-      if (parts > 1) {  // (on one thread no region is open: a barrier would bind to the caller's)
-#pragma omp barrier  // step t+1 multiplies all of h_t
-      }
+      if (!team.wait()) return;  // step t+1 multiplies all of h_t
     }
   });
   time_loop_profile(loop_start, recurrent_seconds);
@@ -416,7 +427,7 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
   std::vector<uint32_t*> recurrent_storage(threads, nullptr);
   for (int part = 0; own_recurrent && rows > 0 && part < threads; ++part)
     recurrent_storage[part] = hidden_rows.take(gemm::bf16::PackedB::words_for(G, units_of(part, threads, H).size()));
-  if (rows > 0) run_time_loop(threads, [&](int part, int parts) {
+  if (rows > 0) run_time_loop(threads, T, [&](int part, int parts, TimeLoopTeam::Member& team) {
     const bool timing = part == 0 && profile::enabled();
     const UnitRange own = units_of(part, parts, H);
     // dh of this thread's units = d_gates_t [B, 4H] @ (rows k0..k1 of Wh)^T, packed once.
@@ -477,9 +488,7 @@ void lstm_backward(float* dx, float* dc0, float* dh0, float* dkernel, float* dbi
           }
         }
       }
-      if (parts > 1) {
-#pragma omp barrier  // the products below read every unit's d_gates_t
-      }
+      if (!team.wait()) return;  // the products below read every unit's d_gates_t
       // Gradient into h_{t-1} of this thread's units; step t-1 reads only these columns of dh
       // (and writes d_gates_{t-1}), so no second barrier is needed.
       const double product_start = timing ? omp_get_wtime() : 0.0;
