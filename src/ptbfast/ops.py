@@ -285,7 +285,8 @@ def set_bf16_products(name: str) -> None:
     recurrent products too where it is one of ptbfast's, else packed SGEMMs):
     "amx", "mkl" (emulated on CPUs without bf16 instructions), "avx512_bf16", "sgemm", or
     "generic" (the dot-product kernels' plain C++ twin; slow). The environment variable
-    PTBFAST_BF16_PRODUCTS sets it at import."""
+    PTBFAST_BF16_PRODUCTS sets it at import. Each product reads it when it starts: set it between
+    kernel calls, as a call running in another thread meanwhile may run some products on each."""
     if name not in BF16_PRODUCTS:
         raise ValueError(f"bf16 products must be one of {', '.join(BF16_PRODUCTS)}, got {name!r}")
     _core.set_bf16_products(name)
