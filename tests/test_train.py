@@ -461,6 +461,25 @@ def test_restore_refuses_missing_parameters_and_a_misfit_state(corpus, tmp_path,
         Trainer(tiny_config(), corpus, save_path=tmp_path).restore()
 
 
+@pytest.mark.parametrize("epoch,step", [(0, 10**5), (0, -1), (-1, 0)])
+def test_restore_refuses_a_position_outside_the_training_data(corpus, tmp_path, tiny_config, epoch, step):
+    # A step past the epoch's end (a checkpoint from a longer training file) skipped every batch for ever.
+    trainer = Trainer(tiny_config(), corpus, save_path=tmp_path, log=lambda s: None, progress=False)
+    path = trainer.save()
+    params, meta, state = checkpoint.load(path)
+    meta["position"].update(epoch=epoch, step=step)
+    checkpoint.save(path, params, meta, state)
+    checkpoint.previous_path(path).unlink()
+    n = n_batches(tiny_config(), corpus)
+    with pytest.raises(checkpoint.CheckpointError, match=f"step {step}, outside this training data's epochs of "
+                                                         f"{n} batches"):
+        Trainer(tiny_config(), corpus, save_path=tmp_path).restore()
+    meta["position"].update(epoch=0, step=n)  # (the last step's checkpoint, taken before the epoch's end)
+    checkpoint.save(path, params, meta, state)
+    restored = Trainer(tiny_config(), corpus, save_path=tmp_path)
+    restored.restore()
+    assert (restored.position.epoch, restored.position.step) == (0, n)
+
 def test_a_fresh_run_starts_a_new_metrics_log(corpus, tmp_path, tiny_config):
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 99}\n')
     trainer = Trainer(tiny_config(max_max_epoch=1), corpus, save_path=tmp_path, log=lambda s: None,
