@@ -198,6 +198,21 @@ def test_tensorboard_flag(data_dir, tmp_path):
     assert [v for _, v in scalars[tensorboard.TEST_PERPLEXITY]] == pytest.approx([metrics[1]["test_perplexity"]],
                                                                                  rel=1e-6)
     assert len(scalars[tensorboard.TRAINING_LOSS]) >= 1
+    # A run refused in its setup (a vocabulary too small for the data) leaves no event file behind.
+    refused = ptbfast_cli(*args[:-4], "--tensorboard", tmp_path / "tb2", "--vocab-size", "5", "--overwrite",
+                          cwd=tmp_path)
+    assert refused.returncode != 0 and "vocab_size" in refused.stderr
+    assert not list((tmp_path / "tb2").glob("events*"))
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_save_path_that_is_a_file_is_refused_before_training(data_dir, tmp_path, resume):
+    afile = tmp_path / "afile"
+    afile.write_text("hi\n")
+    done = ptbfast_cli("train", "--data-path", data_dir, "--save-path", afile, *cli_args(max_max_epoch=1),
+                       *(["--resume"] if resume else []), cwd=tmp_path)
+    assert done.returncode == 1 and f"--save-path {afile} is a file" in done.stderr
+    assert "Epoch:" not in done.stdout and afile.read_text() == "hi\n"
 
 
 def test_a_new_run_does_not_mix_with_an_old_one(trained, data_dir, tmp_path):

@@ -73,7 +73,7 @@ def _set_threads(n) -> None:
 def cmd_train(args) -> int:
     comm = distributed.world()  # one process, or this rank of an MPI job (ptbfast.distributed)
     # Ranks: the whole setup runs on every rank, and an error on any of them is raised on all.
-    trainer, data_dir, summaries = distributed.agree(comm, _new_trainer, args, comm)
+    trainer, data_dir = distributed.agree(comm, _new_trainer, args, comm)
     say = _say if comm.is_root else (lambda message: None)
     if args.resume and distributed.on_root(comm, _holds_checkpoint, trainer.save_path):
         # (the only place that may fall back to checkpoint.npz.prev, and says so)
@@ -90,6 +90,7 @@ def cmd_train(args) -> int:
         threads = _threads()
         say(f"Data-parallel: {comm.size} ranks ({comm.library}), {trainer.config.batch_size // comm.size} rows of "
             f"each batch and {threads} thread{'s' if threads > 1 else ''} per rank")
+    summaries = distributed.agree(comm, _open_summaries, args, trainer)
     try:
         result = trainer.train()
     finally:
@@ -115,14 +116,20 @@ def _new_trainer(args, comm):
         if args.resume:  # (job scripts that always pass --resume start this way)
             _say(f"No checkpoint in {save_path} to resume from: starting a new run")
         _check_fresh_save_path(save_path, args.overwrite)
-    summaries = None
     if args.tensorboard and comm.is_root:
-        from ptbfast.tensorboard import ScalarLog
-        summaries = ScalarLog(args.tensorboard)  # (a clear ImportError naming the extra if it is missing)
+        from ptbfast import tensorboard  # (a clear ImportError naming the extra if it is missing)
+        tensorboard.check_installed()
     trainer = Trainer(config, corpus, save_path=save_path, checkpoint_every=args.checkpoint_every,
-                      progress=not args.no_progress, log=_say, summaries=summaries,
-                      summary_every=args.tensorboard_every, comm=comm)
-    return trainer, data_dir, summaries
+                      progress=not args.no_progress, log=_say, summary_every=args.tensorboard_every, comm=comm)
+    return trainer, data_dir
+
+
+def _open_summaries(args, trainer):
+    """The TensorBoard log, opened once nothing has refused the run (an event file is made at once)."""
+    if args.tensorboard and trainer.comm.is_root:
+        from ptbfast.tensorboard import ScalarLog
+        trainer.summaries = ScalarLog(args.tensorboard)
+    return trainer.summaries
 
 
 def _count(minimum: int):
@@ -158,6 +165,8 @@ def _check_fresh_save_path(save_path: Path, overwrite: bool) -> None:
     """A new run must not silently mix with an old one in the same directory."""
     from ptbfast.train import CHECKPOINT_NAME, METRICS_NAME
 
+    if save_path.exists() and not save_path.is_dir():  # (found otherwise at the first checkpoint, steps in)
+        raise SystemExit(f"--save-path {save_path} is a file: name a directory (made if it does not exist)")
     ckpt = save_path / CHECKPOINT_NAME
     old = [p for p in (ckpt, checkpoint.previous_path(ckpt), save_path / METRICS_NAME) if p.exists()]
     if not old:

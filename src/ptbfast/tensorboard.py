@@ -24,7 +24,9 @@ from pathlib import Path
 EXTRA = "pip install 'ptbfast[tensorboard]'"
 
 # The tags ptb_word_lm's Supervisor wrote ("Training Loss", "Learning Rate", "Validation Loss"),
-# and ptbfast's own. "Validation_Loss" is TF's: log(validation perplexity), the mean cross-entropy.
+# and ptbfast's own. The two losses are the mean cross-entropy per word, as PyTorch's
+# word_language_model reports it (log of the perplexity beside it); under these tags TF logged one
+# batch's cost, its batch-mean losses summed over num_steps (20 or 35 times larger).
 TRAINING_LOSS = "Training_Loss"
 TRAINING_PERPLEXITY = "Training_Perplexity"
 LEARNING_RATE = "Learning_Rate"
@@ -44,6 +46,11 @@ def _import(name: str):
         return importlib.import_module(name)
     except ImportError as e:
         raise ImportError(f"TensorBoard logs need the tensorboardX package: {EXTRA}") from e
+
+
+def check_installed() -> None:
+    """ImportError naming the extra to install, where tensorboardX is missing."""
+    _import("tensorboardX.event_file_writer")
 
 
 class ScalarLog:
