@@ -2,10 +2,13 @@
 
 import functools
 import hashlib
+import http.client
 import http.server
 import io
+import random
 import tarfile
 import threading
+import zlib
 
 import pytest
 
@@ -193,6 +196,43 @@ def test_http_error(server, tmp_path):
     assert f"{base}/missing.tgz" in str(err.value)
     assert list(cache.iterdir()) == []
 
+
+def test_corrupt_gzip_stream(server, tmp_path):
+    # A gzip file whose deflate stream turns invalid (a block of the reserved type 3) past tarfile's
+    # first read: zlib.error, which is not an OSError, while the members are read.
+    root, base = server
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w") as t:
+        add_file(t, "simple-examples/README", random.Random(0).randbytes(1 << 18))
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = deflate.compress(tar.getvalue()[:1 << 17]) + deflate.flush(zlib.Z_FULL_FLUSH) + b"\x07\x00\x00\x00"
+    (root / "a.tgz").write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + body)  # (gzip's header)
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError, match="not a readable .tgz archive: Error -3 while decompressing data"):
+        datasets.ptb(download=True, cache_dir=cache, url=f"{base}/a.tgz", md5=FAKE_MD5, timeout=10)
+    assert list(cache.iterdir()) == []
+
+
+@pytest.mark.parametrize("error", [http.client.BadStatusLine("SSH-2.0-OpenSSH"),
+                                   http.client.IncompleteRead(b"partial", 100)])
+def test_a_server_that_does_not_speak_http(monkeypatch, tmp_path, error):
+    def urlopen(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(datasets.urllib.request, "urlopen", urlopen)
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError, match="downloading http://example.invalid/a.tgz failed"):
+        datasets.ptb(download=True, cache_dir=cache, url="http://example.invalid/a.tgz", timeout=10)
+    assert list(cache.iterdir()) == []
+
+
+def test_no_home_directory_says_how_to_get_the_data(monkeypatch):
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(datasets.Path, "home", staticmethod(no_home))
+    with pytest.raises(DataError, match="no home directory for the PTB cache.*--data-path DIR.*--cache-dir DIR"):
+        datasets.ptb()
 
 # --- resolution order --------------------------------------------------------------------------
 

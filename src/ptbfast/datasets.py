@@ -16,12 +16,15 @@ Only the standard library is used (``urllib``, ``tarfile``, ``hashlib``).
 from __future__ import annotations
 
 import hashlib
+import http.client
+import lzma
 import os
 import shutil
 import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 from typing import Optional
 
@@ -52,7 +55,13 @@ def default_cache_dir() -> Path:
     env = os.environ.get("PTBFAST_CACHE")
     if env:
         return Path(env).expanduser()
-    return Path.home() / ".cache" / "ptbfast" / "ptb"
+    try:
+        home = Path.home()
+    except RuntimeError:  # (no HOME and no passwd entry: a container run under an arbitrary uid)
+        raise DataError("no home directory for the PTB cache (~/.cache/ptbfast/ptb): pass --data-path DIR "
+                        "(PTBFAST_DATA=DIR) where the data are, or --cache-dir DIR (PTBFAST_CACHE=DIR) to "
+                        "download them into") from None
+    return home / ".cache" / "ptbfast" / "ptb"
 
 
 def has_ptb_files(directory: Path) -> bool:
@@ -175,7 +184,8 @@ def _fetch(url: str, dest: Path, timeout: float) -> None:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "wb") as out:
             shutil.copyfileobj(response, out, _CHUNK)
-    except (urllib.error.URLError, OSError, ValueError) as e:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:  # (HTTPException: a
+        # server that does not speak HTTP, a response cut short)
         # HTTPError reads best as itself ("HTTP Error 404: Not Found"), URLError by its reason.
         is_plain_urlerror = isinstance(e, urllib.error.URLError) and not isinstance(
             e, urllib.error.HTTPError
@@ -219,7 +229,7 @@ def _extract_ptb_files(archive: Path, url: str, cache: Path, temps: list[Path]) 
                 with source, open(temp, "wb") as out:
                     shutil.copyfileobj(source, out, _CHUNK)
                 extracted[target] = temp
-    except (tarfile.TarError, EOFError, OSError) as e:
+    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as e:  # (zlib: a corrupt gzip stream)
         raise DataError(f"{url}: not a readable .tgz archive: {e}") from None
     missing = [name for name in wanted if wanted[name] not in extracted]
     if missing:
