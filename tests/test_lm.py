@@ -230,6 +230,16 @@ def test_plots_are_written(lm, tmp_path):
     (tmp_path / "bad.jsonl").write_text("not json\n")
     with pytest.raises(ValueError, match="bad.jsonl:1"):
         plot_training_curves(tmp_path / "bad.jsonl", tmp_path / "x.png")
+    (tmp_path / "bad.jsonl").write_text(json.dumps(rows[0]) + "\n7\n")
+    with pytest.raises(ValueError, match="bad.jsonl:2 is not a JSON object"):
+        plot_training_curves(tmp_path / "bad.jsonl", tmp_path / "x.png")
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"epoch": 1, "train_perplexity": 9, "valid_perplexity": "9"}))
+    with pytest.raises(ValueError, match="bad.jsonl:1: the epoch line lacks valid_perplexity, train_wps"):
+        plot_training_curves(tmp_path / "bad.jsonl", tmp_path / "x.png")
+    for n_words, left in ((1, 1), (3, 1), (4, 2)):  # ("the", then <unk> and <eos> are left out, then "a")
+        with pytest.raises(ValueError, match=f"at least 3 words: the {n_words} most frequent leave {left} "):
+            plot_embeddings(lm, tmp_path / "few.png", n_words=n_words)
+    assert not (tmp_path / "few.png").exists()
 
 
 def test_pca_recovers_the_dominant_directions():

@@ -31,6 +31,9 @@ def plot_embeddings(lm, out_path, n_words: int = 300, space: str = "input") -> l
     n = min(n_words, len(lm.id_to_word))
     skip = {"<unk>", "<eos>", "N"}
     ids = [i for i in range(n) if lm.id_to_word[i] not in skip]
+    if len(ids) < 3:  # (PCA's two axes and t-SNE's perplexity need them)
+        raise ValueError(f"a map needs at least 3 words: the {n} most frequent leave {len(ids)} once "
+                         f"{', '.join(sorted(skip))} are left out; ask for more words")
     vectors = lm.vectors(space)[ids].astype(np.float64)
     maps = [("PCA", pca_2d(vectors))]
     try:
@@ -53,6 +56,9 @@ def plot_embeddings(lm, out_path, n_words: int = 300, space: str = "input") -> l
     return [method for method, _ in maps]
 
 
+_CURVE_KEYS = ("epoch", "train_perplexity", "valid_perplexity", "train_wps")
+
+
 def plot_training_curves(log_path, out_path) -> None:
     """Train/valid perplexity and words/sec per epoch from a trainer's metrics.jsonl."""
     plt = _pyplot()
@@ -66,7 +72,12 @@ def plot_training_curves(log_path, out_path) -> None:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 raise ValueError(f"{log_path}:{n} is not JSON") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{log_path}:{n} is not a JSON object (a trainer's metrics.jsonl has one a line)")
             if "epoch" in row:
+                missing = [key for key in _CURVE_KEYS if not isinstance(row.get(key), (int, float))]
+                if missing:
+                    raise ValueError(f"{log_path}:{n}: the epoch line lacks {', '.join(missing)} (or not as a number)")
                 rows.append(row)
     if not rows:
         raise ValueError(f"{log_path} has no epoch lines")
