@@ -201,7 +201,8 @@ def test_npz_with_foreign_or_broken_meta(tmp_path, meta):
 
 def test_missing_file(tmp_path):
     assert_fails(tmp_path / "nowhere" / "checkpoint.npz", "does not exist")
-    assert_fails(tmp_path, "does not exist")  # a directory is not a checkpoint file
+    # A directory (the run's --save-path, a common slip) is named as one, with the file to pass.
+    assert_fails(tmp_path, "is a directory", str(tmp_path / "checkpoint.npz"))
 
 
 def test_object_arrays_are_never_unpickled(tmp_path):

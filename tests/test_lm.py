@@ -185,6 +185,10 @@ def test_load_fills_missing_config_fields_and_warns_on_unknown_ones(tmp_path, lm
     (lambda p, m: m.pop("config"), "no usable config"),
     (lambda p, m: m.pop("vocabulary"), "no usable config and vocabulary"),
     (lambda p, m: m["config"].update(hidden_size="six"), "no usable config"),
+    (lambda p, m: m["config"].update(hidden_size="6"), r"config.hidden_size must be an int, got '6'"),
+    (lambda p, m: m["config"].update(tie_weights="no"), "config.tie_weights must be a bool"),
+    (lambda p, m: m.update(vocabulary="the<unk>"), "the vocabulary is not a list of words"),  # (not its letters)
+    (lambda p, m: m.update(vocabulary=[*WORDS[:-1], 7]), "the vocabulary is not a list of words"),
 ])
 def test_load_rejects_incomplete_checkpoints(tmp_path, lm, break_it, message):
     params = dict(lm.model.params)

@@ -106,6 +106,9 @@ def previous_path(path) -> Path:
 def load(path):
     """``(params, meta, state)`` from a checkpoint; :class:`CheckpointError` if it is unusable."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory: name the checkpoint file in it "
+                              f"({path / 'checkpoint.npz'}, as train --save-path writes it)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     with open(path, "rb") as f:
@@ -182,7 +185,9 @@ def load_model(path, precision: str | None = None) -> SavedModel:
     params, meta, state = load(path)
     try:
         config = Config.from_dict(meta["config"])
-        vocabulary = [str(w) for w in meta["vocabulary"]]
+        vocabulary = meta["vocabulary"]
+        if not isinstance(vocabulary, list) or not all(isinstance(w, str) for w in vocabulary):
+            raise TypeError("the vocabulary is not a list of words")
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path} has no usable config and vocabulary "
                               f"({type(e).__name__}: {e})") from None

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import warnings
 from dataclasses import dataclass
+
+import numpy as np
 
 from ptbfast.precision import PRECISIONS
 
@@ -39,6 +42,15 @@ class Config:
     precision: str = "fp32"
 
     def __post_init__(self):
+        # Each field of its type (a checkpoint's JSON could say "8" for 8), NumPy's numbers made Python's.
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), {"int": int, "float": float, "bool": bool, "str": str}[f.type]
+            wrong = {int: not isinstance(value, numbers.Integral) or isinstance(value, bool),
+                     float: not isinstance(value, numbers.Real) or isinstance(value, bool),
+                     bool: not isinstance(value, (bool, np.bool_)), str: not isinstance(value, str)}[kind]
+            if wrong:
+                raise ValueError(f"config.{f.name} must be {'an' if kind is int else 'a'} {f.type}, got {value!r}")
+            setattr(self, f.name, kind(value))
         for field in ("num_layers", "num_steps", "hidden_size", "max_max_epoch", "batch_size", "vocab_size",
                       "eval_batch_size", "eval_num_steps"):
             if int(getattr(self, field)) < 1:
