@@ -244,7 +244,8 @@ def test_resume_without_a_checkpoint_starts_a_new_run_and_says_so(data_dir, tmp_
 
 @pytest.mark.parametrize("args", [["train", "--threads", "0"], ["train", "--checkpoint-every", "-1"],
                                   ["train", "--tensorboard-every", "0"], ["bench", "--steps", "0"],
-                                  ["eval", "--checkpoint", "x", "--threads", "-2"], ["bench", "--repeat", "two"]])
+                                  ["eval", "--checkpoint", "x", "--threads", "-2"], ["bench", "--repeat", "two"],
+                                  ["train", "--seed", "-1"], ["generate", "--checkpoint", "x", "--seed", "-1"]])
 def test_counts_out_of_range_are_usage_errors(args, tmp_path):
     done = ptbfast_cli(*args, cwd=tmp_path)
     assert done.returncode == 2 and ("must be >= " in done.stderr or "not an integer" in done.stderr), done.stderr

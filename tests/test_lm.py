@@ -160,6 +160,10 @@ def test_nearest_and_analogy(lm):
     assert len(lm.nearest("one", k=2, space="output")) == 2
     result = lm.analogy("monday", "tuesday", "one", k=3)
     assert {w for w, _ in result}.isdisjoint({"monday", "tuesday", "one"})
+    for k in (0, -1):  # (-1 returned all but one word, as a slice would)
+        for call in (lambda: lm.nearest("one", k=k), lambda: lm.analogy("monday", "tuesday", "one", k=k)):
+            with pytest.raises(ValueError, match=f"k must be >= 1, got {k}"):
+                call()
 
 
 def test_load_from_checkpoint(tmp_path, lm):

@@ -66,6 +66,9 @@ def test_ptb_producer_rejects_bad_input():
         reader.ptb_producer(np.zeros(20, np.float32), 2, 2)
     with pytest.raises(ValueError):
         reader.epoch_size(20, 0, 2)
+    for ids in (np.arange(20, dtype=np.int64) + 2**32, -np.arange(20), np.arange(20, dtype=np.uint64) + 2**63):
+        with pytest.raises(ValueError, match=r"word ids in \[0, 2\*\*31\)"):  # (int32 would wrap 2**32 + i to i)
+            reader.ptb_producer(ids, 2, 2)
 
 
 # --- tokenisation and vocabulary ---------------------------------------------------------------

@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-path", help="directory with ptb.{train,valid,test}.txt (default: $PTBFAST_DATA)")
     train.add_argument("--save-path", help="directory for checkpoint.npz and metrics.jsonl")
     train.add_argument("--max-epochs", type=_count(1), help="epochs in all (config max_max_epoch)")
-    train.add_argument("--seed", type=int)
+    train.add_argument("--seed", type=_count(0))
     train.add_argument("--threads", type=_count(1),
                        help="OpenMP and BLAS threads (under mpiexec: per rank; default there: the host's cores "
                             "divided by the ranks on it)")
@@ -381,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--words", type=_count(0), default=50)
     gen.add_argument("--temperature", type=float, default=1.0)
     gen.add_argument("--top-k", type=_count(1))
-    gen.add_argument("--seed", type=int)
+    gen.add_argument("--seed", type=_count(0))
     gen.add_argument("--threads", type=_count(1))
     gen.add_argument("--precision", choices=PRECISIONS, help="matrix products (default: as trained)")
     gen.set_defaults(func=cmd_generate)

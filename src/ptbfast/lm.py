@@ -188,6 +188,8 @@ class LanguageModel:
 
     def analogy(self, a: str, b: str, c: str, k: int = 5, space: str = "input") -> list:
         """Words nearest to ``a - b + c`` (``king - man + woman``), excluding the three inputs."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
         query = self._vector(a, space) - self._vector(b, space) + self._vector(c, space)
         return self._cosine_neighbours(query, k, space, {self.word_to_id[w] for w in (a, b, c)})
 

@@ -193,6 +193,8 @@ def ptb_producer(
         raise ValueError(f"raw_data must be one-dimensional, got shape {data.shape}")
     if data.size and not np.issubdtype(data.dtype, np.integer):
         raise ValueError(f"raw_data must hold integer word ids, got dtype {data.dtype}")
+    if data.size and (data.min() < 0 or data.max() > np.iinfo(np.int32).max):  # (int32 would wrap them)
+        raise ValueError(f"raw_data must hold word ids in [0, 2**31), got {data.min()} .. {data.max()}")
     data = data.astype(np.int32, copy=False)
     n = epoch_size(len(data), batch_size, num_steps)
     if n == 0:
