@@ -263,6 +263,30 @@ def test_kernels_round_the_weights_themselves(N, H, V, bf16_products):
         np.testing.assert_array_equal(g, r)
 
 
+@pytest.mark.parametrize("block_columns", [0, 400])
+def test_auto_runs_every_block_of_rows_on_the_full_blocks_kernel(block_columns):
+    # Under "auto" a product's kernel depends on its shape: blocks of 256 rows go to a kernel that
+    # rounds w as it packs it where this CPU has one (AMX, AVX512-BF16), and the last block's 6 rows
+    # would go to SGEMM, which rounds nothing: those rows were multiplied by the fp32 master weights
+    # (and their dh by an unrounded gradient). Every block runs on the full block's kernel, so the
+    # master weights give the results of weights rounded beforehand, bit for bit, on every CPU.
+    before = ops.bf16_products()
+    ops.set_bf16_products("auto")
+    try:
+        _, h, w, b, targets = output_layer_operands(5, 262, 24, 1001)
+        for master, rounded in masters_and_rounded(w):
+            got, want = (ops.output_layer_loss_and_grads(h, weights, b, targets, 0.05, block_rows=256,
+                                                         block_columns=block_columns, bf16=True)
+                         for weights in (master, rounded))
+            for name, g, r in zip(("total", "losses", "dh", "dw", "db"), got, want):
+                np.testing.assert_array_equal(g, r, err_msg=name)
+            losses, want_losses = (ops.output_layer_loss(h, weights, b, targets, block_rows=256,
+                                                         block_columns=block_columns, bf16=True)[1]
+                                   for weights in (master, rounded))
+            np.testing.assert_array_equal(losses, want_losses)
+    finally:
+        ops.set_bf16_products(before)
+
 # V = 1300 and H = 3000: the piecewise path multiplies pieces of w's columns, w_is_bf16 whole blocks.
 @pytest.mark.parametrize("N,H,V", [(1, 1, 1), (0, 3, 5), (9, 7, 1300), (5, 3000, 1000), (37, 16, 100)])
 def test_the_loss_of_weights_rounded_beforehand_is_the_same_product(N, H, V, bf16_products):

@@ -6,6 +6,10 @@
 #include <string>
 #include <vector>
 
+namespace ptbfast::gemm::bf16 {
+struct Kernel;  // gemm/bf16/gemm_bf16.h
+}
+
 namespace ptbfast::blas {
 
 // C[M,N] = alpha * op(A) @ op(B) + beta * C, all row-major; op(A) is M×K, op(B) is K×N.
@@ -41,6 +45,13 @@ std::vector<std::string> bf16_product_names();         // the table's kernels, i
 std::vector<std::string> usable_bf16_product_names();  // those this CPU and build run
 // The kernel a product of this shape runs on under the current setting.
 std::string bf16_product_kernel(int M, int N, int K);
+// The kernel of gemm/bf16's table that a product of this shape runs on under the current setting,
+// and gemm_bf16 on that kernel whatever the shape: for products that must round their operands
+// alike though "auto" would choose per shape (a call's smaller last block of rows, below 128 rows,
+// would go to SGEMM, which rounds nothing), and that a setting changed meanwhile must not split.
+const gemm::bf16::Kernel* bf16_kernel(int M, int N, int K);
+void gemm_bf16_on(const gemm::bf16::Kernel* kernel, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                  const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc);
 // Whether gemm_bf16 of this shape rounds float32 operands to bf16 itself (every kernel but "sgemm":
 // they round as they pack or convert), so that a caller may pass operands unrounded.
 bool gemm_bf16_rounds_operands(int M, int N, int K);

@@ -145,13 +145,20 @@ std::string bf16_products_description() {
   return out + "elsewhere " + sgemm.description;
 }
 
-void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
-               const float* B, int ldb, float beta, float* C, int ldc) {
+const table::Kernel* bf16_kernel(int M, int N, int K) { return &kernel_for(M, N, K); }
+
+void gemm_bf16_on(const table::Kernel* kernel, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                  const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc) {
   if (alpha != 1.0f || M == 0 || N == 0 || K == 0) {  // (every caller passes alpha 1)
     sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
-  kernel_for(M, N, K).multiply(trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc);
+  kernel->multiply(trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc);
+}
+
+void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+               const float* B, int ldb, float beta, float* C, int ldc) {
+  gemm_bf16_on(&kernel_for(M, N, K), trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 }  // namespace ptbfast::blas

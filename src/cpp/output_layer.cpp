@@ -114,6 +114,8 @@ static int bf16_piece_columns(int H, int V) {
 struct ChunkedBlocks {
   int R, C, P, ldw;
   bool w_transposed, bf16, round_w, kernels_round;
+  // Where kernels_round: the kernels the full block's products run on, for every block.
+  const ptbfast::gemm::bf16::Kernel *logits_kernel = nullptr, *dh_kernel = nullptr, *dw_kernel = nullptr;
   ChunkedBlocks(int N, int H, int V, int block_rows, int block_columns, bool transposed, bool bf16_products,
                 bool w_is_bf16 = false) {
     R = std::max(1, std::min(N, block_rows));
@@ -127,6 +129,11 @@ struct ChunkedBlocks {
         transposed ? blas::gemm_bf16_rounds_operands(C, H, R) : blas::gemm_bf16_rounds_operands(H, C, R);
     kernels_round = bf16_products && blas::gemm_bf16_rounds_operands(R, C, H) && dw_rounds &&
                     blas::gemm_bf16_rounds_operands(R, H, C);
+    if (kernels_round) {  // every block on these, a smaller last one too (blas::bf16_kernel)
+      logits_kernel = blas::bf16_kernel(R, C, H);
+      dh_kernel = blas::bf16_kernel(R, H, C);
+      dw_kernel = transposed ? blas::bf16_kernel(C, H, R) : blas::bf16_kernel(H, C, R);
+    }
     const bool round = bf16_products && !w_is_bf16 && !kernels_round;
     P = round ? std::min(C, bf16_piece_columns(H, V)) : C;
     ldw = transposed ? H : V;  // w is [H, V], or [V, H] when transposed (tied: w is the embedding)
@@ -169,6 +176,14 @@ struct ChunkedBlocks {
     packed_w.reset(w_transposed ? new PackedB(w, H, V, 1, H) : new PackedB(w, H, V, V, 1));
     packed_wt.reset(w_transposed ? new PackedB(w, V, H, H, 1) : new PackedB(w, V, H, 1, V));
   }
+  // C = op(A) @ op(B) + beta * C on `kernel` where one was chosen for the full block, else as precision says.
+  void gemm(const ptbfast::gemm::bf16::Kernel* kernel, bool trans_a, bool trans_b, int M, int N, int K,
+            const float* A, int lda, const float* B, int ldb, float beta, float* Cm, int ldc) const {
+    if (kernel)
+      blas::gemm_bf16_on(kernel, trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, beta, Cm, ldc);
+    else
+      blas::gemm_for(bf16)(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, beta, Cm, ldc);
+  }
   size_t scratch_floats(int H) const { return round_w ? static_cast<size_t>(H) * P : 0; }
   const float* columns(const float* w, int c0, int H) const {
     return w_transposed ? w + static_cast<long>(c0) * H : w + c0;
@@ -203,7 +218,7 @@ struct ChunkedBlocks {
       const int n = std::min(P, cols - p0);
       int ld = 0;
       const float* wp = piece(scratch, w, c0 + p0, n, H, ld);
-      blas::gemm_for(bf16)(false, w_transposed, rows, n, H, 1.0f, h_blk, H, wp, ld, 0.0f, out + p0, cols);
+      gemm(logits_kernel, false, w_transposed, rows, n, H, h_blk, H, wp, ld, 0.0f, out + p0, cols);
     }
     profile::since(profile::kOutputProducts, start);
   }
@@ -218,8 +233,8 @@ struct ChunkedBlocks {
       const int n = std::min(P, cols - p0);
       int ld = 0;
       const float* wp = piece(scratch, w, c0 + p0, n, H, ld);
-      blas::gemm_for(bf16)(false, !w_transposed, rows, H, n, 1.0f, d_logits + p0, cols, wp, ld,
-                           overwrite && p0 == 0 ? 0.0f : 1.0f, dh_blk, H);
+      gemm(dh_kernel, false, !w_transposed, rows, H, n, d_logits + p0, cols, wp, ld, overwrite && p0 == 0 ? 0.0f : 1.0f,
+           dh_blk, H);
     }
   }
 };
@@ -349,11 +364,11 @@ static void fold_gradient_chunk(float* dw, float* dh_blk, float* db, float* d_lo
   profile::since(profile::kSoftmaxPass, pass_start);
   const double products_start = profile::now();
   const float beta_dw = first_rows ? 0.0f : 1.0f;
-  const blas::Gemm gemm = blas::gemm_for(blk.bf16);
   if (blk.w_transposed)  // dw [V, H]: rows [c0, c0 + cols) = d_logits^T @ h_blk
-    gemm(true, false, cols, H, rows, 1.0f, d_logits, cols, h_blk, H, beta_dw, dw + static_cast<long>(c0) * H, H);
+    blk.gemm(blk.dw_kernel, true, false, cols, H, rows, d_logits, cols, h_blk, H, beta_dw,
+             dw + static_cast<long>(c0) * H, H);
   else
-    gemm(true, false, H, cols, rows, 1.0f, h_blk, H, d_logits, cols, beta_dw, dw + c0, blk.ldw);
+    blk.gemm(blk.dw_kernel, true, false, H, cols, rows, h_blk, H, d_logits, cols, beta_dw, dw + c0, blk.ldw);
   blk.dh_product(dh_blk, d_logits, rows, cols, H, w, c0, c0 == 0, scratch);
   profile::since(profile::kOutputProducts, products_start);
 }
