@@ -106,6 +106,29 @@ def test_misaligned_float_arrays_are_refused():
         _core.sum_of_squares(x)
 
 
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_misaligned_ids_are_read_as_they_are(dtype):
+    # An id array at an odd offset is copied byte by byte (reading it through an int32_t* was
+    # undefined behaviour): the same rows, and the same refusal of an id out of range.
+    params = np.arange(12, dtype=np.float32).reshape(6, 2)
+    itemsize = np.dtype(dtype).itemsize
+    buffer = bytearray(itemsize * 5 + 1)
+    ids = np.frombuffer(buffer, dtype, offset=1)
+    ids[:] = [5, 0, 3, 3, 1]  # (a NumPy view of a bytearray: writable)
+    assert not ids.flags.aligned
+    np.testing.assert_array_equal(_core.embedding_forward(params, ids), params[[5, 0, 3, 3, 1]])
+    ids[2] = 6
+    with pytest.raises(IndexError, match="has 6 at flat position 2"):
+        _core.embedding_forward(params, ids)
+
+
+@pytest.mark.parametrize("keep_prob,scale", [(float("nan"), 2.0), (0.0, 1.0), (1.5, 1.0), (0.5, float("inf")),
+                                             (0.5, float("nan"))])
+def test_dropout_mask_refuses_a_keep_prob_or_scale_it_cannot_use(keep_prob, scale):
+    # (a NaN keep_prob compared false with every draw: a mask of zeros, silently)
+    with pytest.raises(ValueError, match="keep_prob in \\(0, 1\\] and a finite scale"):
+        _core.dropout_mask(np.zeros(8, np.float32), 1, 0, keep_prob, scale)
+
 def test_each_side_of_an_lstm_input_must_fit_an_int():
     # With B = 0 the products T * B are 0 whatever T is: T itself was cast to int and wrapped.
     x = np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (2**32 + 2, 0, 5), (0, 0, 0))

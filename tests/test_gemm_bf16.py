@@ -191,6 +191,11 @@ def test_a_packed_b_is_a_copy_made_for_one_kernel(using):
     for setting in ("sgemm", *PACKED_KERNELS_HERE):
         using(setting)
         np.testing.assert_array_equal(ops.matmul(a, packed), want)
+    # The largest K and N an int holds, with nothing to multiply: the pack's sizes are computed
+    # without overflow (K + 1 pairs at INT_MAX was undefined behaviour, which scripts/sanitize.sh aborts on).
+    for shape in ((2**31 - 1, 0), (0, 2**31 - 1)):
+        huge = ops.pack_bf16(np.zeros(shape, np.float32), "generic")
+        assert huge.shape == shape and huge.nbytes == 0
     empty = np.zeros((0, 4), np.float32)
     for kernel in ("generic", "auto"):  # (an empty B packs for the kernel auto names, as any other)
         if kernel == "auto":

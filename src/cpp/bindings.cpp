@@ -12,7 +12,9 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <vector>
@@ -115,10 +117,15 @@ std::vector<int64_t> checked_ids(const py::array& ids, const char* name, int64_t
   if (!(ids.flags() & py::array::c_style))
     throw py::value_error(std::string(name) + " must be C-contiguous (use np.ascontiguousarray)");
   std::vector<int64_t> out(static_cast<size_t>(ids.size()));
-  if (ids.itemsize() == 4)
-    std::copy_n(static_cast<const int32_t*>(ids.data()), out.size(), out.begin());
-  else
-    std::copy_n(static_cast<const int64_t*>(ids.data()), out.size(), out.begin());
+  // Byte copies: a view at an odd offset (np.frombuffer(..., offset=1)) may not be read through an
+  // int32_t* or int64_t* (undefined behaviour; a fault on some CPUs).
+  const char* bytes = static_cast<const char*>(ids.data());
+  if (ids.itemsize() == 8 && !out.empty()) std::memcpy(out.data(), bytes, out.size() * sizeof(int64_t));
+  for (size_t k = 0; ids.itemsize() == 4 && k < out.size(); ++k) {
+    int32_t id;
+    std::memcpy(&id, bytes + k * sizeof(int32_t), sizeof(int32_t));
+    out[k] = id;
+  }
   for (size_t k = 0; k < out.size(); ++k)
     if (out[k] < 0 || out[k] >= V)
       throw py::index_error(std::string(name) + " has " + std::to_string(out[k]) + " at flat position " +
@@ -200,6 +207,9 @@ void philox_uniform_py(py::array& out, uint64_t seed, uint32_t stream) {
 }
 
 void dropout_mask_py(py::array& out, uint64_t seed, uint32_t stream, float keep_prob, float scale) {
+  if (!(keep_prob > 0.0f && keep_prob <= 1.0f) || !std::isfinite(scale))  // (a NaN keep_prob kept nothing)
+    throw py::value_error("dropout_mask needs keep_prob in (0, 1] and a finite scale, got " +
+                          std::to_string(keep_prob) + " and " + std::to_string(scale));
   float* o = float_output(out, "out", std::vector<py::ssize_t>(out.ndim(), -1));
   const int64_t n = out.size();
   py::gil_scoped_release nogil;

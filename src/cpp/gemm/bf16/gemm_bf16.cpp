@@ -145,12 +145,12 @@ void PackedB::pack(const float* B, long row_stride, long col_stride) {
         const int n0 = p * kPanel, cols = std::min(kPanel, N - n0);
         for (int k = k0; k < k0 + kPairRun; ++k) {
           if (k >= P) {  // the padding's zero pair rows
-            std::fill(out + k * kPanel, out + (k + 1) * kPanel, 0u);
+            std::fill(out + static_cast<long>(k) * kPanel, out + (k + 1L) * kPanel, 0u);
             continue;
           }
           const float* even = B + (2L * k) * row_stride + n0 * col_stride;
-          pack_two_rows(out + k * kPanel, even, 2 * k + 1 < K ? even + row_stride : nullptr, cols);
-          std::fill(out + k * kPanel + cols, out + (k + 1) * kPanel, 0u);
+          pack_two_rows(out + static_cast<long>(k) * kPanel, even, 2 * k + 1 < K ? even + row_stride : nullptr, cols);
+          std::fill(out + static_cast<long>(k) * kPanel + cols, out + (k + 1L) * kPanel, 0u);
         }
       }
     }
@@ -164,14 +164,14 @@ void PackedB::pack(const float* B, long row_stride, long col_stride) {
     const int n0 = p * kPanel, cols = std::min(kPanel, N - n0);
     if (row_stride == 1) {
       pack_columns_as_rows(out, kPanel, B + n0 * col_stride, col_stride, K, 0, P, cols);
-      for (int k = 0; k < P; ++k) std::fill(out + k * kPanel + cols, out + (k + 1) * kPanel, 0u);
+      for (int k = 0; k < P; ++k) std::fill(out + static_cast<long>(k) * kPanel + cols, out + (k + 1L) * kPanel, 0u);
     } else {
       for (int j = 0; j < cols; ++j) {
         const float* col = B + (n0 + j) * col_stride;
         pack_pairs_strided(out + j, kPanel, col, col + row_stride, 2 * row_stride, K / 2);
-        if (K % 2 == 1) out[(K / 2) * kPanel + j] = bf16_bits(col[(K - 1) * row_stride]);
+        if (K % 2 == 1) out[static_cast<long>(K / 2) * kPanel + j] = bf16_bits(col[(K - 1) * row_stride]);
       }
-      for (int k = 0; k < P; ++k) std::fill(out + k * kPanel + cols, out + (k + 1) * kPanel, 0u);
+      for (int k = 0; k < P; ++k) std::fill(out + static_cast<long>(k) * kPanel + cols, out + (k + 1L) * kPanel, 0u);
     }
     std::fill(out + static_cast<long>(P) * kPanel, out + static_cast<long>(padded) * kPanel, 0u);
   }
@@ -180,7 +180,7 @@ void PackedB::pack(const float* B, long row_stride, long col_stride) {
 
 void pack_a(const float* A, int M, int K, long row_stride, long col_stride, uint32_t* out, long out_ld) {
   const double start = profile::now_outside();
-  const int P = (K + 1) / 2, whole = K / 2;
+  const int P = pairs_of(K), whole = K / 2;
   if (col_stride == 1 || K == 1) {  // rows contiguous: each row's pairs at once
 #pragma omp parallel for schedule(static) if (static_cast<long>(M) * K >= (1L << 16))
     for (int m = 0; m < M; ++m) {
@@ -249,7 +249,7 @@ static void multiply_on(const char* kernel, bool trans_a, bool trans_b, int M, i
                           ldc, beta != 0.0f);
     return;
   }
-  const int pairs = (K + 1) / 2;
+  const int pairs = pairs_of(K);
   uint32_t* a = thread_scratch(1, static_cast<size_t>(M) * pairs);
   pack_a(A, M, K, trans_a ? 1 : lda, trans_a ? lda : 1, a, pairs);
   const BlockFn block = dot_product_block(kernel);
@@ -312,7 +312,7 @@ PackedA::PackedA(const std::string& kernel, int M, int K, uint32_t* storage)
 
 size_t PackedA::words_for(const std::string& kernel, int M, int K) {
   if (kernel == "amx") return AmxTiles(M, K).words();
-  return static_cast<size_t>(M) * ((K + 1) / 2 + kPairRun - 1) / kPairRun * kPairRun;
+  return static_cast<size_t>(M) * ((pairs_of(K) + kPairRun - 1) / kPairRun * kPairRun);
 }
 
 void PackedA::store(long m, int k0, const float* values, int n) {

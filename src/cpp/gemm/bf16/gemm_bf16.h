@@ -31,6 +31,8 @@ namespace ptbfast::gemm::bf16 {
 
 constexpr int kPanel = 32;  // columns per packed panel of B: two 16-lane vectors
 constexpr int kPairRun = 16;  // a panel's pair rows are padded with zero rows to a multiple of this (AMX tiles)
+// The pair words of K values (an odd K padded with a zero), without K + 1's overflow at INT_MAX.
+constexpr int pairs_of(int K) { return K / 2 + K % 2; }
 
 // op(B) [K, N], element (k, n) at B[k * row_stride + n * col_stride], rounded to bf16 (nearest
 // even; values that already are bf16 stay as they are) and packed.
@@ -55,11 +57,11 @@ class PackedB {
   }
   uint32_t* words() { return words_; }
   static size_t words_for(int K, int N) {
-    return static_cast<size_t>((K + 1) / 2 + kPairRun - 1) / kPairRun * kPairRun * ((N + kPanel - 1) / kPanel) * kPanel;
+    return static_cast<size_t>(pairs_of(K) + kPairRun - 1) / kPairRun * kPairRun * ((N + kPanel - 1L) / kPanel) * kPanel;
   }
   int K() const { return K_; }
   int N() const { return N_; }
-  int pairs() const { return (K_ + 1) / 2; }
+  int pairs() const { return pairs_of(K_); }
   // pairs() rounded up to kPairRun: the rows each panel holds, the last ones zero.
   int padded_pairs() const { return (pairs() + kPairRun - 1) / kPairRun * kPairRun; }
   int panels() const { return (N_ + kPanel - 1) / kPanel; }
@@ -154,7 +156,7 @@ extern double (*const amx_peak)();  // GFLOP/s of independent TDPBF16PS tiles on
 // + 16 r; rows padded with zero rows to a multiple of 32, pairs with zero words to whole tiles.
 struct AmxTiles {
   long chunks, groups;
-  AmxTiles(int M, int K) : chunks(((K + 1) / 2 + kPairRun - 1) / kPairRun), groups((M + 31) / 32 * 2) {}
+  AmxTiles(int M, int K) : chunks((pairs_of(K) + kPairRun - 1) / kPairRun), groups(static_cast<int>((M + 31L) / 32 * 2)) {}
   size_t words() const { return static_cast<size_t>(groups) * chunks * kPairRun * kPairRun; }
   // The 16 pair words of row m at pairs [16q, 16q + 16).
   uint32_t* row_chunk(uint32_t* tiles, long m, long q) const {
@@ -180,7 +182,7 @@ class PackedA {
   const std::string& kernel() const { return kernel_; }
   int M() const { return M_; }
   int K() const { return K_; }
-  long padded_pairs() const { return ((K_ + 1) / 2 + kPairRun - 1) / kPairRun * kPairRun; }
+  long padded_pairs() const { return (pairs_of(K_) + kPairRun - 1L) / kPairRun * kPairRun; }
   const uint32_t* words() const { return words_; }
 
  private:
