@@ -150,8 +150,9 @@ class DataParallel:
             messages = self.comm.allgather(None if failure is None else str(failure))
             first = next(r for r, m in enumerate(messages) if m is not None)
             return StepResult(None, None, FloatingPointError(f"rank {first}: {messages[first]}"), signal_)
-        summed = self._unpack(flat, grads)
-        summed["embedding"] = self._gather_embedding_rows(grads["embedding"], x)
+        summed = self._unpack(flat, grads)  # (tied weights: the embedding's dense gradient, summed, among them)
+        if "embedding" not in self._dense:
+            summed["embedding"] = self._gather_embedding_rows(grads["embedding"], x)
         self.stats.gather_s = time.perf_counter() - reduced
         return StepResult(float(tail[_COST]), summed, None, signal_)
 
@@ -183,12 +184,10 @@ class DataParallel:
         return {name: summed.get(name, g) for name, g in grads.items()}
 
     def _gather_embedding_rows(self, g, x):
-        """Tied weights: already summed as a dense array. Otherwise an IndexedSlices of this rank's
+        """The embedding's gradient where it is an IndexedSlices (untied weights) of this rank's
         tokens in the model's order (:meth:`LSTMLanguageModel.time_major`: [T, rows] flattened):
-        gather every rank's and interleave them back into the one-process [T, batch] order, indexed
+        every rank's gathered and interleaved back into the one-process [T, batch] order, indexed
         by the full batch's ids."""
-        if isinstance(g, np.ndarray):
-            return g
         steps = x.shape[1]
         per_rank = self.rows.stop - self.rows.start
         hidden = g.values.shape[-1]
