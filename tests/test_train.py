@@ -175,6 +175,17 @@ def test_apply_sgd_refuses_non_finite_gradients(mode, where, bad):
         np.testing.assert_array_equal(model.params[name], before[name])
 
 
+def test_apply_sgd_refuses_an_update_that_repeated_rows_would_overflow():
+    # Two rows of id 0 make a norm of sqrt(2) over the rows, but their sum, sqrt(2) times that, is
+    # the update of row 0: the guard counts the repeats (it passed, and row 0 became -inf).
+    params = {"embedding": np.zeros((3, 1), np.float32)}
+    rows = IndexedSlices(np.array([0, 0]), np.ones((2, 1), np.float32), (3, 1))
+    with pytest.raises(TrainingError, match="overflows float32"):
+        apply_sgd(params, {"embedding": rows}, 2.9e38, 1.0)
+    assert not params["embedding"].any()
+    apply_sgd(params, {"embedding": rows}, 2.3e38, 1.0)  # (2.3e38 * 2 / sqrt(2) * sqrt(2) fits float32)
+    assert np.isfinite(params["embedding"]).all() and params["embedding"][0, 0] < -3e38
+
 # ---- dropout masks -------------------------------------------------------------------------------
 
 def test_dropout_masks_values_mean_and_reproducibility():
