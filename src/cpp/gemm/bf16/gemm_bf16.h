@@ -57,14 +57,14 @@ class PackedB {
   }
   uint32_t* words() { return words_; }
   static size_t words_for(int K, int N) {
-    return static_cast<size_t>(pairs_of(K) + kPairRun - 1) / kPairRun * kPairRun * ((N + kPanel - 1L) / kPanel) * kPanel;
+    return static_cast<size_t>(pairs_of(K) + kPairRun - 1) / kPairRun * kPairRun * ((static_cast<long>(N) + kPanel - 1) / kPanel) * kPanel;
   }
   int K() const { return K_; }
   int N() const { return N_; }
   int pairs() const { return pairs_of(K_); }
   // pairs() rounded up to kPairRun: the rows each panel holds, the last ones zero.
   int padded_pairs() const { return (pairs() + kPairRun - 1) / kPairRun * kPairRun; }
-  int panels() const { return (N_ + kPanel - 1) / kPanel; }
+  int panels() const { return static_cast<int>((static_cast<long>(N_) + kPanel - 1) / kPanel); }
   // Panel p: padded_pairs() rows of kPanel words.
   const uint32_t* panel(int p) const { return words_ + static_cast<long>(p) * padded_pairs() * kPanel; }
 
