@@ -4,6 +4,8 @@ The reference runs in float64 on the same float32 inputs; the kernel's float32 r
 within 1e-5 in the max-norm relative error of tests/helpers.py.
 """
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -139,7 +141,8 @@ def test_a_thread_failing_in_the_time_loop_raises_memory_error(thread, barrier, 
 
     want = run()
     h_all, c_all, gates = ops.lstm_forward(x, c0, h0, kernel, bias, 0.0, bf16)
-    faulthandler.dump_traceback_later(120, exit=True)  # (threads left at a barrier: fail, don't hang)
+    # (threads left at a barrier: fail, don't hang; to the real stderr, which pytest's capture may replace)
+    faulthandler.dump_traceback_later(120, exit=True, file=sys.__stderr__)
     try:
         _core._fail_lstm_time_loop(thread, barrier)
         try:
