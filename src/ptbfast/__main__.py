@@ -220,6 +220,7 @@ def cmd_download(args) -> int:
 def cmd_bench(args) -> int:
     from ptbfast import bench
 
+    _check_bench_modes(args)
     _set_threads(args.threads)
     if args.profile:
         from ptbfast.profile import format_profile, profile_eval, profile_training
@@ -254,6 +255,20 @@ def cmd_bench(args) -> int:
         return 0
     bench.run_table(configs, args.steps, args.threads, _override_args(args))
     return 0
+
+
+def _check_bench_modes(args) -> None:
+    """One measurement a call, and no flag it would ignore (each was accepted and silently dropped)."""
+    modes = [flag for flag, on in (("--profile", args.profile), ("--gemm", args.gemm),
+                                   ("--json", args.json and not args.gemm),  # (--gemm --json: its table as JSON)
+                                   ("--precisions", args.precisions), ("--ranks", args.ranks)) if on]
+    if len(modes) > 1:
+        raise ValueError(f"bench measures one thing at a time: drop {' or '.join(modes[1:])} or {modes[0]}")
+    if args.impl is not None and not args.json:
+        raise ValueError("--impl chooses the implementation --json measures: add --json")
+    if args.repeat is not None and not (args.ranks or args.precisions):
+        raise ValueError("--repeat alternates the measurements of --ranks or --precisions: add one")
+    args.impl, args.repeat = args.impl or "ptbfast", args.repeat or 1
 
 
 def _override_args(args) -> list[str]:
@@ -355,12 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--config", choices=sorted(CONFIGS), help="one config (default: small, medium, large)")
     be.add_argument("--steps", type=_count(1), default=20, help="timed steps per measurement (median)")
     be.add_argument("--threads", type=_count(1))
-    be.add_argument("--impl", choices=["ptbfast", "torch"], default="ptbfast", help="with --json")
+    be.add_argument("--impl", choices=["ptbfast", "torch"], help="with --json (default: ptbfast)")
     be.add_argument("--json", action="store_true", help="measure one config here, print one JSON object")
     be.add_argument("--ranks", type=_count(1), metavar="N",
                     help="data-parallel training: mpiexec -n N with --threads each (default: cores / N) against one "
                          "process with N x that many threads; words/s, the step's parts, the allreduce")
-    be.add_argument("--repeat", type=_count(1), default=1, metavar="K",
+    be.add_argument("--repeat", type=_count(1), metavar="K",
                     help="with --ranks or --precisions: alternate the measurements K times and report medians")
     be.add_argument("--precisions", action="store_true",
                     help="bf16 against fp32: ptbfast and PyTorch (when installed) in both precisions, alternated "
