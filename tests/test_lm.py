@@ -12,6 +12,7 @@ import pytest
 import ptbfast
 from ptbfast import checkpoint
 from ptbfast.lm import LanguageModel
+from ptbfast.reader import EOS
 from ptbfast.model import LSTMLanguageModel
 from ptbfast.train import CHECKPOINT_NAME
 
@@ -145,6 +146,24 @@ def test_bad_arguments(lm):
         lm.nearest("zebra")
     with pytest.raises(ValueError, match="space"):
         lm.vectors("middle")
+    # Non-integers name the argument (they reached NumPy's partition and slicing before).
+    for call, says in ((lambda: lm.generate("the", top_k=2.5), "top_k must be an integer, got 2.5"),
+                       (lambda: lm.generate("the", words=1.5), "words must be an integer"),
+                       (lambda: lm.next_word_probs("the", k=2.5), "k must be an integer"),
+                       (lambda: lm.nearest("one", k="3"), "k must be an integer"),
+                       (lambda: lm.score(None), "text must be a str, got NoneType")):
+        with pytest.raises(TypeError, match=says):
+            call()
+    with pytest.raises(ValueError, match="seed must be >= 0, got -1"):
+        lm.generate("the", seed=-1)
+
+
+def test_generated_text_has_a_newline_for_each_eos_and_no_space_beside_it(lm):
+    texts = [lm.generate("the", words=12, seed=seed) for seed in range(20)]
+    assert any("\n" in t for t in texts)  # (<eos> is one of the 10 words: some of 240 draws are it)
+    for text in texts:
+        assert " \n" not in text and "\n " not in text and "  " not in text and EOS not in text
+        assert len(text.replace("\n", f" {EOS} ").split()) == 12  # every word, each <eos> a newline
 
 
 def test_nearest_and_analogy(lm):

@@ -56,6 +56,8 @@ class LanguageModel:
     # ---- text <-> ids ----
     def encode(self, text: str) -> np.ndarray:
         """Word ids of ``text`` (whitespace-split, newlines as <eos>); unknown words -> <unk>."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
         words = text.replace("\n", f" {EOS} ").split()
         unknown = sorted({w for w in words if w not in self.word_to_id})
         if unknown:
@@ -103,8 +105,7 @@ class LanguageModel:
     # ---- prediction ----
     def next_word_probs(self, context: str = "", k: int = 10) -> list:
         """The ``k`` most likely next words after ``context``, as (word, probability), best first."""
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        k = _count(k, "k", 1)
         with self.model.frozen():  # (as generate and score: the same arithmetic)
             outputs, _ = self._start(self.encode(context))
         log_p = self._log_softmax(outputs[-1])[: len(self.id_to_word)]
@@ -115,12 +116,11 @@ class LanguageModel:
     def generate(self, prompt: str = "", words: int = 50, temperature: float = 1.0, top_k: int | None = None,
                  seed: int | None = None) -> str:
         """Sample ``words`` words after ``prompt``; one LSTM step per word, the state carried."""
-        if words < 0:
-            raise ValueError(f"words must be >= 0, got {words}")
+        words = _count(words, "words", 0)
         if not (math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        top_k = None if top_k is None else _count(top_k, "top_k", 1)
+        seed = None if seed is None else _count(seed, "seed", 0)
         rng = np.random.default_rng(seed)
         with self.model.frozen(one_step=True):  # (bf16: the LSTM's weights made once for all the steps)
             return self._sample(self.encode(prompt), words, temperature, top_k, rng)
@@ -143,7 +143,13 @@ class LanguageModel:
             out.append(self.id_to_word[word])
             h_next, state = self.model.hidden_states(np.array([[word]]), state)
             h = h_next[0, -1]
-        return " ".join(out).replace(f" {EOS} ", "\n").replace(EOS, "\n")
+        lines = [[]]  # words joined by spaces, each <eos> a newline with no space beside it
+        for word in out:
+            if word == EOS:
+                lines.append([])
+            else:
+                lines[-1].append(word)
+        return "\n".join(" ".join(line) for line in lines)
 
     def score(self, text: str) -> Score:
         """Log-probability of every word of ``text`` given the words before it (after an <eos>)."""
@@ -182,16 +188,28 @@ class LanguageModel:
 
     def nearest(self, word: str, k: int = 10, space: str = "input") -> list:
         """The ``k`` words whose vectors have the highest cosine similarity with ``word``'s."""
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        k = _count(k, "k", 1)
         return self._cosine_neighbours(self._vector(word, space), k, space, {self.word_to_id[word]})
 
     def analogy(self, a: str, b: str, c: str, k: int = 5, space: str = "input") -> list:
         """Words nearest to ``a - b + c`` (``king - man + woman``), excluding the three inputs."""
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        k = _count(k, "k", 1)
         query = self._vector(a, space) - self._vector(b, space) + self._vector(c, space)
         return self._cosine_neighbours(query, k, space, {self.word_to_id[w] for w in (a, b, c)})
+
+
+def _count(value, name: str, minimum: int) -> int:
+    """``value`` as an int >= ``minimum``, or TypeError/ValueError naming the argument (2.5 reached
+    NumPy's slicing and partitioning, which said nothing of which argument was wrong)."""
+    import operator
+
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
 
 
 def load(path, precision: str | None = None) -> LanguageModel:
