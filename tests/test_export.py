@@ -30,10 +30,11 @@ def needs(name):
     return pytest.importorskip(name, reason=f"{name} is not installed (pip install 'ptbfast[export]')")
 
 
-def make_checkpoint(path, tie_weights=False):
+def make_checkpoint(path, tie_weights=False, precision="fp32"):
     """A 2-layer H = 12 model with random weights large enough for non-trivial gates, and a
     forget_bias, so that the exports must fold it in."""
-    config = Config(vocab_size=len(WORDS), hidden_size=12, num_layers=2, forget_bias=1.0, tie_weights=tie_weights)
+    config = Config(vocab_size=len(WORDS), hidden_size=12, num_layers=2, forget_bias=1.0, tie_weights=tie_weights,
+                    precision=precision)
     model = LSTMLanguageModel(config.vocab_size, config.hidden_size, config.num_layers, config.forget_bias,
                               init_scale=0.5, seed=7, tie_weights=tie_weights)
     # Values whose bits a float conversion or text round trip would change.
@@ -160,6 +161,33 @@ def test_onnxruntime_snippet_in_docs_scores_like_ptbfast(tmp_path, monkeypatch, 
     expected = ptbfast.load(saved).score("the market fell").log_probs
     assert np.abs(scores - expected).max() <= TOLERANCE
 
+
+def test_a_bf16_trained_checkpoint_exports_its_fp32_model(tmp_path):
+    # The files hold the float32 master weights and the graph computes in float32: their config says
+    # so, and they score as the checkpoint loaded in fp32 (loaded as trained, in bf16, it differs
+    # by bf16's rounding, ~1e-2 here).
+    onnx = needs("onnx")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (needed to run the graph)")
+    saved = make_checkpoint(tmp_path / "bf16.npz", precision="bf16")
+    out = export(saved, "onnx", tmp_path / "bf16.onnx")
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(meta["config"])["precision"] == "fp32"
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    ids = np.random.default_rng(3).integers(0, len(WORDS), size=(1, 60))
+    fp32 = ptbfast.load(saved, precision="fp32")
+    log_probs, _ = run_onnx_in_chunks(session, fp32, ids)
+    assert np.abs(log_probs - reference(fp32, ids, fp32.model.initial_state(1))[0]).max() <= TOLERANCE
+
+
+def test_a_model_without_its_config_or_a_directory_to_write_is_refused(tmp_path):
+    needs("onnx")
+    lm = ptbfast.load(make_checkpoint(tmp_path / "model.npz"))
+    with pytest.raises(ValueError, match="exporting needs the model's config"):
+        export_module.onnx_model(ptbfast.LanguageModel(lm.model, lm.id_to_word))
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(IsADirectoryError, match="adir is a directory: name a file to write"):
+        export(tmp_path / "model.npz", "onnx", tmp_path / "adir", overwrite=True)
+    assert files_in(tmp_path / "adir") == []
 
 # ---- PyTorch recipe (docs/export.md) ------------------------------------------------------------
 

@@ -53,6 +53,8 @@ def write_atomically(path, write, keep_previous: bool = False) -> Path:
     leaves either the old file or the new one, never a part (and no temporary file). With
     ``keep_previous`` the file it replaces becomes ``<name>.prev``."""
     path = Path(path)
+    if path.is_dir():  # (os.replace would fail naming the temporary file)
+        raise IsADirectoryError(f"{path} is a directory: name a file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:

@@ -4,7 +4,8 @@
     export("runs/small/checkpoint.npz", "safetensors", "small.safetensors")
     export("runs/small/checkpoint.npz", "onnx", "small.onnx")
 
-Both files carry the config and the vocabulary as metadata ("config", "vocabulary": JSON strings).
+Both files carry the config and the vocabulary as metadata ("config", "vocabulary": JSON strings),
+and the float32 master weights: a checkpoint trained in bf16 exports as its fp32 model.
 
 - ``safetensors``: every parameter as float32 under TF's name (``embedding``, ``lstm_0/kernel``,
   ``lstm_0/bias``, ..., ``softmax_w``, ``softmax_b``; no ``softmax_w`` with tied weights). Loads
@@ -60,7 +61,7 @@ def export(checkpoint_path, fmt: str, out_path, overwrite: bool = False) -> Path
     out_path = Path(out_path)
     if out_path.exists() and not overwrite:
         raise FileExistsError(f"{out_path} exists; pass overwrite=True (--overwrite) to replace it")
-    lm = load(checkpoint_path)
+    lm = load(checkpoint_path, precision="fp32")  # (what both formats hold: see _metadata)
     return write_atomically(out_path, lambda f: f.write(write(lm)))
 
 
@@ -72,8 +73,13 @@ def _import(name: str):
 
 
 def _metadata(lm: LanguageModel) -> dict:
-    """The string metadata both formats carry."""
-    return {"format": "ptbfast", "config": json.dumps(lm.config.to_dict()), "vocabulary": json.dumps(lm.id_to_word)}
+    """The string metadata both formats carry. Its config says precision "fp32": the weights are the
+    float32 masters and the ONNX graph computes in float32, whatever precision the model trained in."""
+    if lm.config is None:
+        raise ValueError("exporting needs the model's config (LanguageModel(model, words, config), or "
+                         "ptbfast.load of a checkpoint)")
+    config = dict(lm.config.to_dict(), precision="fp32")
+    return {"format": "ptbfast", "config": json.dumps(config), "vocabulary": json.dumps(lm.id_to_word)}
 
 
 def _safetensors_bytes(lm: LanguageModel) -> bytes:
