@@ -135,7 +135,8 @@ class LSTMLanguageModel:
 
     def loss_and_sparse_grads(self, x, y, state, masks=None, total_batch=None):
         """As :meth:`loss_and_grads`, but ``grads["embedding"]`` is an :class:`IndexedSlices` with
-        one row per token, as TF's optimizer sees it (the trainer updates only the used rows)."""
+        one row per token, as TF's optimizer sees it (the trainer updates only the used rows). With
+        tied weights it stays dense: the output layer's gradient reaches every row."""
         return self._run(x, y, state, masks, with_grads=True, total_batch=total_batch)
 
     def hidden_states(self, x, state):
