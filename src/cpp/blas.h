@@ -50,6 +50,8 @@ std::string bf16_product_kernel(int M, int N, int K);
 // alike though "auto" would choose per shape (a call's smaller last block of rows, below 128 rows,
 // would go to SGEMM, which rounds nothing), and that a setting changed meanwhile must not split.
 const gemm::bf16::Kernel* bf16_kernel(int M, int N, int K);
+// Whether that kernel rounds float32 operands to bf16 itself (every one but "sgemm").
+bool bf16_kernel_rounds_operands(const gemm::bf16::Kernel* kernel);
 void gemm_bf16_on(const gemm::bf16::Kernel* kernel, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                   const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc);
 // Whether gemm_bf16 of this shape rounds float32 operands to bf16 itself (every kernel but "sgemm":

@@ -74,8 +74,10 @@ static const table::Kernel& kernel_for(int M, int N, int K) {
 
 std::string bf16_product_kernel(int M, int N, int K) { return kernel_for(M, N, K).name; }
 
+bool bf16_kernel_rounds_operands(const table::Kernel* kernel) { return std::string(kernel->name) != "sgemm"; }
+
 bool gemm_bf16_rounds_operands(int M, int N, int K) {
-  return M > 0 && N > 0 && K > 0 && std::string(kernel_for(M, N, K).name) != "sgemm";
+  return M > 0 && N > 0 && K > 0 && bf16_kernel_rounds_operands(&kernel_for(M, N, K));
 }
 
 std::string bf16_packed_b_kernel(int M, int N, int K) {

@@ -114,7 +114,7 @@ static int bf16_piece_columns(int H, int V) {
 struct ChunkedBlocks {
   int R, C, P, ldw;
   bool w_transposed, bf16, round_w, kernels_round;
-  // Where kernels_round: the kernels the full block's products run on, for every block.
+  // bf16: the kernels the full block's products run on, for every block (nullptr: blas::gemm_for).
   const ptbfast::gemm::bf16::Kernel *logits_kernel = nullptr, *dh_kernel = nullptr, *dw_kernel = nullptr;
   ChunkedBlocks(int N, int H, int V, int block_rows, int block_columns, bool transposed, bool bf16_products,
                 bool w_is_bf16 = false) {
@@ -123,16 +123,16 @@ struct ChunkedBlocks {
     const int max_columns = block_columns <= 0 ? V : std::min(V, block_columns);  // <= 0: whole rows
     const int chunks = (V + max_columns - 1) / max_columns;
     C = (V + chunks - 1) / chunks;
-    // Kernels that round operands as they pack them (AMX, AVX512-BF16, MKL's) take w and d_logits as
-    // they are: no rounding pass, no pieces. The three products' shapes: logits, dw, dh.
-    const bool dw_rounds =
-        transposed ? blas::gemm_bf16_rounds_operands(C, H, R) : blas::gemm_bf16_rounds_operands(H, C, R);
-    kernels_round = bf16_products && blas::gemm_bf16_rounds_operands(R, C, H) && dw_rounds &&
-                    blas::gemm_bf16_rounds_operands(R, H, C);
-    if (kernels_round) {  // every block on these, a smaller last one too (blas::bf16_kernel)
+    // The three products' kernels (logits, dh, dw), chosen once for every block, a smaller last one
+    // too (blas::bf16_kernel), the setting read once each. Kernels that round operands as they pack
+    // them (AMX, AVX512-BF16, MKL's) take w and d_logits as they are: no rounding pass, no pieces.
+    kernels_round = false;
+    if (bf16_products && R > 0 && C > 0 && H > 0) {
       logits_kernel = blas::bf16_kernel(R, C, H);
       dh_kernel = blas::bf16_kernel(R, H, C);
       dw_kernel = transposed ? blas::bf16_kernel(C, H, R) : blas::bf16_kernel(H, C, R);
+      kernels_round = blas::bf16_kernel_rounds_operands(logits_kernel) &&
+                      blas::bf16_kernel_rounds_operands(dh_kernel) && blas::bf16_kernel_rounds_operands(dw_kernel);
     }
     const bool round = bf16_products && !w_is_bf16 && !kernels_round;
     P = round ? std::min(C, bf16_piece_columns(H, V)) : C;
@@ -449,7 +449,7 @@ static void pack_gradient_group(const GradientPacks& g, int r0, int rows, int gr
 // The panels' padding: pair rows past the call's N rows (PackedA's constructor zeroes A's).
 static void zero_gradient_padding(const GradientPacks& g, int N) {
   namespace gb = ptbfast::gemm::bf16;
-  const long used = (N + 1) / 2, panels = (g.V + gb::kPanel - 1) / gb::kPanel;
+  const long used = gb::pairs_of(N), panels = (static_cast<long>(g.V) + gb::kPanel - 1) / gb::kPanel;
   for (long p = 0; p < panels; ++p)
     std::fill(g.panels + (p * g.padded_pairs + used) * gb::kPanel,
               g.panels + (p + 1) * g.padded_pairs * gb::kPanel, 0u);
@@ -473,7 +473,7 @@ static void fused_forward_backward(float* losses, float* dh, float* dw, float* d
   struct ReleasePanels {
     ~ReleasePanels() { gb::release_thread_scratch(5); }
   } release_panels;
-  const long padded_pairs = (static_cast<long>(N + 1) / 2 + gb::kPairRun - 1) / gb::kPairRun * gb::kPairRun;
+  const long padded_pairs = (gb::pairs_of(N) + gb::kPairRun - 1L) / gb::kPairRun * gb::kPairRun;
   const GradientPacks packs{&a, gb::thread_scratch(5, gb::PackedB::words_for(N, V)), padded_pairs, V};
   std::memset(db, 0, sizeof(float) * V);
   {
