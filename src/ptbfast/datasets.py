@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import lzma
 import os
 import shutil
 import tarfile
@@ -27,6 +26,12 @@ import urllib.request
 import zlib
 from pathlib import Path
 from typing import Optional
+
+try:  # (a CPython built without liblzma has no lzma module: its archives cannot be opened either)
+    from lzma import LZMAError
+except ImportError:
+    class LZMAError(Exception):
+        pass
 
 from .reader import DataError, PathLike, data_files
 
@@ -229,7 +234,7 @@ def _extract_ptb_files(archive: Path, url: str, cache: Path, temps: list[Path]) 
                 with source, open(temp, "wb") as out:
                     shutil.copyfileobj(source, out, _CHUNK)
                 extracted[target] = temp
-    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as e:  # (zlib: a corrupt gzip stream)
+    except (tarfile.TarError, EOFError, OSError, zlib.error, LZMAError) as e:  # (zlib: a corrupt gzip stream)
         raise DataError(f"{url}: not a readable .tgz archive: {e}") from None
     missing = [name for name in wanted if wanted[name] not in extracted]
     if missing:
