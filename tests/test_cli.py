@@ -245,7 +245,8 @@ def test_resume_without_a_checkpoint_starts_a_new_run_and_says_so(data_dir, tmp_
 @pytest.mark.parametrize("args, says", [
     (["--impl", "torch"], "add --json"), (["--repeat", "3"], "--repeat alternates"),
     (["--precisions", "--ranks", "2"], "one thing at a time: drop --ranks or --precisions"),
-    (["--gemm", "--profile"], "drop --gemm or --profile"), (["--json", "--ranks", "2"], "drop --ranks or --json")])
+    (["--gemm", "--profile"], "drop --gemm or --profile"), (["--json", "--ranks", "2"], "drop --ranks or --json"),
+    (["--gemm", "--json", "--impl", "torch"], "add --json")])
 def test_bench_refuses_flags_it_would_ignore(args, says, tmp_path):
     done = ptbfast_cli("bench", *args, cwd=tmp_path)
     assert done.returncode != 0 and says in done.stderr, done.stderr

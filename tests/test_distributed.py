@@ -231,6 +231,7 @@ def test_exchange_returns_every_gradient_summed_over_the_ranks(tie_weights):
     if not tie_weights:  # (rows of both ranks, interleaved back into the full batch's order)
         assert len(result.grads["embedding"].values) == 2 * len(grads["embedding"].values)
 
+
 def test_one_process_data_parallel_returns_its_inputs():
     model = LSTMLanguageModel(11, 4, 1)
     dp = DataParallel(distributed.SingleProcess(), 3, model.params)

@@ -151,6 +151,7 @@ def test_bad_arguments(lm):
                        (lambda: lm.generate("the", words=1.5), "words must be an integer"),
                        (lambda: lm.next_word_probs("the", k=2.5), "k must be an integer"),
                        (lambda: lm.nearest("one", k="3"), "k must be an integer"),
+                       (lambda: lm.nearest("one", k=True), "k must be an integer, got True"),
                        (lambda: lm.score(None), "text must be a str, got NoneType")):
         with pytest.raises(TypeError, match=says):
             call()

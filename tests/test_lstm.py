@@ -161,6 +161,7 @@ def test_a_thread_failing_in_the_time_loop_raises_memory_error(thread, barrier, 
     for a, b in zip(run(), want):
         np.testing.assert_array_equal(a, b)
 
+
 # ---- bad input -----------------------------------------------------------------------------------
 
 def test_shape_and_dtype_errors():

@@ -185,6 +185,10 @@ def test_apply_sgd_refuses_an_update_that_repeated_rows_would_overflow():
     assert not params["embedding"].any()
     apply_sgd(params, {"embedding": rows}, 2.3e38, 1.0)  # (2.3e38 * 2 / sqrt(2) * sqrt(2) fits float32)
     assert np.isfinite(params["embedding"]).all() and params["embedding"][0, 0] < -3e38
+    # The dense norm is over the merged rows already (2 here): no factor, and 2.9e38 fits.
+    params["embedding"][:] = 0
+    apply_sgd(params, {"embedding": rows}, 2.9e38, 1.0, "dense")
+    assert params["embedding"][0, 0] == np.float32(-2.9e38)
 
 # ---- dropout masks -------------------------------------------------------------------------------
 
@@ -472,8 +476,10 @@ def test_restore_refuses_missing_parameters_and_a_misfit_state(corpus, tmp_path,
         Trainer(tiny_config(), corpus, save_path=tmp_path).restore()
 
 
-@pytest.mark.parametrize("epoch,step", [(0, 10**5), (0, -1), (-1, 0)])
-def test_restore_refuses_a_position_outside_the_training_data(corpus, tmp_path, tiny_config, epoch, step):
+@pytest.mark.parametrize("epoch,step,says", [(0, 10**5, "step 100000, outside this training data's epochs of"),
+                                             (0, -1, "step -1, outside this training data's epochs of"),
+                                             (-1, 0, r"not a resumable training checkpoint \(epoch -1\)")])
+def test_restore_refuses_a_position_outside_the_training_data(corpus, tmp_path, tiny_config, epoch, step, says):
     # A step past the epoch's end (a checkpoint from a longer training file) skipped every batch for ever.
     trainer = Trainer(tiny_config(), corpus, save_path=tmp_path, log=lambda s: None, progress=False)
     path = trainer.save()
@@ -482,8 +488,7 @@ def test_restore_refuses_a_position_outside_the_training_data(corpus, tmp_path, 
     checkpoint.save(path, params, meta, state)
     checkpoint.previous_path(path).unlink()
     n = n_batches(tiny_config(), corpus)
-    with pytest.raises(checkpoint.CheckpointError, match=f"step {step}, outside this training data's epochs of "
-                                                         f"{n} batches"):
+    with pytest.raises(checkpoint.CheckpointError, match=says):
         Trainer(tiny_config(), corpus, save_path=tmp_path).restore()
     meta["position"].update(epoch=0, step=n)  # (the last step's checkpoint, taken before the epoch's end)
     checkpoint.save(path, params, meta, state)

@@ -100,8 +100,8 @@ def cmd_train(args) -> int:
 
 
 def _new_trainer(args, comm):
-    """(trainer, data directory, TensorBoard log or None) for ``train``'s arguments; with ranks,
-    rank 0 alone checks the save path and writes TensorBoard scalars."""
+    """(trainer, data directory) for ``train``'s arguments; with ranks, rank 0 alone checks the save
+    path (and tensorboardX, for the log that _open_summaries opens)."""
     from ptbfast.train import Trainer
 
     # Ranks: --threads each; by default the host's cores shared among the ranks on it.
@@ -264,8 +264,8 @@ def _check_bench_modes(args) -> None:
                                    ("--precisions", args.precisions), ("--ranks", args.ranks)) if on]
     if len(modes) > 1:
         raise ValueError(f"bench measures one thing at a time: drop {' or '.join(modes[1:])} or {modes[0]}")
-    if args.impl is not None and not args.json:
-        raise ValueError("--impl chooses the implementation --json measures: add --json")
+    if args.impl is not None and (not args.json or args.gemm):
+        raise ValueError("--impl chooses the implementation --json measures (not --gemm's table): add --json")
     if args.repeat is not None and not (args.ranks or args.precisions):
         raise ValueError("--repeat alternates the measurements of --ranks or --precisions: add one")
     args.impl, args.repeat = args.impl or "ptbfast", args.repeat or 1

@@ -204,6 +204,8 @@ def _count(value, name: str, minimum: int) -> int:
     import operator
 
     try:
+        if isinstance(value, (bool, np.bool_)):  # (operator.index takes True as 1)
+            raise TypeError
         value = operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {value!r}") from None

@@ -48,7 +48,7 @@ def apply_sgd(params: dict, grads: dict, learning_rate: float, max_grad_norm: fl
     # update sums (Cauchy-Schwarz; indexed_slices' norm is over the rows before they are summed):
     # if that overflows float32, so might the weights.
     repeats = max((int(np.bincount(g.indices).max()) for g in grads.values()
-                   if isinstance(g, IndexedSlices) and len(g.indices)), default=1)
+                   if isinstance(g, IndexedSlices) and len(g.indices)), default=1) if norm_mode == "indexed_slices" else 1
     if not abs(step) * norm * math.sqrt(repeats) < float(np.finfo(np.float32).max):
         raise TrainingError(f"the update (learning rate {learning_rate} x gradient norm {norm:.3g}) overflows "
                             "float32: training diverged")

@@ -245,7 +245,9 @@ class Trainer:
             raise checkpoint.CheckpointError(f"checkpoint config differs in {', '.join(changed)}; resume with "
                                              "the config it was trained with")
         n_batches = epoch_size(len(self.corpus.train), self.config.batch_size, self.config.num_steps)
-        if position.epoch < 0 or not 0 <= position.step <= n_batches:  # (past the end, every batch is skipped for ever)
+        if position.epoch < 0:
+            raise checkpoint.CheckpointError(f"{used} is not a resumable training checkpoint (epoch {position.epoch})")
+        if not 0 <= position.step <= n_batches:  # (past the end, every batch was skipped for ever)
             raise checkpoint.CheckpointError(
                 f"{used} stands at epoch {position.epoch + 1}, step {position.step}, outside this training data's "
                 f"epochs of {n_batches} batches: was it trained on another {self.corpus.paths.get('train', 'train')}?")
