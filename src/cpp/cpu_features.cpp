@@ -30,12 +30,11 @@ static bool cpuid_bit(unsigned subleaf, int reg, int bit) {
   if (!__get_cpuid_count(7, subleaf, &r[0], &r[1], &r[2], &r[3])) return false;
   return (r[reg] >> bit) & 1u;
 }
-static bool cpu_has_amx_tile() { return cpuid_bit(0, 3, 24); }
-bool cpu_has_amx_bf16() { return cpuid_bit(0, 3, 22) && cpu_has_amx_tile(); }
 // The OS saves a register set only if it enabled it in XCR0 (a VM or kernel may not, and then the
 // instructions CPUID reports are unusable): bits 1-2 SSE and AVX state, 5-7 AVX-512's (opmask, ZMM
-// upper halves, ZMM16-31).
-static constexpr unsigned kXcr0Avx = 0x6u, kXcr0Avx512 = 0xE6u;
+// upper halves, ZMM16-31), 17-18 AMX's (XTILECFG, XTILEDATA; Linux sets them and traps first use
+// until the permission request below).
+static constexpr unsigned kXcr0Avx = 0x6u, kXcr0Avx512 = 0xE6u, kXcr0Amx = 0x60000u;
 static bool os_saves_state(unsigned xcr0_bits) {
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !((ecx >> 27) & 1u)) return false;  // OSXSAVE
@@ -43,6 +42,8 @@ static bool os_saves_state(unsigned xcr0_bits) {
   __asm__ volatile("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
   return (xcr0_low & xcr0_bits) == xcr0_bits;
 }
+static bool cpu_has_amx_tile() { return cpuid_bit(0, 3, 24) && os_saves_state(kXcr0Amx); }
+bool cpu_has_amx_bf16() { return cpuid_bit(0, 3, 22) && cpu_has_amx_tile(); }
 bool cpu_has_avx512_bf16() { return cpuid_bit(1, 0, 5) && os_saves_state(kXcr0Avx512); }
 
 bool cpu_runs_avx2_level() {
