@@ -106,6 +106,15 @@ def test_nan_stays_nan_and_transposed_views_stay_views():
 
 # ---- LSTM layer ----------------------------------------------------------------------------------
 
+@pytest.fixture
+def auto_products():
+    """bf16 products on "auto" for the test, whatever PTBFAST_BF16_PRODUCTS set at import."""
+    before = ops.bf16_products()
+    ops.set_bf16_products("auto")
+    yield
+    ops.set_bf16_products(before)
+
+
 def outputs_under(settings, run) -> dict:
     """{setting: run()} with the bf16 products set to each setting in turn (the one before restored)."""
     before = ops.bf16_products()
@@ -367,10 +376,9 @@ def test_threads_sharing_a_model_each_keep_their_own_frozen_weights():
     assert seen["b after a"] is seen["b"] and model._frozen is None
 
 
-def test_a_frozen_model_under_auto_multiplies_few_rows_on_its_packs():
+def test_a_frozen_model_under_auto_multiplies_few_rows_on_its_packs(auto_products):
     # "auto" runs products of fewer than 128 rows on SGEMM, but a frozen model's packs on the kernel
     # they were made for (where the CPU has one): the same operands, the sums in another order.
-    assert ops.bf16_products() == "auto"
     model = LSTMLanguageModel(60, 16, 2, init_scale=0.5, seed=2, precision="bf16")
     rng = np.random.default_rng(7)
     for batch, steps in ((1, 1), (4, 5)):
@@ -719,7 +727,7 @@ def test_the_kernel_of_the_recurrent_products_by_rows():
 
 @pytest.mark.skipif(not {"amx", "avx512_bf16"} <= set(ops.BF16_KERNELS_HERE),
                     reason="only a CPU with AMX and AVX512-BF16 has two kernels to choose from by rows")
-def test_auto_runs_the_recurrent_products_of_one_row_on_avx512_bf16():
+def test_auto_runs_the_recurrent_products_of_one_row_on_avx512_bf16(auto_products):
     # With x = 0 the input projection is 0 on every kernel, so the forward's outputs are the
     # recurrent products' and the gate math's, and so are the backward's dc0, dh0 and dbias (dx and
     # dkernel come from products of T rows, which auto runs elsewhere): under auto, with batch 1,
@@ -762,7 +770,10 @@ def test_a_frozen_model_under_auto_multiplies_one_row_on_avx512_bf16():
         ops.set_bf16_products(before)
     for got, want in zip(outputs["auto"], outputs["avx512_bf16"]):
         np.testing.assert_array_equal(got, want)
-    assert any(np.any(a != e) for a, e in zip(outputs["amx"], outputs["avx512_bf16"]))  # (AMX's rounding differs)
+    if not any(np.any(a != e) for a, e in zip(outputs["amx"], outputs["avx512_bf16"])):
+        # (AMX rounds inside its tiles where its parts so far differ from AVX512-BF16; where they agree
+        # on these inputs, equality with AVX512-BF16 cannot tell auto's choice from AMX)
+        pytest.skip("AMX's results equal AVX512-BF16's on this CPU: auto's kernel cannot be told apart")
 
 
 @pytest.mark.parametrize("kernel", ["generic", "sgemm"])
