@@ -131,7 +131,7 @@ def test_eval_reproduces_the_trained_perplexities(trained, data_dir):
     assert results["valid"]["perplexity"] == metrics[-2]["valid_perplexity"]
 
 
-def test_eval_and_generate_in_the_other_precision(trained, data_dir):
+def test_eval_and_generate_in_the_other_precision(trained, data_dir, one_thread):
     # Parameters are float32 whatever the precision: an fp32-trained model evaluates in bf16 too
     # (close to, not equal to, its fp32 perplexity), and says once that bf16 is not faster here.
     # The perplexities are compared unrounded (eval --json): printed to three decimals they can agree
@@ -146,6 +146,21 @@ def test_eval_and_generate_in_the_other_precision(trained, data_dir):
         assert done.stderr.count("Bf16PerformanceWarning") == (precision == "bf16")
     fp32, bf16 = perplexity["fp32"], perplexity["bf16"]
     assert bf16 != fp32 and abs(bf16 - fp32) < 0.02 * fp32
+    # generate: the words LanguageModel.generate samples in that precision, at one thread both.
+    import warnings
+
+    from ptbfast.lm import LanguageModel
+    from ptbfast.precision import Bf16PerformanceWarning
+
+    for precision in ("fp32", "bf16"):
+        done = ptbfast_cli("generate", "--checkpoint", save / CHECKPOINT_NAME, "--precision", precision,
+                           "--words", "7", "--seed", "3", "--prompt", "w01", "--threads", "1", cwd=save)
+        assert done.returncode == 0, done.stderr
+        with warnings.catch_warnings():  # (said once by the command above)
+            warnings.simplefilter("ignore", Bf16PerformanceWarning)
+            text = LanguageModel.load(save / CHECKPOINT_NAME, precision).generate("w01", words=7, seed=3)
+        assert done.stdout == "w01" + ("" if text.startswith("\n") else " ") + text + "\n"
+        assert len(text.replace("\n", " <eos> ").split()) == 7
     bad = ptbfast_cli("eval", "--checkpoint", save / CHECKPOINT_NAME, "--data-path", data_dir, "--precision", "fp16",
                       cwd=save)
     assert bad.returncode == 2 and "invalid choice: 'fp16'" in bad.stderr

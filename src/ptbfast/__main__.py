@@ -288,7 +288,7 @@ def cmd_generate(args) -> int:
     start = time.perf_counter()
     text = lm.generate(args.prompt, words=args.words, temperature=args.temperature, top_k=args.top_k, seed=args.seed)
     seconds = time.perf_counter() - start
-    print((args.prompt + " " if args.prompt else "") + text)
+    print(args.prompt + ("" if not args.prompt or text.startswith("\n") else " ") + text)  # (no space before a newline)
     print(f"[{args.words} words in {seconds:.3f} s]", file=sys.stderr)
     return 0
 
