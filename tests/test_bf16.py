@@ -259,7 +259,7 @@ def test_kernels_round_the_weights_themselves(N, H, V, bf16_products):
             np.testing.assert_array_equal(losses, ops.output_layer_loss(h, rounded, b, targets,
                                                                         block_columns=block_columns, bf16=True)[1])
             want_losses, _ = ref.output_layer_forward(*f64(h, w, b), targets, bf16=True)
-            assert max_rel_error(losses, want_losses) <= FLIP_TOL
+            assert max_rel_error(losses, want_losses) <= TWIN_TOL  # (the losses round nothing they compute)
     T, B = 3, max(N, 1)
     x, c0, h0, _, bias = random_bf16_layer(rng, T, B, min(H, 40), min(H, 40))
     kernel = f32(rng, 2 * min(H, 40), 4 * min(H, 40))
@@ -342,9 +342,10 @@ def test_a_frozen_model_makes_its_bf16_weights_once_with_the_same_losses(tie_wei
         np.testing.assert_array_equal(c, fc)  # (the layers' packs are what each call packs)
         np.testing.assert_array_equal(h, fh)
     fp32 = LSTMLanguageModel(50, 8, 2, init_scale=0.5, seed=1, tie_weights=tie_weights)
-    with fp32.frozen():  # fp32 never rounds: nothing to make
+    before = fp32.loss(x, y, state)[0]
+    with fp32.frozen():  # fp32 never rounds: nothing to make, and the same loss
         assert fp32._frozen is None
-        assert fp32.loss(x, y, state)[0] == fp32.loss(x, y, state)[0]
+        assert fp32.loss(x, y, state)[0] == before
 
 
 def test_threads_sharing_a_model_each_keep_their_own_frozen_weights():

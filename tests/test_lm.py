@@ -180,6 +180,11 @@ def test_nearest_and_analogy(lm):
     assert len(lm.nearest("one", k=2, space="output")) == 2
     result = lm.analogy("monday", "tuesday", "one", k=3)
     assert {w for w, _ in result}.isdisjoint({"monday", "tuesday", "one"})
+    query = v[6] - v[7] + v[8]  # monday - tuesday + one, by cosine over the other words
+    expected = v @ query / (np.linalg.norm(v, axis=1) * np.linalg.norm(query))
+    expected[[6, 7, 8]] = -np.inf
+    assert [w for w, _ in result] == [WORDS[i] for i in np.argsort(-expected, kind="stable")[:3]]
+    assert [s for _, s in result] == pytest.approx(np.sort(expected)[::-1][:3], rel=1e-5)
     for k in (0, -1):  # (-1 returned all but one word, as a slice would)
         for call in (lambda: lm.nearest("one", k=k), lambda: lm.analogy("monday", "tuesday", "one", k=k)):
             with pytest.raises(ValueError, match=f"k must be >= 1, got {k}"):

@@ -17,22 +17,27 @@ def test_profiling_switched_on_during_a_call_adds_no_more_than_the_time_that_pas
     import time
 
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((400, 20, 64)).astype(np.float32)
     s = np.zeros((20, 64), np.float32)
     k, bias = rng.standard_normal((128, 256)).astype(np.float32), np.zeros(256, np.float32)
-    ops.profile_read()
-    started = time.perf_counter()
-    call = threading.Thread(target=ops.lstm_forward, args=(x, s, s, k, bias))
-    call.start()
-    time.sleep(0.002)
-    ops.profile_enable(True)
-    try:
-        call.join()
-        elapsed = time.perf_counter() - started
-    finally:
-        ops.profile_enable(False)
-    seconds = ops.profile_read()
-    assert sum(seconds.values()) <= elapsed + 0.01, (seconds, elapsed)
+    for steps in (400, 4000):  # (the longer one where the call ended within 2 ms: nothing was checked)
+        x = rng.standard_normal((steps, 20, 64)).astype(np.float32)
+        ops.profile_read()
+        started = time.perf_counter()
+        call = threading.Thread(target=ops.lstm_forward, args=(x, s, s, k, bias))
+        call.start()
+        time.sleep(0.002)
+        ops.profile_enable(True)
+        switched_on_during_the_call = call.is_alive()
+        try:
+            call.join()
+            elapsed = time.perf_counter() - started
+        finally:
+            ops.profile_enable(False)
+        seconds = ops.profile_read()
+        if switched_on_during_the_call:
+            assert sum(seconds.values()) <= elapsed + 0.01, (seconds, elapsed)
+            return
+    pytest.skip("an LSTM forward of 4000 x 20 x 64 ended within 2 ms: profiling never came on during a call")
 
 
 def test_kernel_timers_count_only_while_enabled_and_reset_on_read():
@@ -64,13 +69,22 @@ def test_kernel_timers_count_only_while_enabled_and_reset_on_read():
     assert all(n == 0 for n in ops.profile_sections().values())  # ... and the counts
 
 
+def assert_rows_fit_in_the_step(profile):
+    """python_overhead is the step's time less every timed row, so the rows add up whatever the
+    timers say; what can fail is the rest: each timed row inside the step, the remainder not
+    negative (timers that counted too much, or twice, make it so; 1 % for the clocks' granularity)."""
+    assert sum(profile[row] for row in ROWS) == pytest.approx(profile["total"], rel=1e-9)
+    assert profile["python_overhead"] >= -0.01 * profile["total"], profile
+    assert all(profile[row] <= profile["total"] for row in ROWS), profile
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_rows_add_up_to_the_step(precision):
     config = get_config("test", vocab_size=300, hidden_size=24, num_layers=2, num_steps=6, batch_size=5,
                         keep_prob=0.5, precision=precision)
     profile = profile_training(config, steps=3, warmup=1)
     assert set(profile) == set(ROWS) | set(PART_ROWS) | {"total"}
-    assert sum(profile[row] for row in ROWS) == pytest.approx(profile["total"], rel=1e-9)
+    assert_rows_fit_in_the_step(profile)
     # (packing is timed inside the products it packs for, the recurrent ones' in the time loop included)
     assert 0 <= profile["bf16_packing"] <= (profile["lstm_input_products"] + profile["output_products"] +
                                             profile["recurrent_products"])
@@ -89,7 +103,7 @@ def test_eval_rows_add_up_to_the_step(precision):
     config = get_config("test", vocab_size=300, hidden_size=24, num_layers=2, num_steps=6, batch_size=5,
                         precision=precision)
     profile = profile_eval(config, steps=3, warmup=1)
-    assert sum(profile[row] for row in ROWS) == pytest.approx(profile["total"], rel=1e-9)
+    assert_rows_fit_in_the_step(profile)
     assert all(profile[row] >= 0 for row in ROWS if row != "python_overhead") and profile["embedding"] > 0
     assert profile["update"] == profile["dropout_masks"] == 0  # forward only
     assert (profile["bf16_rounding"] > 0) == (precision == "bf16")

@@ -153,5 +153,13 @@ def test_training_writes_the_scalars_of_metrics_jsonl(tmp_path):
     assert train_steps == [e * batches + s for e in range(2) for s in range(20, batches + 1, 20)]
     for (_, loss), (_, ppl) in zip(read[tensorboard.TRAINING_LOSS], read[tensorboard.TRAINING_PERPLEXITY]):
         assert ppl == pytest.approx(math.exp(loss), rel=1e-5)
-    # The last training perplexity of each epoch is close to the epoch's (it covers all but a few batches).
     assert set(read) == set(TAGS)
+    # A summary at an epoch's last batch is the epoch's training perplexity, the running mean of all its
+    # batches (173 here, prime: the run above never logs there), and its loss the log of it.
+    with ScalarLog(tmp_path / "tb_epoch") as log:
+        Trainer(config.replace(max_max_epoch=1), corpus, save_path=tmp_path / "run_epoch", log=lambda s: None,
+                progress=False, summaries=log, summary_every=batches).train()
+    epoch = json.loads((tmp_path / "run_epoch" / METRICS_NAME).read_text().splitlines()[0])
+    read = read_scalars(tmp_path / "tb_epoch")
+    assert read[tensorboard.TRAINING_PERPLEXITY] == [(batches, f32(epoch["train_perplexity"]))]
+    assert read[tensorboard.TRAINING_LOSS] == [(batches, pytest.approx(math.log(epoch["train_perplexity"]), rel=1e-6))]
