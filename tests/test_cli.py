@@ -375,10 +375,11 @@ def test_killed_with_sigkill_resumes_to_the_same_result(data_dir, tmp_path, trai
     resume_and_compare(data_dir, tmp_path, trained)
 
 
-def test_sigterm_saves_exits_143_and_resumes(data_dir, tmp_path, trained):
-    code, out, err = start_and_interrupt(data_dir, tmp_path, signal.SIGTERM)
-    assert code == 128 + signal.SIGTERM, err  # the shell's code for death by SIGTERM
-    assert f"Stopped by signal {int(signal.SIGTERM)} at epoch" in out
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])  # (SIGUSR1: the graceful stop under Open MPI)
+def test_a_stop_signal_saves_exits_128_plus_it_and_resumes(data_dir, tmp_path, trained, sig):
+    code, out, err = start_and_interrupt(data_dir, tmp_path, sig)
+    assert code == 128 + sig, err  # the shell's code for death by that signal
+    assert f"Stopped by signal {int(sig)} at epoch" in out
     assert f"checkpoint saved to {tmp_path / CHECKPOINT_NAME}" in out
     assert "Test Perplexity" not in out
     resume_and_compare(data_dir, tmp_path, trained)

@@ -1,14 +1,14 @@
-"""The signals that stop training: SIGINT and SIGTERM (and SIGUSR1 with ranks, which Open MPI's
-mpirun forwards) finish the current step, save a checkpoint and stop."""
+"""The signals that stop training: SIGINT, SIGTERM and SIGUSR1 (which Open MPI's mpirun and Slurm's
+``--signal`` forward) finish the current step, save a checkpoint and stop."""
 
 from __future__ import annotations
 
 import contextlib
 import signal
 
-# Signals that stop training with a checkpoint. SIGUSR1 only when distributed: Open MPI's mpirun
-# answers SIGINT/SIGTERM by killing the ranks at once, but forwards SIGUSR1 (as Slurm's
-# ``--signal`` does), so that is the graceful stop there.
+# Signals that stop training with a checkpoint. Open MPI's mpirun answers SIGINT/SIGTERM by killing
+# the ranks at once, but forwards SIGUSR1 (as Slurm's ``--signal`` does), so that is the graceful stop
+# there, for a job of one rank too (its default action ended the run without a checkpoint).
 STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGUSR1", None)) if s is not None)
 
 
@@ -35,7 +35,7 @@ class StopSignals:
             self.received = signum
         handlers = {}
         try:
-            for sig in STOP_SIGNALS if self.distributed else (signal.SIGINT, signal.SIGTERM):
+            for sig in STOP_SIGNALS:
                 handlers[sig] = signal.signal(sig, on_signal)
         except ValueError:  # not the main thread: signals stay with the caller
             pass
