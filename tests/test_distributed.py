@@ -318,6 +318,29 @@ def test_resume_across_rank_counts(tiny_data, tmp_path):
 
 
 @needs_mpi
+def test_a_launcher_whose_ranks_mpi4py_does_not_see_is_an_error(tiny_data, tmp_path):
+    # mpiexec of one MPI, mpi4py built on another: each process finds itself alone in MPI_COMM_WORLD
+    # (it trained alone, and N of them wrote one save path). Open MPI's variables, MPICH's mpi4py.
+    env = clean_env(OMPI_COMM_WORLD_SIZE=2, OMPI_COMM_WORLD_RANK=0, PYTHONWARNINGS="ignore")
+    done = train([*TINY, "--data-path", tiny_data, "--save-path", tmp_path / "run", "--max-epochs", "1"], env=env)
+    assert done.returncode != 0 and "the launcher started 2 ranks but MPI sees this process alone" in done.stderr
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_ptbfast_mpiexec_is_found_on_path_or_refused(monkeypatch, tmp_path):
+    fake = tmp_path / "bin" / "my-mpiexec"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setenv("PTBFAST_MPIEXEC", "my-mpiexec")  # a bare name: looked up on PATH
+    assert distributed.find_mpiexec() == str(fake)
+    monkeypatch.setenv("PTBFAST_MPIEXEC", "no-such-mpiexec")  # (it fell back to another MPI silently)
+    with pytest.raises(DistributedError, match="PTBFAST_MPIEXEC='no-such-mpiexec' is not an executable"):
+        distributed.find_mpiexec()
+
+
+@needs_mpi
 def test_batch_size_the_ranks_do_not_divide_is_an_error_before_training(tiny_data, tmp_path):
     done = train([*TINY, "--batch-size", "5", "--data-path", tiny_data, "--save-path", tmp_path / "run"], ranks=2)
     assert done.returncode == 2

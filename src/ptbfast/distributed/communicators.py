@@ -75,6 +75,11 @@ class MPICommunicator:
             raise DistributedError(f"mpi4py cannot start MPI ({e}): pip install 'ptbfast[mpi]' brings the "
                                    "MPICH wheel") from None
         if MPI.COMM_WORLD.Get_size() == 1:
+            if world and world[0] and world[0] > 1:  # (N copies of one run would write one save path)
+                raise DistributedError(
+                    f"the launcher started {world[0]} ranks but MPI sees this process alone: mpiexec and "
+                    "mpi4py's MPI library differ (use the mpiexec of the MPI mpi4py was built with, e.g. the "
+                    "one `pip install 'ptbfast[mpi]'` puts beside this Python)")
             return SingleProcess()
         return cls(MPI.COMM_WORLD)
 

