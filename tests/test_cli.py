@@ -237,6 +237,11 @@ def test_a_new_run_does_not_mix_with_an_old_one(trained, data_dir, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / METRICS_NAME).write_text('{"epoch": 7}\n')
+    # --overwrite replaces the old run only once the new one may start (a refused setup deleted it).
+    refused = ptbfast_cli("train", "--data-path", data_dir, "--save-path", run, *cli_args(), "--overwrite",
+                          "--vocab-size", "5", cwd=tmp_path)
+    assert refused.returncode != 0 and "vocab_size" in refused.stderr
+    assert (run / METRICS_NAME).read_text() == '{"epoch": 7}\n'
     done = ptbfast_cli("train", "--data-path", data_dir, "--save-path", run, *cli_args(), "--overwrite", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in (run / METRICS_NAME).read_text().splitlines()]

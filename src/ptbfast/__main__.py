@@ -73,7 +73,8 @@ def _set_threads(n) -> None:
 def cmd_train(args) -> int:
     comm = distributed.world()  # one process, or this rank of an MPI job (ptbfast.distributed)
     # Ranks: the whole setup runs on every rank, and an error on any of them is raised on all.
-    trainer, data_dir = distributed.agree(comm, _new_trainer, args, comm)
+    trainer, data_dir, replaced = distributed.agree(comm, _new_trainer, args, comm)
+    distributed.on_root(comm, _remove, replaced)  # (--overwrite: once every rank's setup has passed)
     say = _say if comm.is_root else (lambda message: None)
     if args.resume and distributed.on_root(comm, _holds_checkpoint, trainer.save_path):
         # (the only place that may fall back to checkpoint.npz.prev, and says so)
@@ -100,8 +101,9 @@ def cmd_train(args) -> int:
 
 
 def _new_trainer(args, comm):
-    """(trainer, data directory) for ``train``'s arguments; with ranks, rank 0 alone checks the save
-    path (and tensorboardX, for the log that _open_summaries opens)."""
+    """(trainer, data directory, the old run's files that --overwrite replaces) for ``train``'s
+    arguments; with ranks, rank 0 alone checks the save path (and tensorboardX, for the log that
+    _open_summaries opens). Nothing is deleted here: the setup may yet be refused, on any rank."""
     from ptbfast.train import Trainer
 
     # Ranks: --threads each; by default the host's cores shared among the ranks on it.
@@ -112,16 +114,17 @@ def _new_trainer(args, comm):
     save_path = Path(args.save_path) if args.save_path else None
     if args.resume and not save_path:
         raise SystemExit("--resume needs --save-path (the directory holding checkpoint.npz)")
+    replaced = []
     if save_path and comm.is_root and not (args.resume and _holds_checkpoint(save_path)):
         if args.resume:  # (job scripts that always pass --resume start this way)
             _say(f"No checkpoint in {save_path} to resume from: starting a new run")
-        _check_fresh_save_path(save_path, args.overwrite)
+        replaced = _check_fresh_save_path(save_path, args.overwrite)
     if args.tensorboard and comm.is_root:
         from ptbfast import tensorboard  # (a clear ImportError naming the extra if it is missing)
         tensorboard.check_installed()
     trainer = Trainer(config, corpus, save_path=save_path, checkpoint_every=args.checkpoint_every,
                       progress=not args.no_progress, log=_say, summary_every=args.tensorboard_every, comm=comm)
-    return trainer, data_dir
+    return trainer, data_dir, replaced
 
 
 def _open_summaries(args, trainer):
@@ -161,21 +164,24 @@ def _holds_checkpoint(save_path: Path) -> bool:
     return ckpt.exists() or checkpoint.previous_path(ckpt).exists()
 
 
-def _check_fresh_save_path(save_path: Path, overwrite: bool) -> None:
-    """A new run must not silently mix with an old one in the same directory."""
+def _check_fresh_save_path(save_path: Path, overwrite: bool) -> list[Path]:
+    """A new run must not silently mix with an old one in the same directory: the old run's files,
+    which ``overwrite`` allows to replace (the caller deletes them once the run may start)."""
     from ptbfast.train import CHECKPOINT_NAME, METRICS_NAME
 
     if save_path.exists() and not save_path.is_dir():  # (found otherwise at the first checkpoint, steps in)
         raise SystemExit(f"--save-path {save_path} is a file: name a directory (made if it does not exist)")
     ckpt = save_path / CHECKPOINT_NAME
     old = [p for p in (ckpt, checkpoint.previous_path(ckpt), save_path / METRICS_NAME) if p.exists()]
-    if not old:
-        return
-    if not overwrite:
+    if old and not overwrite:
         raise SystemExit(f"{save_path} already holds a run ({', '.join(p.name for p in old)}): pass --resume to "
                          "continue it, --overwrite to replace it, or another --save-path")
-    for p in old:
-        p.unlink()
+    return old
+
+
+def _remove(paths) -> None:
+    for p in paths:
+        p.unlink(missing_ok=True)
 
 
 def cmd_eval(args) -> int:
