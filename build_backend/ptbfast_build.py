@@ -16,7 +16,8 @@ from scikit_build_core.build import *  # noqa: F401,F403  (re-export every PEP 5
 
 _REQUIREMENTS = {
     # MKL, plus OpenBLAS for the large products (CMake option PTBFAST_MKL_LARGE_OPENBLAS).
-    "mkl": ["mkl-static", "mkl-include", "scipy-openblas32>=0.3.27"],
+    # (below the next major release: one that renamed a static library would break every source build)
+    "mkl": ["mkl-static>=2024.2,<2027", "mkl-include>=2024.2,<2027", "scipy-openblas32>=0.3.27"],
     "openblas": ["scipy-openblas32>=0.3.27"],
 }
 
