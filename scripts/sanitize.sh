@@ -15,7 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-blas="${PTBFAST_BLAS:-mkl}"
+case "$(uname -m)" in x86_64|AMD64) default_blas=mkl ;; *) default_blas=openblas ;; esac  # (as .ci/run)
+blas="${PTBFAST_BLAS:-$default_blas}"
 venv=.venv-asan
 python="${PYTHON:-python3}"
 

@@ -22,7 +22,7 @@ static constexpr int kPanelChunk = 4;
 // that they vectorise (target_clones: an AVX-512 and an AVX2 copy chosen at load time on x86-64).
 // Walking each column of a row-major B pair by pair read it with a stride of N floats: packing a
 // 650 x 10000 weight took longer than multiplying it on AMX (Intel Xeon, family 6 model 167).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__)  // (ifunc: glibc's)
 #define PTBFAST_PACK_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define PTBFAST_PACK_CLONES
