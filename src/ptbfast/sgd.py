@@ -45,10 +45,12 @@ def apply_sgd(params: dict, grads: dict, learning_rate: float, max_grad_norm: fl
         raise TrainingError(f"gradient norm is {norm}: training diverged")
     step = -learning_rate * max_grad_norm / max(norm, max_grad_norm)
     # No entry of the update exceeds |step| * norm * sqrt(k), k the most rows of one id that a sparse
-    # update sums (Cauchy-Schwarz; indexed_slices' norm is over the rows before they are summed):
-    # if that overflows float32, so might the weights.
-    repeats = max((int(np.bincount(g.indices).max()) for g in grads.values()
-                   if isinstance(g, IndexedSlices) and len(g.indices)), default=1) if norm_mode == "indexed_slices" else 1
+    # update sums where the norm was over the rows before they are summed (indexed_slices; Cauchy-
+    # Schwarz), else |step| * norm: if that overflows float32, so might the weights.
+    repeats = 1
+    if norm_mode == "indexed_slices":
+        repeats = max((int(np.bincount(g.indices).max()) for g in grads.values()
+                       if isinstance(g, IndexedSlices) and len(g.indices)), default=1)
     if not abs(step) * norm * math.sqrt(repeats) < float(np.finfo(np.float32).max):
         raise TrainingError(f"the update (learning rate {learning_rate} x gradient norm {norm:.3g}) overflows "
                             "float32: training diverged")
