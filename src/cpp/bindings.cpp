@@ -699,7 +699,7 @@ PYBIND11_MODULE(_core, m) {
         "round_bf16, written over x (float32, C-contiguous, writable)");
   m.def("_fail_lstm_time_loop", [](int thread, int barrier) {
         if ((thread < 0) != (barrier < 0)) throw py::value_error("thread and barrier: both >= 0, or both -1");
-        const long long at = thread < 0 ? 0 : ((static_cast<long long>(thread) << 32) | barrier) + 1;
+        const long long at = thread < 0 ? 0 : time_loop_failure_code(thread, barrier);
         return time_loop_failure_at.exchange(at) != 0;
       }, py::arg("thread"), py::arg("barrier"),
       "Tests only: the LSTM time loop throws std::bad_alloc (MemoryError here) on thread `thread` before "

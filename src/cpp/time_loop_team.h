@@ -19,8 +19,11 @@
 namespace ptbfast {
 
 // Tests only (_core._fail_lstm_time_loop): the thread and barrier at which the next time loop throws
-// std::bad_alloc, as (thread << 32 | barrier) + 1; 0: none. One-shot.
+// std::bad_alloc, as time_loop_failure_code(thread, barrier); 0: none. One-shot.
 inline std::atomic<long long> time_loop_failure_at{0};
+inline long long time_loop_failure_code(int thread, int barrier) {
+  return ((static_cast<long long>(thread) << 32) | barrier) + 1;
+}
 
 class TimeLoopTeam {
  public:
@@ -52,8 +55,8 @@ class TimeLoopTeam {
     }
     void throw_if_injected() const {
       long long at = time_loop_failure_at.load(std::memory_order_relaxed);
-      const long long here = ((static_cast<long long>(thread_) << 32) | passed_) + 1;
-      if (at == here && time_loop_failure_at.compare_exchange_strong(at, 0)) throw std::bad_alloc();
+      if (at == time_loop_failure_code(thread_, passed_) && time_loop_failure_at.compare_exchange_strong(at, 0))
+        throw std::bad_alloc();
     }
 
     TimeLoopTeam& team_;
