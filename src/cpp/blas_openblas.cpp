@@ -1,4 +1,13 @@
 // OpenBLAS from scipy-openblas32 (every symbol carries the scipy_ prefix).
+// Its cblas.h names its enums as MKL's mkl_cblas.h (blas_mkl.cpp) does, and CBLAS_TRANSPOSE with one
+// value more: two definitions of one C++ type, which link-time optimization reports (-Wodr). Renamed
+// here; the functions are extern "C", so their symbols and calling convention do not change.
+#define CBLAS_ORDER scipy_CBLAS_ORDER
+#define CBLAS_TRANSPOSE scipy_CBLAS_TRANSPOSE
+#define CBLAS_UPLO scipy_CBLAS_UPLO
+#define CBLAS_DIAG scipy_CBLAS_DIAG
+#define CBLAS_SIDE scipy_CBLAS_SIDE
+#define CBLAS_LAYOUT scipy_CBLAS_LAYOUT
 #include <cblas.h>
 
 #include "blas_libraries.h"
