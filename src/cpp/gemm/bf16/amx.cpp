@@ -212,6 +212,21 @@ PTBFAST_AMX_TARGET void amx_multiply_unpacked_impl(const float* A, int M, long a
   });
 }
 
+// This thread's share of the tasks (an orphaned omp for, inside amx_multiply_tiles_impl's parallel
+// region). A function of its own because Clang does not give the body of an OpenMP region its
+// enclosing function's target attribute, and cannot compile the tile intrinsics without it.
+PTBFAST_AMX_TARGET void run_tasks(const Operands& o, int row_chunks, int panels) {
+  const int panel_chunks = (panels + kPanelChunk - 1) / kPanelChunk, tasks = row_chunks * panel_chunks;
+  configure();
+#pragma omp for schedule(dynamic)
+  for (int t = 0; t < tasks; ++t) {
+    const int r = t % row_chunks, p = t / row_chunks;
+    task(o, r * kRowChunk, std::min(o.M, (r + 1) * kRowChunk), p * kPanelChunk,
+         std::min(panels, (p + 1) * kPanelChunk));
+  }
+  _tile_release();  // (so a context switch does not save 8 KB of tile state for this thread)
+}
+
 PTBFAST_AMX_TARGET void amx_multiply_tiles_impl(const uint32_t* a, int M, const PackedB& b, float* C, long ldc,
                                                 bool accumulate) {
   const int N = b.N(), panels = b.panels();
@@ -226,55 +241,53 @@ PTBFAST_AMX_TARGET void amx_multiply_tiles_impl(const uint32_t* a, int M, const 
   const long macs = static_cast<long>(M) * N * b.K();
   const int tasks = row_chunks * panel_chunks;
 #pragma omp parallel if (macs >= kParallelMacs && tasks > 1)
-  {
-    configure();
-#pragma omp for schedule(dynamic)
-    for (int t = 0; t < tasks; ++t) {
-      const int r = t % row_chunks, p = t / row_chunks;
-      task(o, r * kRowChunk, std::min(M, (r + 1) * kRowChunk), p * kPanelChunk,
-           std::min(panels, (p + 1) * kPanelChunk));
-    }
-    _tile_release();  // (so a context switch does not save 8 KB of tile state for this thread)
-  }
+  run_tasks(o, row_chunks, panels);
 }
 
-// GFLOP/s of TDPBF16PS on every OpenMP thread: 4 independent C tiles, A and B tiles loaded once.
-PTBFAST_AMX_TARGET double amx_peak_once() {
-  constexpr long kIterations = 50'000;
+// Seconds one thread takes for TDPBF16PS on 4 independent C tiles, A and B tiles loaded once, started
+// together with the team's other threads (a function of its own: see run_tasks).
+constexpr long kPeakIterations = 50'000;
+PTBFAST_AMX_TARGET double time_tile_chains() {
+  alignas(64) static const uint32_t ones[kTile * kTile] = {};  // (zeros: the values do not matter)
+  configure();
+  _tile_loadd(4, ones, 64);
+  _tile_loadd(5, ones, 64);
+  _tile_loadd(6, ones, 64);
+  _tile_loadd(7, ones, 64);
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+#pragma omp barrier
+  const double start = omp_get_wtime();
+  for (long i = 0; i < kPeakIterations; ++i) {  // (the tile instructions are volatile assembly: kept)
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  alignas(64) float sink[kTile * kTile];
+  _tile_stored(0, sink, 64);  // (waits for the chain on tile 0)
+  const double seconds = omp_get_wtime() - start;
+  _tile_release();
+  return seconds;
+}
+
+// GFLOP/s of the chains on every OpenMP thread.
+double amx_peak_once() {
   double seconds = 0.0;
   int threads = 1;
 #pragma omp parallel reduction(max : seconds)
   {
 #pragma omp single
     threads = omp_get_num_threads();
-    alignas(64) static const uint32_t ones[kTile * kTile] = {};  // (zeros: the values do not matter)
-    configure();
-    _tile_loadd(4, ones, 64);
-    _tile_loadd(5, ones, 64);
-    _tile_loadd(6, ones, 64);
-    _tile_loadd(7, ones, 64);
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
-#pragma omp barrier
-    const double start = omp_get_wtime();
-    for (long i = 0; i < kIterations; ++i) {  // (the tile instructions are volatile assembly: kept)
-      _tile_dpbf16ps(0, 4, 6);
-      _tile_dpbf16ps(1, 4, 7);
-      _tile_dpbf16ps(2, 5, 6);
-      _tile_dpbf16ps(3, 5, 7);
-    }
-    alignas(64) float sink[kTile * kTile];
-    _tile_stored(0, sink, 64);  // (waits for the chain on tile 0)
-    seconds = omp_get_wtime() - start;
-    _tile_release();
+    seconds = time_tile_chains();
   }
-  return 4.0 * 2 * kTile * kTile * 2 * kTile * kIterations * threads / seconds / 1e9;
+  return 4.0 * 2 * kTile * kTile * 2 * kTile * kPeakIterations * threads / seconds / 1e9;
 }
 
 // The best of several runs (a ceiling; see avx512_bf16.cpp).
-PTBFAST_AMX_TARGET double amx_peak_impl() {
+double amx_peak_impl() {
   double best = 0.0;
   for (int run = 0; run < kPeakRuns; ++run) best = std::max(best, amx_peak_once());
   return best;
