@@ -4,6 +4,7 @@ The reference runs in float64 on the same float32 inputs; the kernel's float32 r
 within 1e-5 in the max-norm relative error of tests/helpers.py.
 """
 
+import os
 import sys
 
 import numpy as np
@@ -64,6 +65,91 @@ def test_forward_and_backward_match_reference(T, B, In, H, forget_bias, threads)
     for name, a, b in zip(("dx", "dc0", "dh0", "dkernel", "dbias"), got, want):
         assert a.shape == b.shape, name
         assert max_rel_error(a, b) <= TOL, name
+
+
+# ---- batch 1: the float32 recurrent product of one row (src/cpp/lstm_row_product.h) --------------
+
+ONE_ROW = os.environ.get("PTBFAST_ONE_ROW_PRODUCTS") or "auto"  # (what import set: restored after each change)
+
+
+@pytest.fixture(params=["ptbfast", "blas"])
+def one_row_products(request):
+    """Both routes of batch 1's recurrent products on every CPU ("auto" takes one by CPU vendor)."""
+    ops.set_one_row_recurrent_products(request.param)
+    yield request.param
+    ops.set_one_row_recurrent_products(ONE_ROW)
+
+
+# (T, In, H): from PACKED_MIN_USES steps on (fewer: the BLAS's products either way); H gives each
+# thread's 4n columns as whole panels of 32 and as tails, one unit, odd rows (K = H), 1 to 3 threads.
+ONE_ROW_SHAPES = [(8, 5, 200), (9, 7, 33), (8, 1, 1), (12, 3, 17), (10, 40, 72), (7, 5, 200), (8, 3, 130)]
+
+
+@pytest.mark.parametrize("T,In,H", ONE_ROW_SHAPES)
+def test_batch_one_matches_reference_on_either_route(T, In, H, one_row_products, threads):
+    rng = np.random.default_rng(T * 1000 + In * 10 + H)
+    x, c0, h0, kernel, bias = random_layer(rng, T, 1, In, H)
+    h_all, c_all, gates = ops.lstm_forward(x, c0, h0, kernel, bias, 1.0)
+    ref_h, (ref_c_T, _), cache = ref.lstm_layer_forward(*f64(x, c0, h0, kernel, bias), 1.0)
+    assert max_rel_error(h_all, ref_h) <= TOL
+    assert max_rel_error(c_all[-1], ref_c_T) <= TOL
+    d_h_all, d_c_T, d_h_T = f32(rng, T, 1, H), f32(rng, 1, H), f32(rng, 1, H)
+    got = ops.lstm_backward(d_h_all, d_c_T, d_h_T, x, c0, h0, kernel, h_all, c_all, gates)
+    want = ref.lstm_layer_backward(*f64(d_h_all, d_c_T, d_h_T), cache)
+    for name, a, b in zip(("dx", "dc0", "dh0", "dkernel", "dbias"), got, want):
+        assert max_rel_error(a, b) <= TOL, name
+
+
+def test_batch_one_on_ptbfast_does_not_depend_on_the_thread_count():
+    """Each column's sum is one thread's, in row order, however the units are split (the BLAS's
+    products need not promise that)."""
+    import ptbfast
+
+    rng = np.random.default_rng(5)
+    x, c0, h0, kernel, bias = random_layer(rng, 9, 1, 30, 150)
+    before = ptbfast.get_num_threads()
+    ops.set_one_row_recurrent_products("ptbfast")
+    try:
+        results = []
+        for n in (1, 2, 3):
+            ptbfast.set_num_threads(n)
+            results.append(ops.lstm_forward(x, c0, h0, kernel, bias, 0.0))
+    finally:
+        ptbfast.set_num_threads(before)
+        ops.set_one_row_recurrent_products(ONE_ROW)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_auto_runs_batch_one_on_ptbfast_on_x86_cpus_not_intels():
+    import platform
+
+    import ptbfast
+
+    ops.set_one_row_recurrent_products("auto")
+    try:
+        info = ptbfast.build_info()
+        x86 = platform.machine().lower() in ("x86_64", "amd64")
+        expected = "ptbfast" if x86 and info["cpu_vendor"] != "GenuineIntel" else "blas"
+        assert info["one_row_recurrent_products"] == expected
+        assert ops.one_row_recurrent_products() == "auto"
+    finally:
+        ops.set_one_row_recurrent_products(ONE_ROW)
+
+
+def test_one_row_products_setting_refuses_other_names_here_and_at_import():
+    import subprocess
+
+    with pytest.raises(ValueError, match="auto"):
+        ops.set_one_row_recurrent_products("mkl")
+    code = "import ptbfast; print(ptbfast.build_info()['one_row_recurrent_products'])"
+    env = {**os.environ, "PTBFAST_ONE_ROW_PRODUCTS": "fast"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode != 0 and "PTBFAST_ONE_ROW_PRODUCTS='fast'" in done.stderr
+    env["PTBFAST_ONE_ROW_PRODUCTS"] = "blas"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "blas"
 
 
 def test_saturated_gates():

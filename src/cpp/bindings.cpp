@@ -561,6 +561,7 @@ py::dict build_info() {
   info["kernels_isas"] = compiled_isas();
   info["blas"] = blas::backend_name();
   info["blas_large_products"] = blas::large_products_backend_name();
+  info["one_row_recurrent_products"] = blas::one_row_recurrent_products_on_ptbfast() ? "ptbfast" : "blas";
   info["blas_threads"] = blas::num_threads();
   info["openmp_threads"] = runtime::num_threads();
   info["openmp_version"] = facts.openmp_version;
@@ -751,6 +752,15 @@ PYBIND11_MODULE(_core, m) {
           throw py::value_error(e.what());
         }
       }, py::arg("name"), "The BLAS library for float32 products large on every side: auto, mkl or openblas");
+  m.def("set_one_row_recurrent_products", [](const std::string& name) {
+        try {
+          blas::set_one_row_recurrent_products(name);
+        } catch (const std::invalid_argument& e) {
+          throw py::value_error(e.what());
+        }
+      }, py::arg("name"), "The LSTM's float32 recurrent products of batch 1: auto, ptbfast or blas");
+  m.def("one_row_recurrent_products", &blas::one_row_recurrent_products);
+  m.def("_one_row_recurrent_products_on_ptbfast", &blas::one_row_recurrent_products_on_ptbfast);
   m.def("_sgemm_library", &blas::sgemm_library, py::arg("M"), py::arg("N"), py::arg("K"),
         "The library SGEMM sends an M x K @ K x N product to (for tests)");
   m.attr("PACKED_MIN_USES") = blas::kPackedMinUses;

@@ -52,6 +52,38 @@ void set_large_products_library(const std::string& name) {
 #endif
 }
 
+namespace {
+enum OneRowRoute { kOneRowAuto, kOneRowPtbfast, kOneRowBlas };
+std::atomic<int> one_row_route{kOneRowAuto};
+}  // namespace
+
+void set_one_row_recurrent_products(const std::string& name) {
+  if (name == "auto")
+    one_row_route = kOneRowAuto;
+  else if (name == "ptbfast")
+    one_row_route = kOneRowPtbfast;
+  else if (name == "blas")
+    one_row_route = kOneRowBlas;
+  else
+    throw std::invalid_argument("one-row recurrent products must be \"auto\", \"ptbfast\" or \"blas\", got \"" +
+                                name + "\"");
+}
+
+std::string one_row_recurrent_products() {
+  const int route = one_row_route.load(std::memory_order_relaxed);
+  return route == kOneRowPtbfast ? "ptbfast" : route == kOneRowBlas ? "blas" : "auto";
+}
+
+bool one_row_recurrent_products_on_ptbfast() {
+#if defined(__x86_64__)
+  static const bool amd_or_other = cpu_vendor() != "GenuineIntel";  // (measured on AMD; MKL is tuned for Intel)
+#else
+  constexpr bool amd_or_other = false;  // (not measured off x86-64: the BLAS, as before)
+#endif
+  const int route = one_row_route.load(std::memory_order_relaxed);
+  return route == kOneRowPtbfast || (route == kOneRowAuto && amd_or_other);
+}
+
 void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
            const float* B, int ldb, float beta, float* C, int ldc) {
   if (M == 0 || N == 0) return;

@@ -26,6 +26,15 @@ void set_large_products_library(const std::string& name);
 // The library sgemm sends an M x K @ K x N product to: "mkl" or "openblas" (tests/test_gemm.py).
 const char* sgemm_library(int M, int N, int K);
 
+// The LSTM's float32 recurrent products of one row (batch 1: TF's test pass, text scored one row at
+// a time) over many steps: "auto" (ptbfast's own loop, lstm_row_product.h, on x86-64 CPUs that are
+// not Intel's, where it measured faster than MKL's packed SGEMM; the BLAS elsewhere), "ptbfast" or
+// "blas". Throws std::invalid_argument otherwise. Process-wide.
+void set_one_row_recurrent_products(const std::string& name);
+std::string one_row_recurrent_products();
+// Whether the current setting runs them on ptbfast's loop on this CPU.
+bool one_row_recurrent_products_on_ptbfast();
+
 // The same product, for operands that hold bf16 values (float32 with the low 16 bits zero, as
 // bf16 mixed precision makes them): on the path bf16_products() names, see blas_bf16.cpp.
 void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,

@@ -3,12 +3,16 @@
 // Both directions do their big products as single GEMMs over all T*B rows (the input projection
 // forward; the weight gradients and dx backward) and keep only the recurrent product h_{t-1} @ Wh
 // (B x H x 4H) inside the time loop. That loop runs in one parallel region: each thread owns a
-// slice of the hidden units, keeps its part of Wh packed for all T steps (MKL, when T >= 8; in bf16
-// ptbfast's AMX or dot-product kernel where blas::bf16_recurrent_kernel names one),
+// slice of the hidden units, keeps its part of Wh packed for all T steps (MKL, when T >= 8; at batch
+// 1 ptbfast's loop where blas::one_row_recurrent_products_on_ptbfast says; in bf16 ptbfast's AMX or
+// dot-product kernel where blas::bf16_recurrent_kernel names one),
 // computes its units' gate pre-activations and their gate math (a vectorised loop per gate, then the
 // cell: gate_math_forward), and waits at one barrier per step. (One BLAS call over all threads per
 // step, then a parallel gate pass, cost two fork/joins per step and left the threads idle at each.)
 #include <omp.h>
+#if defined(__x86_64__)
+#include <immintrin.h>  // (lstm_row_product.h)
+#endif
 
 #include <algorithm>
 #include <cstring>
@@ -27,6 +31,7 @@
 #include "vecmath.h"
 
 #include "isa_begin.h"  // (compiled once per instruction-set level: isa.h)
+#include "lstm_row_product.h"
 
 // Below this many multiply-adds per recurrent product, one step is a few microseconds and the
 // per-step barrier would cost more than splitting the step saves.
@@ -75,6 +80,34 @@ static void gather_own_columns(float* w, const float* w_hidden, UnitRange u, int
       copy_or_round(w + static_cast<long>(r) * 4 * n + q * n, w_hidden + static_cast<long>(r) * G + q * H + u.k0, n,
                     bf16);
 }
+
+// Units [u.k0, u.k1) of w_hidden [H, 4H], their columns laid out as gather_own_columns lays them, as
+// row_times_panels' panels (row_panel_floats(H, 4n) floats), each panel row in runs of one gate's units.
+static void pack_own_row_panels(float* panels, const float* w_hidden, UnitRange u, int H) {
+  const int n = u.size(), N = 4 * n;
+  const long G = 4L * H;
+  for (int p = 0; p * kRowPanelWidth < N; ++p)
+    for (int r = 0; r < H; ++r) {
+      float* out = panels + (static_cast<long>(p) * H + r) * kRowPanelWidth;
+      int j = 0;  // columns of this panel row written
+      for (int c = p * kRowPanelWidth; j < kRowPanelWidth && c < N;) {
+        const int unit = c % n, run = std::min({kRowPanelWidth - j, n - unit, N - c});
+        std::copy_n(w_hidden + r * G + static_cast<long>(c / n) * H + u.k0 + unit, run, out + j);
+        j += run;
+        c += run;
+      }
+      std::fill(out + j, out + kRowPanelWidth, 0.0f);
+    }
+}
+
+// Where thread `part` of `parts` keeps its panels in a buffer of all threads' (row_panels_of_all).
+static long row_panels_offset(int part, int parts, int H) {
+  long offset = 0;
+  for (int q = 0; q < part; ++q) offset += row_panel_floats(H, 4 * units_of(q, parts, H).size());
+  return offset;
+}
+// Floats for the panels of any team of at most `threads` threads (each pads at most a panel).
+static long row_panels_of_all(int threads, int H) { return static_cast<long>(H) * (4L * H + threads * kRowPanelWidth); }
 
 // Units [u.k0, u.k1) of w_hidden [H, 4H] as gemm_bf16's packed B [H, 4n] of the columns
 // gather_own_columns lays side by side, packed straight from w_hidden (no float32 copy first):
@@ -239,7 +272,10 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   const bool own_recurrent = !recurrent_kernel.empty();
   // bf16 products on SGEMM take Wx rounded (ptbfast's and MKL's kernels round as they pack).
   const bool round_wx = bf16 && !rounded_once && !blas::gemm_bf16_rounds_operands(static_cast<int>(rows), G, In);
-  const int threads = time_loop_threads(B, H, own_recurrent);
+  // fp32 at batch 1 over enough steps to pay for packing: ptbfast's product of one row, on the time
+  // loop's threads whatever the BLAS (lstm_row_product.h).
+  const bool row_products = !bf16 && B == 1 && T >= blas::kPackedMinUses && blas::one_row_recurrent_products_on_ptbfast();
+  const int threads = time_loop_threads(B, H, own_recurrent || row_products);
   // A frozen model's rounded, gathered columns of Wh (bf16 on SGEMM), where gathered for this many threads.
   const float* frozen_gathered = !own_recurrent && bf16 && frozen && frozen->lstm_rounded_recurrent &&
                                          frozen->lstm_parts == threads
@@ -250,7 +286,8 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   // copy, whose writing (H x 4n floats a call, into fresh memory) took 8.9 of 12.2 ms a layer in
   // large's generation, one step a call (Intel Xeon family 6 model 167). bf16 on SGEMM gathers them
   // rounded, or reads a frozen model's.
-  const bool gather_wh = !own_recurrent && !frozen_gathered && (bf16 || (threads > 1 && T >= blas::kPackedMinUses));
+  const bool gather_wh = !own_recurrent && !row_products && !frozen_gathered &&
+                         (bf16 || (threads > 1 && T >= blas::kPackedMinUses));
 
   // Scratch of all threads, allocated here, before the region (which would catch its failure: time_loop_team.h):
   // the thread of units [k0, k1), n = k1 - k0, uses rec [B, 4n] from B*4*k0, and for packed SGEMMs
@@ -260,7 +297,8 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   // (new[], not vector: every element is written before it is read, so no zero-fill pass.)
   const std::unique_ptr<float[]> w_own(
       new float[static_cast<size_t>(std::max(gather_wh ? H : 0, round_wx ? In : 0)) * G]),
-      rec_all(new float[static_cast<size_t>(B) * G]);
+      rec_all(new float[static_cast<size_t>(B) * G]),
+      row_panels(row_products ? new float[row_panels_of_all(threads, H)] : nullptr);
 
   // Input projection of every step at once: gates = x @ Wx (the bias is added in the gate math,
   // which saves a pass that would write it into all T*B rows first).
@@ -319,12 +357,17 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
     }
     // The SGEMMs' B: the gathered columns [H, 4n]; on one thread Wh itself (its columns, gates side
     // by side, are Wh); else each gate's n columns where they lie in Wh.
-    std::optional<blas::PackedB> recurrent[4];
+    float* own_row_panels = nullptr;
+    if (row_products) {
+      own_row_panels = row_panels.get() + row_panels_offset(part, parts, H);
+      pack_own_row_panels(own_row_panels, w_hidden, u, H);
+    }
+    std::optional<blas::PackedB> recurrent[4];  // (the BLAS's products)
     if (w)
       recurrent[0].emplace(false, B, 4 * n, H, w, 4 * n, T);
-    else if (!own_recurrent && parts == 1)
+    else if (!own_recurrent && !row_products && parts == 1)
       recurrent[0].emplace(false, B, G, H, w_hidden, G, T);
-    else if (!own_recurrent)
+    else if (!own_recurrent && !row_products)
       for (int g = 0; g < 4; ++g) recurrent[g].emplace(false, B, n, H, w_hidden + g * H + u.k0, G, T);
     float* rec = rec_all.get() + static_cast<long>(B) * 4 * u.k0;
 
@@ -334,6 +377,8 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
       const double product_start = timing ? omp_get_wtime() : 0.0;
       if (recurrent_bf16)  // rec [B, 4n] = h_{t-1} @ own columns of Wh
         gemm::bf16::multiply_packed(recurrent_kernel, h_prev, B, H, 1, *recurrent_bf16, rec, 4 * n, false);
+      else if (own_row_panels)  // rec [1, 4n] = h_{t-1} @ own columns of Wh
+        row_times_panels(rec, h_prev, own_row_panels, H, 4 * n);
       else  // (one product, or one a gate)
         for (int g = 0; g < 4; ++g)
           if (recurrent[g]) recurrent[g]->gemm(h_prev, H, 0.0f, rec + g * n, 4 * n);

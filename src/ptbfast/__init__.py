@@ -5,7 +5,7 @@ from ptbfast.ops import build_info, embedding_lookup, get_num_threads, set_num_t
 from ptbfast.lm import LanguageModel, load
 from ptbfast.model import LSTMLanguageModel
 
-ops.configure_from_environment()  # PTBFAST_ISA, PTBFAST_BF16_PRODUCTS, PTBFAST_SGEMM_LARGE, PTBFAST_MALLOC
+ops.configure_from_environment()  # PTBFAST_ISA, PTBFAST_BF16_PRODUCTS, PTBFAST_SGEMM_LARGE, PTBFAST_ONE_ROW_PRODUCTS, PTBFAST_MALLOC
 __version__ = build_info()["version"]
 
 __all__ = [
