@@ -87,9 +87,15 @@ ONE_ROW_SHAPES = [(8, 5, 200), (9, 7, 33), (8, 1, 1), (12, 3, 17), (10, 40, 72),
 
 @pytest.mark.parametrize("T,In,H", ONE_ROW_SHAPES)
 def test_batch_one_matches_reference_on_either_route(T, In, H, one_row_products, threads):
+    from ptbfast import _core
+
     rng = np.random.default_rng(T * 1000 + In * 10 + H)
     x, c0, h0, kernel, bias = random_layer(rng, T, 1, In, H)
+    runs = _core._one_row_recurrent_product_runs()
     h_all, c_all, gates = ops.lstm_forward(x, c0, h0, kernel, bias, 1.0)
+    # the route taken: ptbfast's loop from PACKED_MIN_USES steps on, when asked for
+    took_loop = one_row_products == "ptbfast" and T >= _core.PACKED_MIN_USES
+    assert _core._one_row_recurrent_product_runs() - runs == took_loop
     ref_h, (ref_c_T, _), cache = ref.lstm_layer_forward(*f64(x, c0, h0, kernel, bias), 1.0)
     assert max_rel_error(h_all, ref_h) <= TOL
     assert max_rel_error(c_all[-1], ref_c_T) <= TOL
@@ -107,6 +113,10 @@ def test_batch_one_on_ptbfast_does_not_depend_on_the_thread_count():
 
     rng = np.random.default_rng(5)
     x, c0, h0, kernel, bias = random_layer(rng, 9, 1, 30, 150)
+    # x @ Wx, the BLAS's input projection, exact (small integers times 1/64), so that only the
+    # recurrent products could differ by thread count
+    x = rng.integers(-3, 4, x.shape).astype(np.float32)
+    kernel[:30] = rng.integers(-8, 9, (30, 600)).astype(np.float32) / 64
     before = ptbfast.get_num_threads()
     ops.set_one_row_recurrent_products("ptbfast")
     try:
@@ -122,19 +132,20 @@ def test_batch_one_on_ptbfast_does_not_depend_on_the_thread_count():
             np.testing.assert_array_equal(a, b)
 
 
-def test_auto_runs_batch_one_on_ptbfast_on_x86_cpus_not_intels():
-    import platform
-
+def test_auto_runs_batch_one_on_ptbfast_on_amd_cpus_from_the_avx2_level():
     import ptbfast
 
     ops.set_one_row_recurrent_products("auto")
+    level = ops.kernels_isa()
     try:
-        info = ptbfast.build_info()
-        x86 = platform.machine().lower() in ("x86_64", "amd64")
-        expected = "ptbfast" if x86 and info["cpu_vendor"] != "GenuineIntel" else "blas"
-        assert info["one_row_recurrent_products"] == expected
+        for isa in ops.supported_isas():
+            ops.set_kernels_isa(isa)
+            info = ptbfast.build_info()
+            expected = "ptbfast" if info["cpu_vendor"] == "AuthenticAMD" and isa != "baseline" else "blas"
+            assert info["one_row_recurrent_products"] == expected, isa
         assert ops.one_row_recurrent_products() == "auto"
     finally:
+        ops.set_kernels_isa(level)
         ops.set_one_row_recurrent_products(ONE_ROW)
 
 

@@ -760,7 +760,8 @@ PYBIND11_MODULE(_core, m) {
         }
       }, py::arg("name"), "The LSTM's float32 recurrent products of batch 1: auto, ptbfast or blas");
   m.def("one_row_recurrent_products", &blas::one_row_recurrent_products);
-  m.def("_one_row_recurrent_products_on_ptbfast", &blas::one_row_recurrent_products_on_ptbfast);
+  m.def("_one_row_recurrent_product_runs", &blas::one_row_recurrent_product_runs,
+        "lstm_forward's calls so far that ran batch 1's products on ptbfast's loop (for tests)");
   m.def("_sgemm_library", &blas::sgemm_library, py::arg("M"), py::arg("N"), py::arg("K"),
         "The library SGEMM sends an M x K @ K x N product to (for tests)");
   m.attr("PACKED_MIN_USES") = blas::kPackedMinUses;

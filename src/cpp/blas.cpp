@@ -15,6 +15,7 @@
 
 #include "blas_libraries.h"
 #include "cpu_features.h"
+#include "isa.h"
 
 namespace ptbfast::blas {
 
@@ -74,15 +75,18 @@ std::string one_row_recurrent_products() {
   return route == kOneRowPtbfast ? "ptbfast" : route == kOneRowBlas ? "blas" : "auto";
 }
 
+// "auto": ptbfast's loop where it was measured faster, AMD's CPUs (Zen 3) with its AVX2 form; the BLAS
+// on Intel's (MKL is tuned for them; not measured against it), off x86-64, and at the baseline level
+// (the loop's plain C++ form, not measured against MKL).
 bool one_row_recurrent_products_on_ptbfast() {
-#if defined(__x86_64__)
-  static const bool amd_or_other = cpu_vendor() != "GenuineIntel";  // (measured on AMD; MKL is tuned for Intel)
-#else
-  constexpr bool amd_or_other = false;  // (not measured off x86-64: the BLAS, as before)
-#endif
+  static const bool amd = cpu_vendor() == "AuthenticAMD";
   const int route = one_row_route.load(std::memory_order_relaxed);
-  return route == kOneRowPtbfast || (route == kOneRowAuto && amd_or_other);
+  return route == kOneRowPtbfast || (route == kOneRowAuto && amd && kernels_isa() != "baseline");
 }
+
+static std::atomic<long> one_row_runs{0};
+void count_one_row_recurrent_products() { one_row_runs.fetch_add(1, std::memory_order_relaxed); }
+long one_row_recurrent_product_runs() { return one_row_runs.load(std::memory_order_relaxed); }
 
 void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
            const float* B, int ldb, float beta, float* C, int ldc) {

@@ -27,13 +27,16 @@ void set_large_products_library(const std::string& name);
 const char* sgemm_library(int M, int N, int K);
 
 // The LSTM's float32 recurrent products of one row (batch 1: TF's test pass, text scored one row at
-// a time) over many steps: "auto" (ptbfast's own loop, lstm_row_product.h, on x86-64 CPUs that are
-// not Intel's, where it measured faster than MKL's packed SGEMM; the BLAS elsewhere), "ptbfast" or
+// a time) over many steps: "auto" (ptbfast's own loop, lstm_row_product.h, on AMD's CPUs at the AVX2
+// level or above, where it measured faster than MKL's packed SGEMM; the BLAS elsewhere), "ptbfast" or
 // "blas". Throws std::invalid_argument otherwise. Process-wide.
 void set_one_row_recurrent_products(const std::string& name);
 std::string one_row_recurrent_products();
-// Whether the current setting runs them on ptbfast's loop on this CPU.
+// Whether the current setting runs them on ptbfast's loop on this CPU, at the active kernel level.
 bool one_row_recurrent_products_on_ptbfast();
+// lstm_forward counts its calls that ran them on ptbfast's loop (the tests read it: the route taken).
+void count_one_row_recurrent_products();
+long one_row_recurrent_product_runs();
 
 // The same product, for operands that hold bf16 values (float32 with the low 16 bits zero, as
 // bf16 mixed precision makes them): on the path bf16_products() names, see blas_bf16.cpp.

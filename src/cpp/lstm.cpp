@@ -106,8 +106,12 @@ static long row_panels_offset(int part, int parts, int H) {
   for (int q = 0; q < part; ++q) offset += row_panel_floats(H, 4 * units_of(q, parts, H).size());
   return offset;
 }
-// Floats for the panels of any team of at most `threads` threads (each pads at most a panel).
-static long row_panels_of_all(int threads, int H) { return static_cast<long>(H) * (4L * H + threads * kRowPanelWidth); }
+// Floats for the panels of any team of at most `threads` threads: each thread with units pads at most
+// one panel, and no more threads have units than H has 16-unit vectors (units_of).
+static long row_panels_of_all(int threads, int H) {
+  const long padded = std::min<long>(threads, (H + 15) / 16);
+  return static_cast<long>(H) * (4L * H + padded * kRowPanelWidth);
+}
 
 // Units [u.k0, u.k1) of w_hidden [H, 4H] as gemm_bf16's packed B [H, 4n] of the columns
 // gather_own_columns lays side by side, packed straight from w_hidden (no float32 copy first):
@@ -275,6 +279,7 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   // fp32 at batch 1 over enough steps to pay for packing: ptbfast's product of one row, on the time
   // loop's threads whatever the BLAS (lstm_row_product.h).
   const bool row_products = !bf16 && B == 1 && T >= blas::kPackedMinUses && blas::one_row_recurrent_products_on_ptbfast();
+  if (row_products) blas::count_one_row_recurrent_products();
   const int threads = time_loop_threads(B, H, own_recurrent || row_products);
   // A frozen model's rounded, gathered columns of Wh (bf16 on SGEMM), where gathered for this many threads.
   const float* frozen_gathered = !own_recurrent && bf16 && frozen && frozen->lstm_rounded_recurrent &&

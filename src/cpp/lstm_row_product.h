@@ -7,7 +7,8 @@
 //
 // Included by lstm.cpp after isa_begin.h, so that it is compiled at each instruction-set level:
 // AVX2 and FMA intrinsics at the AVX2 and AVX-512 levels (and in a native build with them), plain
-// C++ that the compiler vectorises elsewhere.
+// C++ that the compiler vectorises elsewhere. Inside the level's namespace, so it includes nothing:
+// lstm.cpp includes <algorithm> and, on x86-64, <immintrin.h> before isa_begin.h.
 #pragma once
 
 #ifndef PTBFAST_ISA_NS

@@ -398,8 +398,8 @@ def set_large_sgemm_library(name: str) -> None:
 
 def set_one_row_recurrent_products(name: str) -> None:
     """Where the LSTM's float32 recurrent products of one row (batch 1, over 8 steps or more: TF's
-    test pass, a text scored) run: "auto" (ptbfast's own loop on x86-64 CPUs that are not Intel's,
-    where it measured faster than MKL's packed SGEMM; the BLAS elsewhere), "ptbfast" or "blas".
+    test pass, a text scored) run: "auto" (ptbfast's own loop on AMD's CPUs at the AVX2 kernel level
+    or above, where it measured faster than MKL's packed SGEMM; the BLAS elsewhere), "ptbfast" or "blas".
     Process-wide. At import: "auto", or the environment variable PTBFAST_ONE_ROW_PRODUCTS's."""
     _core.set_one_row_recurrent_products(name)
 
