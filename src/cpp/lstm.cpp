@@ -360,14 +360,15 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
       packed_here.reset(pack_own_columns(w_hidden, u, H));
       recurrent_bf16 = packed_here.get();
     }
-    // The SGEMMs' B: the gathered columns [H, 4n]; on one thread Wh itself (its columns, gates side
-    // by side, are Wh); else each gate's n columns where they lie in Wh.
+    // Batch 1 on ptbfast's loop: this thread's columns as its panels.
     float* own_row_panels = nullptr;
     if (row_products) {
       own_row_panels = row_panels.get() + row_panels_offset(part, parts, H);
       pack_own_row_panels(own_row_panels, w_hidden, u, H);
     }
-    std::optional<blas::PackedB> recurrent[4];  // (the BLAS's products)
+    // The SGEMMs' B: the gathered columns [H, 4n]; on one thread Wh itself (its columns, gates side
+    // by side, are Wh); else each gate's n columns where they lie in Wh.
+    std::optional<blas::PackedB> recurrent[4];
     if (w)
       recurrent[0].emplace(false, B, 4 * n, H, w, 4 * n, T);
     else if (!own_recurrent && !row_products && parts == 1)
