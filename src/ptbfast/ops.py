@@ -414,9 +414,8 @@ def configure_from_environment() -> None:
     """The settings the environment asks for: PTBFAST_ISA (:func:`set_kernels_isa`),
     PTBFAST_BF16_PRODUCTS (:func:`set_bf16_products`), PTBFAST_SGEMM_LARGE
     (:func:`set_large_sgemm_library`), PTBFAST_ONE_ROW_PRODUCTS (:func:`set_one_row_recurrent_products`)
-    and PTBFAST_MALLOC ("keep", the default unless
-    glibc's own malloc variables are set: :func:`keep_freed_memory`; "system": the C library's own
-    policy). ``import ptbfast`` calls it; a bad value stops the import with a ValueError that names the
+    and PTBFAST_MALLOC ("keep", the default unless glibc's own malloc variables are set:
+    :func:`keep_freed_memory`; "system": the C library's own policy). ``import ptbfast`` calls it; a bad value stops the import with a ValueError that names the
     variable."""
     _set_malloc_policy_from_environment()
     for variable, setter in (("PTBFAST_ISA", set_kernels_isa), ("PTBFAST_BF16_PRODUCTS", set_bf16_products),
