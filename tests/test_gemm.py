@@ -7,6 +7,11 @@
   (plain, transposed, accumulating), on each library whatever the CPU.
 * blas::PackedB (the LSTM's recurrent weight) packs B for PACKED_MIN_USES products or more, and
   runs fewer unpacked: both give the product.
+* Products of one row go to ptbfast's loop (src/cpp/row_product.h) where set_one_row_products says:
+  plain, with op(A) a transposed column, accumulating (a B wider than the product is the LSTM's,
+  tests/test_lstm.py); column counts
+  either side of the loop's vectors (8), its blocks (2,048) and the threads' cache lines (16), row
+  counts either side of its passes (8); the same bits at any thread count.
 """
 
 import os
@@ -50,7 +55,9 @@ def large_library(request):
 @pytest.mark.parametrize("M,K,N", EDGE)
 def test_products_either_side_of_the_large_line(M, K, N, large_library):
     library = _core._sgemm_library(M, N, K)
-    if BOTH:
+    if M == 1 and ops.one_row_products() != "blas" and ptbfast.build_info()["one_row_products"] == "ptbfast":
+        assert library == "ptbfast"  # (products of one row: see below)
+    elif BOTH:
         assert library == (large_library if min(M, N, K) >= LARGE else "mkl")
         assert ptbfast.build_info()["blas_large_products"] == large_library
     else:
@@ -99,3 +106,64 @@ def test_the_environment_variable_chooses_the_library_at_import():
     env["PTBFAST_SGEMM_LARGE"] = chosen
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == chosen, done.stderr
+
+
+# ---- products of one row on ptbfast's loop (src/cpp/row_product.{h,cpp}) -----------------------
+
+ONE_ROW = os.environ.get("PTBFAST_ONE_ROW_PRODUCTS") or "auto"  # (what import set: restored after each change)
+
+
+@pytest.fixture(params=["ptbfast", "blas"])
+def one_row_route(request):
+    ops.set_one_row_products(request.param)
+    yield request.param
+    ops.set_one_row_products(ONE_ROW)
+
+
+@pytest.mark.parametrize("K,N", [(1, 1), (1, 9), (7, 5), (8, 8), (9, 17), (16, 15), (17, 2047), (8, 2048),
+                                 (33, 2049), (5, 4100), (200, 801), (650, 2600)])
+def test_one_row_products_on_either_route(K, N, one_row_route):
+    rng = np.random.default_rng(K * 10_000 + N)
+    a, b = rng.uniform(-1, 1, (1, K)).astype(np.float32), rng.uniform(-1, 1, (K, N)).astype(np.float32)
+    runs = _core._one_row_sgemm_runs()
+    assert within_summation_bound(ops.matmul(a, b), a, b)
+    # accumulating (beta 1), op(A) a column [K, 1] read as its transpose
+    c0 = rng.uniform(-1, 1, (1, N)).astype(np.float32)
+    c = c0.copy()
+    _core.matmul(np.ascontiguousarray(a.T), b, False, True, False, c)
+    assert within_summation_bound(c, a, b, c0)
+    on_loop = one_row_route == "ptbfast"
+    assert _core._one_row_sgemm_runs() - runs == 2 * on_loop
+    assert (_core._sgemm_library(1, N, K) == "ptbfast") == on_loop
+    if min(K, N) > 1:  # B transposed (a [1, 1] or [K, 1] view is also plain): the BLAS's, whatever the setting
+        assert within_summation_bound(ops.matmul(a, np.ascontiguousarray(b.T).T), a, b)
+        assert _core._one_row_sgemm_runs() - runs == 2 * on_loop
+
+
+def test_one_row_products_on_ptbfast_do_not_depend_on_the_thread_count():
+    """Each column's sum is one thread's, in row order, however the columns are split."""
+    rng = np.random.default_rng(11)
+    a, b = rng.uniform(-1, 1, (1, 301)).astype(np.float32), rng.uniform(-1, 1, (301, 5003)).astype(np.float32)
+    before = ptbfast.get_num_threads()
+    ops.set_one_row_products("ptbfast")
+    try:
+        results = []
+        for n in (1, 2, 3):
+            ptbfast.set_num_threads(n)
+            results.append(ops.matmul(a, b))
+    finally:
+        ptbfast.set_num_threads(before)
+        ops.set_one_row_products(ONE_ROW)
+    assert within_summation_bound(results[0], a, b)
+    for other in results[1:]:
+        np.testing.assert_array_equal(results[0], other)
+
+
+def test_empty_products_of_one_row_are_zeros_or_empty():
+    ops.set_one_row_products("ptbfast")
+    try:
+        np.testing.assert_array_equal(ops.matmul(np.zeros((1, 0), np.float32), np.zeros((0, 5), np.float32)),
+                                      np.zeros((1, 5), np.float32))
+        assert ops.matmul(np.ones((1, 4), np.float32), np.ones((4, 0), np.float32)).shape == (1, 0)
+    finally:
+        ops.set_one_row_products(ONE_ROW)

@@ -67,7 +67,7 @@ def test_forward_and_backward_match_reference(T, B, In, H, forget_bias, threads)
         assert max_rel_error(a, b) <= TOL, name
 
 
-# ---- batch 1: the float32 recurrent product of one row (src/cpp/lstm_row_product.h) --------------
+# ---- batch 1: the float32 recurrent product of one row (src/cpp/row_product.h) -------------------
 
 ONE_ROW = os.environ.get("PTBFAST_ONE_ROW_PRODUCTS") or "auto"  # (what import set: restored after each change)
 
@@ -75,14 +75,16 @@ ONE_ROW = os.environ.get("PTBFAST_ONE_ROW_PRODUCTS") or "auto"  # (what import s
 @pytest.fixture(params=["ptbfast", "blas"])
 def one_row_products(request):
     """Both routes of batch 1's recurrent products on every CPU ("auto" takes one by CPU vendor)."""
-    ops.set_one_row_recurrent_products(request.param)
+    ops.set_one_row_products(request.param)
     yield request.param
-    ops.set_one_row_recurrent_products(ONE_ROW)
+    ops.set_one_row_products(ONE_ROW)
 
 
-# (T, In, H): from PACKED_MIN_USES steps on (fewer: the BLAS's products either way); H gives each
-# thread's 4n columns as whole panels of 32 and as tails, one unit, odd rows (K = H), 1 to 3 threads.
-ONE_ROW_SHAPES = [(8, 5, 200), (9, 7, 33), (8, 1, 1), (12, 3, 17), (10, 40, 72), (7, 5, 200), (8, 3, 130)]
+# (T, In, H): from PACKED_MIN_USES steps on, ptbfast's panels (H gives each thread's 4n columns as
+# whole panels of 32 and as tails, one unit, odd rows: K = H); fewer steps (generation: one), Wh read
+# in place, a gate's columns in whole and partial vectors of 8 and row counts either side of 8; 1 to 3 threads.
+ONE_ROW_SHAPES = [(8, 5, 200), (9, 7, 33), (8, 1, 1), (12, 3, 17), (10, 40, 72), (7, 5, 200), (8, 3, 130),
+                  (1, 5, 200), (1, 1, 1), (1, 9, 7), (2, 3, 17), (3, 40, 72), (1, 7, 130), (1, 16, 8)]
 
 
 @pytest.mark.parametrize("T,In,H", ONE_ROW_SHAPES)
@@ -93,8 +95,8 @@ def test_batch_one_matches_reference_on_either_route(T, In, H, one_row_products,
     x, c0, h0, kernel, bias = random_layer(rng, T, 1, In, H)
     runs = _core._one_row_recurrent_product_runs()
     h_all, c_all, gates = ops.lstm_forward(x, c0, h0, kernel, bias, 1.0)
-    # the route taken: ptbfast's loop from PACKED_MIN_USES steps on, when asked for
-    took_loop = one_row_products == "ptbfast" and T >= _core.PACKED_MIN_USES
+    # the route taken: ptbfast's loops, when asked for
+    took_loop = one_row_products == "ptbfast"
     assert _core._one_row_recurrent_product_runs() - runs == took_loop
     ref_h, (ref_c_T, _), cache = ref.lstm_layer_forward(*f64(x, c0, h0, kernel, bias), 1.0)
     assert max_rel_error(h_all, ref_h) <= TOL
@@ -106,19 +108,20 @@ def test_batch_one_matches_reference_on_either_route(T, In, H, one_row_products,
         assert max_rel_error(a, b) <= TOL, name
 
 
-def test_batch_one_on_ptbfast_does_not_depend_on_the_thread_count():
+@pytest.mark.parametrize("T", [9, 1, 3])  # (on panels; in place, with the input product of one row on ptbfast's too)
+def test_batch_one_on_ptbfast_does_not_depend_on_the_thread_count(T):
     """Each column's sum is one thread's, in row order, however the units are split (the BLAS's
     products need not promise that)."""
     import ptbfast
 
     rng = np.random.default_rng(5)
-    x, c0, h0, kernel, bias = random_layer(rng, 9, 1, 30, 150)
+    x, c0, h0, kernel, bias = random_layer(rng, T, 1, 30, 150)
     # x @ Wx, the BLAS's input projection, exact (small integers times 1/64), so that only the
     # recurrent products could differ by thread count
     x = rng.integers(-3, 4, x.shape).astype(np.float32)
     kernel[:30] = rng.integers(-8, 9, (30, 600)).astype(np.float32) / 64
     before = ptbfast.get_num_threads()
-    ops.set_one_row_recurrent_products("ptbfast")
+    ops.set_one_row_products("ptbfast")
     try:
         results = []
         for n in (1, 2, 3):
@@ -126,7 +129,7 @@ def test_batch_one_on_ptbfast_does_not_depend_on_the_thread_count():
             results.append(ops.lstm_forward(x, c0, h0, kernel, bias, 0.0))
     finally:
         ptbfast.set_num_threads(before)
-        ops.set_one_row_recurrent_products(ONE_ROW)
+        ops.set_one_row_products(ONE_ROW)
     for other in results[1:]:
         for a, b in zip(results[0], other):
             np.testing.assert_array_equal(a, b)
@@ -135,26 +138,28 @@ def test_batch_one_on_ptbfast_does_not_depend_on_the_thread_count():
 def test_auto_runs_batch_one_on_ptbfast_on_amd_cpus_from_the_avx2_level():
     import ptbfast
 
-    ops.set_one_row_recurrent_products("auto")
+    ops.set_one_row_products("auto")
     level = ops.kernels_isa()
     try:
         for isa in ops.supported_isas():
             ops.set_kernels_isa(isa)
             info = ptbfast.build_info()
             expected = "ptbfast" if info["cpu_vendor"] == "AuthenticAMD" and isa != "baseline" else "blas"
-            assert info["one_row_recurrent_products"] == expected, isa
-        assert ops.one_row_recurrent_products() == "auto"
+            assert info["one_row_products"] == info["one_row_recurrent_products"] == expected, isa
+        assert ops.one_row_products() == ops.one_row_recurrent_products() == "auto"
     finally:
         ops.set_kernels_isa(level)
-        ops.set_one_row_recurrent_products(ONE_ROW)
+        ops.set_one_row_products(ONE_ROW)
 
 
 def test_one_row_products_setting_refuses_other_names_here_and_at_import():
     import subprocess
 
-    with pytest.raises(ValueError, match="auto"):
-        ops.set_one_row_recurrent_products("mkl")
-    code = "import ptbfast; print(ptbfast.build_info()['one_row_recurrent_products'])"
+    for setter in (ops.set_one_row_products, ops.set_one_row_recurrent_products):  # (and its former name)
+        with pytest.raises(ValueError, match="auto"):
+            setter("mkl")
+    assert ops.one_row_products() == ONE_ROW
+    code = "import ptbfast; print(ptbfast.build_info()['one_row_products'])"
     env = {**os.environ, "PTBFAST_ONE_ROW_PRODUCTS": "fast"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode != 0 and "PTBFAST_ONE_ROW_PRODUCTS='fast'" in done.stderr

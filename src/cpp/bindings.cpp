@@ -561,7 +561,8 @@ py::dict build_info() {
   info["kernels_isas"] = compiled_isas();
   info["blas"] = blas::backend_name();
   info["blas_large_products"] = blas::large_products_backend_name();
-  info["one_row_recurrent_products"] = blas::one_row_recurrent_products_on_ptbfast() ? "ptbfast" : "blas";
+  info["one_row_products"] = blas::one_row_products_on_ptbfast() ? "ptbfast" : "blas";
+  info["one_row_recurrent_products"] = info["one_row_products"];  // (its former name)
   info["blas_threads"] = blas::num_threads();
   info["openmp_threads"] = runtime::num_threads();
   info["openmp_version"] = facts.openmp_version;
@@ -752,16 +753,22 @@ PYBIND11_MODULE(_core, m) {
           throw py::value_error(e.what());
         }
       }, py::arg("name"), "The BLAS library for float32 products large on every side: auto, mkl or openblas");
-  m.def("set_one_row_recurrent_products", [](const std::string& name) {
-        try {
-          blas::set_one_row_recurrent_products(name);
-        } catch (const std::invalid_argument& e) {
-          throw py::value_error(e.what());
-        }
-      }, py::arg("name"), "The LSTM's float32 recurrent products of batch 1: auto, ptbfast or blas");
-  m.def("one_row_recurrent_products", &blas::one_row_recurrent_products);
+  const auto set_one_row_products = [](const std::string& name) {
+    try {
+      blas::set_one_row_products(name);
+    } catch (const std::invalid_argument& e) {
+      throw py::value_error(e.what());
+    }
+  };
+  m.def("set_one_row_products", set_one_row_products, py::arg("name"),
+        "Where float32 products of one row run (batch 1, generation): auto, ptbfast or blas");
+  m.def("one_row_products", &blas::one_row_products);
+  m.def("set_one_row_recurrent_products", set_one_row_products, py::arg("name"), "set_one_row_products' former name");
+  m.def("one_row_recurrent_products", &blas::one_row_products, "one_row_products' former name");
   m.def("_one_row_recurrent_product_runs", &blas::one_row_recurrent_product_runs,
-        "lstm_forward's calls so far that ran batch 1's products on ptbfast's loop (for tests)");
+        "lstm_forward's calls so far that ran batch 1's recurrent products on ptbfast's loops (for tests)");
+  m.def("_one_row_sgemm_runs", &blas::one_row_sgemm_runs,
+        "SGEMM's products of one row so far that ran on ptbfast's loop (for tests)");
   m.def("_sgemm_library", &blas::sgemm_library, py::arg("M"), py::arg("N"), py::arg("K"),
         "The library SGEMM sends an M x K @ K x N product to (for tests)");
   m.attr("PACKED_MIN_USES") = blas::kPackedMinUses;

@@ -16,6 +16,7 @@
 #include "blas_libraries.h"
 #include "cpu_features.h"
 #include "isa.h"
+#include "kernels.h"
 
 namespace ptbfast::blas {
 
@@ -58,7 +59,7 @@ enum OneRowRoute { kOneRowAuto, kOneRowPtbfast, kOneRowBlas };
 std::atomic<int> one_row_route{kOneRowAuto};
 }  // namespace
 
-void set_one_row_recurrent_products(const std::string& name) {
+void set_one_row_products(const std::string& name) {
   if (name == "auto")
     one_row_route = kOneRowAuto;
   else if (name == "ptbfast")
@@ -66,27 +67,27 @@ void set_one_row_recurrent_products(const std::string& name) {
   else if (name == "blas")
     one_row_route = kOneRowBlas;
   else
-    throw std::invalid_argument("one-row recurrent products must be \"auto\", \"ptbfast\" or \"blas\", got \"" +
-                                name + "\"");
+    throw std::invalid_argument("one-row products must be \"auto\", \"ptbfast\" or \"blas\", got \"" + name + "\"");
 }
 
-std::string one_row_recurrent_products() {
+std::string one_row_products() {
   const int route = one_row_route.load(std::memory_order_relaxed);
   return route == kOneRowPtbfast ? "ptbfast" : route == kOneRowBlas ? "blas" : "auto";
 }
 
-// "auto": ptbfast's loop where it was measured faster, AMD's CPUs (Zen 3) with its AVX2 form; the BLAS
-// on Intel's (MKL is tuned for them; not measured against it), off x86-64, and at the baseline level
-// (the loop's plain C++ form, not measured against MKL).
-bool one_row_recurrent_products_on_ptbfast() {
+// "auto": ptbfast's loops where they were measured faster, AMD's CPUs (Zen 3) with their AVX2 form;
+// the BLAS on Intel's (MKL is tuned for them; not measured against it), off x86-64, and at the
+// baseline level (the loops' plain C++ form, not measured against MKL).
+bool one_row_products_on_ptbfast() {
   static const bool amd = cpu_vendor() == "AuthenticAMD";
   const int route = one_row_route.load(std::memory_order_relaxed);
   return route == kOneRowPtbfast || (route == kOneRowAuto && amd && kernels_isa() != "baseline");
 }
 
-static std::atomic<long> one_row_runs{0};
+static std::atomic<long> one_row_runs{0}, one_row_sgemms{0};
 void count_one_row_recurrent_products() { one_row_runs.fetch_add(1, std::memory_order_relaxed); }
 long one_row_recurrent_product_runs() { return one_row_runs.load(std::memory_order_relaxed); }
+long one_row_sgemm_runs() { return one_row_sgemms.load(std::memory_order_relaxed); }
 
 void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
            const float* B, int ldb, float beta, float* C, int ldc) {
@@ -94,6 +95,12 @@ void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const f
   if (K == 0) {  // op(A)@op(B) is zero: C = beta*C, and beta == 0 must clear NaNs too
     for (int i = 0; i < M; ++i)
       for (int j = 0; j < N; ++j) C[(long)i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[(long)i * ldc + j];
+    return;
+  }
+  // One row (op(A) contiguous) by a B read as it lies: ptbfast's loop, where it is chosen.
+  if (M == 1 && (!trans_a || lda == 1) && !trans_b && one_row_products_on_ptbfast()) {
+    one_row_sgemms.fetch_add(1, std::memory_order_relaxed);
+    row_product(C, A, B, K, N, ldb, alpha, beta);
     return;
   }
 #if defined(PTBFAST_BLAS_MKL) && defined(PTBFAST_BLAS_OPENBLAS)
@@ -109,6 +116,7 @@ void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const f
 }
 
 const char* sgemm_library(int M, int N, int K) {
+  if (M == 1 && N > 0 && K > 0 && one_row_products_on_ptbfast()) return "ptbfast";
 #if defined(PTBFAST_BLAS_MKL) && defined(PTBFAST_BLAS_OPENBLAS)
   return to_openblas(M, N, K) ? "openblas" : "mkl";
 #elif defined(PTBFAST_BLAS_MKL)

@@ -23,20 +23,24 @@ constexpr int kLargeSide = 64;
 // That library: "auto", "mkl" or "openblas" (a build with one library takes only its own, or "auto").
 // Throws std::invalid_argument otherwise. Process-wide.
 void set_large_products_library(const std::string& name);
-// The library sgemm sends an M x K @ K x N product to: "mkl" or "openblas" (tests/test_gemm.py).
+// The library sgemm sends an M x K @ K x N product (neither operand transposed) to: "mkl",
+// "openblas", or "ptbfast" for one row on ptbfast's loop (one_row_products; tests/test_gemm.py).
 const char* sgemm_library(int M, int N, int K);
 
-// The LSTM's float32 recurrent products of one row (batch 1: TF's test pass, text scored one row at
-// a time) over many steps: "auto" (ptbfast's own loop, lstm_row_product.h, on AMD's CPUs at the AVX2
-// level or above, where it measured faster than MKL's packed SGEMM; the BLAS elsewhere), "ptbfast" or
-// "blas". Throws std::invalid_argument otherwise. Process-wide.
-void set_one_row_recurrent_products(const std::string& name);
-std::string one_row_recurrent_products();
-// Whether the current setting runs them on ptbfast's loop on this CPU, at the active kernel level.
-bool one_row_recurrent_products_on_ptbfast();
-// lstm_forward counts its calls that ran them on ptbfast's loop (the tests read it: the route taken).
+// Where float32 products of one row run (batch 1: TF's test pass, a text scored one row at a time;
+// generation, a step a call): "auto" (ptbfast's own loops, row_product.h, on AMD's CPUs at the AVX2
+// level or above, where they measured faster than MKL; the BLAS elsewhere), "ptbfast" or "blas".
+// On ptbfast's loops: the LSTM's recurrent products at batch 1, and sgemm's products of one row
+// (op(A) [1, K] contiguous, B not transposed). Throws std::invalid_argument on another name. Process-wide.
+void set_one_row_products(const std::string& name);
+std::string one_row_products();
+// Whether the current setting runs them on ptbfast's loops on this CPU, at the active kernel level.
+bool one_row_products_on_ptbfast();
+// How many lstm_forward calls ran batch 1's recurrent products on ptbfast's loops, and how many of
+// sgemm's products of one row ran on ptbfast's (the tests read them: the route taken).
 void count_one_row_recurrent_products();
 long one_row_recurrent_product_runs();
+long one_row_sgemm_runs();
 
 // The same product, for operands that hold bf16 values (float32 with the low 16 bits zero, as
 // bf16 mixed precision makes them): on the path bf16_products() names, see blas_bf16.cpp.

@@ -68,6 +68,10 @@ double output_layer_forward_backward(float* losses, float* dh, float* dw, float*
                                                  block_columns, w_transposed, bf16);
 }
 
+void row_product(float* y, const float* x, const float* w, int K, int N, int ldw, float alpha, float beta) {
+  kernels().row_product(y, x, w, K, N, ldw, alpha, beta);
+}
+
 void apply_vecmath(VecMath function, float* out, const float* in, int64_t n) {
   kernels().apply_vecmath(function, out, in, n);
 }

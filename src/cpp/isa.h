@@ -34,6 +34,7 @@ struct KernelTable {
   decltype(&ptbfast::lstm_backward) lstm_backward;
   decltype(&ptbfast::output_layer_forward) output_layer_forward;
   decltype(&ptbfast::output_layer_forward_backward) output_layer_forward_backward;
+  decltype(&ptbfast::row_product) row_product;
   decltype(&ptbfast::apply_vecmath) apply_vecmath;
 };
 

@@ -12,7 +12,8 @@ const KernelTable kernel_table = {
     &round_to_bf16,                      &round_rows_to_bf16,
     &lstm_forward,                       &lstm_freeze_bf16,
     &lstm_backward,                      &output_layer_forward,
-    &output_layer_forward_backward,      &apply_vecmath,
+    &output_layer_forward_backward,      &row_product,
+    &apply_vecmath,
 };
 
 #include "isa_end.h"

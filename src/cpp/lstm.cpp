@@ -4,14 +4,14 @@
 // forward; the weight gradients and dx backward) and keep only the recurrent product h_{t-1} @ Wh
 // (B x H x 4H) inside the time loop. That loop runs in one parallel region: each thread owns a
 // slice of the hidden units, keeps its part of Wh packed for all T steps (MKL, when T >= 8; at batch
-// 1 ptbfast's loop where blas::one_row_recurrent_products_on_ptbfast says; in bf16 ptbfast's AMX or
+// 1 ptbfast's loops where blas::one_row_products_on_ptbfast says; in bf16 ptbfast's AMX or
 // dot-product kernel where blas::bf16_recurrent_kernel names one),
 // computes its units' gate pre-activations and their gate math (a vectorised loop per gate, then the
 // cell: gate_math_forward), and waits at one barrier per step. (One BLAS call over all threads per
 // step, then a parallel gate pass, cost two fork/joins per step and left the threads idle at each.)
 #include <omp.h>
 #if defined(__x86_64__)
-#include <immintrin.h>  // (lstm_row_product.h)
+#include <immintrin.h>  // (row_product.h)
 #endif
 
 #include <algorithm>
@@ -31,7 +31,7 @@
 #include "vecmath.h"
 
 #include "isa_begin.h"  // (compiled once per instruction-set level: isa.h)
-#include "lstm_row_product.h"
+#include "row_product.h"
 
 // Below this many multiply-adds per recurrent product, one step is a few microseconds and the
 // per-step barrier would cost more than splitting the step saves.
@@ -276,9 +276,11 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   const bool own_recurrent = !recurrent_kernel.empty();
   // bf16 products on SGEMM take Wx rounded (ptbfast's and MKL's kernels round as they pack).
   const bool round_wx = bf16 && !rounded_once && !blas::gemm_bf16_rounds_operands(static_cast<int>(rows), G, In);
-  // fp32 at batch 1 over enough steps to pay for packing: ptbfast's product of one row, on the time
-  // loop's threads whatever the BLAS (lstm_row_product.h).
-  const bool row_products = !bf16 && B == 1 && T >= blas::kPackedMinUses && blas::one_row_recurrent_products_on_ptbfast();
+  // fp32 at batch 1: ptbfast's products of one row on the time loop's threads, whatever the BLAS
+  // (row_product.h): over enough steps to pay for packing, on panels of each thread's columns packed
+  // once (row_panels); over fewer (generation: one step a call), on Wh where it lies.
+  const bool row_products = !bf16 && B == 1 && blas::one_row_products_on_ptbfast();
+  const bool row_panels_used = row_products && T >= blas::kPackedMinUses;
   if (row_products) blas::count_one_row_recurrent_products();
   const int threads = time_loop_threads(B, H, own_recurrent || row_products);
   // A frozen model's rounded, gathered columns of Wh (bf16 on SGEMM), where gathered for this many threads.
@@ -303,7 +305,7 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   const std::unique_ptr<float[]> w_own(
       new float[static_cast<size_t>(std::max(gather_wh ? H : 0, round_wx ? In : 0)) * G]),
       rec_all(new float[static_cast<size_t>(B) * G]),
-      row_panels(row_products ? new float[row_panels_of_all(threads, H)] : nullptr);
+      row_panels(row_panels_used ? new float[row_panels_of_all(threads, H)] : nullptr);
 
   // Input projection of every step at once: gates = x @ Wx (the bias is added in the gate math,
   // which saves a pass that would write it into all T*B rows first).
@@ -362,7 +364,7 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
     }
     // Batch 1 on ptbfast's loop: this thread's columns as its panels.
     float* own_row_panels = nullptr;
-    if (row_products) {
+    if (row_panels_used) {
       own_row_panels = row_panels.get() + row_panels_offset(part, parts, H);
       pack_own_row_panels(own_row_panels, w_hidden, u, H);
     }
@@ -385,6 +387,10 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
         gemm::bf16::multiply_packed(recurrent_kernel, h_prev, B, H, 1, *recurrent_bf16, rec, 4 * n, false);
       else if (own_row_panels)  // rec [1, 4n] = h_{t-1} @ own columns of Wh
         row_times_panels(rec, h_prev, own_row_panels, H, 4 * n);
+      else if (row_products && parts == 1)  // (one thread: its columns, gates side by side, are Wh)
+        row_times_matrix(rec, h_prev, w_hidden, H, G, G, 1.0f, 0.0f);
+      else if (row_products)  // (one product a gate, its n columns where they lie)
+        for (int g = 0; g < 4; ++g) row_times_matrix(rec + g * n, h_prev, w_hidden + g * H + u.k0, H, n, G, 1.0f, 0.0f);
       else  // (one product, or one a gate)
         for (int g = 0; g < 4; ++g)
           if (recurrent[g]) recurrent[g]->gemm(h_prev, H, 0.0f, rec + g * n, 4 * n);

@@ -396,31 +396,37 @@ def set_large_sgemm_library(name: str) -> None:
     _core.set_large_sgemm_library(name)
 
 
-def set_one_row_recurrent_products(name: str) -> None:
-    """Where the LSTM's float32 recurrent products of one row (batch 1, over 8 steps or more: TF's
-    test pass, a text scored) run: "auto" (ptbfast's own loop on AMD's CPUs at the AVX2 kernel level
-    or above, where it measured faster than MKL's packed SGEMM; the BLAS elsewhere), "ptbfast" or "blas".
-    Process-wide. At import: "auto", or the environment variable PTBFAST_ONE_ROW_PRODUCTS's."""
-    _core.set_one_row_recurrent_products(name)
+def set_one_row_products(name: str) -> None:
+    """Where float32 products of one row run (batch 1: TF's test pass, a text scored; generation, a
+    step a call): "auto" (ptbfast's own loops on AMD's CPUs at the AVX2 kernel level or above, where
+    they measured faster than MKL; the BLAS elsewhere), "ptbfast" or "blas". Those loops take the
+    LSTM's recurrent products at batch 1 and SGEMM's products of one row (the logits of a word, the
+    LSTM's input product of one step). Process-wide. At import: "auto", or the environment variable
+    PTBFAST_ONE_ROW_PRODUCTS's."""
+    _core.set_one_row_products(name)
 
 
-def one_row_recurrent_products() -> str:
-    """The setting of :func:`set_one_row_recurrent_products` ("auto", "ptbfast" or "blas"); where
-    "auto" runs them on this CPU: ``build_info()["one_row_recurrent_products"]``."""
-    return _core.one_row_recurrent_products()
+def one_row_products() -> str:
+    """The setting of :func:`set_one_row_products` ("auto", "ptbfast" or "blas"); where "auto" runs
+    them on this CPU: ``build_info()["one_row_products"]``."""
+    return _core.one_row_products()
+
+
+set_one_row_recurrent_products = set_one_row_products  # (their former names)
+one_row_recurrent_products = one_row_products
 
 
 def configure_from_environment() -> None:
     """The settings the environment asks for: PTBFAST_ISA (:func:`set_kernels_isa`),
     PTBFAST_BF16_PRODUCTS (:func:`set_bf16_products`), PTBFAST_SGEMM_LARGE
-    (:func:`set_large_sgemm_library`), PTBFAST_ONE_ROW_PRODUCTS (:func:`set_one_row_recurrent_products`)
+    (:func:`set_large_sgemm_library`), PTBFAST_ONE_ROW_PRODUCTS (:func:`set_one_row_products`)
     and PTBFAST_MALLOC ("keep", the default unless glibc's own malloc variables are set:
     :func:`keep_freed_memory`; "system": the C library's own policy). ``import ptbfast`` calls it; a bad value stops the import with a ValueError that names the
     variable."""
     _set_malloc_policy_from_environment()
     for variable, setter in (("PTBFAST_ISA", set_kernels_isa), ("PTBFAST_BF16_PRODUCTS", set_bf16_products),
                              ("PTBFAST_SGEMM_LARGE", set_large_sgemm_library),
-                             ("PTBFAST_ONE_ROW_PRODUCTS", set_one_row_recurrent_products)):
+                             ("PTBFAST_ONE_ROW_PRODUCTS", set_one_row_products)):
         name = os.environ.get(variable, "")
         if name:
             try:
