@@ -98,6 +98,29 @@ def test_lstm_forward_backward(benchmark, impl, config):
         benchmark(run)
 
 
+# One row times a weight (batch 1, generation): the logits [1, H] @ [H, V] and an LSTM step's
+# product [1, H] @ [H, 4H]. "ptbfast-blas": the product on the BLAS (ops.set_one_row_products).
+@pytest.mark.parametrize("impl", ["ptbfast", "ptbfast-blas", *IMPLS[1:]])
+@pytest.mark.parametrize("columns", ["V", "4H"])
+@pytest.mark.parametrize("config", ["small", "medium"])
+def test_product_of_one_row(benchmark, impl, columns, config):
+    a = arrays(config)
+    x, w = a["h"][:1], (a["w"] if columns == "V" else a["kernel"][: a["H"]])
+    benchmark.group = f"product of one row {config}: [1, {a['H']}] @ {list(w.shape)}"
+    if impl == "torch":
+        import torch
+        benchmark(torch.matmul, torch.from_numpy(x), torch.from_numpy(w))
+    elif impl == "numpy":
+        benchmark(np.matmul, x, w)
+    else:
+        before = ops.one_row_products()
+        ops.set_one_row_products("blas" if impl == "ptbfast-blas" else before)
+        try:
+            benchmark(ops.matmul, x, w)
+        finally:
+            ops.set_one_row_products(before)
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("config", ["small", "medium"])
 def test_output_layer_forward(benchmark, impl, config):

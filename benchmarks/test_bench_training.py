@@ -67,3 +67,48 @@ def test_eval_step(benchmark, impl, config_name):
         def step():
             _, box["state"] = eval_step(x, y, box["state"])
     benchmark.pedantic(step, rounds=10, warmup_rounds=2)
+
+
+# Generation: one word a step (LanguageModel.generate's loop without the sampling), the LSTM state
+# carried: one step of every layer for one id, then the logits of its output. "ptbfast-blas" forces
+# the products of one row onto the BLAS (ops.set_one_row_products), "ptbfast" is the default.
+GENERATION_IMPLS = ["ptbfast", "ptbfast-blas", *IMPLS[1:]]
+
+
+@pytest.mark.parametrize("impl", GENERATION_IMPLS)
+@pytest.mark.parametrize("config_name", ["small", "medium", "large"])
+def test_generation_step(benchmark, impl, config_name):
+    from ptbfast import ops
+
+    config = get_config(config_name)
+    V, H, L = config.vocab_size, config.hidden_size, config.num_layers
+    benchmark.group = f"generation step {config_name}"
+    word = np.array([[1]])
+    if impl.startswith("ptbfast"):
+        model = LSTMLanguageModel(V, H, L)
+        box = {"state": model.initial_state(1)}
+        w, b = model.params["softmax_w"], model.params["softmax_b"]
+        before = ops.one_row_products()
+        ops.set_one_row_products("blas" if impl == "ptbfast-blas" else before)
+
+        def step():
+            h, box["state"] = model.hidden_states(word, box["state"])
+            return ops.matmul(h[0], w) + b
+        try:
+            with model.frozen(one_step=True):  # (as generate's)
+                benchmark.pedantic(step, rounds=200, warmup_rounds=10)
+        finally:
+            ops.set_one_row_products(before)
+    else:
+        import torch
+        from torch import nn
+
+        embedding, lstm, linear = nn.Embedding(V, H), nn.LSTM(H, H, L), nn.Linear(H, V)
+        box = {"state": None}
+        ids = torch.from_numpy(word)
+
+        def step():
+            with torch.inference_mode():
+                out, box["state"] = lstm(embedding(ids), box["state"])
+                return linear(out[-1])
+        benchmark.pedantic(step, rounds=200, warmup_rounds=10)
