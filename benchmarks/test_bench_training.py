@@ -70,9 +70,9 @@ def test_eval_step(benchmark, impl, config_name):
 
 
 # Generation: one word a step (LanguageModel.generate's loop without the sampling), the LSTM state
-# carried: one step of every layer for one id, then the logits of its output. "ptbfast-blas" forces
-# the products of one row onto the BLAS (ops.set_one_row_products), "ptbfast" is the default.
-GENERATION_IMPLS = ["ptbfast", "ptbfast-blas", *IMPLS[1:]]
+# carried: one step of every layer for one id, then the logits of its output. The products of one row
+# on ptbfast's loops or on the BLAS (ops.set_one_row_products: "auto" takes one of them by CPU).
+GENERATION_IMPLS = ["ptbfast-loop", "ptbfast-blas", *IMPLS[1:]]
 
 
 @pytest.mark.parametrize("impl", GENERATION_IMPLS)
@@ -89,7 +89,7 @@ def test_generation_step(benchmark, impl, config_name):
         box = {"state": model.initial_state(1)}
         w, b = model.params["softmax_w"], model.params["softmax_b"]
         before = ops.one_row_products()
-        ops.set_one_row_products("blas" if impl == "ptbfast-blas" else before)
+        ops.set_one_row_products("blas" if impl == "ptbfast-blas" else "ptbfast")
 
         def step():
             h, box["state"] = model.hidden_states(word, box["state"])

@@ -8,10 +8,11 @@
 * blas::PackedB (the LSTM's recurrent weight) packs B for PACKED_MIN_USES products or more, and
   runs fewer unpacked: both give the product.
 * Products of one row go to ptbfast's loop (src/cpp/row_product.h) where set_one_row_products says:
-  plain, with op(A) a transposed column, accumulating (a B wider than the product is the LSTM's,
-  tests/test_lstm.py); column counts
-  either side of the loop's vectors (8), its blocks (2,048) and the threads' cache lines (16), row
-  counts either side of its passes (8); the same bits at any thread count.
+  plain, B transposed (tied weights' logits), op(A) a transposed column, accumulating; column
+  counts either side of the loop's vectors (8), its blocks (2,048) and the threads' cache lines
+  (16), row counts either side of its passes (8); the same bits at any thread count. The kernel
+  itself (_core._row_product) at each instruction-set level: a w wider than the product, alpha and
+  beta as BLAS's.
 """
 
 import os
@@ -121,7 +122,7 @@ def one_row_route(request):
 
 
 @pytest.mark.parametrize("K,N", [(1, 1), (1, 9), (7, 5), (8, 8), (9, 17), (16, 15), (17, 2047), (8, 2048),
-                                 (33, 2049), (5, 4100), (200, 801), (650, 2600)])
+                                 (33, 2049), (5, 4100), (33, 4100), (200, 801), (650, 2600)])
 def test_one_row_products_on_either_route(K, N, one_row_route):
     rng = np.random.default_rng(K * 10_000 + N)
     a, b = rng.uniform(-1, 1, (1, K)).astype(np.float32), rng.uniform(-1, 1, (K, N)).astype(np.float32)
@@ -135,22 +136,24 @@ def test_one_row_products_on_either_route(K, N, one_row_route):
     on_loop = one_row_route == "ptbfast"
     assert _core._one_row_sgemm_runs() - runs == 2 * on_loop
     assert (_core._sgemm_library(1, N, K) == "ptbfast") == on_loop
-    if min(K, N) > 1:  # B transposed (a [1, 1] or [K, 1] view is also plain): the BLAS's, whatever the setting
+    if min(K, N) > 1:  # B transposed (tied weights' logits; a [1, 1] or [K, 1] view is also plain)
         assert within_summation_bound(ops.matmul(a, np.ascontiguousarray(b.T).T), a, b)
-        assert _core._one_row_sgemm_runs() - runs == 2 * on_loop
+        assert _core._one_row_sgemm_runs() - runs == 3 * on_loop
 
 
-def test_one_row_products_on_ptbfast_do_not_depend_on_the_thread_count():
-    """Each column's sum is one thread's, in row order, however the columns are split."""
+@pytest.mark.parametrize("transposed", [False, True])
+def test_one_row_products_on_ptbfast_do_not_depend_on_the_thread_count(transposed):
+    """Each element's sum is one thread's, the same arithmetic however y is split."""
     rng = np.random.default_rng(11)
     a, b = rng.uniform(-1, 1, (1, 301)).astype(np.float32), rng.uniform(-1, 1, (301, 5003)).astype(np.float32)
+    b_read = np.ascontiguousarray(b.T).T if transposed else b
     before = ptbfast.get_num_threads()
     ops.set_one_row_products("ptbfast")
     try:
         results = []
         for n in (1, 2, 3):
             ptbfast.set_num_threads(n)
-            results.append(ops.matmul(a, b))
+            results.append(ops.matmul(a, b_read))
     finally:
         ptbfast.set_num_threads(before)
         ops.set_one_row_products(ONE_ROW)
@@ -167,3 +170,51 @@ def test_empty_products_of_one_row_are_zeros_or_empty():
         assert ops.matmul(np.ones((1, 4), np.float32), np.ones((4, 0), np.float32)).shape == (1, 0)
     finally:
         ops.set_one_row_products(ONE_ROW)
+
+
+@pytest.fixture(params=ops.supported_isas())
+def kernel_level(request):
+    """Each instruction-set level this CPU runs: the loops' AVX2 form and their plain C++ one."""
+    level = ops.kernels_isa()
+    ops.set_kernels_isa(request.param)
+    yield request.param
+    ops.set_kernels_isa(level)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("K,N", [(1, 1), (7, 3), (9, 17), (16, 33), (40, 2049), (300, 700), (5, 0), (0, 6)])
+@pytest.mark.parametrize("alpha,beta", [(1.0, 0.0), (-0.5, 1.0), (2.0, 0.25)])
+def test_the_loop_of_one_row_reads_a_wider_w_and_scales(K, N, alpha, beta, transposed, kernel_level):
+    """_core._row_product: the kernel itself, w wider than the product (its rows ldw floats apart, as a
+    gate's columns of Wh and an output-layer chunk's columns of w are), alpha and beta as BLAS's;
+    beta 0 never reads y (NaN there must not show)."""
+    rng = np.random.default_rng(K * 100 + N)
+    x = rng.uniform(-1, 1, K).astype(np.float32)
+    w = rng.uniform(-1, 1, (N + 2, K + 3) if transposed else (K, N + 5)).astype(np.float32)
+    product = w[:N, :K].T if transposed else w[:, :N]  # [K, N]
+    y0 = np.full(N, np.nan, np.float32) if beta == 0 else rng.uniform(-1, 1, N).astype(np.float32)
+    y = y0.copy()
+    _core._row_product(y, x, w, transposed, alpha, beta)
+    exact = alpha * (x.astype(np.float64) @ product) + (0 if beta == 0 else beta * y0.astype(np.float64))
+    size = abs(alpha) * (np.abs(x.astype(np.float64)) @ np.abs(product)) + (0 if beta == 0 else np.abs(beta * y0))
+    n = K + 3  # (the sums, then scaling and adding beta * y: a few more roundings)
+    assert np.all(np.abs(y - exact) <= n * 2.0**-24 / (1 - n * 2.0**-24) * size + 1e-30), kernel_level
+
+
+def test_the_loop_of_one_row_with_alpha_zero_reads_neither_operand():
+    x = np.ones(20, np.float32)
+    w = np.full((20, 30), np.inf, np.float32)
+    y = np.arange(30, dtype=np.float32)
+    _core._row_product(y, x, w, False, 0.0, 0.5)
+    np.testing.assert_array_equal(y, np.arange(30, dtype=np.float32) * 0.5)
+    _core._row_product(y, x, w, False, 0.0, 0.0)
+    np.testing.assert_array_equal(y, np.zeros(30, np.float32))
+
+
+def test_the_loop_of_one_row_refuses_a_w_too_small():
+    with pytest.raises(ValueError, match="first rows and columns"):
+        _core._row_product(np.zeros(5, np.float32), np.zeros(3, np.float32), np.zeros((3, 4), np.float32), False,
+                           1.0, 0.0)
+    with pytest.raises(ValueError, match="first rows and columns"):
+        _core._row_product(np.zeros(5, np.float32), np.zeros(3, np.float32), np.zeros((5, 2), np.float32), True,
+                           1.0, 0.0)

@@ -768,7 +768,25 @@ PYBIND11_MODULE(_core, m) {
   m.def("_one_row_recurrent_product_runs", &blas::one_row_recurrent_product_runs,
         "lstm_forward's calls so far that ran batch 1's recurrent products on ptbfast's loops (for tests)");
   m.def("_one_row_sgemm_runs", &blas::one_row_sgemm_runs,
-        "SGEMM's products of one row so far that ran on ptbfast's loop (for tests)");
+        "SGEMM's products of one row so far that ran on ptbfast's loops (for tests)");
+  m.def("_row_product", [](py::array& y, const py::array& x, const py::array& w, bool w_transposed, float alpha,
+                           float beta) {
+        // (for tests: the kernel itself, at the active level, with a w wider than the product)
+        float* py_ = float_output(y, "y", {-1});
+        const float* px = float_input(x, "x", {-1});
+        const float* pw = float_input(w, "w", {-1, -1});
+        const py::ssize_t N = y.shape(0), K = x.shape(0);
+        if (w_transposed ? (w.shape(0) < N || w.shape(1) < K) : (w.shape(0) != K || w.shape(1) < N))
+          throw py::value_error("w must hold the product's " + std::string(w_transposed ? "[N, K]" : "[K, N]") +
+                                " in its first rows and columns, got " + shape_str(w));
+        require_int(w.size(), "w size");
+        require_disjoint(y, "y", x, "x");
+        require_disjoint(y, "y", w, "w");
+        const int ldw = static_cast<int>(w.shape(1));
+        py::gil_scoped_release nogil;
+        row_product(py_, px, pw, static_cast<int>(K), static_cast<int>(N), ldw, w_transposed, alpha, beta);
+      }, py::arg("y"), py::arg("x"), py::arg("w"), py::arg("w_transposed"), py::arg("alpha"), py::arg("beta"),
+      "y = alpha * x @ op(w)[:K, :N] + beta * y on ptbfast's loop of one row (for tests)");
   m.def("_sgemm_library", &blas::sgemm_library, py::arg("M"), py::arg("N"), py::arg("K"),
         "The library SGEMM sends an M x K @ K x N product to (for tests)");
   m.attr("PACKED_MIN_USES") = blas::kPackedMinUses;

@@ -97,10 +97,10 @@ void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const f
       for (int j = 0; j < N; ++j) C[(long)i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[(long)i * ldc + j];
     return;
   }
-  // One row (op(A) contiguous) by a B read as it lies: ptbfast's loop, where it is chosen.
-  if (M == 1 && (!trans_a || lda == 1) && !trans_b && one_row_products_on_ptbfast()) {
+  // One row (op(A) contiguous) by a B read as it lies: ptbfast's loops, where they are chosen.
+  if (M == 1 && (!trans_a || lda == 1) && one_row_products_on_ptbfast()) {
     one_row_sgemms.fetch_add(1, std::memory_order_relaxed);
-    row_product(C, A, B, K, N, ldb, alpha, beta);
+    row_product(C, A, B, K, N, ldb, trans_b, alpha, beta);
     return;
   }
 #if defined(PTBFAST_BLAS_MKL) && defined(PTBFAST_BLAS_OPENBLAS)

@@ -23,15 +23,15 @@ constexpr int kLargeSide = 64;
 // That library: "auto", "mkl" or "openblas" (a build with one library takes only its own, or "auto").
 // Throws std::invalid_argument otherwise. Process-wide.
 void set_large_products_library(const std::string& name);
-// The library sgemm sends an M x K @ K x N product (neither operand transposed) to: "mkl",
-// "openblas", or "ptbfast" for one row on ptbfast's loop (one_row_products; tests/test_gemm.py).
+// The library sgemm sends an M x K @ K x N product (A not transposed) to: "mkl", "openblas", or
+// "ptbfast" for one row on ptbfast's loops (one_row_products; tests/test_gemm.py).
 const char* sgemm_library(int M, int N, int K);
 
 // Where float32 products of one row run (batch 1: TF's test pass, a text scored one row at a time;
 // generation, a step a call): "auto" (ptbfast's own loops, row_product.h, on AMD's CPUs at the AVX2
 // level or above, where they measured faster than MKL; the BLAS elsewhere), "ptbfast" or "blas".
 // On ptbfast's loops: the LSTM's recurrent products at batch 1, and sgemm's products of one row
-// (op(A) [1, K] contiguous, B not transposed). Throws std::invalid_argument on another name. Process-wide.
+// (op(A) [1, K] contiguous). Throws std::invalid_argument on another name. Process-wide.
 void set_one_row_products(const std::string& name);
 std::string one_row_products();
 // Whether the current setting runs them on ptbfast's loops on this CPU, at the active kernel level.

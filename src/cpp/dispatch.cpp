@@ -68,8 +68,9 @@ double output_layer_forward_backward(float* losses, float* dh, float* dw, float*
                                                  block_columns, w_transposed, bf16);
 }
 
-void row_product(float* y, const float* x, const float* w, int K, int N, int ldw, float alpha, float beta) {
-  kernels().row_product(y, x, w, K, N, ldw, alpha, beta);
+void row_product(float* y, const float* x, const float* w, int K, int N, int ldw, bool w_transposed, float alpha,
+                 float beta) {
+  kernels().row_product(y, x, w, K, N, ldw, w_transposed, alpha, beta);
 }
 
 void apply_vecmath(VecMath function, float* out, const float* in, int64_t n) {

@@ -281,7 +281,6 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   // once (row_panels); over fewer (generation: one step a call), on Wh where it lies.
   const bool row_products = !bf16 && B == 1 && blas::one_row_products_on_ptbfast();
   const bool row_panels_used = row_products && T >= blas::kPackedMinUses;
-  if (row_products) blas::count_one_row_recurrent_products();
   const int threads = time_loop_threads(B, H, own_recurrent || row_products);
   // A frozen model's rounded, gathered columns of Wh (bf16 on SGEMM), where gathered for this many threads.
   const float* frozen_gathered = !own_recurrent && bf16 && frozen && frozen->lstm_rounded_recurrent &&
@@ -326,6 +325,7 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   }
   profile::since(profile::kLstmInputProducts, input_start);
   if (rows == 0) return;
+  if (row_products) blas::count_one_row_recurrent_products();
   // bf16: the first recurrent product multiplies h0 rounded (later ones h_t, rounded when made).
   std::vector<float> h0_rounded(bf16 ? static_cast<size_t>(B) * H : 0);
   if (bf16) round_to_bf16(h0_rounded.data(), h0, static_cast<int64_t>(B) * H);

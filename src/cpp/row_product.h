@@ -7,7 +7,8 @@
 //   packed SGEMM of one row read W at about half that rate: 86-94 us a step against 49-54 for 1,300
 //   columns of 650 rows a thread (AMD EPYC Zen 3, 2 threads; medium's recurrent product).
 // - row_times_matrix: W read where it lies, row-major. Products with no time to pack: a step a call
-//   (generation's LSTM and logits). Columns in blocks whose sums stay in L1 while W's rows stream
+//   (generation's LSTM and logits). row_times_transposed is its twin for W's transpose (tied
+//   weights' logits multiply the embedding [V, H] transposed): a dot product per row of W. Columns in blocks whose sums stay in L1 while W's rows stream
 //   past. On the same Zen 3, 2 threads, us a product (ops.matmul; one W, then six in turn, as from
 //   memory): 650 x 10,000 285-327 / 693-1,073 against MKL's SGEMM 837-950 / 1,215-1,246; 650 x 2,600
 //   78-79 / 178-180 against 183-188 / 337-351 (NumPy's OpenBLAS, apart: 401 / 946 and 81 / 155).
@@ -106,8 +107,8 @@ inline void row_times_matrix(float* __restrict y, const float* __restrict x, con
                              long ldw, float alpha, float beta) {
   constexpr int C = kRowBlockColumns;
   alignas(64) float sum[C];
-  for (int c0 = 0; c0 < N; c0 += C) {
-    const int n = std::min(C, N - c0);
+  for (long c0 = 0; c0 < N; c0 += C) {
+    const int n = static_cast<int>(std::min<long>(C, N - c0));
     const float* __restrict wc = w + c0;
 #if defined(PTBFAST_ROW_PRODUCT_AVX2)
     // Eight rows a pass over the block (the sums loaded and stored once for eight multiply-adds); the
@@ -158,4 +159,63 @@ inline void row_times_matrix(float* __restrict y, const float* __restrict x, con
       for (int j = 0; j < n; ++j) out[j] = alpha * sum[j] + beta * out[j];
     }
   }
+}
+
+#if defined(PTBFAST_ROW_PRODUCT_AVX2)
+// The sum of v's eight lanes, in one fixed order.
+inline float sum_of_lanes(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+#endif
+
+// y[0, N) = alpha * (x[0, K) @ W^T) + beta * y (beta == 0: y is not read), W [N, K] row-major, its
+// rows ldw floats apart, read where it lies: y[n] is the dot product of x with W's row n. Each row's
+// sum is the same arithmetic wherever the row falls (eight lanes over k in order, then the lanes in
+// one fixed order), so its result does not depend on how a caller splits the rows.
+inline void row_times_transposed(float* __restrict y, const float* __restrict x, const float* __restrict w, int K,
+                                 int N, long ldw, float alpha, float beta) {
+  const auto store = [&](int n, float dot) { y[n] = beta == 0.0f ? alpha * dot : alpha * dot + beta * y[n]; };
+#if defined(PTBFAST_ROW_PRODUCT_AVX2)
+  const int full = K & ~7, rest = K - full;
+  const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(rest), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m256 x_tail = _mm256_maskload_ps(x + full, tail);
+  int n = 0;
+  for (; n + 4 <= N; n += 4) {  // (four rows at a time: four independent chains, x loaded once for them)
+    const float* __restrict r = w + n * ldw;
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (int k = 0; k < full; k += 8) {
+      const __m256 xk = _mm256_loadu_ps(x + k);
+      s0 = _mm256_fmadd_ps(xk, _mm256_loadu_ps(r + k), s0);
+      s1 = _mm256_fmadd_ps(xk, _mm256_loadu_ps(r + ldw + k), s1);
+      s2 = _mm256_fmadd_ps(xk, _mm256_loadu_ps(r + 2 * ldw + k), s2);
+      s3 = _mm256_fmadd_ps(xk, _mm256_loadu_ps(r + 3 * ldw + k), s3);
+    }
+    if (rest) {
+      s0 = _mm256_fmadd_ps(x_tail, _mm256_maskload_ps(r + full, tail), s0);
+      s1 = _mm256_fmadd_ps(x_tail, _mm256_maskload_ps(r + ldw + full, tail), s1);
+      s2 = _mm256_fmadd_ps(x_tail, _mm256_maskload_ps(r + 2 * ldw + full, tail), s2);
+      s3 = _mm256_fmadd_ps(x_tail, _mm256_maskload_ps(r + 3 * ldw + full, tail), s3);
+    }
+    store(n, sum_of_lanes(s0));
+    store(n + 1, sum_of_lanes(s1));
+    store(n + 2, sum_of_lanes(s2));
+    store(n + 3, sum_of_lanes(s3));
+  }
+  for (; n < N; ++n) {
+    const float* __restrict r = w + n * ldw;
+    __m256 s = _mm256_setzero_ps();
+    for (int k = 0; k < full; k += 8) s = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), _mm256_loadu_ps(r + k), s);
+    if (rest) s = _mm256_fmadd_ps(x_tail, _mm256_maskload_ps(r + full, tail), s);
+    store(n, sum_of_lanes(s));
+  }
+#else
+  for (int n = 0; n < N; ++n) {
+    const float* __restrict r = w + n * ldw;
+    float dot = 0.0f;
+    for (int k = 0; k < K; ++k) dot += x[k] * r[k];  // (in order: no reduction clause, the same bits per row)
+    store(n, dot);
+  }
+#endif
 }
