@@ -111,7 +111,10 @@ def test_generation_is_seeded_and_top_k_1_is_greedy(lm):
     greedy = lm.generate("the", words=6, top_k=1, seed=1).replace("\n", " <eos> ").split()
     context = "the"
     for word in greedy:  # each greedy word is the argmax given the text so far
-        assert word == lm.next_word_probs(context, k=1)[0][0]
+        (best, p_best), (second, p_second) = lm.next_word_probs(context, k=2)
+        # (a near tie may fall either way: generation's steps and a whole context's call multiply
+        # in different orders, on different products where the one-row loops run)
+        assert word == best or (word == second and p_best - p_second <= 1e-5 * p_best)
         context += " " + word
 
 
