@@ -55,6 +55,24 @@ def test_axpy_rejects_bad_input(data):
     ran("invalid")
 
 
+@given(data=st.data())
+def test_core_matmul_rejects_bad_input(data):
+    rng = draw_rng(data)
+    M, K, N = (data.draw(st.integers(0, 5), label=side) for side in "MKN")
+    args = {"a": normal(rng, (M, K)), "b": normal(rng, (K, N)), "c": normal(rng, (M, N))}
+    # a's K is checked against b's, c's shape against both; c may be None (a new result)
+    target = data.draw(st.sampled_from(["a", "b", "c"]), label="argument")
+    if target == "a":
+        args["a"], exc = bad_float(data, rng, args["a"], axes=(1,))
+    elif target == "b":
+        args["b"], exc = bad_float(data, rng, args["b"], axes=(0,))
+    else:
+        args["c"], exc = bad_float(data, rng, args["c"], axes=(0, 1), readonly=True, none_ok=True)
+    with pytest.raises(exc):
+        _core.matmul(args["a"], args["b"], False, False, False, args["c"])
+    ran("invalid")
+
+
 def lstm_problem(data, rng):
     T, B = data.draw(st.integers(0, 4), label="T"), data.draw(st.integers(0, 4), label="B")
     In, H = data.draw(st.integers(1, 6), label="In"), data.draw(st.integers(1, 6), label="H")
