@@ -59,8 +59,8 @@ def trained_run(one_thread, corpus, tiny_config, tmp_path_factory):
 # HYPOTHESIS_PROFILE=ci (the default): 25 examples per property, derandomized so a CI run always
 # tests the same cases, no example database; the whole file runs in seconds.
 # HYPOTHESIS_PROFILE=fuzz: FUZZ_EXAMPLES per property, fresh random cases each run (failures are
-# kept in .hypothesis/ and replayed first next time); tests/test_fuzz_*.py have 18 properties, so a
-# run is 18 x 700 = 12,600 generated cases (>= 10,000), plus 7 fixed cases of two plain tests.
+# kept in .hypothesis/ and replayed first next time); tests/test_fuzz_*.py have 21 properties, so a
+# run is 21 x 700 = 14,700 generated cases (>= 10,000), plus 7 fixed cases of two plain tests.
 # deadline=None in both: a first call can pay a one-off cost (OpenMP pool, MKL dispatch), and the
 # machine may be busy; a hang is caught by the CI job's timeout, not by per-example deadlines.
 try:

@@ -4,8 +4,9 @@
 // forward; the weight gradients and dx backward) and keep only the recurrent product h_{t-1} @ Wh
 // (B x H x 4H) inside the time loop. That loop runs in one parallel region: each thread owns a
 // slice of the hidden units, keeps its part of Wh packed for all T steps (MKL, when T >= 8; at batch
-// 1 ptbfast's loops where blas::one_row_products_on_ptbfast says; in bf16 ptbfast's AMX or
-// dot-product kernel where blas::bf16_recurrent_kernel names one),
+// 1, where blas::one_row_products_on_ptbfast says, ptbfast's loops: its panels from 8 steps, Wh read
+// in place below; in bf16 ptbfast's AMX or dot-product kernel where blas::bf16_recurrent_kernel
+// names one),
 // computes its units' gate pre-activations and their gate math (a vectorised loop per gate, then the
 // cell: gate_math_forward), and waits at one barrier per step. (One BLAS call over all threads per
 // step, then a parallel gate pass, cost two fork/joins per step and left the threads idle at each.)
