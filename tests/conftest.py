@@ -19,6 +19,18 @@ def one_thread():
     ptbfast.set_num_threads(before)
 
 
+@pytest.fixture(params=["ptbfast", "blas"])
+def one_row_route(request):
+    """Both routes of the float32 products of one row on every CPU ("auto" takes one by CPU vendor):
+    ptbfast's loops and the BLAS (ops.set_one_row_products); restores the setting afterwards."""
+    from helpers import ONE_ROW_SETTING
+    from ptbfast import ops
+
+    ops.set_one_row_products(request.param)
+    yield request.param
+    ops.set_one_row_products(ONE_ROW_SETTING)
+
+
 # ---- the synthetic corpus and the tiny config (tests/synthetic_corpus.py) ---------------------------
 
 @pytest.fixture(scope="session")

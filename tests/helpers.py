@@ -1,9 +1,33 @@
 """Shared test helpers: the error measure every parity test uses, float64 copies, comparing training
 runs, and damaged checkpoints."""
 
+import os
 from pathlib import Path
 
 import numpy as np
+
+# Where products of one row run, as import set it (PTBFAST_ONE_ROW_PRODUCTS): tests that change the
+# setting (ops.set_one_row_products) restore this.
+ONE_ROW_SETTING = os.environ.get("PTBFAST_ONE_ROW_PRODUCTS") or "auto"
+
+
+def on_one_row_loops_at_thread_counts(call, counts=(1, 2, 3)) -> list:
+    """``call()``'s results with the products of one row on ptbfast's loops, at each thread count
+    (the thread count and the setting restored afterwards)."""
+    import ptbfast
+    from ptbfast import ops
+
+    before = ptbfast.get_num_threads()
+    ops.set_one_row_products("ptbfast")
+    try:
+        results = []
+        for n in counts:
+            ptbfast.set_num_threads(n)
+            results.append(call())
+        return results
+    finally:
+        ptbfast.set_num_threads(before)
+        ops.set_one_row_products(ONE_ROW_SETTING)
 
 
 def max_rel_error(actual, expected) -> float:

@@ -7,8 +7,6 @@ new result or accumulating into ``out``. The contract, the strategies and the ca
 tests/fuzz_strategies.py; what the raw binding refuses is in tests/test_fuzz_bad_input.py.
 """
 
-import os
-
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,9 +14,7 @@ from hypothesis import strategies as st
 from ptbfast import ops
 
 from fuzz_strategies import draw_rng, normal, ran
-from helpers import within_summation_bound
-
-ONE_ROW = os.environ.get("PTBFAST_ONE_ROW_PRODUCTS") or "auto"  # (what import set: restored after each change)
+from helpers import ONE_ROW_SETTING, within_summation_bound
 
 
 def as_read(data, m: np.ndarray, label: str) -> np.ndarray:
@@ -45,7 +41,7 @@ def test_products_match_float64_on_either_route(data):
         else:
             got = ops.matmul(as_read(data, a, "a"), as_read(data, b, "b"))
     finally:
-        ops.set_one_row_products(ONE_ROW)
+        ops.set_one_row_products(ONE_ROW_SETTING)
     assert got.shape == (M, N) and got.dtype == np.float32
     assert within_summation_bound(got, a, b, c0 if accumulate else None)
     ran("valid")
@@ -70,7 +66,7 @@ def test_non_finite_values_reach_the_columns_they_touch_on_either_route(data):
     try:
         got = ops.matmul(as_read(data, a, "a"), as_read(data, b, "b"))
     finally:
-        ops.set_one_row_products(ONE_ROW)
+        ops.set_one_row_products(ONE_ROW_SETTING)
     if where == "nan in a":
         assert np.isnan(got).all()
     else:

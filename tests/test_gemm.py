@@ -25,7 +25,7 @@ import pytest
 import ptbfast
 from ptbfast import _core, ops
 
-from helpers import within_summation_bound
+from helpers import ONE_ROW_SETTING, on_one_row_loops_at_thread_counts, within_summation_bound
 
 LARGE = _core.SGEMM_LARGE_SIDE
 SETTING = os.environ.get("PTBFAST_SGEMM_LARGE") or "auto"  # (what import set: restored after each change)
@@ -111,16 +111,6 @@ def test_the_environment_variable_chooses_the_library_at_import():
 
 # ---- products of one row on ptbfast's loop (src/cpp/row_product.{h,cpp}) -----------------------
 
-ONE_ROW = os.environ.get("PTBFAST_ONE_ROW_PRODUCTS") or "auto"  # (what import set: restored after each change)
-
-
-@pytest.fixture(params=["ptbfast", "blas"])
-def one_row_route(request):
-    ops.set_one_row_products(request.param)
-    yield request.param
-    ops.set_one_row_products(ONE_ROW)
-
-
 @pytest.mark.parametrize("K,N", [(1, 1), (1, 9), (7, 5), (8, 8), (9, 17), (16, 15), (17, 2047), (8, 2048),
                                  (33, 2049), (5, 4100), (33, 4100), (200, 801), (650, 2600)])
 def test_one_row_products_on_either_route(K, N, one_row_route):
@@ -147,16 +137,7 @@ def test_one_row_products_on_ptbfast_do_not_depend_on_the_thread_count(transpose
     rng = np.random.default_rng(11)
     a, b = rng.uniform(-1, 1, (1, 301)).astype(np.float32), rng.uniform(-1, 1, (301, 5003)).astype(np.float32)
     b_read = np.ascontiguousarray(b.T).T if transposed else b
-    before = ptbfast.get_num_threads()
-    ops.set_one_row_products("ptbfast")
-    try:
-        results = []
-        for n in (1, 2, 3):
-            ptbfast.set_num_threads(n)
-            results.append(ops.matmul(a, b_read))
-    finally:
-        ptbfast.set_num_threads(before)
-        ops.set_one_row_products(ONE_ROW)
+    results = on_one_row_loops_at_thread_counts(lambda: ops.matmul(a, b_read))
     assert within_summation_bound(results[0], a, b)
     for other in results[1:]:
         np.testing.assert_array_equal(results[0], other)
@@ -169,7 +150,7 @@ def test_empty_products_of_one_row_are_zeros_or_empty():
                                       np.zeros((1, 5), np.float32))
         assert ops.matmul(np.ones((1, 4), np.float32), np.ones((4, 0), np.float32)).shape == (1, 0)
     finally:
-        ops.set_one_row_products(ONE_ROW)
+        ops.set_one_row_products(ONE_ROW_SETTING)
 
 
 @pytest.fixture(params=ops.supported_isas())

@@ -13,7 +13,7 @@ import pytest
 from ptbfast import ops
 from ptbfast import reference as ref
 
-from helpers import f32, f64, max_rel_error
+from helpers import ONE_ROW_SETTING, f32, f64, max_rel_error, on_one_row_loops_at_thread_counts
 
 TOL = 1e-5
 
@@ -69,17 +69,6 @@ def test_forward_and_backward_match_reference(T, B, In, H, forget_bias, threads)
 
 # ---- batch 1: the float32 recurrent product of one row (src/cpp/row_product.h) -------------------
 
-ONE_ROW = os.environ.get("PTBFAST_ONE_ROW_PRODUCTS") or "auto"  # (what import set: restored after each change)
-
-
-@pytest.fixture(params=["ptbfast", "blas"])
-def one_row_products(request):
-    """Both routes of batch 1's recurrent products on every CPU ("auto" takes one by CPU vendor)."""
-    ops.set_one_row_products(request.param)
-    yield request.param
-    ops.set_one_row_products(ONE_ROW)
-
-
 # (T, In, H): from PACKED_MIN_USES steps on, ptbfast's panels (H gives each thread's 4n columns as
 # whole panels of 32 and as tails, one unit, odd rows: K = H); fewer steps (generation: one), Wh read
 # in place, a gate's columns in whole and partial vectors of 8 and row counts either side of 8; 1 to 3 threads.
@@ -88,7 +77,7 @@ ONE_ROW_SHAPES = [(8, 5, 200), (9, 7, 33), (8, 1, 1), (12, 3, 17), (10, 40, 72),
 
 
 @pytest.mark.parametrize("T,In,H", ONE_ROW_SHAPES)
-def test_batch_one_matches_reference_on_either_route(T, In, H, one_row_products, threads):
+def test_batch_one_matches_reference_on_either_route(T, In, H, one_row_route, threads):
     from ptbfast import _core
 
     rng = np.random.default_rng(T * 1000 + In * 10 + H)
@@ -96,7 +85,7 @@ def test_batch_one_matches_reference_on_either_route(T, In, H, one_row_products,
     runs = _core._one_row_recurrent_product_runs()
     h_all, c_all, gates = ops.lstm_forward(x, c0, h0, kernel, bias, 1.0)
     # the route taken: ptbfast's loops, when asked for
-    took_loop = one_row_products == "ptbfast"
+    took_loop = one_row_route == "ptbfast"
     assert _core._one_row_recurrent_product_runs() - runs == took_loop
     ref_h, (ref_c_T, _), cache = ref.lstm_layer_forward(*f64(x, c0, h0, kernel, bias), 1.0)
     assert max_rel_error(h_all, ref_h) <= TOL
@@ -112,24 +101,13 @@ def test_batch_one_matches_reference_on_either_route(T, In, H, one_row_products,
 def test_batch_one_on_ptbfast_does_not_depend_on_the_thread_count(T):
     """Each column's sum is one thread's, in row order, however the units are split (the BLAS's
     products need not promise that)."""
-    import ptbfast
-
     rng = np.random.default_rng(5)
     x, c0, h0, kernel, bias = random_layer(rng, T, 1, 30, 150)
     # x @ Wx, the BLAS's input projection, exact (small integers times 1/64), so that only the
     # recurrent products could differ by thread count
     x = rng.integers(-3, 4, x.shape).astype(np.float32)
     kernel[:30] = rng.integers(-8, 9, (30, 600)).astype(np.float32) / 64
-    before = ptbfast.get_num_threads()
-    ops.set_one_row_products("ptbfast")
-    try:
-        results = []
-        for n in (1, 2, 3):
-            ptbfast.set_num_threads(n)
-            results.append(ops.lstm_forward(x, c0, h0, kernel, bias, 0.0))
-    finally:
-        ptbfast.set_num_threads(before)
-        ops.set_one_row_products(ONE_ROW)
+    results = on_one_row_loops_at_thread_counts(lambda: ops.lstm_forward(x, c0, h0, kernel, bias, 0.0))
     for other in results[1:]:
         for a, b in zip(results[0], other):
             np.testing.assert_array_equal(a, b)
@@ -149,7 +127,7 @@ def test_auto_runs_batch_one_on_ptbfast_on_amd_cpus_from_the_avx2_level():
         assert ops.one_row_products() == ops.one_row_recurrent_products() == "auto"
     finally:
         ops.set_kernels_isa(level)
-        ops.set_one_row_products(ONE_ROW)
+        ops.set_one_row_products(ONE_ROW_SETTING)
 
 
 def test_one_row_products_setting_refuses_other_names_here_and_at_import():
@@ -158,7 +136,7 @@ def test_one_row_products_setting_refuses_other_names_here_and_at_import():
     for setter in (ops.set_one_row_products, ops.set_one_row_recurrent_products):  # (and its former name)
         with pytest.raises(ValueError, match="auto"):
             setter("mkl")
-    assert ops.one_row_products() == ONE_ROW
+    assert ops.one_row_products() == ONE_ROW_SETTING
     code = "import ptbfast; print(ptbfast.build_info()['one_row_products'])"
     env = {**os.environ, "PTBFAST_ONE_ROW_PRODUCTS": "fast"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
