@@ -153,6 +153,22 @@ def test_lstm_matches_the_bf16_twin_and_the_fp32_reference(T, B, In, H, bf16_pro
             assert close(g, w), name
 
 
+@pytest.mark.parametrize("T,In,H", [(10, 40, 200), (2, 30, 150), (1, 64, 256)])
+def test_lstm_forward_at_batch_one_matches_the_bf16_twin_on_either_route(T, In, H, bf16_products, one_row_route):
+    """Batch 1, threaded (B x H x 4H >= 2^16): where the products are SGEMMs, ptbfast's loop of one row
+    reads the gathered, rounded columns of Wh when one_row_route says (exact bf16 products either way)."""
+    from ptbfast import _core
+
+    rng = np.random.default_rng(T * 1000 + H)
+    x, c0, h0, kernel, bias = random_bf16_layer(rng, T, 1, In, H)
+    runs = _core._one_row_recurrent_product_runs()
+    h_all, c_all, _ = ops.lstm_forward(x, c0, h0, kernel, bias, 0.0, bf16=True)
+    on_loop = one_row_route == "ptbfast" and ops.bf16_recurrent_kernel(1) == "sgemm"
+    assert _core._one_row_recurrent_product_runs() - runs == on_loop
+    want_h, (want_c, _), _ = ref.lstm_layer_forward(*f64(x, c0, h0, kernel, bias), 0.0, bf16=True)
+    assert close_to_twin(h_all, want_h) and close_to_twin(c_all[-1], want_c)
+
+
 @pytest.mark.skipif("avx512_bf16" not in ops.BF16_KERNELS_HERE, reason="this CPU (or build) has no AVX512-BF16")
 @pytest.mark.parametrize("T,B,In,H", [(1, 1, 1, 1), (5, 3, 17, 33), (8, 20, 200, 200), (12, 64, 128, 300)])
 def test_lstm_on_the_avx512_bf16_kernel_equals_the_generic_twin_bit_for_bit(T, B, In, H):

@@ -282,7 +282,10 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   // once (row_panels); over fewer (generation: one step a call), on Wh where it lies.
   const bool row_products = !bf16 && B == 1 && blas::one_row_products_on_ptbfast();
   const bool row_panels_used = row_products && T >= blas::kPackedMinUses;
-  const int threads = time_loop_threads(B, H, own_recurrent || row_products);
+  // bf16 at batch 1 where the products are SGEMMs: the same loop reads each thread's gathered, rounded
+  // columns (a product of bf16 values is exact in float32: bf16 arithmetic, as on SGEMM).
+  const bool bf16_rows = bf16 && !own_recurrent && B == 1 && blas::one_row_products_on_ptbfast();
+  const int threads = time_loop_threads(B, H, own_recurrent || row_products || bf16_rows);
   // A frozen model's rounded, gathered columns of Wh (bf16 on SGEMM), where gathered for this many threads.
   const float* frozen_gathered = !own_recurrent && bf16 && frozen && frozen->lstm_rounded_recurrent &&
                                          frozen->lstm_parts == threads
@@ -326,7 +329,7 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
   }
   profile::since(profile::kLstmInputProducts, input_start);
   if (rows == 0) return;
-  if (row_products) blas::count_one_row_recurrent_products();
+  if (row_products || bf16_rows) blas::count_one_row_recurrent_products();
   // bf16: the first recurrent product multiplies h0 rounded (later ones h_t, rounded when made).
   std::vector<float> h0_rounded(bf16 ? static_cast<size_t>(B) * H : 0);
   if (bf16) round_to_bf16(h0_rounded.data(), h0, static_cast<int64_t>(B) * H);
@@ -371,12 +374,13 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
     }
     // The SGEMMs' B: the gathered columns [H, 4n]; on one thread Wh itself (its columns, gates side
     // by side, are Wh); else each gate's n columns where they lie in Wh.
+    const bool on_sgemm = !own_recurrent && !row_products && !bf16_rows;
     std::optional<blas::PackedB> recurrent[4];
-    if (w)
+    if (on_sgemm && w)
       recurrent[0].emplace(false, B, 4 * n, H, w, 4 * n, T);
-    else if (!own_recurrent && !row_products && parts == 1)
+    else if (on_sgemm && parts == 1)
       recurrent[0].emplace(false, B, G, H, w_hidden, G, T);
-    else if (!own_recurrent && !row_products)
+    else if (on_sgemm)
       for (int g = 0; g < 4; ++g) recurrent[g].emplace(false, B, n, H, w_hidden + g * H + u.k0, G, T);
     float* rec = rec_all.get() + static_cast<long>(B) * 4 * u.k0;
 
@@ -388,6 +392,8 @@ void lstm_forward(float* h_all, float* c_all, float* gates, const float* x, cons
         gemm::bf16::multiply_packed(recurrent_kernel, h_prev, B, H, 1, *recurrent_bf16, rec, 4 * n, false);
       else if (own_row_panels)  // rec [1, 4n] = h_{t-1} @ own columns of Wh
         row_times_panels(rec, h_prev, own_row_panels, H, 4 * n);
+      else if (bf16_rows)  // (the gathered, rounded columns [H, 4n])
+        row_times_matrix(rec, h_prev, w, H, 4 * n, 4 * n, 1.0f, 0.0f);
       else if (row_products && parts == 1)  // (one thread: its columns, gates side by side, are Wh)
         row_times_matrix(rec, h_prev, w_hidden, H, G, G, 1.0f, 0.0f);
       else if (row_products)  // (one product a gate, its n columns where they lie)
