@@ -32,6 +32,13 @@
 #define PTBFAST_ROW_PRODUCT_AVX2 1
 #endif
 
+#if defined(PTBFAST_ROW_PRODUCT_AVX2)
+// A mask of the first `count` (0 to 8) of eight lanes: the loops' partial vectors, loaded through it.
+inline __m256i first_lanes(int count) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+#endif
+
 constexpr int kRowPanelWidth = 32;
 
 // Floats of N columns of K rows as panels (the last one padded with zero columns).
@@ -116,7 +123,7 @@ inline void row_times_matrix(float* __restrict y, const float* __restrict x, con
     // Eight rows a pass over the block (the sums loaded and stored once for eight multiply-adds); the
     // last partial vector of columns through a mask, with the same arithmetic as the others.
     const int full = n & ~7, rest = n - full;
-    const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(rest), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256i tail = first_lanes(rest);
     std::fill_n(sum, full + (rest ? 8 : 0), 0.0f);
     int k = 0;
     for (; k + 8 <= K; k += 8) {
@@ -181,7 +188,7 @@ inline void row_times_transposed(float* __restrict y, const float* __restrict x,
   const auto store = [&](int n, float dot) { y[n] = beta == 0.0f ? alpha * dot : alpha * dot + beta * y[n]; };
 #if defined(PTBFAST_ROW_PRODUCT_AVX2)
   const int full = K & ~7, rest = K - full;
-  const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(rest), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m256i tail = first_lanes(rest);
   const __m256 x_tail = _mm256_maskload_ps(x + full, tail);
   int n = 0;
   for (; n + 4 <= N; n += 4) {  // (four rows at a time: four independent chains, x loaded once for them)
