@@ -74,8 +74,17 @@ def test_nonfinite_batches_are_skipped_when_configured(corpus, tiny_config):
 def test_nonfinite_batch_stops_training_by_default(corpus, tiny_config):
     trainer = Trainer(tiny_config(max_max_epoch=1), corpus, log=lambda s: None, progress=False)
     poison_step(trainer, {3})
-    with pytest.raises(TrainingError, match="step 2"):
+    with pytest.raises(TrainingError, match=r"step 2: .*nothing was saved \(no --save-path\)"):
         trainer.train()
+
+
+def test_a_stop_before_the_first_checkpoint_names_none(corpus, tiny_config, tmp_path):
+    trainer = Trainer(tiny_config(max_max_epoch=1), corpus, save_path=tmp_path, checkpoint_every=0,
+                      log=lambda s: None, progress=False)
+    poison_step(trainer, {3})
+    with pytest.raises(TrainingError, match="step 2: .*no checkpoint was saved yet") as err:
+        trainer.train()
+    assert str(tmp_path) not in str(err.value) and not list(tmp_path.glob("checkpoint*"))
 
 
 def test_memory_estimate_grows_with_the_config_and_huge_configs_fail_up_front(monkeypatch):

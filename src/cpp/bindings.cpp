@@ -599,10 +599,8 @@ PYBIND11_MODULE(_core, m) {
   m.attr("OUTPUT_BLOCK_FLOATS") = kOutputBlockFloats;
 
   m.def("build_info", &build_info, "Compiler, ISA flags, BLAS backend and thread counts of this build.");
-  m.def("set_num_threads", [](int n) {
-        if (n < 1) throw py::value_error("number of threads must be >= 1, got " + std::to_string(n));
-        runtime::set_num_threads(n);
-      }, py::arg("n"),
+  m.attr("MAX_THREADS") = runtime::kMaxThreads;
+  m.def("set_num_threads", &runtime::set_num_threads, py::arg("n"),
         "Threads for ptbfast's kernels: OpenMP regions started from the calling thread (other "
         "Python threads keep their own count) and the BLAS libraries (process-wide).");
   m.def("get_num_threads", &runtime::num_threads);

@@ -23,7 +23,9 @@ void init() {
 }
 
 void set_num_threads(int n) {
-  if (n < 1) throw std::invalid_argument("number of threads must be >= 1, got " + std::to_string(n));
+  if (n < 1 || n > kMaxThreads)
+    throw std::invalid_argument("number of threads must be between 1 and " + std::to_string(kMaxThreads) +
+                                ", got " + std::to_string(n));
   omp_set_num_threads(n);
   blas::set_num_threads(n);
 }

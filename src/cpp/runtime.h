@@ -12,8 +12,13 @@ namespace ptbfast::runtime {
 void init();
 
 // Threads for ptbfast's kernels: OpenMP regions started from the calling thread (other threads
-// keep their own count) and the BLAS libraries (process-wide). Throws std::invalid_argument if n < 1.
+// keep their own count) and the BLAS libraries (process-wide). Throws std::invalid_argument outside
+// [1, kMaxThreads].
 void set_num_threads(int n);
+// More threads than any machine has cores, and far fewer than the counts at which libgomp ends the
+// process (it cannot make 50,000 threads here, exits with "Thread creation failed", and crashes at
+// 65,535 or more): an error is better than either.
+inline constexpr int kMaxThreads = 4096;
 int num_threads();
 
 struct BuildFacts {

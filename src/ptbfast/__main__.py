@@ -87,6 +87,8 @@ def cmd_train(args) -> int:
             say(f"Resumed from {used} at epoch {pos.epoch + 1}, step {pos.step}")
     say(f"Config {args.config}: {json.dumps(trainer.config.to_dict())}")
     say(f"Data: {data_dir} (vocabulary {trainer.corpus.vocab_size}, train {len(trainer.corpus.train)} tokens)")
+    if trainer.save_path is None:
+        say("No --save-path: no checkpoint or metrics.jsonl will be written")
     if comm.size > 1:
         threads = _threads()
         say(f"Data-parallel: {comm.size} ranks ({comm.library}), {trainer.config.batch_size // comm.size} rows of "
@@ -115,10 +117,12 @@ def _new_trainer(args, comm):
     if args.resume and not save_path:
         raise SystemExit("--resume needs --save-path (the directory holding checkpoint.npz)")
     replaced = []
-    if save_path and comm.is_root and not (args.resume and _holds_checkpoint(save_path)):
-        if args.resume:  # (job scripts that always pass --resume start this way)
-            _say(f"No checkpoint in {save_path} to resume from: starting a new run")
-        replaced = _check_fresh_save_path(save_path, args.overwrite)
+    if save_path and comm.is_root:
+        if not (args.resume and _holds_checkpoint(save_path)):
+            if args.resume:  # (job scripts that always pass --resume start this way)
+                _say(f"No checkpoint in {save_path} to resume from: starting a new run")
+            replaced = _check_fresh_save_path(save_path, args.overwrite)
+        _check_writable(save_path)
     if args.tensorboard and comm.is_root:
         from ptbfast import tensorboard  # (a clear ImportError naming the extra if it is missing)
         tensorboard.check_installed()
@@ -135,8 +139,8 @@ def _open_summaries(args, trainer):
     return trainer.summaries
 
 
-def _count(minimum: int):
-    """An argparse type: an integer >= ``minimum`` (--threads 0 was silently ignored)."""
+def _count(minimum: int, maximum: int | None = None):
+    """An argparse type: an integer in [minimum, maximum] (--threads 0 was silently ignored)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -144,8 +148,16 @@ def _count(minimum: int):
             raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum}, got {value}")
         return value
     return parse
+
+
+def _thread_count():
+    """--threads: 1 to ops.MAX_THREADS (libgomp ends the process at counts far above it)."""
+    from ptbfast.ops import MAX_THREADS
+    return _count(1, MAX_THREADS)
 
 
 def _say(message: str) -> None:
@@ -173,10 +185,26 @@ def _check_fresh_save_path(save_path: Path, overwrite: bool) -> list[Path]:
         raise SystemExit(f"--save-path {save_path} is a file: name a directory (made if it does not exist)")
     ckpt = save_path / CHECKPOINT_NAME
     old = [p for p in (ckpt, checkpoint.previous_path(ckpt), save_path / METRICS_NAME) if p.exists()]
+    for p in old:
+        if p.is_dir():  # (--overwrite could not delete it, nor a checkpoint be written there)
+            raise SystemExit(f"{p} is a directory, where the run's file goes: move it away")
     if old and not overwrite:
         raise SystemExit(f"{save_path} already holds a run ({', '.join(p.name for p in old)}): pass --resume to "
                          "continue it, --overwrite to replace it, or another --save-path")
     return old
+
+
+def _check_writable(save_path: Path) -> None:
+    """Make the directory and write a file in it now: a path that cannot be written would
+    otherwise be found at the first checkpoint, an epoch or more of training later."""
+    import tempfile
+
+    try:
+        save_path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=save_path):
+            pass
+    except OSError as e:
+        raise SystemExit(f"--save-path {save_path} cannot be written: {e.strerror or e}") from None
 
 
 def _remove(paths) -> None:
@@ -334,10 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model (TF ptb_word_lm recipe)")
     train.add_argument("--config", choices=sorted(CONFIGS), default="small")
     train.add_argument("--data-path", help="directory with ptb.{train,valid,test}.txt (default: $PTBFAST_DATA)")
-    train.add_argument("--save-path", help="directory for checkpoint.npz and metrics.jsonl")
+    train.add_argument("--save-path", help="directory for checkpoint.npz and metrics.jsonl, made if missing "
+                                           "(default: none, nothing is saved)")
     train.add_argument("--max-epochs", type=_count(1), help="epochs in all (config max_max_epoch)")
     train.add_argument("--seed", type=_count(0))
-    train.add_argument("--threads", type=_count(1),
+    train.add_argument("--threads", type=_thread_count(),
                        help="OpenMP and BLAS threads (under mpiexec: per rank; default there: the host's cores "
                             "divided by the ranks on it)")
     train.add_argument("--resume", action="store_true", help="continue from SAVE_PATH/checkpoint.npz")
@@ -356,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="valid and test perplexity of a checkpoint")
     ev.add_argument("--checkpoint", required=True)
     ev.add_argument("--data-path")
-    ev.add_argument("--threads", type=_count(1))
+    ev.add_argument("--threads", type=_thread_count())
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--precision", choices=PRECISIONS, help="matrix products (default: as trained)")
     ev.set_defaults(func=cmd_eval)
@@ -375,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     be = sub.add_parser("bench", help="training and evaluation words/sec (vs PyTorch when installed)")
     be.add_argument("--config", choices=sorted(CONFIGS), help="one config (default: small, medium, large)")
     be.add_argument("--steps", type=_count(1), default=20, help="timed steps per measurement (median)")
-    be.add_argument("--threads", type=_count(1))
+    be.add_argument("--threads", type=_thread_count())
     be.add_argument("--impl", choices=["ptbfast", "torch"], help="with --json (default: ptbfast)")
     be.add_argument("--json", action="store_true", help="measure one config here, print one JSON object")
     be.add_argument("--ranks", type=_count(1), metavar="N",
@@ -403,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", type=float, default=1.0)
     gen.add_argument("--top-k", type=_count(1))
     gen.add_argument("--seed", type=_count(0))
-    gen.add_argument("--threads", type=_count(1))
+    gen.add_argument("--threads", type=_thread_count())
     gen.add_argument("--precision", choices=PRECISIONS, help="matrix products (default: as trained)")
     gen.set_defaults(func=cmd_generate)
 
@@ -488,11 +517,12 @@ def _run(args, comm=None) -> int:
             raise
         print("interrupted", file=sys.stderr)
         return 128 + 2
-    except SystemExit as e:  # (one process: as Python reports it)
-        if comm is None or not every_rank(e):
+    except SystemExit as e:  # argparse's exits (a code) and ptbfast's refusals (a message), as the errors above
+        if comm is None and not isinstance(e.code, str) or comm is not None and not every_rank(e):
             raise
         if isinstance(e.code, str):
-            report(e.code)
+            report(f"error: {e.code}")
+            return 2
         return e.code if isinstance(e.code, int) else 1
 
 

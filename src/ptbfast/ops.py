@@ -322,9 +322,15 @@ def bf16_products() -> str:
     return _core.bf16_products()
 
 
+# The most threads set_num_threads takes (more than any machine's cores; libgomp ends the process
+# at counts far above it).
+MAX_THREADS = _core.MAX_THREADS
+
+
 def set_num_threads(n: int) -> None:
     """Threads for ptbfast's kernels: OpenMP regions started from the calling thread (other Python
-    threads keep their own count) and the BLAS libraries (process-wide)."""
+    threads keep their own count) and the BLAS libraries (process-wide). ValueError outside
+    ``[1, MAX_THREADS]``."""
     _core.set_num_threads(n)
 
 

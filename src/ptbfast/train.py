@@ -284,8 +284,8 @@ class Trainer:
         stop = self.dp.agree_signal(self.signals.received)
         if stop is not None:
             path = self.save() if self.save_path else None
-            self.log(f"Stopped by signal {stop} at epoch {self.position.epoch + 1}, step "
-                     f"{self.position.step}" + (f"; checkpoint saved to {path}" if path else ""))
+            self.log(f"Stopped by signal {stop} at epoch {self.position.epoch + 1}, step {self.position.step}"
+                     + (f"; checkpoint saved to {path}" if path else "; nothing saved (no --save-path)"))
             return {"stopped": True, "signal": int(stop), "history": self.position.history}
         start = time.perf_counter()
         test_ppl = on_root(self.comm, self._test_perplexity)
@@ -334,10 +334,17 @@ class Trainer:
                 self.log(f"warning: epoch {self.position.epoch + 1}, step {step} skipped: {outcome.failure}")
                 return None
             raise TrainingError(f"epoch {self.position.epoch + 1}, step {step}: {outcome.failure}. The weights were "
-                                "not updated" + (f"; the last good checkpoint is {self.checkpoint_path}"
-                                                 if self.save_path else "")) from None
+                                f"not updated{self._last_checkpoint_note()}") from None
         self.state = outcome.state
         return outcome.cost
+
+    def _last_checkpoint_note(self) -> str:
+        """Where the run can resume from, for a message that ends it (rank 0 writes checkpoints)."""
+        if not self.save_path:
+            return "; nothing was saved (no --save-path)"
+        if self.checkpoint_path.exists():
+            return f"; the last good checkpoint is {self.checkpoint_path}"
+        return "; no checkpoint was saved yet"
 
     # ---- bookkeeping: position, log lines, progress bar, checkpoints, validation, metrics ---------------
     def _record_step(self, step: int, cost: float | None, n_batches: int, started: float, bar) -> None:
