@@ -123,9 +123,10 @@ def test_eval_reproduces_the_trained_perplexities(trained, data_dir):
     save, out = trained
     done = ptbfast_cli("eval", "--checkpoint", save / CHECKPOINT_NAME, "--data-path", data_dir, "--json", cwd=save)
     assert done.returncode == 0, done.stderr
-    assert value("Test Perplexity:", done.stdout) == value("Test Perplexity:", out)
-    assert value("Valid Perplexity:", done.stdout) == value("Epoch: 3 Valid Perplexity:", out)
-    results = json.loads(done.stdout.strip().splitlines()[-1])
+    # --json: the plain lines on stderr, stdout one JSON object alone
+    assert value("Test Perplexity:", done.stderr) == value("Test Perplexity:", out)
+    assert value("Valid Perplexity:", done.stderr) == value("Epoch: 3 Valid Perplexity:", out)
+    results = json.loads(done.stdout)
     metrics = [json.loads(line) for line in (save / METRICS_NAME).read_text().splitlines()]
     assert results["test"]["perplexity"] == metrics[-1]["test_perplexity"]  # the same float, bit for bit
     assert results["valid"]["perplexity"] == metrics[-2]["valid_perplexity"]
@@ -142,7 +143,7 @@ def test_eval_and_generate_in_the_other_precision(trained, data_dir, one_thread)
         done = ptbfast_cli("eval", "--checkpoint", save / CHECKPOINT_NAME, "--data-path", data_dir,
                            "--precision", precision, "--json", cwd=save)
         assert done.returncode == 0, done.stderr
-        perplexity[precision] = json.loads(done.stdout.splitlines()[-1])["test"]["perplexity"]
+        perplexity[precision] = json.loads(done.stdout)["test"]["perplexity"]
         assert done.stderr.count("Bf16PerformanceWarning") == (precision == "bf16")
     fp32, bf16 = perplexity["fp32"], perplexity["bf16"]
     assert bf16 != fp32 and abs(bf16 - fp32) < 0.02 * fp32
@@ -339,6 +340,16 @@ def test_an_unusable_named_checkpoint_is_an_error_never_the_previous_one(trained
         assert message.startswith("error: ") and str(path) in message and says in message, (name, message)
         assert ".prev" not in message, (name, message)
     assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_embeddings_checks_every_word_before_printing_and_needs_something_to_do(trained, tmp_path):
+    ckpt = trained[0] / CHECKPOINT_NAME
+    unknown, idle = run_together([["embeddings", "--checkpoint", ckpt, "--nearest", "w01", "zzz"],
+                                  ["embeddings", "--checkpoint", ckpt]], cwd=tmp_path)
+    assert unknown.returncode == 2 and unknown.stdout == "", unknown.stdout  # (w01's line was printed first)
+    assert unknown.stderr == "error: 'zzz' is not in the vocabulary\n"  # (a KeyError's text, not its repr)
+    assert idle.returncode == 2 and idle.stdout == ""
+    assert idle.stderr == "error: nothing to do: give --nearest WORD ... and/or --plot PNG\n"
 
 
 def test_resume_from_an_unusable_checkpoint_uses_the_previous_one_and_says_why(trained, data_dir, tmp_path):

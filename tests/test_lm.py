@@ -261,8 +261,11 @@ def test_plots_are_written(lm, tmp_path):
     log = tmp_path / "metrics.jsonl"
     rows = [{"epoch": e, "train_perplexity": 100 / e, "valid_perplexity": 120 / e, "train_wps": 5000} for e in (1, 2)]
     log.write_text("\n".join(json.dumps(r) for r in rows) + "\n" + json.dumps({"test_perplexity": 50}) + "\n")
-    plot_training_curves(log, tmp_path / "curves.png")
-    assert (tmp_path / "curves.png").stat().st_size > 1000
+    plot_training_curves(log, tmp_path / "new" / "dirs" / "curves.png")  # (missing directories are made)
+    assert (tmp_path / "new" / "dirs" / "curves.png").stat().st_size > 1000
+    (tmp_path / "bad.jsonl").write_bytes(b'{"epoch": 1}\n\xe6\x00\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl is not a metrics.jsonl log: not UTF-8 text \(byte 13\)"):
+        plot_training_curves(tmp_path / "bad.jsonl", tmp_path / "x.png")
     (tmp_path / "bad.jsonl").write_text("not json\n")
     with pytest.raises(ValueError, match="bad.jsonl:1"):
         plot_training_curves(tmp_path / "bad.jsonl", tmp_path / "x.png")

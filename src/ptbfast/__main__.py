@@ -229,7 +229,8 @@ def cmd_eval(args) -> int:
         start = time.perf_counter()
         ppl = evaluate(model, getattr(corpus, split), batch, steps)
         results[split] = {"perplexity": ppl, "seconds": time.perf_counter() - start}
-        print(f"{split.capitalize()} Perplexity: {ppl:.3f}  ({results[split]['seconds']:.1f} s)", flush=True)
+        print(f"{split.capitalize()} Perplexity: {ppl:.3f}  ({results[split]['seconds']:.1f} s)", flush=True,
+              file=sys.stderr if args.json else sys.stdout)  # (--json: stdout holds the JSON alone)
     if args.json:
         print(json.dumps(results))
     return 0
@@ -331,10 +332,13 @@ def cmd_embeddings(args) -> int:
     from ptbfast.lm import load
     from ptbfast.plots import plot_embeddings
 
+    if not args.nearest and not args.plot:
+        raise ValueError("nothing to do: give --nearest WORD ... and/or --plot PNG")
     lm = load(args.checkpoint)
-    for word in args.nearest or []:
-        neighbours = ", ".join(f"{w} ({s:.2f})" for w, s in lm.nearest(word, args.k, args.space))
-        print(f"{word}: {neighbours}")
+    # (every word looked up before any is printed: an unknown one ends the command with nothing half-done)
+    nearest = [(word, lm.nearest(word, args.k, args.space)) for word in args.nearest or []]
+    for word, neighbours in nearest:
+        print(f"{word}: " + ", ".join(f"{w} ({s:.2f})" for w, s in neighbours))
     if args.plot:
         methods = plot_embeddings(lm, args.plot, n_words=args.words, space=args.space)
         print(f"wrote {args.plot} ({', '.join(methods)})")
@@ -384,9 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="valid and test perplexity of a checkpoint")
     ev.add_argument("--checkpoint", required=True)
-    ev.add_argument("--data-path")
+    ev.add_argument("--data-path", help="directory with ptb.{train,valid,test}.txt, the data it was trained on: the "
+                                        "training file gives the vocabulary, checked against the checkpoint's "
+                                        "(default: $PTBFAST_DATA)")
     ev.add_argument("--threads", type=_thread_count())
-    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--json", action="store_true",
+                    help="print {split: {perplexity, seconds}} as JSON on stdout (the plain lines go to stderr)")
     ev.add_argument("--precision", choices=PRECISIONS, help="matrix products (default: as trained)")
     ev.set_defaults(func=cmd_eval)
 
@@ -507,7 +514,7 @@ def _run(args, comm=None) -> int:
             BenchError, distributed.DistributedError) as e:
         if not every_rank(e):
             raise
-        report(f"error: {e}")
+        report(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}")  # (a KeyError's str is its repr)
         return 2
     except TrainingError as e:
         report(f"training stopped: {e}")

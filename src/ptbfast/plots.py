@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -51,9 +52,14 @@ def plot_embeddings(lm, out_path, n_words: int = 300, space: str = "input") -> l
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
+    _make_parent(out_path)
     fig.savefig(out_path, dpi=90)
     plt.close(fig)
     return [method for method, _ in maps]
+
+
+def _make_parent(out_path) -> None:
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)  # (as export does)
 
 
 _CURVE_KEYS = ("epoch", "train_perplexity", "valid_perplexity", "train_wps")
@@ -63,22 +69,25 @@ def plot_training_curves(log_path, out_path) -> None:
     """Train/valid perplexity and words/sec per epoch from a trainer's metrics.jsonl."""
     plt = _pyplot()
     rows = []
-    with open(log_path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise ValueError(f"{log_path}:{n} is not JSON") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{log_path}:{n} is not a JSON object (a trainer's metrics.jsonl has one a line)")
-            if "epoch" in row:
-                missing = [key for key in _CURVE_KEYS if not isinstance(row.get(key), (int, float))]
-                if missing:
-                    raise ValueError(f"{log_path}:{n}: the epoch line lacks {', '.join(missing)} (or not as a number)")
-                rows.append(row)
+    try:
+        lines = Path(log_path).read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{log_path} is not a metrics.jsonl log: not UTF-8 text (byte {e.start})") from None
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise ValueError(f"{log_path}:{n} is not JSON") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{log_path}:{n} is not a JSON object (a trainer's metrics.jsonl has one a line)")
+        if "epoch" in row:
+            missing = [key for key in _CURVE_KEYS if not isinstance(row.get(key), (int, float))]
+            if missing:
+                raise ValueError(f"{log_path}:{n}: the epoch line lacks {', '.join(missing)} (or not as a number)")
+            rows.append(row)
     if not rows:
         raise ValueError(f"{log_path} has no epoch lines")
     epochs = [r["epoch"] for r in rows]
@@ -96,5 +105,6 @@ def plot_training_curves(log_path, out_path) -> None:
     ax2.set_ylim(bottom=0)
     ax2.grid(True, alpha=0.3)
     fig.tight_layout()
+    _make_parent(out_path)
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
