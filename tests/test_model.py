@@ -5,6 +5,7 @@ accumulates: the bound is 1e-4 in the max-norm relative error, per parameter ten
 """
 
 import os
+import re
 import threading
 
 import numpy as np
@@ -172,6 +173,17 @@ def test_build_info_reports_the_build():
     expected = os.environ.get("PTBFAST_EXPECT_BLAS")  # set by .ci/run for each backend it tests
     if expected:
         assert info["blas"] == expected
+
+
+@pytest.mark.parametrize("sizes, error, says", [((10.7, 4, 1), TypeError, "vocab_size must be an integer, got 10.7"),
+                                                ((10, 2.0, 1), TypeError, "hidden_size must be an integer, got 2.0"),
+                                                ((10, 4, True), TypeError, "num_layers must be an integer, got True"),
+                                                ((10, 4, "2"), TypeError, "num_layers must be an integer, got '2'"),
+                                                ((10, 0, 1), ValueError, "must be >= 1, got 10, 0, 1")])
+def test_model_sizes_are_whole_numbers_from_one(sizes, error, says):
+    with pytest.raises(error, match=re.escape(says)):
+        ptbfast.LSTMLanguageModel(*sizes)
+    assert ptbfast.LSTMLanguageModel(np.int64(10), np.int32(4), 1).vocab_size == 10  # NumPy's integers are integers
 
 
 @pytest.mark.parametrize("n", [0, -1, ptbfast.ops.MAX_THREADS + 1, 100_000])

@@ -165,6 +165,17 @@ def test_path_is_a_file_not_a_directory(tmp_path):
     assert str(path) in str(err.value)
 
 
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_directory_where_a_data_file_goes_is_named_as_such(tmp_path, split):
+    for name in ("train", "valid", "test"):
+        if name == split:
+            (tmp_path / f"ptb.{name}.txt").mkdir()
+        else:
+            write(tmp_path / f"ptb.{name}.txt", " a \n")
+    with pytest.raises(DataError, match=f"data file .*ptb.{split}.txt is a directory, not a file"):
+        reader.load_corpus(tmp_path)
+
+
 def test_missing_file(tmp_path):
     write(tmp_path / "ptb.train.txt", " a \n")
     write(tmp_path / "ptb.valid.txt", " a \n")

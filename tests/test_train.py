@@ -341,6 +341,14 @@ def test_config_refuses_non_finite_numbers(field, bad):
         get_config("small", **{field: bad})
 
 
+@pytest.mark.parametrize("field, bad, says", [("learning_rate", -1.0, "> 0"), ("learning_rate", 0.0, "> 0"),
+                                              ("max_grad_norm", 0.0, "> 0"), ("lr_decay", -0.5, "> 0"),
+                                              ("init_scale", -0.1, ">= 0"), ("keep_prob", 0.0, "in \\(0, 1\\]")])
+def test_config_names_the_field_and_value_out_of_range(field, bad, says):
+    with pytest.raises(ValueError, match=f"config.{field} must be {says}, got {bad}"):
+        get_config("small", **{field: bad})
+
+
 @pytest.mark.parametrize("split, changes", [("train", {}), ("valid", {}), ("test", {"eval_num_steps": 4})])
 def test_too_short_a_split_is_refused_before_training(corpus, tiny_config, split, changes):
     # Not after an epoch's training (valid) or after all of them (test).

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from ptbfast import checkpoint, datasets, distributed
@@ -29,6 +30,10 @@ _FIELD_HELP = {
 }
 
 
+# The string fields' values (Config checks them too; argparse lists them in --help).
+_FIELD_CHOICES = {"precision": PRECISIONS, "nonfinite": ("stop", "skip"), "grad_norm": ("indexed_slices", "dense")}
+
+
 # Each config field is an option whose argparse destination is "cfg_<field>"; only the two
 # functions below know that prefix.
 _CONFIG_DEST = "cfg_"
@@ -42,6 +47,9 @@ def _add_config_overrides(parser: argparse.ArgumentParser) -> None:
         flag, dest = f"--{f.name.replace('_', '-')}", _CONFIG_DEST + f.name
         if isinstance(f.default, bool):
             group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None,
+                               help=_FIELD_HELP.get(f.name))
+        elif f.name in _FIELD_CHOICES:
+            group.add_argument(flag, dest=dest, choices=_FIELD_CHOICES[f.name], default=None,
                                help=_FIELD_HELP.get(f.name))
         else:
             group.add_argument(flag, dest=dest, type=type(f.default), default=None,
@@ -365,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a model (TF ptb_word_lm recipe)")
     train.add_argument("--config", choices=sorted(CONFIGS), default="small")
-    train.add_argument("--data-path", help="directory with ptb.{train,valid,test}.txt (default: $PTBFAST_DATA)")
+    train.add_argument("--data-path", help="directory with ptb.{train,valid,test}.txt, {train,valid,test}.txt or "
+                                           "wiki.{train,valid,test}.tokens (default: $PTBFAST_DATA)")
     train.add_argument("--save-path", help="directory for checkpoint.npz and metrics.jsonl, made if missing "
                                            "(default: none, nothing is saved)")
     train.add_argument("--max-epochs", type=_count(1), help="epochs in all (config max_max_epoch)")
@@ -463,7 +472,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as one line for a command's user (not the library line that raised it)."""
+    return f"warning ({category.__name__}): {message}\n"
+
+
 def main(argv=None) -> int:
+    warnings.formatwarning = _format_warning
     args = build_parser().parse_args(argv)
     try:
         comm = distributed.world()  # a plain run: one process, and mpi4py is never imported

@@ -62,8 +62,11 @@ class Config:
             raise ValueError(f"config.max_epoch must be >= 0, got {self.max_epoch}")
         if not 0.0 < self.keep_prob <= 1.0:
             raise ValueError(f"config.keep_prob must be in (0, 1], got {self.keep_prob}")
-        if self.learning_rate <= 0 or self.max_grad_norm <= 0 or self.init_scale < 0 or self.lr_decay <= 0:
-            raise ValueError("learning_rate, max_grad_norm and lr_decay must be > 0, init_scale >= 0")
+        for field in ("learning_rate", "max_grad_norm", "lr_decay"):
+            if getattr(self, field) <= 0:
+                raise ValueError(f"config.{field} must be > 0, got {getattr(self, field)}")
+        if self.init_scale < 0:
+            raise ValueError(f"config.init_scale must be >= 0, got {self.init_scale}")
         if self.nonfinite not in ("stop", "skip"):
             raise ValueError(f"config.nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
         if self.precision not in PRECISIONS:

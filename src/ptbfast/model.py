@@ -13,6 +13,7 @@ follow TF: ids ``[batch, steps]``.
 from __future__ import annotations
 
 import contextlib
+import numbers
 import threading
 
 import numpy as np
@@ -44,9 +45,9 @@ class LSTMLanguageModel:
     def __init__(self, vocab_size: int, hidden_size: int, num_layers: int, forget_bias: float = 0.0,
                  init_scale: float = 0.1, seed: int = 0, tie_weights: bool = False, precision: str = "fp32"):
         self.precision = precision
-        self.vocab_size = int(vocab_size)
-        self.hidden_size = int(hidden_size)
-        self.num_layers = int(num_layers)
+        self.vocab_size = _size("vocab_size", vocab_size)
+        self.hidden_size = _size("hidden_size", hidden_size)
+        self.num_layers = _size("num_layers", num_layers)
         self.forget_bias = float(forget_bias)
         self.init_scale = float(init_scale)
         # Tied input and output embeddings (Press & Wolf 2017): no softmax_w, the output layer
@@ -299,3 +300,10 @@ class FrozenBf16Weights:
         self.rounded_output = ops.round_bf16(w) if self.output is None else None  # (tied: a transposed view)
         self.lstm = [ops.freeze_lstm_weights_bf16(model.params[f"lstm_{layer}/kernel"], model.hidden_size, one_step)
                      for layer in range(model.num_layers)]
+
+
+def _size(name: str, value) -> int:
+    """A model size as an int: 10.7 words is an error, not 10 (as in Config); init_params checks >= 1."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    return int(value)

@@ -48,6 +48,11 @@ class DataError(ValueError):
     """A data file or directory is missing or unreadable; the message says which one and why."""
 
 
+def _not_a_file(path: Path) -> str:
+    return "is a directory, not a file" if path.is_dir() else "is not a regular file" if path.exists() \
+        else "does not exist"
+
+
 def _read_words(filename: PathLike) -> list[str]:
     """All words of a file, with every newline turned into ``<eos>`` (TF's ``_read_words``)."""
     path = Path(filename)
@@ -116,8 +121,12 @@ def data_files(data_path: PathLike) -> dict[str, Path]:
             paths = {split: directory / pattern.format(split) for split in SPLITS}
             for path in paths.values():
                 if not path.is_file():
-                    raise DataError(f"data file {path} does not exist")
+                    raise DataError(f"data file {path} {_not_a_file(path)}")
             return paths
+    for pattern in FILE_PATTERNS:  # (a directory of that name, say)
+        if (directory / pattern.format("train")).exists():
+            path = directory / pattern.format("train")
+            raise DataError(f"data file {path} {_not_a_file(path)}")
     expected = " or ".join(pattern.format("train") for pattern in FILE_PATTERNS)
     raise DataError(
         f"data file {directory / FILE_PATTERNS[0].format('train')} does not exist "
