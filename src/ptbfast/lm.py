@@ -152,7 +152,8 @@ class LanguageModel:
         return "\n".join(" ".join(line) for line in lines)
 
     def score(self, text: str) -> Score:
-        """Log-probability of every word of ``text`` given the words before it (after an <eos>)."""
+        """Log-probability of every word of ``text`` given the words before it (after an <eos>).
+        A text of no words (``""``) scores none: perplexity NaN, the exponent of an empty mean."""
         ids = self.encode(text)
         if len(ids) == 0:
             return Score([], np.zeros(0), math.nan)
