@@ -26,6 +26,17 @@ def test_a_failing_measurement_reports_the_child_error(monkeypatch):
         bench.run_table(["small"], 1, None, [])
 
 
+def test_a_pytorch_measurement_that_fails_is_one_line(monkeypatch):
+    # (PyTorch's bf16 LSTM has no oneDNN primitive on an AMD Zen 3: bench --json --impl torch printed its trace)
+    def no_primitive(config, steps):
+        raise RuntimeError("could not create a primitive descriptor for the LSTM forward propagation primitive\n"
+                           "more detail")
+    monkeypatch.setattr(bench, "measure_torch", no_primitive)
+    with pytest.raises(bench.BenchError, match="^PyTorch could not measure bf16 here: could not create a primitive "
+                                               "descriptor for the LSTM forward propagation primitive$"):
+        bench.run_one(get_config("test", precision="bf16"), 1, "torch")
+
+
 def test_a_failing_pytorch_comparison_is_reported_and_the_table_printed(monkeypatch, capsys):
     ours = {"train_wps": 100.0, "eval_wps": 300.0, "eval_b1_wps": 50.0, "peak_rss_mb": 90.0, "train_gflops": 1.6,
             "eval_gflops": 3.2}
@@ -51,8 +62,10 @@ def test_the_gemm_table_times_every_kernel_here_both_ways(monkeypatch, capsys):
     monkeypatch.setattr(bench, "sgemm_peak_gflops", lambda: 100.0)  # (the peaks' loops take seconds)
     monkeypatch.setattr(ops, "bf16_peak_gflops", lambda kernel="": 200.0)
     before = ops.bf16_products()
-    result = gemm_bench.measure([(3, 5, 7), (1, 64, 40)], reps=1, warmup=0, with_torch=False)
-    assert ops.bf16_products() == before
+    said = []
+    result = gemm_bench.measure([(3, 5, 7), (1, 64, 40)], reps=1, warmup=0, with_torch=False,
+                                progress=lambda *args: said.append(args))
+    assert ops.bf16_products() == before and said == [(1, 2, "3x5@5x7"), (2, 2, "1x64@64x40")]
     per_call, packed = gemm_bench.timed_kernels()
     assert "generic" not in per_call and set(packed) <= set(per_call) <= set(ops.BF16_KERNELS_HERE)
     columns = ["sgemm", *(c for k in per_call for c in ([k, f"{k} packed"] if k in packed else [k]))]

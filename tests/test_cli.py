@@ -241,11 +241,11 @@ def test_a_save_path_that_cannot_be_written_is_refused_before_training(data_dir,
     assert "Epoch:" not in done.stdout
 
 
-def test_a_missing_save_path_is_made_before_training(data_dir, tmp_path):
+def test_a_refused_setup_makes_no_save_path(data_dir, tmp_path):
     save = tmp_path / "a" / "b"
     done = ptbfast_cli("train", "--data-path", data_dir, "--save-path", save, *cli_args(max_max_epoch=1),
-                       "--vocab-size", "5", cwd=tmp_path)  # (refused after the save path's check)
-    assert done.returncode == 2 and "vocab_size" in done.stderr and save.is_dir() and not list(save.iterdir())
+                       "--vocab-size", "5", cwd=tmp_path)
+    assert done.returncode == 2 and "vocab_size" in done.stderr and not (tmp_path / "a").exists()
 
 
 def test_a_directory_where_the_checkpoint_goes_is_refused(data_dir, tmp_path):
@@ -291,7 +291,9 @@ def test_resume_without_a_checkpoint_starts_a_new_run_and_says_so(data_dir, tmp_
     (["--impl", "torch"], "add --json"), (["--repeat", "3"], "--repeat alternates"),
     (["--precisions", "--ranks", "2"], "one thing at a time: drop --ranks or --precisions"),
     (["--gemm", "--profile"], "drop --gemm or --profile"), (["--json", "--ranks", "2"], "drop --ranks or --json"),
-    (["--gemm", "--json", "--impl", "torch"], "add --json")])
+    (["--gemm", "--json", "--impl", "torch"], "add --json"), (["--gemm", "--config", "test"], "drop --config"),
+    (["--gemm", "--steps", "3", "--hidden-size", "8"], "drop --steps and config overrides"),
+    (["--config", "test", "--ranks", "3"], "error: batch_size 20 cannot be split over 3 ranks")])
 def test_bench_refuses_flags_it_would_ignore(args, says, tmp_path):
     done = ptbfast_cli("bench", *args, cwd=tmp_path)
     assert done.returncode != 0 and says in done.stderr, done.stderr
@@ -438,12 +440,25 @@ def test_missing_data_directory(tmp_path):
 
 
 def test_download_goes_to_the_cache_whatever_ptbfast_data_says(tmp_path, data_dir):
+    # Files already in the cache are verified, not fetched: the synthetic corpus's are not PTB's, and
+    # it is the cache's files the error names, never those PTBFAST_DATA points to.
     cache = tmp_path / "cache"
-    shutil.copytree(data_dir, cache)  # (already there: nothing is fetched)
-    for env in (light_env(PTBFAST_DATA=data_dir), light_env(PTBFAST_DATA=tmp_path / "no-such-data")):
-        done = ptbfast_cli("download", "--cache-dir", cache, cwd=tmp_path, env=env)
-        assert done.returncode == 0 and done.stdout.strip() == str(cache), done.stderr
-    done = ptbfast_cli("download", cwd=tmp_path, env=light_env(PTBFAST_DATA=data_dir, PTBFAST_CACHE=cache))
+    shutil.copytree(data_dir, cache)
+    runs = [["--cache-dir", cache, light_env(PTBFAST_DATA=data_dir)],
+            ["--cache-dir", cache, light_env(PTBFAST_DATA=tmp_path / "no-such-data")],
+            [light_env(PTBFAST_DATA=data_dir, PTBFAST_CACHE=cache)]]
+    for *args, env in runs:
+        done = ptbfast_cli("download", *args, cwd=tmp_path, env=env)
+        assert done.returncode == 2 and done.stdout == "", done.stdout
+        assert done.stderr.startswith(f"error: {cache / 'ptb.train.txt'} has md5 "), done.stderr
+        assert "not f26c4b92c5fdc7b3f8c7cdcb991d8420" in done.stderr and "download again" in done.stderr
+
+
+@pytest.mark.skipif(not os.environ.get("PTBFAST_DATA"), reason="needs the real PTB files (PTBFAST_DATA)")
+def test_download_verifies_the_real_ptb_files_in_the_cache(tmp_path):
+    cache = tmp_path / "cache"
+    shutil.copytree(os.environ["PTBFAST_DATA"], cache)
+    done = ptbfast_cli("download", "--cache-dir", cache, cwd=tmp_path, env=light_env(PTBFAST_DATA=None))
     assert done.returncode == 0 and done.stdout.strip() == str(cache), done.stderr
 
 

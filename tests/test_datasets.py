@@ -226,6 +226,22 @@ def test_a_server_that_does_not_speak_http(monkeypatch, tmp_path, error):
     assert list(cache.iterdir()) == []
 
 
+def test_a_cache_directory_that_is_a_file_is_named(tmp_path):
+    (tmp_path / "afile").write_text("hi")
+    with pytest.raises(DataError, match="cache directory .*afile is a file: name a directory"):
+        datasets.download_ptb(tmp_path / "afile", url="http://example.invalid/a.tgz", timeout=1)
+
+
+def test_files_in_the_cache_are_verified(tmp_path):
+    for name, data in FAKE.items():
+        (tmp_path / name).write_bytes(data)
+    assert datasets.verify_ptb_files(tmp_path, md5=FAKE_MD5) == tmp_path
+    (tmp_path / "ptb.valid.txt").write_bytes(b"changed\n")
+    with pytest.raises(DataError, match=f"{tmp_path / 'ptb.valid.txt'} has md5 [0-9a-f]{{32}}, not "
+                                        f"{FAKE_MD5['ptb.valid.txt']}: it is damaged"):
+        datasets.verify_ptb_files(tmp_path, md5=FAKE_MD5)
+
+
 def test_no_home_directory_says_how_to_get_the_data(monkeypatch):
     def no_home():
         raise RuntimeError("Could not determine home directory.")

@@ -185,9 +185,16 @@ def test_a_model_without_its_config_or_a_directory_to_write_is_refused(tmp_path)
     with pytest.raises(ValueError, match="exporting needs the model's config"):
         export_module.onnx_model(ptbfast.LanguageModel(lm.model, lm.id_to_word))
     (tmp_path / "adir").mkdir()
-    with pytest.raises(IsADirectoryError, match="adir is a directory: name a file to write"):
-        export(tmp_path / "model.npz", "onnx", tmp_path / "adir", overwrite=True)
+    for overwrite in (False, True):  # (without --overwrite it said "adir exists; pass overwrite=True")
+        with pytest.raises(IsADirectoryError, match="adir is a directory: name a file to write"):
+            export(tmp_path / "model.npz", "onnx", tmp_path / "adir", overwrite=overwrite)
     assert files_in(tmp_path / "adir") == []
+    with pytest.raises(IsADirectoryError, match="^. is a directory"):
+        export(tmp_path / "model.npz", "onnx", "")
+    # A directory to make where a file is: named ("[Errno 17] File exists: 'model.npz'" said neither).
+    with pytest.raises(NotADirectoryError, match=f"cannot make the directory {tmp_path / 'model.npz' / 'sub'}: "
+                                                 f"{tmp_path / 'model.npz'} is a file"):
+        export(tmp_path / "model.npz", "onnx", tmp_path / "model.npz" / "sub" / "m.onnx")
 
 # ---- PyTorch recipe (docs/export.md) ------------------------------------------------------------
 

@@ -101,4 +101,8 @@ def test_the_environment_variable_chooses_the_level_at_import():
     assert done.returncode == 0 and done.stdout.strip() == LEVELS[0], done.stderr
     env["PTBFAST_ISA"] = "sse9"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert done.returncode != 0 and "PTBFAST_ISA='sse9'" in done.stderr
+    assert done.returncode != 0 and "ValueError: PTBFAST_ISA='sse9'" in done.stderr  # (an import: the traceback)
+    # The command says it in one line, as its other errors.
+    done = subprocess.run([sys.executable, "-m", "ptbfast", "info"], capture_output=True, text=True, env=env)
+    assert done.returncode == 2 and done.stdout == "", done.stdout
+    assert done.stderr.startswith("error: PTBFAST_ISA='sse9': ") and done.stderr.count("\n") == 1, done.stderr

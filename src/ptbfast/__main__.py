@@ -130,12 +130,13 @@ def _new_trainer(args, comm):
             if args.resume:  # (job scripts that always pass --resume start this way)
                 _say(f"No checkpoint in {save_path} to resume from: starting a new run")
             replaced = _check_fresh_save_path(save_path, args.overwrite)
-        _check_writable(save_path)
     if args.tensorboard and comm.is_root:
         from ptbfast import tensorboard  # (a clear ImportError naming the extra if it is missing)
         tensorboard.check_installed()
     trainer = Trainer(config, corpus, save_path=save_path, checkpoint_every=args.checkpoint_every,
                       progress=not args.no_progress, log=_say, summary_every=args.tensorboard_every, comm=comm)
+    if save_path and comm.is_root:  # (last: a setup refused before leaves no directory made for it)
+        _check_writable(save_path)
     return trainer, data_dir, replaced
 
 
@@ -256,7 +257,7 @@ def cmd_download(args) -> int:
     # Into --cache-dir (or the default cache) whatever PTBFAST_DATA says: that variable is where
     # training looks, not where a download goes.
     cache = Path(args.cache_dir).expanduser() if args.cache_dir else datasets.default_cache_dir()
-    print(cache if datasets.has_ptb_files(cache) else datasets.download_ptb(cache))
+    print(datasets.verify_ptb_files(cache) if datasets.has_ptb_files(cache) else datasets.download_ptb(cache))
     return 0
 
 
@@ -277,7 +278,8 @@ def cmd_bench(args) -> int:
     if args.gemm:
         from ptbfast import gemm_bench
 
-        result = gemm_bench.measure()
+        result = gemm_bench.measure(progress=lambda done, total, shape: print(
+            f"bench --gemm: {shape} measured ({done} of {total})", file=sys.stderr, flush=True))
         print(json.dumps(result) if args.json else gemm_bench.format_table(result))
         return 0
     if args.json:
@@ -294,6 +296,8 @@ def cmd_bench(args) -> int:
         bench.run_precision_rounds(configs, args.steps, args.repeat, args.threads, overrides)
         return 0
     if args.ranks:
+        for name in configs:  # (here, not as a traceback from inside mpiexec)
+            distributed.check_batch_split(get_config(name, **_config_overrides(args)).batch_size, args.ranks)
         bench.run_ranks_table(configs, args.steps, args.ranks, args.threads, _override_args(args), args.repeat)
         return 0
     bench.run_table(configs, args.steps, args.threads, _override_args(args))
@@ -309,9 +313,15 @@ def _check_bench_modes(args) -> None:
         raise ValueError(f"bench measures one thing at a time: drop {' or '.join(modes[1:])} or {modes[0]}")
     if args.impl is not None and (not args.json or args.gemm):
         raise ValueError("--impl chooses the implementation --json measures (not --gemm's table): add --json")
+    if args.gemm:
+        ignored = [flag for flag, given in (("--config", args.config), ("--steps", args.steps is not None),
+                                            ("config overrides", _config_overrides(args))) if given]
+        if ignored:
+            raise ValueError(f"bench --gemm times its fixed list of the configs' product shapes: drop "
+                             f"{' and '.join(ignored)}")
     if args.repeat is not None and not (args.ranks or args.precisions):
         raise ValueError("--repeat alternates the measurements of --ranks or --precisions: add one")
-    args.impl, args.repeat = args.impl or "ptbfast", args.repeat or 1
+    args.impl, args.repeat, args.steps = args.impl or "ptbfast", args.repeat or 1, args.steps or 20
 
 
 def _override_args(args) -> list[str]:
@@ -413,13 +423,14 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     ex.set_defaults(func=cmd_export)
 
-    dl = sub.add_parser("download", help="fetch Mikolov's PTB into the cache and verify it")
+    dl = sub.add_parser("download", help="fetch Mikolov's PTB into the cache and verify it (files already "
+                                         "there: verify them)")
     dl.add_argument("--cache-dir")
     dl.set_defaults(func=cmd_download)
 
     be = sub.add_parser("bench", help="training and evaluation words/sec (vs PyTorch when installed)")
     be.add_argument("--config", choices=sorted(CONFIGS), help="one config (default: small, medium, large)")
-    be.add_argument("--steps", type=_count(1), default=20, help="timed steps per measurement (median)")
+    be.add_argument("--steps", type=_count(1), help="timed steps per measurement (median; default 20)")
     be.add_argument("--threads", type=_thread_count())
     be.add_argument("--impl", choices=["ptbfast", "torch"], help="with --json (default: ptbfast)")
     be.add_argument("--json", action="store_true", help="measure one config here, print one JSON object")

@@ -73,6 +73,21 @@ def has_ptb_files(directory: Path) -> bool:
     return all((directory / name).is_file() for name in PTB_FILES)
 
 
+def verify_ptb_files(directory: PathLike, md5: Optional[dict[str, str]] = None) -> Path:
+    """``directory``, once each of its ``PTB_FILES`` matches its MD5 sum (``md5``, default
+    ``PTB_MD5``); a DataError names the first file that does not."""
+    directory, expected = Path(directory).expanduser(), PTB_MD5 if md5 is None else md5
+    for name in PTB_FILES:
+        try:
+            digest = _md5(directory / name)
+        except OSError as e:
+            raise DataError(f"cannot read {directory / name}: {e.strerror or e}") from None
+        if digest != expected[name].lower():
+            raise DataError(f"{directory / name} has md5 {digest}, not {expected[name]}: it is damaged or not "
+                            f"Mikolov's PTB; delete the ptb.*.txt files in {directory} and download again")
+    return directory
+
+
 def _how_to_get_data(cache: Path, url: str) -> str:
     return (
         "PTB data not found. Get it in one of these ways:\n"
@@ -150,6 +165,8 @@ def download_ptb(
     if missing:
         raise ValueError(f"md5 must give a checksum for each of {PTB_FILES}, missing {missing}")
     cache = Path(cache_dir).expanduser()
+    if cache.exists() and not cache.is_dir():
+        raise DataError(f"cache directory {cache} is a file: name a directory (made if it does not exist)")
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -59,6 +59,8 @@ def export(checkpoint_path, fmt: str, out_path, overwrite: bool = False) -> Path
     _import(_PACKAGES[fmt])  # before reading the checkpoint: a missing package is the first thing said
     write = {"safetensors": _safetensors_bytes, "onnx": _onnx_bytes}[fmt]
     out_path = Path(out_path)
+    if out_path.is_dir():  # (a directory, "" and "." among them: not a file that --overwrite could replace)
+        raise IsADirectoryError(f"{out_path} is a directory: name a file to write")
     if out_path.exists() and not overwrite:
         raise FileExistsError(f"{out_path} exists; pass overwrite=True (--overwrite) to replace it")
     lm = load(checkpoint_path, precision="fp32")  # (what both formats hold: see _metadata)

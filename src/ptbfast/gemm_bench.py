@@ -35,10 +35,11 @@ def timed_kernels() -> tuple[list[str], list[str]]:
     return here, [k for k in here if k in ops.BF16_PACKED_B_KERNELS]
 
 
-def measure(shapes=None, reps: int = 7, warmup: int = 2, with_torch: bool | None = None) -> dict:
+def measure(shapes=None, reps: int = 7, warmup: int = 2, with_torch: bool | None = None, progress=None) -> dict:
     """{"peaks": {name: GFLOP/s}, "rows": [{"shape", "gflop", column: GFLOP/s, ...}]} for every shape
     (default GEMM_SHAPES); columns "sgemm", "<kernel>", "<kernel> packed", "torch fp32", "torch bf16"
-    (PyTorch's where it is installed, or as ``with_torch`` says)."""
+    (PyTorch's where it is installed, or as ``with_torch`` says). ``progress(done, total, shape name)``
+    after each shape (the table takes minutes)."""
     from ptbfast import ops
     from ptbfast.bench import _median_seconds, sgemm_peak_gflops, torch_available
 
@@ -53,8 +54,9 @@ def measure(shapes=None, reps: int = 7, warmup: int = 2, with_torch: bool | None
     rng = np.random.default_rng(0)
     before = ops.bf16_products()
     rows = []
+    shapes = GEMM_SHAPES if shapes is None else shapes
     try:
-        for shape in GEMM_SHAPES if shapes is None else shapes:
+        for shape in shapes:
             M, K, N = shape
             a, b = (ops.round_bf16(rng.uniform(-1, 1, s).astype(np.float32)) for s in ((M, K), (K, N)))
             gflop = 2 * M * N * K / 1e9
@@ -75,6 +77,8 @@ def measure(shapes=None, reps: int = 7, warmup: int = 2, with_torch: bool | None
                 ta, tb = ta.bfloat16(), tb.bfloat16()
                 row["torch bf16"] = rate(lambda: torch.matmul(ta, tb))
             rows.append(row)
+            if progress is not None:
+                progress(len(rows), len(shapes), row["shape"])
     finally:
         ops.set_bf16_products(before)
     return {"peaks": peaks, "rows": rows}

@@ -46,6 +46,13 @@ class ExchangeStats:
     gather_bytes: int = 0
 
 
+def check_batch_split(batch_size: int, ranks: int) -> None:
+    """Each rank trains an equal block of the batch's rows: a clear error if ``ranks`` do not divide it."""
+    if batch_size % ranks:
+        raise DistributedError(f"batch_size {batch_size} cannot be split over {ranks} ranks: choose a "
+                               f"batch size divisible by {ranks} or another number of ranks")
+
+
 class DataParallel:
     """This rank's rows of every ``[batch, steps]`` batch, and the collectives of a step.
 
@@ -72,9 +79,7 @@ class DataParallel:
     def row_range(self, batch_size: int) -> slice:
         """This rank's contiguous block of ``batch_size`` rows; a clear error if ranks do not divide it."""
         size, rank = self.comm.size, self.comm.rank
-        if batch_size % size:
-            raise DistributedError(f"batch_size {batch_size} cannot be split over {size} ranks: choose a "
-                                   f"batch size divisible by {size} or another number of ranks")
+        check_batch_split(batch_size, size)
         per_rank = batch_size // size
         return slice(rank * per_rank, (rank + 1) * per_rank)
 
