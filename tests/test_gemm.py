@@ -53,6 +53,41 @@ def large_library(request):
     ops.set_large_sgemm_library(SETTING)
 
 
+# OpenBLAS hands a threaded product's jobs to ptbfast's OpenMP threads, and the jobs wait for one another:
+# with a team smaller than OpenBLAS's (process-wide) thread count, job 0 waited for job 1 for ever.
+_OPENBLAS_JOBS = """
+import os, sys, threading
+import numpy as np
+from ptbfast import ops
+try:
+    ops.set_large_sgemm_library("openblas")
+except ValueError:  # a build with one library: OpenBLAS's or none
+    if ops.build_info()["blas"] != "openblas":
+        sys.exit(77)
+if sys.argv[1] == "other thread":  # another thread sets 8 (OpenBLAS's jobs), this one's OpenMP count stays
+    t = threading.Thread(target=ops.set_num_threads, args=(8,))
+    t.start()
+    t.join()
+else:
+    ops.set_num_threads(4)  # OMP_THREAD_LIMIT=1 / OMP_DYNAMIC=true: OpenMP may give fewer
+a = np.random.default_rng(0).uniform(-1, 1, (512, 384)).astype(np.float32)
+b = np.random.default_rng(1).uniform(-1, 1, (384, 500)).astype(np.float32)
+c = ops.matmul(a, b)  # (this shape stuck on a 2-core Zen 3 in all three cases; 256 x 300 @ 300 x 200 did not)
+print(float(np.abs(c - a.astype(np.float64) @ b).max() / np.abs(a.astype(np.float64) @ b).max()))
+"""
+
+
+@pytest.mark.parametrize("case, env", [("other thread", {}), ("limit", {"OMP_THREAD_LIMIT": "1"}),
+                                       ("limit", {"OMP_DYNAMIC": "true"})])
+def test_openblas_jobs_finish_whatever_team_openmp_gives(case, env):
+    done = subprocess.run([sys.executable, "-c", _OPENBLAS_JOBS, case], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **env})
+    if done.returncode == 77:
+        pytest.skip("this build does not link OpenBLAS")
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) < 1e-5  # (float32 products of 384 terms against float64)
+
+
 @pytest.mark.parametrize("M,K,N", EDGE)
 def test_products_either_side_of_the_large_line(M, K, N, large_library):
     library = _core._sgemm_library(M, N, K)

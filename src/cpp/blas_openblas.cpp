@@ -10,6 +10,11 @@
 #define CBLAS_LAYOUT scipy_CBLAS_LAYOUT
 #include <cblas.h>
 
+#include <omp.h>
+
+#include <thread>
+#include <vector>
+
 #include "blas_libraries.h"
 
 namespace ptbfast::blas::openblas {
@@ -25,11 +30,32 @@ int num_threads() { return scipy_openblas_get_num_threads(); }
 // OpenBLAS (a pthreads build) keeps its own workers spinning after each call; on 2 cores they
 // stalled our OpenMP barriers, up to 80x slower per LSTM step. With this callback OpenBLAS hands
 // its jobs to our OpenMP threads instead, so there is one thread pool.
+//
+// The jobs of a threaded GEMM wait for one another, so all numjobs must run at once: a team smaller
+// than numjobs (the calling thread's OpenMP count below OpenBLAS's process-wide one, OMP_THREAD_LIMIT,
+// OMP_DYNAMIC, a call inside a parallel region) ran job 0 and waited for job 1 for ever. A team of
+// exactly numjobs runs them; otherwise they run on threads of their own (slower, never stuck).
 static void run_jobs_on_openmp(int /*sync*/, openblas_dojob_callback dojob, int numjobs, size_t jobdata_elsize,
                                void* jobdata, int dojob_data) {
-#pragma omp parallel for schedule(static)
-  for (int i = 0; i < numjobs; ++i) dojob(i, static_cast<char*>(jobdata) + static_cast<size_t>(i) * jobdata_elsize,
-                                          dojob_data);
+  auto job = [&](int i) { dojob(i, static_cast<char*>(jobdata) + static_cast<size_t>(i) * jobdata_elsize, dojob_data); };
+  if (numjobs <= 1) {
+    if (numjobs == 1) job(0);
+    return;
+  }
+  bool all_ran = false;
+#pragma omp parallel num_threads(numjobs)
+  {
+    if (omp_get_num_threads() == numjobs) {  // (the same in every thread of the team: no barrier needed)
+      job(omp_get_thread_num());
+      if (omp_get_thread_num() == 0) all_ran = true;  // (read after the region's closing barrier)
+    }
+  }
+  if (all_ran) return;
+  std::vector<std::thread> others;
+  others.reserve(static_cast<size_t>(numjobs - 1));
+  for (int i = 1; i < numjobs; ++i) others.emplace_back(job, i);
+  job(0);
+  for (auto& t : others) t.join();
 }
 
 void init() { scipy_openblas_set_threads_callback_function(run_jobs_on_openmp); }
