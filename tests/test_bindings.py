@@ -129,6 +129,29 @@ def test_dropout_mask_refuses_a_keep_prob_or_scale_it_cannot_use(keep_prob, scal
     with pytest.raises(ValueError, match="keep_prob in \\(0, 1\\] and a finite scale"):
         _core.dropout_mask(np.zeros(8, np.float32), 1, 0, keep_prob, scale)
 
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("V", [2**31, 2**32 + 7])
+def test_a_vocabulary_beyond_an_int_is_refused_when_h_is_empty(V, transposed):
+    # With H = 0 softmax_w has no elements whatever V is: V itself was cast to int (2^32 + 7 became
+    # 7, a loss of log 7; 2^31 became negative). Checked before softmax_b, so no V floats are needed.
+    h = np.zeros((1, 0), np.float32)
+    w = np.empty((V, 0) if transposed else (0, V), np.float32)
+    with pytest.raises(ValueError, match=f"the vocabulary size V = {V} is too large"):
+        _core.output_layer_forward(h, w, np.zeros(1, np.float32), np.array([5]), transposed=transposed)
+    with pytest.raises(ValueError, match="columns of softmax_w = .* is too large|rows of softmax_w = .* is too large"):
+        _core.freeze_output_weights_bf16(w, transposed)
+
+
+def test_lstm_backward_checks_the_kernel_before_allocating_for_it():
+    # A kernel of 0 rows and 2^40 columns has no elements; a bias-sized array made to check it took 4 TiB.
+    state = np.zeros((2, 3), np.float32)
+    x, kernel = np.zeros((1, 2, 5), np.float32), np.empty((0, 2**40), np.float32)
+    with pytest.raises(ValueError, match=r"kernel has 0 rows; expected In \+ H"):
+        _core.lstm_backward(np.zeros((1, 2, 3), np.float32), None, None, x, state, state, kernel,
+                            np.zeros((1, 2, 3), np.float32), np.zeros((1, 2, 3), np.float32),
+                            np.zeros((1, 2, 12), np.float32))
+
+
 def test_each_side_of_an_lstm_input_must_fit_an_int():
     # With B = 0 the products T * B are 0 whatever T is: T itself was cast to int and wrapped.
     x = np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (2**32 + 2, 0, 5), (0, 0, 0))

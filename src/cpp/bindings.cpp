@@ -232,7 +232,8 @@ struct LstmShape {
   int T, B, In, H;
 };
 
-LstmShape check_lstm(const py::array& x, const py::array& kernel, const py::array& bias, const py::array& c0,
+// bias: nullptr where there is none to check (the backward takes no bias).
+LstmShape check_lstm(const py::array& x, const py::array& kernel, const py::array* bias, const py::array& c0,
                      const py::array& h0) {
   float_input(x, "x", {-1, -1, -1});
   float_input(kernel, "kernel", {-1, -1});
@@ -243,7 +244,7 @@ LstmShape check_lstm(const py::array& x, const py::array& kernel, const py::arra
   if (kernel.shape(0) != In + H)
     throw py::value_error("kernel has " + std::to_string(kernel.shape(0)) + " rows; expected In + H = " +
                           std::to_string(In) + " + " + std::to_string(H) + " for x of shape " + shape_str(x));
-  float_input(bias, "bias", {G});
+  if (bias) float_input(*bias, "bias", {G});
   float_input(c0, "c0", {x.shape(1), H});
   float_input(h0, "h0", {x.shape(1), H});
   require_int(x.shape(0), "T");  // (each side: with B = 0 the products below are 0 whatever T is)
@@ -279,7 +280,7 @@ void check_frozen_lstm(const Frozen& frozen, const LstmShape& s) {
 
 py::tuple lstm_forward_py(const py::array& x, const py::array& c0, const py::array& h0, const py::array& kernel,
                           const py::array& bias, float forget_bias, bool bf16, const Frozen& frozen) {
-  const LstmShape s = check_lstm(x, kernel, bias, c0, h0);
+  const LstmShape s = check_lstm(x, kernel, &bias, c0, h0);
   check_frozen_lstm(frozen, s);
   auto h_all = new_float_array({s.T, s.B, s.H});
   auto c_all = new_float_array({s.T, s.B, s.H});
@@ -311,9 +312,8 @@ Frozen freeze_lstm_weights_bf16_py(const py::array& kernel, py::ssize_t input_si
 py::tuple lstm_backward_py(const py::array& d_h_all, const py::object& d_c_T, const py::object& d_h_T,
                            const py::array& x, const py::array& c0, const py::array& h0, const py::array& kernel,
                            const py::array& h_all, const py::array& c_all, const py::array& gates, bool bf16) {
-  float_input(kernel, "kernel", {-1, -1});  // validated before its width sizes an allocation
-  const py::array bias_like = py::array_t<float>(kernel.shape(1));
-  const LstmShape s = check_lstm(x, kernel, bias_like, c0, h0);
+  const LstmShape s = check_lstm(x, kernel, nullptr, c0, h0);  // (a bias-sized array made for it once
+                                                                // allocated 4 TiB for a kernel of 0 x 2^40)
   float_input(d_h_all, "d_h_all", {s.T, s.B, s.H});
   float_input(h_all, "h_all", {s.T, s.B, s.H});
   float_input(c_all, "c_all", {s.T, s.B, s.H});
@@ -360,6 +360,8 @@ OutputShape check_output(const py::array& h, const py::array& w, const py::array
   else
     float_input(w, "softmax_w", {h.shape(1), -1});
   const py::ssize_t V = transposed ? w.shape(0) : w.shape(1);
+  require_int(h.shape(1), "H");
+  require_int(V, "the vocabulary size V");  // (its own check: with H = 0, w.size() is 0 whatever V is)
   float_input(b, "softmax_b", {V});
   if (V == 0) throw py::value_error("softmax_w must have at least one column (vocabulary size >= 1)");
   if (targets.ndim() != 1 || targets.shape(0) != h.shape(0))
@@ -394,6 +396,8 @@ py::tuple output_layer_forward_py(const py::array& h, const py::array& w, const 
 // or None where no product of that shape runs on a kernel that takes a packed B.
 std::optional<Frozen> freeze_output_weights_bf16_py(const py::array& w, bool transposed) {
   float_input(w, transposed ? "softmax_w (transposed: the embedding)" : "softmax_w", {-1, -1});
+  require_int(w.shape(0), "rows of softmax_w");
+  require_int(w.shape(1), "columns of softmax_w");
   require_int(w.size(), "softmax_w size");
   const int H = static_cast<int>(transposed ? w.shape(1) : w.shape(0));
   const int V = static_cast<int>(transposed ? w.shape(0) : w.shape(1));
