@@ -267,3 +267,9 @@ def test_check_params_names_every_problem():
     for fragment in ("missing lstm_0/bias", "unexpected extra", "softmax_w has shape (16, 41)",
                      "softmax_b holds NaN", "embedding holds int32"):
         assert fragment in str(err.value)
+    # float64 values are read as float32: one beyond its range would load as Inf, never checked again
+    wide = {k: v.astype(np.float64) for k, v in params.items()}
+    checkpoint.check_params(wide, expected, "c.npz")
+    wide["lstm_0/bias"][1] = -1e300
+    with pytest.raises(CheckpointError, match="lstm_0/bias holds values beyond float32's range"):
+        checkpoint.check_params(wide, expected, "c.npz")

@@ -186,6 +186,18 @@ def test_model_sizes_are_whole_numbers_from_one(sizes, error, says):
     assert ptbfast.LSTMLanguageModel(np.int64(10), np.int32(4), 1).vocab_size == 10  # NumPy's integers are integers
 
 
+@pytest.mark.parametrize("total_batch, error", [(0, ValueError), (-3, ValueError), (1, ValueError), (2.5, TypeError),
+                                                ("3", TypeError), (True, TypeError)])
+def test_total_batch_is_a_whole_number_of_rows_at_least_the_batch(total_batch, error):
+    model = ptbfast.LSTMLanguageModel(10, 4, 1)
+    x = np.zeros((2, 3), np.int64)
+    for run in (model.loss, model.loss_and_grads):
+        with pytest.raises(error, match="total_batch must"):
+            run(x, x, model.initial_state(2), total_batch=total_batch)
+    halved = model.loss(x, x, model.initial_state(2), total_batch=np.int64(4))[0]
+    assert halved == pytest.approx(model.loss(x, x, model.initial_state(2))[0] / 2, rel=1e-6)
+
+
 @pytest.mark.parametrize("n", [0, -1, ptbfast.ops.MAX_THREADS + 1, 100_000])
 def test_set_num_threads_validates(n):
     # (libgomp ends the process at counts like 100,000; the count in effect stays as it was)

@@ -175,6 +175,42 @@ def test_apply_sgd_refuses_non_finite_gradients(mode, where, bad):
         np.testing.assert_array_equal(model.params[name], before[name])
 
 
+def _wrong_shape(grads):
+    grads["lstm_0/kernel"] = grads["lstm_0/kernel"][:-1]
+
+
+def _outside(grads):
+    indices = grads["embedding"].indices.copy()
+    indices[0] = -1
+    grads["embedding"] = grads["embedding"]._replace(indices=indices)
+
+
+def _foreign(grads):
+    grads["no_such"] = np.zeros(3, np.float32)
+
+
+@pytest.mark.parametrize("change, lr, max_norm, mode, error, says", [
+    (None, -1.0, 5.0, "dense", ValueError, "learning_rate must be a finite number >= 0, got -1.0"),
+    (None, 1.0, -1.0, "dense", ValueError, "max_grad_norm must be a finite number > 0, got -1.0"),  # (went uphill)
+    (None, 1.0, 0.0, "dense", ValueError, "max_grad_norm must be"),
+    (None, 1.0, 5.0, "Dense", ValueError, "mode must be one of indexed_slices, dense, got 'Dense'"),
+    (_wrong_shape, 1.0, 5.0, "dense", ValueError, "the gradient of lstm_0/kernel has shape"),
+    (_outside, 1.0, 5.0, "indexed_slices", IndexError, "the gradient of embedding has rows outside"),
+    (_foreign, 1.0, 5.0, "dense", KeyError, "no_such")])
+def test_apply_sgd_checks_everything_before_any_update(change, lr, max_norm, mode, error, says):
+    # (a gradient of the wrong shape was found after the parameters before it had been updated)
+    model, x, y, state, masks = make_batch()
+    _, grads, _ = model.loss_and_sparse_grads(x, y, state, masks)
+    grads = dict(sorted(grads.items(), key=lambda item: item[0] != "softmax_b"))  # (one that would go first)
+    if change is not None:
+        change(grads)
+    before = {name: a.copy() for name, a in model.params.items()}
+    with pytest.raises(error, match=says):
+        apply_sgd(model.params, grads, lr, max_norm, mode)
+    for name in before:
+        np.testing.assert_array_equal(model.params[name], before[name])
+
+
 def test_apply_sgd_refuses_an_update_that_repeated_rows_would_overflow():
     # Two rows of id 0 make a norm of sqrt(2) over the rows, but their sum, sqrt(2) times that, is
     # the update of row 0: the guard counts the repeats (it passed, and row 0 became -inf).

@@ -172,6 +172,8 @@ def check_params(params: dict, expected: dict, path) -> None:
             problems.append(f"{name} holds {value.dtype}, not floats")
         elif not np.isfinite(value).all():
             problems.append(f"{name} holds NaN or Inf")
+        elif value.dtype.itemsize > 4 and not (np.abs(value) <= np.finfo(np.float32).max).all():
+            problems.append(f"{name} holds values beyond float32's range (they would load as Inf)")
     if problems:
         raise CheckpointError(f"checkpoint {path} does not fit the model: {'; '.join(problems)}")
 

@@ -186,7 +186,7 @@ class LSTMLanguageModel:
 
     def _run(self, x, y, state, masks, with_grads, total_batch=None):
         ids, targets, batch, steps = self._check_batch(x, y)
-        mean_over = batch if total_batch is None else int(total_batch)  # the cost is a mean over these rows
+        mean_over = batch if total_batch is None else _total_batch(total_batch, batch)  # the cost: a mean over these rows
         state = self._check_state(state, batch)
         masks = self._check_masks(masks, steps, batch)
         p = self.params
@@ -306,4 +306,13 @@ def _size(name: str, value) -> int:
     """A model size as an int: 10.7 words is an error, not 10 (as in Config); init_params checks >= 1."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _total_batch(value, batch: int) -> int:
+    """``total_batch``: a whole number of rows, at least this call's (0 divided by zero; -3 negated the cost)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"total_batch must be an integer, got {value!r}")
+    if value < max(batch, 1):
+        raise ValueError(f"total_batch must be at least the batch's {batch} rows (and 1), got {value}")
     return int(value)

@@ -15,6 +15,9 @@ class TrainingError(RuntimeError):
     """Training cannot go on (for example the loss or a gradient became NaN or infinite)."""
 
 
+NORM_MODES = ("indexed_slices", "dense")
+
+
 def global_norm(grads: dict, mode: str = "indexed_slices") -> float:
     """``tf.clip_by_global_norm``'s norm over all gradients.
 
@@ -22,6 +25,8 @@ def global_norm(grads: dict, mode: str = "indexed_slices") -> float:
     its global norm squares those rows before merging repeated ids ("indexed_slices"); "dense"
     uses the merged gradient, the true norm of d cost / d embedding.
     """
+    if mode not in NORM_MODES:
+        raise ValueError(f"mode must be one of {', '.join(NORM_MODES)}, got {mode!r}")
     total = 0.0
     for g in grads.values():
         if isinstance(g, IndexedSlices):
@@ -38,8 +43,13 @@ def apply_sgd(params: dict, grads: dict, learning_rate: float, max_grad_norm: fl
 
     The embedding gradient updates only the rows that were used (a sparse update, like TF's
     ``scatter_sub``). Raises :class:`TrainingError` before touching ``params`` if the norm is not
-    finite, so a NaN never reaches the weights.
+    finite, so a NaN never reaches the weights; every argument is checked before any parameter changes.
     """
+    if not (math.isfinite(learning_rate) and learning_rate >= 0):
+        raise ValueError(f"learning_rate must be a finite number >= 0, got {learning_rate}")
+    if not (math.isfinite(max_grad_norm) and max_grad_norm > 0):  # (a negative one turned the step uphill)
+        raise ValueError(f"max_grad_norm must be a finite number > 0, got {max_grad_norm}")
+    _check_gradients(params, grads)
     norm = global_norm(grads, norm_mode)
     if not math.isfinite(norm):
         raise TrainingError(f"gradient norm is {norm}: training diverged")
@@ -60,3 +70,21 @@ def apply_sgd(params: dict, grads: dict, learning_rate: float, max_grad_norm: fl
         else:
             ops.sgd_update(params[name], g, step)
     return norm
+
+
+def _check_gradients(params: dict, grads: dict) -> None:
+    """Each gradient fits its parameter: else an error before the first update (not half a step)."""
+    for name, g in grads.items():
+        if name not in params:
+            raise KeyError(f"a gradient for {name!r}, which is not a parameter")
+        shape = np.shape(params[name])
+        if isinstance(g, IndexedSlices):
+            values, indices = np.asarray(g.values), np.asarray(g.indices)
+            if tuple(g.dense_shape) != shape or values.shape[1:] != shape[1:] or len(values) != len(indices):
+                raise ValueError(f"the gradient of {name} (IndexedSlices of {tuple(g.dense_shape)}: {len(indices)} "
+                                 f"indices, values {values.shape}) does not fit its shape {shape}")
+            if len(indices) and (indices.min() < 0 or indices.max() >= shape[0]):
+                raise IndexError(f"the gradient of {name} has rows outside [0, {shape[0]}): "
+                                 f"{indices.min()} to {indices.max()}")
+        elif np.shape(g) != shape:
+            raise ValueError(f"the gradient of {name} has shape {np.shape(g)}, the parameter {shape}")
