@@ -542,6 +542,8 @@ def test_frozen_weights_of_another_shape_are_refused():
                          frozen=lstm)
     with pytest.raises(ValueError, match="must have shape"):
         ops.freeze_lstm_weights_bf16(kernel, 4)
+    with pytest.raises(TypeError, match="input_size must be an integer, got 5.0"):  # (was int(): 4.7 became 4)
+        ops.freeze_lstm_weights_bf16(kernel, 5.0)
     before = ops.bf16_products()
     ops.set_bf16_products("generic")  # (a kernel that takes packed weights on every CPU)
     try:
@@ -732,6 +734,11 @@ def test_the_kernel_of_the_recurrent_products_by_rows():
             assert ops.bf16_kernel_for_rows(kernel, 1) == (
                 "avx512_bf16" if kernel == "amx" and {"amx", "avx512_bf16"} <= set(ops.BF16_KERNELS_HERE) else kernel)
             assert ops.bf16_kernel_for_rows(kernel, 2) == kernel
+        for bad, error in ((("nope", 5), ValueError), (("amx", -1), ValueError), (("amx", 2.5), TypeError)):
+            with pytest.raises(error):  # (a name that packs nothing was handed back as the answer)
+                ops.bf16_kernel_for_rows(*bad)
+        with pytest.raises(ValueError, match="M must be >= 0, got -1"):
+            ops.bf16_product_kernel(-1, 5, 5)
         info = ptbfast.build_info()
         many = info["bf16_recurrent_products"]
         assert ops.bf16_recurrent_kernel(2) == ops.bf16_recurrent_kernel(20) == many

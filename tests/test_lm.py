@@ -4,6 +4,7 @@ loading exactly the checkpoint named (ptbfast.load)."""
 import importlib.util
 import json
 import math
+import re
 import warnings
 
 import numpy as np
@@ -200,6 +201,14 @@ def test_load_from_checkpoint(tmp_path, lm):
     path = checkpoint.save(tmp_path / "c.npz", lm.model.params, meta)
     loaded = ptbfast.load(path)
     assert loaded.next_word_probs("the a", k=3) == lm.next_word_probs("the a", k=3)
+
+
+@pytest.mark.parametrize("words, says", [(["a", "b", "a"], "holds 'a' more than once"),
+                                         (["a", 3], "got 3"), (["a", ""], "got ''"), (["a", "b c"], "got 'b c'"),
+                                         (["a\t"], "got 'a\\t'")])
+def test_a_vocabulary_of_words_encode_could_not_find_is_refused(words, says):
+    with pytest.raises(ValueError, match=re.escape(says)):
+        LanguageModel(LSTMLanguageModel(5, 2, 1), words)
 
 
 def test_load_fills_missing_config_fields_and_warns_on_unknown_ones(tmp_path, lm):

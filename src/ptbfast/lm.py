@@ -38,10 +38,18 @@ class LanguageModel:
     """A trained :class:`LSTMLanguageModel` together with its vocabulary."""
 
     def __init__(self, model: LSTMLanguageModel, id_to_word: list, config: Config | None = None):
+        id_to_word = list(id_to_word)
         if len(id_to_word) > model.vocab_size:
             raise ValueError(f"{len(id_to_word)} words but the model has vocab_size {model.vocab_size}")
+        not_words = [w for w in id_to_word if not isinstance(w, str) or w.split() != [w]]
+        if not_words:  # (encode splits text on whitespace: such an entry could never be looked up)
+            raise ValueError(f"the vocabulary's words must be non-empty strings without spaces, got {not_words[0]!r}")
+        if len(set(id_to_word)) != len(id_to_word):  # (a word of two ids: encode would see only the last)
+            seen = set()
+            twice = next(w for w in id_to_word if w in seen or seen.add(w))
+            raise ValueError(f"the vocabulary holds {twice!r} more than once")
         self.model = model
-        self.id_to_word = list(id_to_word)
+        self.id_to_word = id_to_word
         self.word_to_id = {w: i for i, w in enumerate(self.id_to_word)}
         self.config = config  # the training config, when loaded from a checkpoint
 

@@ -14,6 +14,7 @@ module gets an exception, never a wrong answer.
 
 from __future__ import annotations
 
+import numbers
 import operator
 import os
 import numpy as np
@@ -76,7 +77,18 @@ def _matrix(x, name: str):
 def _in_place(array, name: str) -> np.ndarray:
     if not isinstance(array, np.ndarray) or array.dtype != np.float32 or not array.flags.c_contiguous:
         raise TypeError(f"{name} is updated in place and must be a C-contiguous float32 array")
+    if not array.flags.writeable:  # (here: the kernel's message would name its own argument)
+        raise ValueError(f"{name} is updated in place and is read-only")
     return array
+
+
+def _size(value, name: str) -> int:
+    """A count or size from the caller: an integer >= 0 (4.7 rows is an error, not 4)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return int(value)
 
 
 # ---- embedding (src/cpp/embedding.cpp) ----------------------------------------------------------
@@ -131,7 +143,8 @@ def freeze_lstm_weights_bf16(kernel, input_size: int, rounded_copies: bool = Fal
     round them (as much memory as the kernel; for calls of one step each, such as generation's,
     which would round a copy of the kernel for every step). Copies: changing ``kernel`` afterwards
     is not seen through them."""
-    return _core.freeze_lstm_weights_bf16(as_float32(kernel, "kernel"), int(input_size), bool(rounded_copies))
+    return _core.freeze_lstm_weights_bf16(as_float32(kernel, "kernel"), _size(input_size, "input_size"),
+                                          bool(rounded_copies))
 
 
 def lstm_backward(d_h_all, d_c_T, d_h_T, x, c0, h0, kernel, h_all, c_all, gates, bf16: bool = False):
@@ -203,6 +216,8 @@ def round_bf16_in_place(x: np.ndarray) -> np.ndarray:
     arrays the caller owns: a bf16 step rounds its fresh layer inputs this way, with no copy."""
     if not isinstance(x, np.ndarray):  # (pybind11 would round a converted copy and drop it)
         raise TypeError(f"x must be a NumPy array to round in place, got {type(x).__name__}")
+    if not x.flags.c_contiguous:  # (the kernel's message advises a contiguous copy: not rounded in place)
+        raise ValueError("x must be C-contiguous to be rounded in place (a copy would be rounded, not x)")
     _core.round_bf16_in_place(x)
     return x
 
@@ -301,7 +316,7 @@ def bf16_peak_gflops(kernel: str = "") -> float:
 
 def bf16_product_kernel(M: int, N: int, K: int) -> str:
     """The kernel an [M, K] @ [K, N] bf16 product runs on under the current setting."""
-    return _core.bf16_product_kernel(M, N, K)
+    return _core.bf16_product_kernel(_size(M, "M"), _size(N, "N"), _size(K, "K"))
 
 
 def bf16_kernel_for_rows(packed_for: str, rows: int) -> str:
@@ -309,13 +324,15 @@ def bf16_kernel_for_rows(packed_for: str, rows: int) -> str:
     kernel of :data:`BF16_PACKED_B_KERNELS` reads the same packs): ``packed_for``, but under "auto"
     AVX512-BF16 for one row where ``packed_for`` is AMX and the CPU has both (one row fills one of
     the 16 rows of AMX's tiles)."""
-    return _core.bf16_kernel_for_rows(packed_for, rows)
+    if packed_for not in BF16_PACKED_B_KERNELS:
+        raise ValueError(f"packed_for must be one of {', '.join(BF16_PACKED_B_KERNELS)}, got {packed_for!r}")
+    return _core.bf16_kernel_for_rows(packed_for, _size(rows, "rows"))
 
 
 def bf16_recurrent_kernel(rows: int) -> str:
     """The kernel the LSTM's bf16 recurrent products of ``rows`` rows (the batch) run on under the
     current setting: one of ptbfast's, on the recurrent weight packed once for all steps, or "sgemm"."""
-    return _core.bf16_recurrent_kernel(rows)
+    return _core.bf16_recurrent_kernel(_size(rows, "rows"))
 
 
 def bf16_products() -> str:
