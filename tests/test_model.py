@@ -198,6 +198,28 @@ def test_total_batch_is_a_whole_number_of_rows_at_least_the_batch(total_batch, e
     assert halved == pytest.approx(model.loss(x, x, model.initial_state(2))[0] / 2, rel=1e-6)
 
 
+def test_state_and_sizes_get_named_errors():
+    # (each raised NumPy's or Python's own words: "has no len()", "too many values to unpack",
+    # "negative dimensions are not allowed", "high - low range exceeds valid bounds")
+    model = ptbfast.LSTMLanguageModel(10, 4, 2)
+    x = np.zeros((2, 3), np.int64)
+    c = np.zeros((2, 4), np.float32)
+    with pytest.raises(TypeError, match="state must be a list of \\(c, h\\) pairs, one per layer"):
+        model.loss(x, x, None)
+    with pytest.raises(ValueError, match="state\\[0\\] must be a \\(c, h\\) pair, got ndarray"):
+        model.loss(x, x, [c, c])
+    with pytest.raises(ValueError, match="state\\[1\\] must be a \\(c, h\\) pair, got tuple of 3"):
+        model.loss(x, x, [(c, c), (c, c, c)])
+    with pytest.raises(ValueError, match="batch_size must be >= 0, got -1"):
+        model.initial_state(-1)
+    with pytest.raises(ValueError, match="init_scale must be a finite number >= 0, got nan"):
+        ptbfast.LSTMLanguageModel(10, 4, 2, init_scale=float("nan"))
+    with pytest.raises(ValueError, match="vocab_size must be >= 0, got -1"):
+        ptbfast.ops.embedding_lookup_backward(np.zeros((2, 4), np.float32), np.array([0, 1]), -1)
+    with pytest.raises(TypeError, match="keep_prob must be a number, got '0.5'"):
+        ptbfast.ops.dropout_mask((2, 2), 0, 0, "0.5")
+
+
 @pytest.mark.parametrize("n", [0, -1, ptbfast.ops.MAX_THREADS + 1, 100_000])
 def test_set_num_threads_validates(n):
     # (libgomp ends the process at counts like 100,000; the count in effect stays as it was)

@@ -107,7 +107,7 @@ class LSTMLanguageModel:
 
     def initial_state(self, batch_size: int):
         """Zero state: a list of ``(c, h)`` per layer, each [batch_size, H] float32."""
-        shape = (batch_size, self.hidden_size)
+        shape = (ops.checked_size(batch_size, "batch_size"), self.hidden_size)
         return [(np.zeros(shape, np.float32), np.zeros(shape, np.float32)) for _ in range(self.num_layers)]
 
     # ---- public API ---------------------------------------------------------------------------
@@ -251,11 +251,17 @@ class LSTMLanguageModel:
         return self.time_major(x), self.time_major(y).reshape(-1), batch, steps
 
     def _check_state(self, state, batch):
+        if not isinstance(state, (list, tuple)):  # (None: "has no len()"; use initial_state for a fresh start)
+            raise TypeError(f"state must be a list of (c, h) pairs, one per layer (initial_state(batch) makes "
+                            f"one), got {type(state).__name__}")
         if len(state) != self.num_layers:
             raise ValueError(f"state must hold {self.num_layers} (c, h) pairs, got {len(state)}")
         shape = (batch, self.hidden_size)
         checked = []
         for layer, pair in enumerate(state):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise ValueError(f"state[{layer}] must be a (c, h) pair, got {type(pair).__name__}"
+                                 + (f" of {len(pair)}" if isinstance(pair, (list, tuple)) else ""))
             c, h = (np.asarray(a) for a in pair)
             for name, a in (("c", c), ("h", h)):
                 if a.shape != shape:

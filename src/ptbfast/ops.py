@@ -82,7 +82,7 @@ def _in_place(array, name: str) -> np.ndarray:
     return array
 
 
-def _size(value, name: str) -> int:
+def checked_size(value, name: str) -> int:
     """A count or size from the caller: an integer >= 0 (4.7 rows is an error, not 4)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
@@ -114,7 +114,7 @@ def scatter_add(dense, ids, rows, scale: float = 1.0) -> None:
 def embedding_lookup_backward(d_out, ids, vocab_size: int) -> np.ndarray:
     """Dense gradient of ``embedding_lookup`` w.r.t. params: ``d_out`` scatter-added into [V, H]."""
     d_out = as_float32(d_out, "d_out")
-    d_params = np.zeros((vocab_size, d_out.shape[-1] if d_out.ndim else 0), dtype=np.float32)
+    d_params = np.zeros((checked_size(vocab_size, "vocab_size"), d_out.shape[-1] if d_out.ndim else 0), np.float32)
     scatter_add(d_params, ids, d_out)
     return d_params
 
@@ -143,7 +143,7 @@ def freeze_lstm_weights_bf16(kernel, input_size: int, rounded_copies: bool = Fal
     round them (as much memory as the kernel; for calls of one step each, such as generation's,
     which would round a copy of the kernel for every step). Copies: changing ``kernel`` afterwards
     is not seen through them."""
-    return _core.freeze_lstm_weights_bf16(as_float32(kernel, "kernel"), _size(input_size, "input_size"),
+    return _core.freeze_lstm_weights_bf16(as_float32(kernel, "kernel"), checked_size(input_size, "input_size"),
                                           bool(rounded_copies))
 
 
@@ -251,6 +251,8 @@ def dropout_mask(shape, seed: int, stream: int, keep_prob: float) -> np.ndarray:
     """An inverted-dropout mask, float32 [shape]: ``1 / keep_prob`` where ``random_uniform(shape,
     seed, stream) < keep_prob`` (as float32), else 0, in one pass."""
     shape, seed, stream = _philox_arguments(shape, seed, stream)
+    if isinstance(keep_prob, (bool, np.bool_)) or not isinstance(keep_prob, numbers.Real):
+        raise TypeError(f"keep_prob must be a number, got {keep_prob!r}")
     if not 0.0 < keep_prob <= 1.0:
         raise ValueError(f"keep_prob must be in (0, 1], got {keep_prob}")
     keep, scale = np.float32(keep_prob), 1.0 / keep_prob
@@ -316,7 +318,7 @@ def bf16_peak_gflops(kernel: str = "") -> float:
 
 def bf16_product_kernel(M: int, N: int, K: int) -> str:
     """The kernel an [M, K] @ [K, N] bf16 product runs on under the current setting."""
-    return _core.bf16_product_kernel(_size(M, "M"), _size(N, "N"), _size(K, "K"))
+    return _core.bf16_product_kernel(checked_size(M, "M"), checked_size(N, "N"), checked_size(K, "K"))
 
 
 def bf16_kernel_for_rows(packed_for: str, rows: int) -> str:
@@ -326,13 +328,13 @@ def bf16_kernel_for_rows(packed_for: str, rows: int) -> str:
     the 16 rows of AMX's tiles)."""
     if packed_for not in BF16_PACKED_B_KERNELS:
         raise ValueError(f"packed_for must be one of {', '.join(BF16_PACKED_B_KERNELS)}, got {packed_for!r}")
-    return _core.bf16_kernel_for_rows(packed_for, _size(rows, "rows"))
+    return _core.bf16_kernel_for_rows(packed_for, checked_size(rows, "rows"))
 
 
 def bf16_recurrent_kernel(rows: int) -> str:
     """The kernel the LSTM's bf16 recurrent products of ``rows`` rows (the batch) run on under the
     current setting: one of ptbfast's, on the recurrent weight packed once for all steps, or "sgemm"."""
-    return _core.bf16_recurrent_kernel(_size(rows, "rows"))
+    return _core.bf16_recurrent_kernel(checked_size(rows, "rows"))
 
 
 def bf16_products() -> str:

@@ -11,6 +11,8 @@ The layout is TensorFlow ``ptb_word_lm``'s, so weights map one-to-one to a TF ch
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -44,6 +46,8 @@ def init_params(
             f"vocab_size, hidden_size and num_layers must be >= 1, got "
             f"{vocab_size}, {hidden_size}, {num_layers}"
         )
+    if not (math.isfinite(init_scale) and init_scale >= 0):  # (NumPy's own words: "high - low range exceeds ...")
+        raise ValueError(f"init_scale must be a finite number >= 0, got {init_scale}")
     rng = np.random.default_rng(seed)
     return {
         name: rng.uniform(-init_scale, init_scale, size=shape).astype(dtype)
