@@ -293,7 +293,8 @@ def test_resume_without_a_checkpoint_starts_a_new_run_and_says_so(data_dir, tmp_
     (["--gemm", "--profile"], "drop --gemm or --profile"), (["--json", "--ranks", "2"], "drop --ranks or --json"),
     (["--gemm", "--json", "--impl", "torch"], "add --json"), (["--gemm", "--config", "test"], "drop --config"),
     (["--gemm", "--steps", "3", "--hidden-size", "8"], "drop --steps and config overrides"),
-    (["--config", "test", "--ranks", "3"], "error: batch_size 20 cannot be split over 3 ranks")])
+    (["--config", "test", "--ranks", "3"], "error: batch_size 20 cannot be split over 3 ranks"),
+    (["--config", "test", "--ranks", "2", "--threads", "4000"], f"more than {ptbfast.ops.MAX_THREADS} threads")])
 def test_bench_refuses_flags_it_would_ignore(args, says, tmp_path):
     done = ptbfast_cli("bench", *args, cwd=tmp_path)
     assert done.returncode != 0 and says in done.stderr, done.stderr
@@ -309,6 +310,16 @@ def test_counts_out_of_range_are_usage_errors(args, tmp_path):
     done = ptbfast_cli(*args, cwd=tmp_path)
     assert done.returncode == 2 and re.search("must be [<>]= |not an integer", done.stderr), done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_main_in_a_process_that_goes_on_leaves_warnings_as_they_were(capsys):
+    import warnings
+
+    from ptbfast.__main__ import main
+
+    before = warnings.formatwarning
+    assert main(["info"]) == 0 and warnings.formatwarning is before  # (its one-line format is the command's)
+    assert json.loads(capsys.readouterr().out)["version"] == ptbfast.__version__
 
 
 def test_max_epochs_and_max_max_epoch_must_agree(data_dir, tmp_path):
@@ -454,10 +465,13 @@ def test_download_goes_to_the_cache_whatever_ptbfast_data_says(tmp_path, data_di
         assert "not f26c4b92c5fdc7b3f8c7cdcb991d8420" in done.stderr and "download again" in done.stderr
 
 
-@pytest.mark.skipif(not os.environ.get("PTBFAST_DATA"), reason="needs the real PTB files (PTBFAST_DATA)")
+@pytest.mark.skipif(not os.environ.get("PTBFAST_DATA") or not ptbfast.datasets.has_ptb_files(
+    Path(os.environ["PTBFAST_DATA"])), reason="needs Mikolov's PTB files where PTBFAST_DATA points")
 def test_download_verifies_the_real_ptb_files_in_the_cache(tmp_path):
     cache = tmp_path / "cache"
-    shutil.copytree(os.environ["PTBFAST_DATA"], cache)
+    cache.mkdir()
+    for name in PTB_FILES:  # (only these: the directory may hold more)
+        shutil.copyfile(Path(os.environ["PTBFAST_DATA"]) / name, cache / name)
     done = ptbfast_cli("download", "--cache-dir", cache, cwd=tmp_path, env=light_env(PTBFAST_DATA=None))
     assert done.returncode == 0 and done.stdout.strip() == str(cache), done.stderr
 

@@ -193,7 +193,7 @@ def test_a_model_without_its_config_or_a_directory_to_write_is_refused(tmp_path)
         export(tmp_path / "model.npz", "onnx", "")
     # A directory to make where a file is: named ("[Errno 17] File exists: 'model.npz'" said neither).
     with pytest.raises(NotADirectoryError, match=f"cannot make the directory {tmp_path / 'model.npz' / 'sub'}: "
-                                                 f"{tmp_path / 'model.npz'} is a file"):
+                                                 f"{tmp_path / 'model.npz'} exists and is not a directory"):
         export(tmp_path / "model.npz", "onnx", tmp_path / "model.npz" / "sub" / "m.onnx")
 
 # ---- PyTorch recipe (docs/export.md) ------------------------------------------------------------

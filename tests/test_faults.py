@@ -74,7 +74,7 @@ def test_nonfinite_batches_are_skipped_when_configured(corpus, tiny_config):
 def test_nonfinite_batch_stops_training_by_default(corpus, tiny_config):
     trainer = Trainer(tiny_config(max_max_epoch=1), corpus, log=lambda s: None, progress=False)
     poison_step(trainer, {3})
-    with pytest.raises(TrainingError, match=r"step 2: .*nothing was saved \(no --save-path\)"):
+    with pytest.raises(TrainingError, match=r"step 2: .*nothing was saved \(no save path\)"):
         trainer.train()
 
 

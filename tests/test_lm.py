@@ -2,6 +2,7 @@
 loading exactly the checkpoint named (ptbfast.load)."""
 
 import importlib.util
+import io
 import json
 import math
 import re
@@ -272,6 +273,9 @@ def test_plots_are_written(lm, tmp_path):
     log.write_text("\n".join(json.dumps(r) for r in rows) + "\n" + json.dumps({"test_perplexity": 50}) + "\n")
     plot_training_curves(log, tmp_path / "new" / "dirs" / "curves.png")  # (missing directories are made)
     assert (tmp_path / "new" / "dirs" / "curves.png").stat().st_size > 1000
+    in_memory = io.BytesIO()  # (savefig takes a file object too)
+    plot_training_curves(log, in_memory)
+    assert in_memory.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
     (tmp_path / "bad.jsonl").write_bytes(b'{"epoch": 1}\n\xe6\x00\n')
     with pytest.raises(ValueError, match=r"bad.jsonl is not a metrics.jsonl log: not UTF-8 text \(byte 13\)"):
         plot_training_curves(tmp_path / "bad.jsonl", tmp_path / "x.png")

@@ -204,12 +204,14 @@ def test_state_and_sizes_get_named_errors():
     model = ptbfast.LSTMLanguageModel(10, 4, 2)
     x = np.zeros((2, 3), np.int64)
     c = np.zeros((2, 4), np.float32)
-    with pytest.raises(TypeError, match="state must be a list of \\(c, h\\) pairs, one per layer"):
+    with pytest.raises(TypeError, match="state must be a sequence of \\(c, h\\) pairs, one per layer"):
         model.loss(x, x, None)
-    with pytest.raises(ValueError, match="state\\[0\\] must be a \\(c, h\\) pair, got ndarray"):
-        model.loss(x, x, [c, c])
-    with pytest.raises(ValueError, match="state\\[1\\] must be a \\(c, h\\) pair, got tuple of 3"):
+    with pytest.raises(ValueError, match="state\\[1\\] must be a \\(c, h\\) pair, got tuple of length 3"):
         model.loss(x, x, [(c, c), (c, c, c)])
+    with pytest.raises(ValueError, match="state\\[0\\] c must have shape \\(2, 4\\), got \\(4,\\)"):
+        model.loss(x, x, [c, c])  # (a pair of rows: c's row is taken for c)
+    stacked = np.zeros((2, 2, 2, 4), np.float32)  # [layers, (c, h), batch, H], as before
+    assert model.loss(x, x, stacked)[0] == model.loss(x, x, model.initial_state(2))[0]
     with pytest.raises(ValueError, match="batch_size must be >= 0, got -1"):
         model.initial_state(-1)
     with pytest.raises(ValueError, match="init_scale must be a finite number >= 0, got nan"):

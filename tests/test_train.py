@@ -462,7 +462,7 @@ def test_a_stop_signal_without_a_save_path_says_nothing_was_saved(corpus, tiny_c
     trainer = Trainer(config, corpus, log=lines.append, progress=False)
     on_step(trainer, 3, lambda t: setattr(t.signals, "received", signal.SIGINT))
     assert trainer.train()["stopped"]
-    assert lines[-1] == f"Stopped by signal {signal.SIGINT} at epoch 1, step 3; nothing saved (no --save-path)"
+    assert lines[-1] == f"Stopped by signal {signal.SIGINT} at epoch 1, step 3; nothing saved (no save path)"
 
 
 def test_resume_after_crash_from_periodic_checkpoint(corpus, tmp_path, uninterrupted, tiny_config):

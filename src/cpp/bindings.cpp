@@ -396,8 +396,9 @@ py::tuple output_layer_forward_py(const py::array& h, const py::array& w, const 
 // or None where no product of that shape runs on a kernel that takes a packed B.
 std::optional<Frozen> freeze_output_weights_bf16_py(const py::array& w, bool transposed) {
   float_input(w, transposed ? "softmax_w (transposed: the embedding)" : "softmax_w", {-1, -1});
-  require_int(w.shape(0), "rows of softmax_w");
-  require_int(w.shape(1), "columns of softmax_w");
+  const char* const name = transposed ? "the embedding (softmax_w transposed)" : "softmax_w";
+  require_int(w.shape(0), (std::string("rows of ") + name).c_str());
+  require_int(w.shape(1), (std::string("columns of ") + name).c_str());
   require_int(w.size(), "softmax_w size");
   const int H = static_cast<int>(transposed ? w.shape(1) : w.shape(0));
   const int V = static_cast<int>(transposed ? w.shape(0) : w.shape(1));

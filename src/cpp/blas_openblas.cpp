@@ -31,13 +31,17 @@ int num_threads() { return scipy_openblas_get_num_threads(); }
 // stalled our OpenMP barriers, up to 80x slower per LSTM step. With this callback OpenBLAS hands
 // its jobs to our OpenMP threads instead, so there is one thread pool.
 //
-// The jobs of a threaded GEMM wait for one another, so all numjobs must run at once: a team smaller
-// than numjobs (the calling thread's OpenMP count below OpenBLAS's process-wide one, OMP_THREAD_LIMIT,
-// OMP_DYNAMIC, a call inside a parallel region) ran job 0 and waited for job 1 for ever. A team of
-// exactly numjobs runs them; otherwise they run on threads of their own (slower, never stuck).
+// The jobs of a threaded GEMM wait for one another, so all numjobs must run at once. A parallel for
+// over the calling thread's team ran job 0 and waited for job 1 for ever where that team was
+// smaller (its OpenMP count below OpenBLAS's process-wide one, set from another thread). A team of
+// num_threads(numjobs) runs them now; where OpenMP gives fewer (OMP_THREAD_LIMIT, OMP_DYNAMIC, a
+// call inside a parallel region without nesting) they run on threads of their own: slower, never
+// stuck (a thread that cannot be made ends the process, as OpenBLAS's own pool would).
 static void run_jobs_on_openmp(int /*sync*/, openblas_dojob_callback dojob, int numjobs, size_t jobdata_elsize,
                                void* jobdata, int dojob_data) {
-  auto job = [&](int i) { dojob(i, static_cast<char*>(jobdata) + static_cast<size_t>(i) * jobdata_elsize, dojob_data); };
+  auto job = [&](int i) {
+    dojob(i, static_cast<char*>(jobdata) + static_cast<size_t>(i) * jobdata_elsize, dojob_data);
+  };
   if (numjobs <= 1) {
     if (numjobs == 1) job(0);
     return;

@@ -10,9 +10,10 @@ from ptbfast.model import LSTMLanguageModel
 
 def _configure_from_environment() -> None:
     """PTBFAST_ISA, PTBFAST_BF16_PRODUCTS, PTBFAST_SGEMM_LARGE, PTBFAST_ONE_ROW_PRODUCTS, PTBFAST_MALLOC.
-    A bad value stops the import with a ValueError naming the variable; under ``python -m ptbfast``
-    (runpy imports this package before __main__ can catch anything; sys.argv[0] is "-m" meanwhile)
-    it is the command's one-line error instead of a traceback."""
+    A bad value stops the import with a ValueError naming the variable; while ``python -m`` imports
+    the module it runs (``python -m ptbfast``: runpy imports this package before __main__ can catch
+    anything; sys.argv[0] is "-m" meanwhile), a one-line error and exit 2 instead of a traceback,
+    also for ``python -m`` of another module that imports ptbfast as it loads."""
     try:
         ops.configure_from_environment()
     except ValueError as e:

@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 from ptbfast import checkpoint, datasets, distributed
-from ptbfast.configs import CONFIGS, Config, get_config
+from ptbfast.configs import CONFIGS, GRAD_NORM_MODES, NONFINITE_ACTIONS, Config, get_config
 from ptbfast.precision import PRECISIONS
 from ptbfast.reader import DataError, load_corpus
 from ptbfast.train import TrainingError
@@ -31,7 +31,7 @@ _FIELD_HELP = {
 
 
 # The string fields' values (Config checks them too; argparse lists them in --help).
-_FIELD_CHOICES = {"precision": PRECISIONS, "nonfinite": ("stop", "skip"), "grad_norm": ("indexed_slices", "dense")}
+_FIELD_CHOICES = {"precision": PRECISIONS, "nonfinite": NONFINITE_ACTIONS, "grad_norm": GRAD_NORM_MODES}
 
 
 # Each config field is an option whose argparse destination is "cfg_<field>"; only the two
@@ -209,9 +209,11 @@ def _check_writable(save_path: Path) -> None:
     import tempfile
 
     try:
-        save_path.mkdir(parents=True, exist_ok=True)
+        checkpoint.make_directory(save_path)  # (names a file in the way)
         with tempfile.TemporaryFile(dir=save_path):
             pass
+    except NotADirectoryError as e:
+        raise SystemExit(f"--save-path {save_path} cannot be written: {e}") from None
     except OSError as e:
         raise SystemExit(f"--save-path {save_path} cannot be written: {e.strerror or e}") from None
 
@@ -306,6 +308,8 @@ def cmd_bench(args) -> int:
 
 def _check_bench_modes(args) -> None:
     """One measurement a call, and no flag it would ignore (each was accepted and silently dropped)."""
+    from ptbfast.ops import MAX_THREADS
+
     modes = [flag for flag, on in (("--profile", args.profile), ("--gemm", args.gemm),
                                    ("--json", args.json and not args.gemm),  # (--gemm --json: its table as JSON)
                                    ("--precisions", args.precisions), ("--ranks", args.ranks)) if on]
@@ -313,6 +317,8 @@ def _check_bench_modes(args) -> None:
         raise ValueError(f"bench measures one thing at a time: drop {' or '.join(modes[1:])} or {modes[0]}")
     if args.impl is not None and (not args.json or args.gemm):
         raise ValueError("--impl chooses the implementation --json measures (not --gemm's table): add --json")
+    if args.ranks and args.threads and args.ranks * args.threads > MAX_THREADS:  # (the one-process run's)
+        raise ValueError(f"--ranks {args.ranks} x --threads {args.threads} is more than {MAX_THREADS} threads")
     if args.gemm:
         ignored = [flag for flag, given in (("--config", args.config), ("--steps", args.steps is not None),
                                             ("config overrides", _config_overrides(args))) if given]
@@ -407,9 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="valid and test perplexity of a checkpoint")
     ev.add_argument("--checkpoint", required=True)
-    ev.add_argument("--data-path", help="directory with ptb.{train,valid,test}.txt, the data it was trained on: the "
-                                        "training file gives the vocabulary, checked against the checkpoint's "
-                                        "(default: $PTBFAST_DATA)")
+    ev.add_argument("--data-path", help="the data it was trained on: a directory as train's --data-path (its "
+                                        "training file gives the vocabulary, checked against the checkpoint's; "
+                                        "default: $PTBFAST_DATA)")
     ev.add_argument("--threads", type=_thread_count())
     ev.add_argument("--json", action="store_true",
                     help="print {split: {perplexity, seconds}} as JSON on stdout (the plain lines go to stderr)")
@@ -489,7 +495,14 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def main(argv=None) -> int:
-    warnings.formatwarning = _format_warning
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _format_warning
+    try:
+        return _main(argv)
+    finally:  # (main may be called in a process that goes on: tests, a script)
+        warnings.formatwarning = formatwarning
+
+
+def _main(argv) -> int:
     args = build_parser().parse_args(argv)
     try:
         comm = distributed.world()  # a plain run: one process, and mpi4py is never imported
@@ -551,7 +564,7 @@ def _run(args, comm=None) -> int:
         print("interrupted", file=sys.stderr)
         return 128 + 2
     except SystemExit as e:  # argparse's exits (a code) and ptbfast's refusals (a message), as the errors above
-        if comm is None and not isinstance(e.code, str) or comm is not None and not every_rank(e):
+        if (comm is None and not isinstance(e.code, str)) or (comm is not None and not every_rank(e)):
             raise
         if isinstance(e.code, str):
             report(f"error: {e.code}")

@@ -191,7 +191,7 @@ def run_one(config, steps: int, impl: str, train_only: bool = False) -> dict:
             result = measure_torch(config, steps)
         except RuntimeError as e:  # (PyTorch's bf16 LSTM has no CPU primitive on some CPUs: a clear line, not its trace)
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise BenchError(f"PyTorch could not measure {config.precision} here: {first}") from None
+            raise BenchError(f"PyTorch could not measure {config.precision} here: {first}") from e
     else:
         result = measure_ptbfast(config, steps, train_only)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

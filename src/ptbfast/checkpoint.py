@@ -55,7 +55,7 @@ def write_atomically(path, write, keep_previous: bool = False) -> Path:
     path = Path(path)
     if path.is_dir():  # (os.replace would fail naming the temporary file)
         raise IsADirectoryError(f"{path} is a directory: name a file to write")
-    _make_directory(path.parent)
+    make_directory(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -73,14 +73,16 @@ def write_atomically(path, write, keep_previous: bool = False) -> Path:
     return path
 
 
-def _make_directory(directory: Path) -> None:
-    """``directory`` and its parents; a clear error where one of them is a file ("File exists" named
-    neither which nor why)."""
+def make_directory(directory: Path) -> None:
+    """``directory`` and its parents; a clear error where something that is not a directory is in the
+    way ("File exists" named neither which nor why)."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        blocking = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), directory)
-        raise NotADirectoryError(f"cannot make the directory {directory}: {blocking} is a file") from None
+        blocking = next((p for p in (directory, *directory.parents) if os.path.lexists(p) and not p.is_dir()),
+                        directory)
+        raise NotADirectoryError(f"cannot make the directory {directory}: {blocking} exists and is not a "
+                                 "directory") from None
 
 
 def _keep_as_previous(path: Path) -> None:

@@ -12,6 +12,10 @@ import numpy as np
 
 from ptbfast.precision import PRECISIONS
 
+# The values of Config.grad_norm (ptbfast.sgd.global_norm's modes) and Config.nonfinite.
+GRAD_NORM_MODES = ("indexed_slices", "dense")
+NONFINITE_ACTIONS = ("stop", "skip")
+
 
 @dataclass
 class Config:
@@ -67,11 +71,11 @@ class Config:
                 raise ValueError(f"config.{field} must be > 0, got {getattr(self, field)}")
         if self.init_scale < 0:
             raise ValueError(f"config.init_scale must be >= 0, got {self.init_scale}")
-        if self.nonfinite not in ("stop", "skip"):
+        if self.nonfinite not in NONFINITE_ACTIONS:
             raise ValueError(f"config.nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"config.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.grad_norm not in ("indexed_slices", "dense"):
+        if self.grad_norm not in GRAD_NORM_MODES:
             raise ValueError(f"config.grad_norm must be 'indexed_slices' or 'dense', got {self.grad_norm!r}")
 
     def learning_rate_at(self, epoch: int) -> float:

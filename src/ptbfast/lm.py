@@ -113,7 +113,7 @@ class LanguageModel:
     # ---- prediction ----
     def next_word_probs(self, context: str = "", k: int = 10) -> list:
         """The ``k`` most likely next words after ``context``, as (word, probability), best first."""
-        k = _count(k, "k", 1)
+        k = ops.checked_count(k, "k", 1)
         with self.model.frozen():  # (as generate and score: the same arithmetic)
             outputs, _ = self._start(self.encode(context))
         log_p = self._log_softmax(outputs[-1])[: len(self.id_to_word)]
@@ -124,11 +124,11 @@ class LanguageModel:
     def generate(self, prompt: str = "", words: int = 50, temperature: float = 1.0, top_k: int | None = None,
                  seed: int | None = None) -> str:
         """Sample ``words`` words after ``prompt``; one LSTM step per word, the state carried."""
-        words = _count(words, "words", 0)
+        words = ops.checked_count(words, "words", 0)
         if not (math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
-        top_k = None if top_k is None else _count(top_k, "top_k", 1)
-        seed = None if seed is None else _count(seed, "seed", 0)
+        top_k = None if top_k is None else ops.checked_count(top_k, "top_k", 1)
+        seed = None if seed is None else ops.checked_count(seed, "seed", 0)
         rng = np.random.default_rng(seed)
         with self.model.frozen(one_step=True):  # (bf16: the LSTM's weights made once for all the steps)
             return self._sample(self.encode(prompt), words, temperature, top_k, rng)
@@ -197,30 +197,14 @@ class LanguageModel:
 
     def nearest(self, word: str, k: int = 10, space: str = "input") -> list:
         """The ``k`` words whose vectors have the highest cosine similarity with ``word``'s."""
-        k = _count(k, "k", 1)
+        k = ops.checked_count(k, "k", 1)
         return self._cosine_neighbours(self._vector(word, space), k, space, {self.word_to_id[word]})
 
     def analogy(self, a: str, b: str, c: str, k: int = 5, space: str = "input") -> list:
         """Words nearest to ``a - b + c`` (``king - man + woman``), excluding the three inputs."""
-        k = _count(k, "k", 1)
+        k = ops.checked_count(k, "k", 1)
         query = self._vector(a, space) - self._vector(b, space) + self._vector(c, space)
         return self._cosine_neighbours(query, k, space, {self.word_to_id[w] for w in (a, b, c)})
-
-
-def _count(value, name: str, minimum: int) -> int:
-    """``value`` as an int >= ``minimum``, or TypeError/ValueError naming the argument (2.5 reached
-    NumPy's slicing and partitioning, which said nothing of which argument was wrong)."""
-    import operator
-
-    try:
-        if isinstance(value, (bool, np.bool_)):  # (operator.index takes True as 1)
-            raise TypeError
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {value!r}") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def load(path, precision: str | None = None) -> LanguageModel:

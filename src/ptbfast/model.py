@@ -13,7 +13,6 @@ follow TF: ids ``[batch, steps]``.
 from __future__ import annotations
 
 import contextlib
-import numbers
 import threading
 
 import numpy as np
@@ -45,9 +44,9 @@ class LSTMLanguageModel:
     def __init__(self, vocab_size: int, hidden_size: int, num_layers: int, forget_bias: float = 0.0,
                  init_scale: float = 0.1, seed: int = 0, tie_weights: bool = False, precision: str = "fp32"):
         self.precision = precision
-        self.vocab_size = _size("vocab_size", vocab_size)
-        self.hidden_size = _size("hidden_size", hidden_size)
-        self.num_layers = _size("num_layers", num_layers)
+        self.vocab_size = ops.checked_count(vocab_size, "vocab_size")  # (10.7 words is an error, not 10)
+        self.hidden_size = ops.checked_count(hidden_size, "hidden_size")  # (init_params checks >= 1)
+        self.num_layers = ops.checked_count(num_layers, "num_layers")
         self.forget_bias = float(forget_bias)
         self.init_scale = float(init_scale)
         # Tied input and output embeddings (Press & Wolf 2017): no softmax_w, the output layer
@@ -107,7 +106,7 @@ class LSTMLanguageModel:
 
     def initial_state(self, batch_size: int):
         """Zero state: a list of ``(c, h)`` per layer, each [batch_size, H] float32."""
-        shape = (ops.checked_size(batch_size, "batch_size"), self.hidden_size)
+        shape = (ops.checked_count(batch_size, "batch_size"), self.hidden_size)
         return [(np.zeros(shape, np.float32), np.zeros(shape, np.float32)) for _ in range(self.num_layers)]
 
     # ---- public API ---------------------------------------------------------------------------
@@ -186,7 +185,8 @@ class LSTMLanguageModel:
 
     def _run(self, x, y, state, masks, with_grads, total_batch=None):
         ids, targets, batch, steps = self._check_batch(x, y)
-        mean_over = batch if total_batch is None else _total_batch(total_batch, batch)  # the cost: a mean over these rows
+        # The cost is a mean over these rows: at least this call's (0 divided by zero; -3 negated the cost).
+        mean_over = batch if total_batch is None else ops.checked_count(total_batch, "total_batch", max(batch, 1))
         state = self._check_state(state, batch)
         masks = self._check_masks(masks, steps, batch)
         p = self.params
@@ -251,17 +251,18 @@ class LSTMLanguageModel:
         return self.time_major(x), self.time_major(y).reshape(-1), batch, steps
 
     def _check_state(self, state, batch):
-        if not isinstance(state, (list, tuple)):  # (None: "has no len()"; use initial_state for a fresh start)
-            raise TypeError(f"state must be a list of (c, h) pairs, one per layer (initial_state(batch) makes "
-                            f"one), got {type(state).__name__}")
+        # (a sequence of (c, h) pairs, or an array [layers, 2, batch, H]; None said "has no len()")
+        if not hasattr(state, "__len__") or isinstance(state, (str, bytes)):
+            raise TypeError(f"state must be a sequence of (c, h) pairs, one per layer (initial_state(batch) "
+                            f"makes one), got {type(state).__name__}")
         if len(state) != self.num_layers:
             raise ValueError(f"state must hold {self.num_layers} (c, h) pairs, got {len(state)}")
         shape = (batch, self.hidden_size)
         checked = []
         for layer, pair in enumerate(state):
-            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            if not hasattr(pair, "__len__") or len(pair) != 2:
                 raise ValueError(f"state[{layer}] must be a (c, h) pair, got {type(pair).__name__}"
-                                 + (f" of {len(pair)}" if isinstance(pair, (list, tuple)) else ""))
+                                 + (f" of length {len(pair)}" if hasattr(pair, "__len__") else ""))
             c, h = (np.asarray(a) for a in pair)
             for name, a in (("c", c), ("h", h)):
                 if a.shape != shape:
@@ -306,19 +307,3 @@ class FrozenBf16Weights:
         self.rounded_output = ops.round_bf16(w) if self.output is None else None  # (tied: a transposed view)
         self.lstm = [ops.freeze_lstm_weights_bf16(model.params[f"lstm_{layer}/kernel"], model.hidden_size, one_step)
                      for layer in range(model.num_layers)]
-
-
-def _size(name: str, value) -> int:
-    """A model size as an int: 10.7 words is an error, not 10 (as in Config); init_params checks >= 1."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    return int(value)
-
-
-def _total_batch(value, batch: int) -> int:
-    """``total_batch``: a whole number of rows, at least this call's (0 divided by zero; -3 negated the cost)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"total_batch must be an integer, got {value!r}")
-    if value < max(batch, 1):
-        raise ValueError(f"total_batch must be at least the batch's {batch} rows (and 1), got {value}")
-    return int(value)

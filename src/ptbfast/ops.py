@@ -82,13 +82,18 @@ def _in_place(array, name: str) -> np.ndarray:
     return array
 
 
-def checked_size(value, name: str) -> int:
-    """A count or size from the caller: an integer >= 0 (4.7 rows is an error, not 4)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return int(value)
+def checked_count(value, name: str, minimum: int = 0) -> int:
+    """A count or size from the caller as an int >= ``minimum``, or TypeError/ValueError naming it
+    (4.7 rows is an error, not 4; NumPy's integers and 0-d integer arrays are integers)."""
+    try:
+        if isinstance(value, (bool, np.bool_)):  # (operator.index takes True as 1)
+            raise TypeError
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
 
 
 # ---- embedding (src/cpp/embedding.cpp) ----------------------------------------------------------
@@ -114,7 +119,7 @@ def scatter_add(dense, ids, rows, scale: float = 1.0) -> None:
 def embedding_lookup_backward(d_out, ids, vocab_size: int) -> np.ndarray:
     """Dense gradient of ``embedding_lookup`` w.r.t. params: ``d_out`` scatter-added into [V, H]."""
     d_out = as_float32(d_out, "d_out")
-    d_params = np.zeros((checked_size(vocab_size, "vocab_size"), d_out.shape[-1] if d_out.ndim else 0), np.float32)
+    d_params = np.zeros((checked_count(vocab_size, "vocab_size"), d_out.shape[-1] if d_out.ndim else 0), np.float32)
     scatter_add(d_params, ids, d_out)
     return d_params
 
@@ -143,7 +148,7 @@ def freeze_lstm_weights_bf16(kernel, input_size: int, rounded_copies: bool = Fal
     round them (as much memory as the kernel; for calls of one step each, such as generation's,
     which would round a copy of the kernel for every step). Copies: changing ``kernel`` afterwards
     is not seen through them."""
-    return _core.freeze_lstm_weights_bf16(as_float32(kernel, "kernel"), checked_size(input_size, "input_size"),
+    return _core.freeze_lstm_weights_bf16(as_float32(kernel, "kernel"), checked_count(input_size, "input_size"),
                                           bool(rounded_copies))
 
 
@@ -318,7 +323,7 @@ def bf16_peak_gflops(kernel: str = "") -> float:
 
 def bf16_product_kernel(M: int, N: int, K: int) -> str:
     """The kernel an [M, K] @ [K, N] bf16 product runs on under the current setting."""
-    return _core.bf16_product_kernel(checked_size(M, "M"), checked_size(N, "N"), checked_size(K, "K"))
+    return _core.bf16_product_kernel(checked_count(M, "M"), checked_count(N, "N"), checked_count(K, "K"))
 
 
 def bf16_kernel_for_rows(packed_for: str, rows: int) -> str:
@@ -328,13 +333,13 @@ def bf16_kernel_for_rows(packed_for: str, rows: int) -> str:
     the 16 rows of AMX's tiles)."""
     if packed_for not in BF16_PACKED_B_KERNELS:
         raise ValueError(f"packed_for must be one of {', '.join(BF16_PACKED_B_KERNELS)}, got {packed_for!r}")
-    return _core.bf16_kernel_for_rows(packed_for, checked_size(rows, "rows"))
+    return _core.bf16_kernel_for_rows(packed_for, checked_count(rows, "rows"))
 
 
 def bf16_recurrent_kernel(rows: int) -> str:
     """The kernel the LSTM's bf16 recurrent products of ``rows`` rows (the batch) run on under the
     current setting: one of ptbfast's, on the recurrent weight packed once for all steps, or "sgemm"."""
-    return _core.bf16_recurrent_kernel(checked_size(rows, "rows"))
+    return _core.bf16_recurrent_kernel(checked_count(rows, "rows"))
 
 
 def bf16_products() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,9 @@ def plot_embeddings(lm, out_path, n_words: int = 300, space: str = "input") -> l
 
 
 def _make_parent(out_path) -> None:
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)  # (as export does)
+    """A path's missing directories, as export makes them (savefig also takes a file object: left alone)."""
+    if isinstance(out_path, (str, os.PathLike)):
+        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
 
 
 _CURVE_KEYS = ("epoch", "train_perplexity", "valid_perplexity", "train_wps")

@@ -8,14 +8,12 @@ import math
 import numpy as np
 
 from ptbfast import ops
+from ptbfast.configs import GRAD_NORM_MODES
 from ptbfast.grads import IndexedSlices
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (for example the loss or a gradient became NaN or infinite)."""
-
-
-NORM_MODES = ("indexed_slices", "dense")
 
 
 def global_norm(grads: dict, mode: str = "indexed_slices") -> float:
@@ -25,8 +23,8 @@ def global_norm(grads: dict, mode: str = "indexed_slices") -> float:
     its global norm squares those rows before merging repeated ids ("indexed_slices"); "dense"
     uses the merged gradient, the true norm of d cost / d embedding.
     """
-    if mode not in NORM_MODES:
-        raise ValueError(f"mode must be one of {', '.join(NORM_MODES)}, got {mode!r}")
+    if mode not in GRAD_NORM_MODES:
+        raise ValueError(f"mode must be one of {', '.join(GRAD_NORM_MODES)}, got {mode!r}")
     total = 0.0
     for g in grads.values():
         if isinstance(g, IndexedSlices):

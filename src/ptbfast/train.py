@@ -285,7 +285,7 @@ class Trainer:
         if stop is not None:
             path = self.save() if self.save_path else None
             self.log(f"Stopped by signal {stop} at epoch {self.position.epoch + 1}, step {self.position.step}"
-                     + (f"; checkpoint saved to {path}" if path else "; nothing saved (no --save-path)"))
+                     + (f"; checkpoint saved to {path}" if path else "; nothing saved (no save path)"))
             return {"stopped": True, "signal": int(stop), "history": self.position.history}
         start = time.perf_counter()
         test_ppl = on_root(self.comm, self._test_perplexity)
@@ -341,7 +341,7 @@ class Trainer:
     def _last_checkpoint_note(self) -> str:
         """Where the run can resume from, for a message that ends it (rank 0 writes checkpoints)."""
         if not self.save_path:
-            return "; nothing was saved (no --save-path)"
+            return "; nothing was saved (no save path)"
         if self.checkpoint_path.exists():
             return f"; the last good checkpoint is {self.checkpoint_path}"
         return "; no checkpoint was saved yet"

@@ -30,12 +30,14 @@ from __future__ import annotations
 
 from ptbfast.distributed.agreement import agree, is_agreed, mark_agreed, on_root
 from ptbfast.distributed.communicators import MPICommunicator, SingleProcess, _drain_pipes, world
-from ptbfast.distributed.data_parallel import BUCKET_BYTES, DataParallel, ExchangeStats, StepResult, check_batch_split
+from ptbfast.distributed.data_parallel import (BUCKET_BYTES, DataParallel, ExchangeStats, StepResult,
+                                               check_batch_split)
 from ptbfast.distributed.launch import (LAUNCHER_VARIABLES, PMIX_SIZE_VARIABLES, DistributedError, default_threads,
                                         find_mpiexec, launcher_world, mpiexec_command, mpiexec_flavour, wants_mpi)
 from ptbfast.signals import STOP_SIGNALS
 
 __all__ = ["BUCKET_BYTES", "LAUNCHER_VARIABLES", "PMIX_SIZE_VARIABLES", "STOP_SIGNALS", "DataParallel", "DistributedError",
-           "ExchangeStats", "MPICommunicator", "SingleProcess", "StepResult", "agree", "check_batch_split", "default_threads", "find_mpiexec",
+           "ExchangeStats", "MPICommunicator", "SingleProcess", "StepResult", "agree", "check_batch_split",
+           "default_threads", "find_mpiexec",
            "is_agreed", "launcher_world", "mark_agreed", "mpiexec_command", "mpiexec_flavour", "on_root", "wants_mpi",
            "world"]
