@@ -13,7 +13,6 @@ import ptbfast
 from ptbfast import reference as ref
 
 from fuzz_strategies import KERNEL_TOL, MODEL_TOL, assert_close, draw_rng, normal, out_of_range, ran
-from helpers import max_rel_error
 
 
 @given(data=st.data())
@@ -42,9 +41,12 @@ def test_model_matches_reference(data):
         np.asarray(x), np.asarray(y), [(c.astype(np.float64), h.astype(np.float64)) for c, h in state], masks)
     assert abs(cost - ref_cost) <= 1e-5 * max(1.0, abs(ref_cost))
     assert list(grads) == list(fast.params)
+    # A gradient can cancel too: with V = 2, softmax_b's two entries are -+(sum of p - count of the
+    # word) over the steps, 4e-4 from terms of 0.5 (seed 222), with float32 rounding errors of 7e-8
+    # from those terms; so each is measured against at least 0.01 (an error of 1e-6 at most).
     for name, g in grads.items():
         assert g.dtype == np.float32 and g.shape == fast.params[name].shape, name
-        assert max_rel_error(g, ref_grads[name]) <= MODEL_TOL, name
+        assert_close(g, ref_grads[name], MODEL_TOL, floor=0.01, name=name)
     # c = c_prev * f + i * j can cancel: with B * H = 1 the only entry may be ~1e-4 while its float32
     # rounding is that of terms ~0.1-1, so a state is measured against at least 0.1.
     for (c, h), (rc, rh) in zip(new_state, ref_state):

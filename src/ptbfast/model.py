@@ -260,9 +260,10 @@ class LSTMLanguageModel:
         shape = (batch, self.hidden_size)
         checked = []
         for layer, pair in enumerate(state):
-            if not hasattr(pair, "__len__") or len(pair) != 2:
-                raise ValueError(f"state[{layer}] must be a (c, h) pair, got {type(pair).__name__}"
-                                 + (f" of length {len(pair)}" if hasattr(pair, "__len__") else ""))
+            if not hasattr(pair, "__len__"):  # (not a sequence: TypeError, as for state itself; a wrong length: ValueError)
+                raise TypeError(f"state[{layer}] must be a (c, h) pair, got {type(pair).__name__}")
+            if len(pair) != 2:
+                raise ValueError(f"state[{layer}] must be a (c, h) pair, got {type(pair).__name__} of length {len(pair)}")
             c, h = (np.asarray(a) for a in pair)
             for name, a in (("c", c), ("h", h)):
                 if a.shape != shape:
