@@ -80,6 +80,8 @@ def _set_threads(n) -> None:
 
 def cmd_train(args) -> int:
     comm = distributed.world()  # one process, or this rank of an MPI job (ptbfast.distributed)
+    if not comm.is_root:  # rank 0 alone logs: every rank reads the same data and would warn the same
+        warnings.simplefilter("ignore")
     # Ranks: the whole setup runs on every rank, and an error on any of them is raised on all.
     trainer, data_dir, replaced = distributed.agree(comm, _new_trainer, args, comm)
     distributed.on_root(comm, _remove, replaced)  # (--overwrite: once every rank's setup has passed)
