@@ -127,11 +127,10 @@ def _new_trainer(args, comm):
     if args.resume and not save_path:
         raise SystemExit("--resume needs --save-path (the directory holding checkpoint.npz)")
     replaced = []
-    if save_path and comm.is_root:
-        if not (args.resume and _holds_checkpoint(save_path)):
-            if args.resume:  # (job scripts that always pass --resume start this way)
-                _say(f"No checkpoint in {save_path} to resume from: starting a new run")
-            replaced = _check_fresh_save_path(save_path, args.overwrite)
+    if save_path and comm.is_root and not (args.resume and _holds_checkpoint(save_path)):
+        if args.resume:  # (job scripts that always pass --resume start this way)
+            _say(f"No checkpoint in {save_path} to resume from: starting a new run")
+        replaced = _check_fresh_save_path(save_path, args.overwrite)
     if args.tensorboard and comm.is_root:
         from ptbfast import tensorboard  # (a clear ImportError naming the extra if it is missing)
         tensorboard.check_installed()

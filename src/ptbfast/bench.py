@@ -189,7 +189,7 @@ def run_one(config, steps: int, impl: str, train_only: bool = False) -> dict:
     elif impl == "torch":
         try:
             result = measure_torch(config, steps)
-        except RuntimeError as e:  # (PyTorch's bf16 LSTM has no CPU primitive on some CPUs: a clear line, not its trace)
+        except RuntimeError as e:  # (PyTorch's bf16 LSTM has no CPU primitive on some CPUs: one line, not a trace)
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise BenchError(f"PyTorch could not measure {config.precision} here: {first}") from e
     else:

@@ -13,6 +13,7 @@ LSTM state is carried, so N words cost N single steps.
 
 from __future__ import annotations
 
+import collections
 import math
 import warnings
 from dataclasses import dataclass
@@ -44,10 +45,9 @@ class LanguageModel:
         not_words = [w for w in id_to_word if not isinstance(w, str) or w.split() != [w]]
         if not_words:  # (encode splits text on whitespace: such an entry could never be looked up)
             raise ValueError(f"the vocabulary's words must be non-empty strings without spaces, got {not_words[0]!r}")
-        if len(set(id_to_word)) != len(id_to_word):  # (a word of two ids: encode would see only the last)
-            seen = set()
-            twice = next(w for w in id_to_word if w in seen or seen.add(w))
-            raise ValueError(f"the vocabulary holds {twice!r} more than once")
+        twice = [w for w, n in collections.Counter(id_to_word).items() if n > 1]
+        if twice:  # (a word of two ids: encode would see only the last)
+            raise ValueError(f"the vocabulary holds {twice[0]!r} more than once")
         self.model = model
         self.id_to_word = id_to_word
         self.word_to_id = {w: i for i, w in enumerate(self.id_to_word)}

@@ -260,10 +260,12 @@ class LSTMLanguageModel:
         shape = (batch, self.hidden_size)
         checked = []
         for layer, pair in enumerate(state):
-            if not hasattr(pair, "__len__"):  # (not a sequence: TypeError, as for state itself; a wrong length: ValueError)
+            # (not a sequence: TypeError, as for state itself; a wrong length: ValueError)
+            if not hasattr(pair, "__len__"):
                 raise TypeError(f"state[{layer}] must be a (c, h) pair, got {type(pair).__name__}")
             if len(pair) != 2:
-                raise ValueError(f"state[{layer}] must be a (c, h) pair, got {type(pair).__name__} of length {len(pair)}")
+                raise ValueError(f"state[{layer}] must be a (c, h) pair, got {type(pair).__name__} of length "
+                                 f"{len(pair)}")
             c, h = (np.asarray(a) for a in pair)
             for name, a in (("c", c), ("h", h)):
                 if a.shape != shape:
