@@ -463,6 +463,9 @@ def test_frozen_lstm_weights_give_the_outputs_of_packing_per_call(T, B, In, H, t
         ops.set_num_threads(before)
     for a, e in zip(got, per_call):
         np.testing.assert_array_equal(a, e)
+    reason = ops.fewer_threads_reason(ops.get_num_threads())
+    if bf16_products in PACKING_KERNELS and threads is None and reason:  # (a smaller team packs its own)
+        pytest.skip(f"equal outputs checked; whether the packs are read depends on the team: {reason}")
     if bf16_products in PACKING_KERNELS and threads is None:  # the packs are what the call reads:
         kernel[:In] = 0.0  # Wx (packed for every kernel that takes packed weights)
         if B * H * 4 * H >= 1 << 16:

@@ -531,3 +531,23 @@ def test_info_prints_json_with_the_blas(tmp_path):
     info = json.loads(done.stdout)
     assert info["blas"] in ("mkl", "openblas")
     assert info["openmp_threads"] == 1  # OMP_NUM_THREADS is honoured
+
+
+@pytest.mark.parametrize("limit, says", [({"OMP_THREAD_LIMIT": "1"}, "OMP_THREAD_LIMIT=1 caps OpenMP's teams below 2"),
+                                         ({"OMP_DYNAMIC": "true"}, "OMP_DYNAMIC is on")])
+def test_threads_that_openmp_may_withhold_are_named(limit, says, tmp_path):
+    """OMP_THREAD_LIMIT and OMP_DYNAMIC let OpenMP run fewer threads than --threads asks for, while
+    the run prints and times the count asked for: info shows them, and --threads beyond them warns."""
+    clear = {"OMP_THREAD_LIMIT": None, "OMP_DYNAMIC": None}
+    info = json.loads(ptbfast_cli("info", cwd=tmp_path, env=light_env(**{**clear, **limit})).stdout)
+    assert (info["openmp_thread_limit"], info["openmp_dynamic"]) == ((1, False) if "OMP_THREAD_LIMIT" in limit
+                                                                      else (0, True))
+    args = ["bench", "--config", "test", "--steps", "1", "--json", "--vocab-size", "50", "--hidden-size", "8"]
+    warned = ptbfast_cli(*args, "--threads", "2", cwd=tmp_path, env=light_env(**{**clear, **limit}))
+    assert warned.returncode == 0, warned.stderr
+    assert f"warning (RuntimeWarning): 2 threads asked for, but {says}" in warned.stderr
+    quiet = ptbfast_cli(*args, "--threads", "1", cwd=tmp_path, env=light_env(**{**clear, **limit}))
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr, quiet.stderr
+    plain = ptbfast_cli(*args, "--threads", "2", cwd=tmp_path, env=light_env(**clear))
+    assert plain.returncode == 0 and "warning" not in plain.stderr, plain.stderr
+    assert json.loads(ptbfast_cli("info", cwd=tmp_path, env=light_env(**clear)).stdout)["openmp_thread_limit"] == 0

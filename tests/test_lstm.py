@@ -210,6 +210,9 @@ def test_a_thread_failing_in_the_time_loop_raises_memory_error(thread, barrier, 
 
     from ptbfast import _core
 
+    reason = ops.fewer_threads_reason(threads)
+    if thread > 0 and reason:  # (a team OpenMP shrinks has no thread `thread` to fail)
+        pytest.skip(f"thread {thread} may not run: {reason}")
     T, B, In, H = 9, 64, 10, 17  # threaded (B*H*4H >= 2^16), 9 barriers
     rng = np.random.default_rng(12)
     x, c0, h0, kernel, bias = random_layer(rng, T, B, In, H)

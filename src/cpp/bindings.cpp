@@ -570,6 +570,8 @@ py::dict build_info() {
   info["one_row_recurrent_products"] = info["one_row_products"];  // (its former name)
   info["blas_threads"] = blas::num_threads();
   info["openmp_threads"] = runtime::num_threads();
+  info["openmp_thread_limit"] = runtime::thread_limit();  // (0: none)
+  info["openmp_dynamic"] = runtime::dynamic_threads();
   info["openmp_version"] = facts.openmp_version;
   const std::string heap_policy = heap::policy();
   info["malloc"] = heap_policy.empty() ? "the C library's own policy" : heap_policy;

@@ -32,6 +32,13 @@ void set_num_threads(int n) {
 
 int num_threads() { return omp_get_max_threads(); }
 
+int thread_limit() {
+  const int limit = omp_get_thread_limit();  // (INT_MAX where nothing sets one)
+  return limit >= kMaxThreads ? 0 : limit;
+}
+
+bool dynamic_threads() { return omp_get_dynamic() != 0; }
+
 BuildFacts build_facts() {
   BuildFacts facts;
   facts.version = PTBFAST_VERSION;

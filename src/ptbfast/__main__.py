@@ -76,6 +76,9 @@ def _set_threads(n) -> None:
     if n:
         import ptbfast
         ptbfast.set_num_threads(n)
+        reason = ptbfast.ops.fewer_threads_reason(n)
+        if reason:  # (the count asked for would be printed and timed as if it ran)
+            warnings.warn(f"{n} threads asked for, but {reason}", RuntimeWarning, stacklevel=2)
 
 
 def cmd_train(args) -> int:

@@ -362,6 +362,19 @@ def get_num_threads() -> int:
     return _core.get_num_threads()
 
 
+def fewer_threads_reason(n: int) -> str | None:
+    """Why OpenMP may run ptbfast's regions on fewer than ``n`` threads (the environment's
+    OMP_THREAD_LIMIT below ``n``, or OMP_DYNAMIC, which lets the runtime shrink any team by load),
+    or None where each region gets the ``n`` threads it asks for. Results do not depend on it
+    (the kernels split their work by the team they get); speed does."""
+    info = _core.build_info()
+    if 0 < info["openmp_thread_limit"] < n:
+        return f"OMP_THREAD_LIMIT={info['openmp_thread_limit']} caps OpenMP's teams below {n} threads"
+    if info["openmp_dynamic"] and n > 1:
+        return f"OMP_DYNAMIC is on: OpenMP may give a region fewer than {n} threads, by load"
+    return None
+
+
 def set_kernels_isa(name: str) -> None:
     """The instruction-set level ptbfast's own kernels run at, process-wide: one of
     :func:`supported_isas` ("baseline", "avx2", "avx512" in a portable build; "native" in a
