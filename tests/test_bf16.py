@@ -706,13 +706,16 @@ def test_info_reports_the_amx_permission_and_the_bf16_path():
     assert info["bf16_products"]
     if platform.machine() in ("x86_64", "AMD64") and sys.platform == "linux":
         assert info["cpu_vendor"] == cpu_vendor()
-    if info["cpu_vendor"] != "GenuineIntel":  # MKL's bf16 kernels are Intel's only: auto never takes them
+    chosen = ops.bf16_products()  # ("auto" unless PTBFAST_BF16_PRODUCTS names a kernel)
+    if chosen != "auto":
+        assert info["bf16_products"].endswith(f"PTBFAST_BF16_PRODUCTS={chosen})")
+    elif info["cpu_vendor"] != "GenuineIntel":  # MKL's bf16 kernels are Intel's only: auto never takes them
         assert not info["bf16_products"].startswith("MKL") and "SGEMM" in info["bf16_products"]
         assert info["bf16_instructions"] == ("avx512_bf16" in ops.BF16_KERNELS_HERE)
     assert info["bf16_matrix_engine"] == info["bf16_instructions"]  # (the key's first name)
     # The recurrent products run on "auto"'s kernel for many rows where it takes packed weights:
     # AMX, else AVX512-BF16 on CPUs not Intel's, else SGEMM.
-    if ops.bf16_products() == "auto":
+    if chosen == "auto":
         expected = ("amx" if "amx" in ops.BF16_KERNELS_HERE else
                     "avx512_bf16" if "avx512_bf16" in ops.BF16_KERNELS_HERE and info["cpu_vendor"] != "GenuineIntel"
                     else "sgemm")

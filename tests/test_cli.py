@@ -42,6 +42,7 @@ def light_env(**changes):
     """The environment of a child process: one thread, unbuffered, importing the ptbfast under test;
     ``changes`` set variables (None removes one)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.pop("PYTHONWARNINGS", None)  # (the tests read the warnings a command prints)
     paths = [os.path.abspath(p) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     if _IMPORTED_FROM not in _SITE_DIRS:
         paths.insert(0, str(_IMPORTED_FROM))

@@ -108,3 +108,21 @@ def test_eval_rows_add_up_to_the_step(precision):
     assert profile["update"] == profile["dropout_masks"] == 0  # forward only
     assert (profile["bf16_rounding"] > 0) == (precision == "bf16")
     assert not ops.profile_read()["gate_math"]
+
+
+def test_a_step_that_raises_leaves_the_timers_off():
+    from ptbfast.profile import _profile_steps
+
+    rng = np.random.default_rng(1)
+    h, w = rng.standard_normal((8, 4)).astype(np.float32), rng.standard_normal((4, 30)).astype(np.float32)
+    b, targets = np.zeros(30, np.float32), rng.integers(0, 30, 8)
+
+    def step():  # (the timers are on from the first step after warmup)
+        ops.output_layer_loss_and_grads(h, w, b, targets, 1.0)
+        raise FloatingPointError("a step that fails")
+
+    with pytest.raises(FloatingPointError):
+        _profile_steps(step, steps=2, warmup=0)
+    ops.profile_read()
+    ops.output_layer_loss_and_grads(h, w, b, targets, 1.0)
+    assert not any(ops.profile_sections().values())  # nothing counted: the timers are off again

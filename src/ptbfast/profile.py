@@ -58,16 +58,18 @@ def _profile_steps(step, steps: int, warmup: int) -> dict:
             timed(ops, "round_bf16_in_place", seconds, "bf16_rounding"), \
             timed(step_module, "dropout_masks", seconds, "dropout_masks"), \
             timed(step_module, "apply_sgd", seconds, "update"):
-        for k in range(warmup + steps):
-            if k == warmup:  # measure from here (in place: the wrappers add into this dict)
-                seconds.update(dict.fromkeys(ROWS + PART_ROWS, 0.0))
-                ops.profile_read()
-                ops.profile_enable(True)
-            start = time.perf_counter()
-            step()
-            if k >= warmup:
-                total += time.perf_counter() - start
-    ops.profile_enable(False)
+        try:
+            for k in range(warmup + steps):
+                if k == warmup:  # measure from here (in place: the wrappers add into this dict)
+                    seconds.update(dict.fromkeys(ROWS + PART_ROWS, 0.0))
+                    ops.profile_read()
+                    ops.profile_enable(True)
+                start = time.perf_counter()
+                step()
+                if k >= warmup:
+                    total += time.perf_counter() - start
+        finally:  # (a step that raises leaves the process's kernel timers off, as it found them)
+            ops.profile_enable(False)
     seconds.update(ops.profile_read())
     seconds["python_overhead"] = total - sum(seconds[row] for row in ROWS if row != "python_overhead")
     result = {row: 1e3 * seconds[row] / steps for row in ROWS + PART_ROWS}
