@@ -537,18 +537,25 @@ def test_info_prints_json_with_the_blas(tmp_path):
 @pytest.mark.parametrize("limit, says", [({"OMP_THREAD_LIMIT": "1"}, "OMP_THREAD_LIMIT=1 caps OpenMP's teams below 2"),
                                          ({"OMP_DYNAMIC": "true"}, "OMP_DYNAMIC is on")])
 def test_threads_that_openmp_may_withhold_are_named(limit, says, tmp_path):
-    """OMP_THREAD_LIMIT and OMP_DYNAMIC let OpenMP run fewer threads than --threads asks for, while
-    the run prints and times the count asked for: info shows them, and --threads beyond them warns."""
-    clear = {"OMP_THREAD_LIMIT": None, "OMP_DYNAMIC": None}
-    info = json.loads(ptbfast_cli("info", cwd=tmp_path, env=light_env(**{**clear, **limit})).stdout)
+    """OMP_THREAD_LIMIT and OMP_DYNAMIC let OpenMP run fewer threads than --threads (or
+    OMP_NUM_THREADS) asks for, while the run prints and times the count asked for: info shows
+    them, and a count beyond them warns."""
+    clear = {name: None for name in ("OMP_THREAD_LIMIT", "OMP_DYNAMIC", "OMP_THREAD_LIMIT_ALL", "OMP_DYNAMIC_ALL")}
+
+    def run(*args, **env):
+        return ptbfast_cli(*args, cwd=tmp_path, env=light_env(**{**clear, **env}))
+
+    info = json.loads(run("info", **limit).stdout)
     assert (info["openmp_thread_limit"], info["openmp_dynamic"]) == ((1, False) if "OMP_THREAD_LIMIT" in limit
                                                                       else (0, True))
     args = ["bench", "--config", "test", "--steps", "1", "--json", "--vocab-size", "50", "--hidden-size", "8"]
-    warned = ptbfast_cli(*args, "--threads", "2", cwd=tmp_path, env=light_env(**{**clear, **limit}))
+    warned = run(*args, "--threads", "2", **limit)
     assert warned.returncode == 0, warned.stderr
-    assert f"warning (RuntimeWarning): 2 threads asked for, but {says}" in warned.stderr
-    quiet = ptbfast_cli(*args, "--threads", "1", cwd=tmp_path, env=light_env(**{**clear, **limit}))
-    assert quiet.returncode == 0 and "warning" not in quiet.stderr, quiet.stderr
-    plain = ptbfast_cli(*args, "--threads", "2", cwd=tmp_path, env=light_env(**clear))
-    assert plain.returncode == 0 and "warning" not in plain.stderr, plain.stderr
-    assert json.loads(ptbfast_cli("info", cwd=tmp_path, env=light_env(**clear)).stdout)["openmp_thread_limit"] == 0
+    assert f"warning (RuntimeWarning): --threads 2 asked for, but {says}" in warned.stderr
+    by_environment = run(*args, **limit, OMP_NUM_THREADS=2)
+    assert f"2 threads (OMP_NUM_THREADS, or the cores) asked for, but {says}" in by_environment.stderr
+    quiet = run(*args, "--threads", "1", **limit)
+    assert quiet.returncode == 0 and "asked for" not in quiet.stderr, quiet.stderr
+    plain = run(*args, "--threads", "2")
+    assert plain.returncode == 0 and "asked for" not in plain.stderr, plain.stderr
+    assert json.loads(run("info").stdout)["openmp_thread_limit"] == 0

@@ -167,6 +167,22 @@ class StubComm:
         return self.gathered
 
 
+def test_default_threads_share_the_cores_within_openmps_limit(monkeypatch):
+    from types import SimpleNamespace
+
+    from ptbfast import ops
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = os.cpu_count() or 1
+    one_rank, many_ranks = SimpleNamespace(local_size=1), SimpleNamespace(local_size=cores + 1)
+    assert distributed.default_threads(many_ranks) == 1
+    info = ops.build_info()
+    monkeypatch.setattr(ops, "build_info", lambda: dict(info, openmp_thread_limit=0))  # (0: no limit)
+    assert distributed.default_threads(one_rank) == min(usable, cores)
+    monkeypatch.setattr(ops, "build_info", lambda: dict(info, openmp_thread_limit=1))  # (OMP_THREAD_LIMIT=1)
+    assert distributed.default_threads(one_rank) == 1
+
+
 def test_batch_rows_are_split_in_contiguous_blocks():
     model = LSTMLanguageModel(11, 4, 1)
     assert [DataParallel(StubComm(r, 4), 20, model.params).rows for r in range(4)] == [

@@ -20,9 +20,8 @@ void set_num_threads(int n);
 // 65,535 or more): an error is better than either.
 inline constexpr int kMaxThreads = 4096;
 int num_threads();
-// What may give a region fewer threads than num_threads(): OMP_THREAD_LIMIT's cap (0: none, or none below
-// kMaxThreads), and
-// OMP_DYNAMIC (the runtime may shrink any team, by load).
+// What may give a region fewer threads than num_threads(): OMP_THREAD_LIMIT's cap (0: none, or none
+// below kMaxThreads), and OMP_DYNAMIC (the runtime may shrink any team, by load).
 int thread_limit();
 bool dynamic_threads();
 

@@ -72,13 +72,19 @@ def _config_from_args(args) -> Config:
     return get_config(args.config, **overrides)
 
 
-def _set_threads(n) -> None:
-    if n:
-        import ptbfast
-        ptbfast.set_num_threads(n)
-        reason = ptbfast.ops.fewer_threads_reason(n)
-        if reason:  # (the count asked for would be printed and timed as if it ran)
-            warnings.warn(f"{n} threads asked for, but {reason}", RuntimeWarning, stacklevel=2)
+def _set_threads(n, rank_default=None) -> None:
+    """Sets ``n`` threads (--threads; None: ``rank_default``, the cores / ranks on the host under
+    mpiexec, else OMP_NUM_THREADS's or the cores), and warns where OpenMP may run fewer (the count
+    would be printed, and timed, as if it ran)."""
+    import ptbfast
+    if n or rank_default:
+        ptbfast.set_num_threads(n or rank_default)
+    count = ptbfast.get_num_threads()
+    reason = ptbfast.ops.fewer_threads_reason(count)
+    if reason:
+        asked = (f"--threads {n}" if n else f"{count} threads (the cores / ranks on this host)" if rank_default
+                 else f"{count} threads (OMP_NUM_THREADS, or the cores)")
+        warnings.warn(f"{asked} asked for, but {reason}", RuntimeWarning, stacklevel=2)
 
 
 def cmd_train(args) -> int:
@@ -122,7 +128,7 @@ def _new_trainer(args, comm):
     from ptbfast.train import Trainer
 
     # Ranks: --threads each; by default the host's cores shared among the ranks on it.
-    _set_threads(args.threads or (distributed.default_threads(comm) if comm.size > 1 else None))
+    _set_threads(args.threads, distributed.default_threads(comm) if comm.size > 1 else None)
     data_dir = datasets.ptb(args.data_path)
     corpus = load_corpus(data_dir)
     config = _config_from_args(args)
@@ -271,6 +277,8 @@ def cmd_bench(args) -> int:
     from ptbfast import bench
 
     _check_bench_modes(args)
+    if not distributed.world().is_root:  # (bench --ranks's ranks: rank 0 alone warns, as in train)
+        warnings.simplefilter("ignore")
     _set_threads(args.threads)
     if args.profile:
         from ptbfast.profile import format_profile, profile_eval, profile_training

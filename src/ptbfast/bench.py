@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -336,9 +337,13 @@ def run_ranks_table(configs, steps: int, ranks: int, threads: int | None, overri
                     repeat: int = 1) -> list[dict]:
     """Train words/s of ``mpiexec -n ranks`` (``threads`` each; default: cores / ranks) against one
     process with ``ranks * threads`` threads, the two alternated ``repeat`` times; medians."""
-    from ptbfast import distributed
+    from ptbfast import distributed, ops
 
     threads = threads or max(1, (os.cpu_count() or 1) // ranks)
+    reason = ops.fewer_threads_reason(ranks * threads)  # (the children's own warnings are not shown)
+    if reason:
+        warnings.warn(f"the one-process run's {ranks * threads} threads asked for, but {reason}", RuntimeWarning,
+                      stacklevel=2)
     rows = []
     for name in configs:
         base = [sys.executable, "-m", "ptbfast", "bench", "--config", name, "--steps", str(steps), "--json", *overrides]

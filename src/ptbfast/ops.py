@@ -365,8 +365,10 @@ def get_num_threads() -> int:
 def fewer_threads_reason(n: int) -> str | None:
     """Why OpenMP may run ptbfast's regions on fewer than ``n`` threads (the environment's
     OMP_THREAD_LIMIT below ``n``, or OMP_DYNAMIC, which lets the runtime shrink any team by load),
-    or None where each region gets the ``n`` threads it asks for. Results do not depend on it
-    (the kernels split their work by the team they get); speed does."""
+    or None where neither does: then the regions a kernel called from Python starts get the ``n``
+    they ask for (not a region inside another parallel region, which gets one thread, nor a
+    runtime's own variables, such as LLVM's KMP_*). Results do not depend on it (the kernels split
+    their work by the team they get); speed does."""
     info = _core.build_info()
     if 0 < info["openmp_thread_limit"] < n:
         return f"OMP_THREAD_LIMIT={info['openmp_thread_limit']} caps OpenMP's teams below {n} threads"

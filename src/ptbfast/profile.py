@@ -68,7 +68,7 @@ def _profile_steps(step, steps: int, warmup: int) -> dict:
                 step()
                 if k >= warmup:
                     total += time.perf_counter() - start
-        finally:  # (a step that raises leaves the process's kernel timers off, as it found them)
+        finally:  # (a step that raises leaves the process's kernel timers off, not counting every later call)
             ops.profile_enable(False)
     seconds.update(ops.profile_read())
     seconds["python_overhead"] = total - sum(seconds[row] for row in ROWS if row != "python_overhead")

@@ -57,10 +57,13 @@ def _mpi4py_installed() -> bool:
 
 def default_threads(comm) -> int:
     """OpenMP/BLAS threads per rank: the cores of the host divided by the ranks on it (and no
-    more than the cores this process may run on, if the launcher bound it)."""
+    more than the cores this process may run on, if the launcher bound it, or OMP_THREAD_LIMIT)."""
+    from ptbfast import ops
+
     cores = os.cpu_count() or 1
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
-    return max(1, min(usable, cores // max(comm.local_size, 1)))
+    limit = ops.build_info()["openmp_thread_limit"] or usable  # (0: none)
+    return max(1, min(usable, limit, cores // max(comm.local_size, 1)))
 
 
 def find_mpiexec() -> str | None:
