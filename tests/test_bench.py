@@ -3,6 +3,7 @@ scripts, is a command-line test: tests/test_cli.py.)"""
 
 import json
 import subprocess
+import warnings
 
 import pytest
 
@@ -77,7 +78,6 @@ def test_the_gemm_table_times_every_kernel_here_both_ways(monkeypatch, capsys):
     assert table.splitlines()[1].startswith("3x5@5x7 ") and table.count("% peak") == len(result["peaks"]) - 1
     # bench --gemm --json prints the same measurement as one JSON object.
     monkeypatch.setattr(gemm_bench, "GEMM_SHAPES", [(2, 3, 4)])
-    monkeypatch.setattr(ops, "fewer_threads_reason", lambda n: None)  # (no warning of OMP_THREAD_LIMIT's here)
     assert main(["bench", "--gemm", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert [r["shape"] for r in printed["rows"]] == ["2x3@3x4"]
@@ -118,10 +118,8 @@ def test_precision_rounds_go_on_without_a_failing_pytorch(monkeypatch, capsys):
     assert out.count("PyTorch bf16 could not measure small (exit 1): RuntimeError: no bf16 primitive") == 1
 
 
-def test_bench_precisions_refuses_one_precision(monkeypatch, capsys):
-    from ptbfast import ops
+def test_bench_precisions_refuses_one_precision(capsys):
     from ptbfast.__main__ import main
-    monkeypatch.setattr(ops, "fewer_threads_reason", lambda n: None)  # (no warning of OMP_THREAD_LIMIT's here)
     assert main(["bench", "--precisions", "--precision", "bf16"]) != 0
     assert "drop --precision" in capsys.readouterr().err
 
@@ -146,16 +144,16 @@ def test_precision_rounds_print_configs_that_pytorch_measured_and_those_it_did_n
 def test_bench_ranks_names_threads_openmp_may_withhold(monkeypatch, capsys):
     """The children's warnings are not shown, so the parent says where the one-process run's
     ranks x threads are more than OpenMP may give (its words/s would be timed on fewer)."""
-    from ptbfast import ops
+    from ptbfast import distributed, ops
 
     keys = ["masks_ms", "compute_ms", "pack_ms", "allreduce_ms", "allreduce_alone_ms", "gather_ms", "update_ms",
             "step_ms", "train_wps"]
     measured = dict(dict.fromkeys(keys, 1.0), allreduce_bytes=0, gather_bytes=0, mpi="MPICH")
     monkeypatch.setattr(bench, "_measure", lambda cmd, name: measured)
+    monkeypatch.setattr(distributed, "mpiexec_command", lambda ranks, argv, mpiexec=None: ["mpiexec", *argv])
     monkeypatch.setattr(ops, "fewer_threads_reason", lambda n: f"capped below {n}" if n > 3 else None)
     with pytest.warns(RuntimeWarning, match="the one-process run's 4 threads asked for, but capped below 4"):
         bench.run_ranks_table(["test"], 1, 2, 2, [])
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # (3 threads: nothing to say)
         bench.run_ranks_table(["test"], 1, 3, 1, [])

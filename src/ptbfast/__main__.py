@@ -73,18 +73,20 @@ def _config_from_args(args) -> Config:
 
 
 def _set_threads(n, rank_default=None) -> None:
-    """Sets ``n`` threads (--threads; None: ``rank_default``, the cores / ranks on the host under
-    mpiexec, else OMP_NUM_THREADS's or the cores), and warns where OpenMP may run fewer (the count
-    would be printed, and timed, as if it ran)."""
+    """Sets ``n`` threads (--threads), warning where OpenMP may run fewer (the count would be printed,
+    and timed, as if it ran); without ``n``, ``rank_default`` (under mpiexec: the cores / ranks on
+    the host) or OMP_NUM_THREADS's count, or the cores, capped at OMP_THREAD_LIMIT."""
     import ptbfast
-    if n or rank_default:
-        ptbfast.set_num_threads(n or rank_default)
-    count = ptbfast.get_num_threads()
-    reason = ptbfast.ops.fewer_threads_reason(count)
-    if reason:
-        asked = (f"--threads {n}" if n else f"{count} threads (the cores / ranks on this host)" if rank_default
-                 else f"{count} threads (OMP_NUM_THREADS, or the cores)")
-        warnings.warn(f"{asked} asked for, but {reason}", RuntimeWarning, stacklevel=2)
+    if n:
+        ptbfast.set_num_threads(n)
+        reason = ptbfast.ops.fewer_threads_reason(n)
+        if reason:
+            warnings.warn(f"--threads {n} asked for, but {reason}", RuntimeWarning, stacklevel=2)
+        return
+    count = rank_default or ptbfast.get_num_threads()
+    limit = ptbfast.build_info()["openmp_thread_limit"]  # (0: none)
+    if rank_default or 0 < limit < count:
+        ptbfast.set_num_threads(min(count, limit or count))
 
 
 def cmd_train(args) -> int:
@@ -409,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=_count(0))
     train.add_argument("--threads", type=_thread_count(),
                        help="OpenMP and BLAS threads (under mpiexec: per rank; default there: the host's cores "
-                            "divided by the ranks on it)")
+                            "divided by the ranks on it; defaults at most OMP_THREAD_LIMIT)")
     train.add_argument("--resume", action="store_true", help="continue from SAVE_PATH/checkpoint.npz")
     train.add_argument("--overwrite", action="store_true",
                        help="start afresh even if SAVE_PATH holds a run (its checkpoint and log are deleted)")

@@ -335,11 +335,13 @@ def _print_precision_rounds(rows) -> None:
 
 def run_ranks_table(configs, steps: int, ranks: int, threads: int | None, overrides: list[str],
                     repeat: int = 1) -> list[dict]:
-    """Train words/s of ``mpiexec -n ranks`` (``threads`` each; default: cores / ranks) against one
-    process with ``ranks * threads`` threads, the two alternated ``repeat`` times; medians."""
+    """Train words/s of ``mpiexec -n ranks`` (``threads`` each; default: cores / ranks, at most
+    OMP_THREAD_LIMIT) against one process with ``ranks * threads`` threads, the two alternated
+    ``repeat`` times; medians."""
     from ptbfast import distributed, ops
 
-    threads = threads or max(1, (os.cpu_count() or 1) // ranks)
+    limit = ops.build_info()["openmp_thread_limit"] or (os.cpu_count() or 1)  # (0: none)
+    threads = threads or max(1, min(limit, (os.cpu_count() or 1) // ranks))
     reason = ops.fewer_threads_reason(ranks * threads)  # (the children's own warnings are not shown)
     if reason:
         warnings.warn(f"the one-process run's {ranks * threads} threads asked for, but {reason}", RuntimeWarning,
