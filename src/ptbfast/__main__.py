@@ -84,9 +84,8 @@ def _set_threads(n, rank_default=None) -> None:
             warnings.warn(f"--threads {n} asked for, but {reason}", RuntimeWarning, stacklevel=2)
         return
     count = rank_default or ptbfast.get_num_threads()
-    limit = ptbfast.build_info()["openmp_thread_limit"]  # (0: none)
-    if rank_default or 0 < limit < count:
-        ptbfast.set_num_threads(min(count, limit or count))
+    if rank_default or ptbfast.ops.threads_within_limit(count) != count:
+        ptbfast.set_num_threads(ptbfast.ops.threads_within_limit(count))
 
 
 def cmd_train(args) -> int:

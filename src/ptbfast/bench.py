@@ -340,8 +340,7 @@ def run_ranks_table(configs, steps: int, ranks: int, threads: int | None, overri
     ``repeat`` times; medians."""
     from ptbfast import distributed, ops
 
-    limit = ops.build_info()["openmp_thread_limit"] or (os.cpu_count() or 1)  # (0: none)
-    threads = threads or max(1, min(limit, (os.cpu_count() or 1) // ranks))
+    threads = threads or ops.threads_within_limit(max(1, (os.cpu_count() or 1) // ranks))
     reason = ops.fewer_threads_reason(ranks * threads)  # (the children's own warnings are not shown)
     if reason:
         warnings.warn(f"the one-process run's {ranks * threads} threads asked for, but {reason}", RuntimeWarning,

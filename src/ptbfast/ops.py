@@ -362,6 +362,13 @@ def get_num_threads() -> int:
     return _core.get_num_threads()
 
 
+def threads_within_limit(n: int) -> int:
+    """``n``, or OMP_THREAD_LIMIT where that is lower: the count a default should take (a count
+    asked for explicitly is set as asked, and :func:`fewer_threads_reason` says why it may not run)."""
+    limit = build_info()["openmp_thread_limit"]  # (0: none)
+    return min(n, limit) if limit else n
+
+
 def fewer_threads_reason(n: int) -> str | None:
     """Why OpenMP may run ptbfast's regions on fewer than ``n`` threads (the environment's
     OMP_THREAD_LIMIT below ``n``, or OMP_DYNAMIC, which lets the runtime shrink any team by load),

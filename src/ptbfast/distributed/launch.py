@@ -62,8 +62,7 @@ def default_threads(comm) -> int:
 
     cores = os.cpu_count() or 1
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
-    limit = ops.build_info()["openmp_thread_limit"] or usable  # (0: none)
-    return max(1, min(usable, limit, cores // max(comm.local_size, 1)))
+    return ops.threads_within_limit(max(1, min(usable, cores // max(comm.local_size, 1))))
 
 
 def find_mpiexec() -> str | None:
