@@ -247,7 +247,7 @@ def test_a_thread_failing_in_the_time_loop_raises_memory_error(thread, barrier, 
     # or bf16 on ptbfast's kernels), else on one (lstm.cpp's time_loop_threads): there thread k exists.
     own_products = bf16 and ops.bf16_recurrent_kernel(B) != "sgemm"
     team = threads if own_products or info["blas"] == "mkl" else 1
-    team = min(team, info["openmp_thread_limit"] or team)  # (OMP_THREAD_LIMIT caps every team)
+    team = ops.threads_within_limit(team)  # (OMP_THREAD_LIMIT caps every team)
     assert raised == (thread < team)
     for a, b in zip(run(), want):
         np.testing.assert_array_equal(a, b)

@@ -376,7 +376,7 @@ def fewer_threads_reason(n: int) -> str | None:
     they ask for (not a region inside another parallel region, which gets one thread, nor a
     runtime's own variables, such as LLVM's KMP_*). Results do not depend on it (the kernels split
     their work by the team they get); speed does."""
-    info = _core.build_info()
+    info = build_info()
     if 0 < info["openmp_thread_limit"] < n:
         return f"OMP_THREAD_LIMIT={info['openmp_thread_limit']} caps OpenMP's teams below {n} threads"
     if info["openmp_dynamic"] and n > 1:
