@@ -72,11 +72,11 @@ class Config:
         if self.init_scale < 0:
             raise ValueError(f"config.init_scale must be >= 0, got {self.init_scale}")
         if self.nonfinite not in NONFINITE_ACTIONS:
-            raise ValueError(f"config.nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
+            raise ValueError(f"config.nonfinite must be one of {', '.join(NONFINITE_ACTIONS)}, got {self.nonfinite!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"config.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.grad_norm not in GRAD_NORM_MODES:
-            raise ValueError(f"config.grad_norm must be 'indexed_slices' or 'dense', got {self.grad_norm!r}")
+            raise ValueError(f"config.grad_norm must be one of {', '.join(GRAD_NORM_MODES)}, got {self.grad_norm!r}")
 
     def learning_rate_at(self, epoch: int) -> float:
         """TF: ``learning_rate * lr_decay ** max(epoch + 1 - max_epoch, 0)`` for 0-based ``epoch``."""
