@@ -84,8 +84,9 @@ def _set_threads(n, rank_default=None) -> None:
             warnings.warn(f"--threads {n} asked for, but {reason}", RuntimeWarning, stacklevel=2)
         return
     count = rank_default or ptbfast.get_num_threads()
-    if rank_default or ptbfast.ops.threads_within_limit(count) != count:
-        ptbfast.set_num_threads(ptbfast.ops.threads_within_limit(count))
+    within = ptbfast.ops.threads_within_limit(count)
+    if rank_default or within != count:
+        ptbfast.set_num_threads(within)
 
 
 def cmd_train(args) -> int:

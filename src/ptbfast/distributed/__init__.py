@@ -36,8 +36,7 @@ from ptbfast.distributed.launch import (LAUNCHER_VARIABLES, PMIX_SIZE_VARIABLES,
                                         find_mpiexec, launcher_world, mpiexec_command, mpiexec_flavour, wants_mpi)
 from ptbfast.signals import STOP_SIGNALS
 
-__all__ = ["BUCKET_BYTES", "LAUNCHER_VARIABLES", "PMIX_SIZE_VARIABLES", "STOP_SIGNALS", "DataParallel", "DistributedError",
-           "ExchangeStats", "MPICommunicator", "SingleProcess", "StepResult", "agree", "check_batch_split",
-           "default_threads", "find_mpiexec",
-           "is_agreed", "launcher_world", "mark_agreed", "mpiexec_command", "mpiexec_flavour", "on_root", "wants_mpi",
-           "world"]
+__all__ = ["BUCKET_BYTES", "LAUNCHER_VARIABLES", "PMIX_SIZE_VARIABLES", "STOP_SIGNALS", "DataParallel",
+           "DistributedError", "ExchangeStats", "MPICommunicator", "SingleProcess", "StepResult", "agree",
+           "check_batch_split", "default_threads", "find_mpiexec", "is_agreed", "launcher_world", "mark_agreed",
+           "mpiexec_command", "mpiexec_flavour", "on_root", "wants_mpi", "world"]
